@@ -1,0 +1,262 @@
+"""Typed configuration for Loopline.
+
+One versioned YAML file (``loopline.yaml`` beside this module, or the file named by ``LOOPLINE_CONFIG``)
+is validated into :class:`LooplineConfig`. Unknown keys and wrong types fail with a message naming the
+key. Deployment values are overridden by ``LOOPLINE__<SECTION>__<KEY>`` environment variables whose
+values are parsed as YAML scalars, so ``LOOPLINE__GATE__MIN_IMPROVEMENT=0.01`` is a float.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = Path(__file__).with_name("loopline.yaml")
+ENV_PREFIX = "LOOPLINE__"
+SUPPORTED_VERSION = 1
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_WINDOW = re.compile(r"^(\d+)([hd])$")
+
+
+class ConfigError(ValueError):
+    """The configuration file or an override is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    landing_uri: str
+    lake_uri: str
+    reports_uri: str
+    aws_conn_id: str
+
+
+class SparkConfig(_Section):
+    conn_id: str
+    connect_url: str
+    pool: str
+    pool_slots: int = Field(ge=1)
+    driver_memory: str
+    shuffle_partitions: int = Field(ge=1)
+
+
+class PostgresConfig(_Section):
+    conn_id: str
+    schema_: str = Field(alias="schema")
+
+    @field_validator("schema_")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        # The schema name is interpolated into DDL as an identifier, so only plain identifiers pass.
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain lower-case SQL identifier")
+        return value
+
+
+class MlflowConfig(_Section):
+    tracking_uri: str
+    artifact_uri: str
+    experiment: str
+    registered_model: str
+    ui_url: str
+
+
+class FeaturesConfig(_Section):
+    windows: list[str]
+    label_maturity_days: int = Field(ge=1)
+    risk_prior_strength: float = Field(gt=0)
+    history_days: int = Field(ge=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            if not _WINDOW.match(window):
+                raise ValueError(f"window {window!r} must look like '1h' or '7d'")
+        return value
+
+    def window_hours(self) -> dict[str, int]:
+        """Each configured window as hours, e.g. ``{'1h': 1, '7d': 168}``."""
+        out = {}
+        for window in self.windows:
+            number, unit = _WINDOW.match(window).groups()  # type: ignore[union-attr]
+            out[window] = int(number) * (24 if unit == "d" else 1)
+        return out
+
+
+class ValidationConfig(_Section):
+    max_quarantine_rate: float = Field(ge=0, le=1)
+    row_count_lookback_days: int = Field(ge=1)
+    row_count_min_ratio: float = Field(ge=0)
+    row_count_max_ratio: float = Field(gt=0)
+    min_rows: int = Field(ge=0)
+    sensor_timeout_minutes: int = Field(ge=1)
+    sensor_poke_seconds: int = Field(ge=1)
+
+
+class KubernetesConfig(_Section):
+    namespace: str
+    image: str
+    service_account: str
+    gpus: int = Field(ge=0)
+    cpu: str
+    memory: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, str]]
+    secret_name: str
+    startup_timeout_seconds: int = Field(ge=1)
+    schedule_timeout_seconds: int = Field(ge=1)
+
+
+class TrainingConfig(_Section):
+    model_type: Literal["xgboost", "mlp"]
+    runner: Literal["local", "kubernetes"]
+    window_days: int = Field(ge=2)
+    validation_days: int = Field(ge=1)
+    holdout_days: int = Field(ge=1)
+    seed: int
+    max_rounds: int = Field(ge=1)
+    early_stopping_rounds: int = Field(ge=1)
+    kubernetes: KubernetesConfig
+
+
+class GateConfig(_Section):
+    primary_metric: Literal["roc_auc", "pr_auc"]
+    min_improvement: float = Field(ge=0)
+    absolute_floor: float = Field(ge=0, le=1)
+    guardrails: dict[str, float]
+
+
+class ScoringConfig(_Section):
+    threshold: float = Field(gt=0, lt=1)
+    reason_codes: int = Field(ge=0)
+    explain: Literal["flagged", "all", "none"]
+
+
+class DriftConfig(_Section):
+    backend: Literal["alibi", "scipy"]
+    p_value: float = Field(gt=0, lt=1)
+    correction: Literal["bonferroni", "fdr"]
+    min_drifted_features: int = Field(ge=1)
+    reference_sample_size: int = Field(ge=100)
+    performance_tolerance: float = Field(ge=0, le=1)
+    cooldown_hours: int = Field(ge=0)
+
+
+class LooplineConfig(_Section):
+    version: int
+    storage: StorageConfig
+    spark: SparkConfig
+    postgres: PostgresConfig
+    mlflow: MlflowConfig
+    features: FeaturesConfig
+    validation: ValidationConfig
+    training: TrainingConfig
+    gate: GateConfig
+    scoring: ScoringConfig
+    drift: DriftConfig
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != SUPPORTED_VERSION:
+            raise ValueError(f"config version {value} is not supported (expected {SUPPORTED_VERSION})")
+        return value
+
+    def resolve(self, uri: str) -> str:
+        """Resolve a configured path or URI: URIs with a scheme pass through, paths resolve under home."""
+        return resolve_uri(uri)
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``dags/`` and ``include/``)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def loopline_home() -> Path:
+    """Where local state lives (lake, landing, services): ``$LOOPLINE_HOME`` or ``<repo>/.loopline``."""
+    return Path(os.environ.get("LOOPLINE_HOME") or repo_root() / ".loopline").resolve()
+
+
+def resolve_uri(uri: str) -> str:
+    """``s3://…`` and ``file://…`` style URIs pass through; plain paths resolve against :func:`loopline_home`.
+
+    ``sqlite:///relative.db`` becomes an absolute SQLite URI under home as well.
+    """
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{loopline_home() / uri.removeprefix('sqlite:///')}"
+    if "://" in uri:
+        return uri
+    path = Path(uri).expanduser()
+    return str(path if path.is_absolute() else loopline_home() / path)
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
+    node: Any = tree
+    for depth, key in enumerate(keys[:-1]):
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(f"{source}: unknown config key {'.'.join(keys[: depth + 1])!r}")
+        node = node[key]
+    if not isinstance(node, dict) or keys[-1] not in node:
+        raise ConfigError(f"{source}: unknown config key {'.'.join(keys)!r}")
+    node[keys[-1]] = value
+
+
+def apply_env_overrides(tree: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    """Apply ``LOOPLINE__SECTION__KEY=value`` overrides to the raw tree (values parsed as YAML)."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name.removeprefix(ENV_PREFIX).split("__")]
+        _set_path(tree, keys, yaml.safe_load(environ[name]), source=f"environment variable {name}")
+    return tree
+
+
+def _format_errors(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]).replace("schema_", "schema")
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (remove it or check its spelling)")
+        elif item["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return f"invalid Loopline config {source}:\n" + "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> LooplineConfig:
+    """Read, override and validate the configuration.
+
+    ``path`` defaults to ``$LOOPLINE_CONFIG`` or the packaged ``loopline.yaml``; ``environ`` defaults to
+    ``os.environ``. Raises :class:`ConfigError` naming every offending key.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    source = Path(path or environ.get("LOOPLINE_CONFIG") or DEFAULT_CONFIG)
+    try:
+        tree = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Loopline config file not found: {source}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Loopline config {source} is not valid YAML: {exc}") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"Loopline config {source} must be a mapping of sections")
+    apply_env_overrides(tree, environ)
+    try:
+        return LooplineConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, str(source))) from None
+
+
+@lru_cache(maxsize=1)
+def get_config() -> LooplineConfig:
+    """The process-wide configuration (cached; tests call ``get_config.cache_clear()``)."""
+    return load_config()

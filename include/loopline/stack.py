@@ -1,0 +1,478 @@
+"""The local stack on embedded defaults: Airflow standalone, Spark Connect, PostgreSQL and MLflow.
+
+Everything runs as plain processes on 127.0.0.1, with PIDs, logs and data under one state folder
+(``$LOOPLINE_HOME``, default ``<repo>/.loopline``). ``down`` stops only what ``up`` started (it
+reads the PID files and checks each PID still runs the command it started), and ``status`` asks each
+component for its health. No Docker, no cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from loopline.config import LooplineConfig, get_config, loopline_home, repo_root, resolve_uri
+
+AIRFLOW_PORT = int(os.environ.get("LOOPLINE_AIRFLOW_PORT", "8080"))
+DEV_ENV_FILE = Path(__file__).parent / "config" / "dev" / "airflow.env"
+POSTGRES_CONN_VAR = "AIRFLOW_CONN_LOOPLINE_POSTGRES"
+# What `airflow standalone` runs, as separate processes: the scheduler and triggerer skip their log
+# servers, which would listen on every interface; the api-server reads task logs from the shared folder.
+AIRFLOW_COMPONENTS = {
+    "airflow-api-server": ["api-server"],
+    "airflow-scheduler": ["scheduler", "--skip-serve-logs"],
+    "airflow-dag-processor": ["dag-processor"],
+    "airflow-triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+
+@dataclass(frozen=True)
+class Health:
+    """One component's state as ``status`` reports it."""
+
+    name: str
+    healthy: bool
+    detail: str
+
+
+def state_dir() -> Path:
+    """The folder holding PID files, logs and service data."""
+    path = loopline_home() / "stack"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def venv_bin() -> Path:
+    """The folder of the running interpreter's console scripts (airflow, mlflow, spark-submit)."""
+    return Path(sys.executable).parent
+
+
+def spark_home() -> Path:
+    """SPARK_HOME for the pip-installed pyspark (spark-submit needs it or the venv on PATH)."""
+    import pyspark  # noqa: PLC0415 - only the stack needs the JVM side of pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+def parallelism() -> int:
+    """Airflow task parallelism sized to the machine: two task slots per core, at least four."""
+    return max(4, 2 * (os.cpu_count() or 2))
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
+    """GET ``url``; healthy on a 2xx answer. Returns (ok, body or error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback URL from config
+            return 200 <= response.status < 300, response.read(2000).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(exc)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Environment shared by every component: dev connections/variables and Airflow's settings.
+
+
+def dev_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str, str]:
+    """The checked-in dev connections and variables with placeholders filled in.
+
+    Values already present in the process environment win, so a configured connection (for example an
+    external Postgres in ``AIRFLOW_CONN_LOOPLINE_POSTGRES``) is never replaced by the embedded default.
+    """
+    spark_host, spark_port = _host_port(cfg.spark.connect_url, 15002)
+    values = {
+        "LOOPLINE_HOME": str(loopline_home()),
+        "PG_HOST": pg_host or "",
+        "SPARK_HOST": spark_host,
+        "SPARK_PORT": str(spark_port),
+    }
+    env: dict[str, str] = {}
+    for raw in DEV_ENV_FILE.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.partition("=")
+        if name == POSTGRES_CONN_VAR and not pg_host:
+            continue
+        env[name] = string.Template(value).safe_substitute(values)
+    return {name: value for name, value in env.items() if name not in os.environ}
+
+
+def airflow_environment(home: Path) -> dict[str, str]:
+    """Airflow settings for the embedded stack: LocalExecutor, SQLite, repo folders, loopback only."""
+    root = repo_root()
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism()),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(parallelism()),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{AIRFLOW_PORT}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(AIRFLOW_PORT),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{AIRFLOW_PORT}",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "100",
+        "NO_PROXY": "*",  # macOS fork-safety and proxies both bite local task processes
+    }
+
+
+def stack_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str, str]:
+    """The full environment the stack's processes (and ``airflow`` CLI calls) run with."""
+    env = dict(os.environ)
+    env.update(dev_environment(cfg, pg_host))
+    env.update(airflow_environment(loopline_home() / "airflow"))
+    env["SPARK_HOME"] = str(spark_home())
+    env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
+    env["PYSPARK_PYTHON"] = sys.executable
+    return env
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Process bookkeeping: a PID file per component, with the start time that proves the PID is still ours.
+
+
+def _pid_file(name: str) -> Path:
+    return state_dir() / f"{name}.pid"
+
+
+def _log_file(name: str) -> Path:
+    path = state_dir() / "logs"
+    path.mkdir(exist_ok=True)
+    return path / f"{name}.log"
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): a PID reused later differs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def running_pid(name: str) -> int | None:
+    """The PID ``up`` recorded for ``name`` if that very process (same start time) is still alive."""
+    pid_file = _pid_file(name)
+    if not pid_file.exists():
+        return None
+    record = json.loads(pid_file.read_text(encoding="utf-8"))
+    pid = int(record["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    if Path("/proc").exists() and _start_time(pid) != record["started"]:
+        return None  # the PID now belongs to some other process: never signal it
+    return pid
+
+
+def spawn(name: str, command: list[str], env: dict[str, str]) -> int:
+    """Start ``command`` detached in its own session, logging to ``logs/<name>.log``."""
+    log = _log_file(name).open("ab")
+    process = subprocess.Popen(
+        command,
+        env=env,
+        cwd=str(loopline_home()),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    record = {"pid": process.pid, "started": _start_time(process.pid), "command": command}
+    _pid_file(name).write_text(json.dumps(record))
+    return process.pid
+
+
+def stop_process(name: str, grace: float = 30.0) -> bool:
+    """Stop the process group ``up`` started for ``name``; returns whether anything was stopped."""
+    pid = running_pid(name)
+    _pid = _pid_file(name)
+    if pid is None:
+        _pid.unlink(missing_ok=True)
+        return False
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and running_pid(name):
+        time.sleep(0.5)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # whatever ignored the polite signal, children included
+    except ProcessLookupError:
+        pass
+    _pid.unlink(missing_ok=True)
+    return True
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None) -> None:
+    """Poll ``check`` until it is true; on timeout raise with the tail of the component's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    tail = ""
+    if log and log.exists():
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-30:])
+    raise RuntimeError(f"{what} did not become healthy within {timeout:.0f}s. Last log lines:\n{tail}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Components.
+
+
+def pg_data_dir() -> Path:
+    return loopline_home() / "postgres"
+
+
+def start_postgres() -> str:
+    """Start the embedded PostgreSQL (pgserver) and make sure database ``loopline`` exists.
+
+    Returns the Unix socket directory to use as the connection's host. pgserver runs postgres as its own
+    server process; ``cleanup_mode=None`` keeps it running after this CLI exits.
+    """
+    import pgserver  # noqa: PLC0415 - only the embedded default needs it
+
+    pgdata = pg_data_dir()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(pgdata, cleanup_mode=None)
+    if "loopline" not in server.psql("SELECT datname FROM pg_database;"):
+        server.psql("CREATE DATABASE loopline;")
+    info = server.get_postmaster_info()
+    host = str(info.socket_dir)
+    (state_dir() / "postgres.json").write_text(json.dumps({"host": host, "pid": info.pid}))
+    return host
+
+
+def embedded_pg_host() -> str | None:
+    """The socket directory of the embedded PostgreSQL when ``up`` started one."""
+    record = state_dir() / "postgres.json"
+    return json.loads(record.read_text())["host"] if record.exists() else None
+
+
+def postgres_health() -> Health:
+    if POSTGRES_CONN_VAR in os.environ and not embedded_pg_host():
+        return Health("postgres", True, f"external, from {POSTGRES_CONN_VAR} (not managed by the stack)")
+    host = embedded_pg_host()
+    if not host:
+        return Health("postgres", False, "not started")
+    pg_isready = Path(_pgserver_bin()) / "pg_isready"
+    result = subprocess.run(
+        [str(pg_isready), "-h", host, "-d", "loopline", "-U", "postgres"], capture_output=True, text=True
+    )
+    return Health("postgres", result.returncode == 0, f"embedded, socket {host}: {result.stdout.strip()}")
+
+
+def _pgserver_bin() -> str:
+    from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+
+    return str(POSTGRES_BIN_PATH)
+
+
+def stop_postgres() -> bool:
+    """Stop the embedded PostgreSQL if ``up`` started it (as the same system user pgserver used)."""
+    if embedded_pg_host() is None:
+        return False
+    from pgserver import _commands  # noqa: PLC0415
+
+    pgdata = pg_data_dir()
+    if (pgdata / "postmaster.pid").exists():
+        user = "pgserver" if os.geteuid() == 0 else None  # pgserver refuses to run postgres as root
+        _commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=user, timeout=60)
+    (state_dir() / "postgres.json").unlink(missing_ok=True)
+    return True
+
+
+def spark_command(cfg: LooplineConfig) -> list[str]:
+    """spark-submit the Spark Connect server bound to the configured loopback address."""
+    host, port = _host_port(cfg.spark.connect_url, 15002)
+    return [
+        str(spark_home() / "bin" / "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+        "--name",
+        "loopline-spark-connect",
+        "--driver-memory",
+        cfg.spark.driver_memory,
+        "--conf",
+        f"spark.connect.grpc.binding.address={host}",
+        "--conf",
+        f"spark.connect.grpc.binding.port={port}",
+        "--conf",
+        f"spark.sql.shuffle.partitions={cfg.spark.shuffle_partitions}",
+        "--conf",
+        "spark.sql.session.timeZone=UTC",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        "spark.driver.bindAddress=127.0.0.1",
+        "--conf",
+        "spark.driver.host=127.0.0.1",
+        "--conf",
+        f"spark.local.dir={loopline_home() / 'spark-tmp'}",
+        "spark-internal",
+    ]
+
+
+def spark_health(cfg: LooplineConfig) -> Health:
+    host, port = _host_port(cfg.spark.connect_url, 15002)
+    ok = port_open(host, port)
+    return Health("spark-connect", ok, f"{cfg.spark.connect_url} {'accepting' if ok else 'not answering'}")
+
+
+def mlflow_command(cfg: LooplineConfig) -> list[str]:
+    host, port = _host_port(cfg.mlflow.ui_url, 5000)
+    artifacts = Path(resolve_uri(cfg.mlflow.artifact_uri))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    backend = resolve_uri(cfg.mlflow.tracking_uri)
+    if backend.startswith("sqlite:///"):
+        Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return [
+        str(venv_bin() / "mlflow"),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend,
+        "--default-artifact-root",
+        str(artifacts),
+    ]
+
+
+def mlflow_health(cfg: LooplineConfig) -> Health:
+    ok, body = http_ok(f"{cfg.mlflow.ui_url.rstrip('/')}/health")
+    return Health("mlflow", ok, f"{cfg.mlflow.ui_url} {body.strip()[:60]}")
+
+
+def airflow_health() -> Health:
+    ok, body = http_ok(f"http://127.0.0.1:{AIRFLOW_PORT}/api/v2/monitor/health")
+    if not ok:
+        return Health("airflow", False, f"http://127.0.0.1:{AIRFLOW_PORT} {body[:120]}")
+    report = json.loads(body)
+    parts = {name: report.get(name, {}).get("status") for name in ("metadatabase", "scheduler", "triggerer")}
+    parts["dag_processor"] = report.get("dag_processor", {}).get("status")
+    healthy = all(status == "healthy" for status in parts.values())
+    detail = ", ".join(f"{name}={status}" for name, status in parts.items())
+    return Health("airflow", healthy, f"http://127.0.0.1:{AIRFLOW_PORT} {detail}")
+
+
+def airflow_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``airflow <args>`` with the stack's environment."""
+    return subprocess.run(
+        [str(venv_bin() / "airflow"), *args], env=env, capture_output=True, text=True, check=check
+    )
+
+
+def admin_password() -> str | None:
+    """The generated password of the ``admin`` user of the local Airflow UI."""
+    generated = loopline_home() / "airflow" / "simple_auth_manager_passwords.json.generated"
+    if not generated.exists():
+        return None
+    return json.loads(generated.read_text()).get("admin")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# up / down / status.
+
+
+def up(cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print) -> list[Health]:
+    """Start every component that is not already running, then wait until each is healthy."""
+    cfg = cfg or get_config()
+    home = loopline_home()
+    home.mkdir(parents=True, exist_ok=True)
+    for folder in (cfg.storage.landing_uri, cfg.storage.lake_uri, cfg.storage.reports_uri):
+        if "://" not in resolve_uri(folder):
+            Path(resolve_uri(folder)).mkdir(parents=True, exist_ok=True)
+
+    pg_host = None
+    if POSTGRES_CONN_VAR in os.environ:
+        echo(f"postgres: using the configured connection in {POSTGRES_CONN_VAR}")
+    else:
+        pg_host = start_postgres()
+        echo(f"postgres: embedded PostgreSQL on socket {pg_host}")
+    env = stack_environment(cfg, pg_host)
+
+    if running_pid("spark-connect") is None:
+        echo("spark-connect: starting")
+        spawn("spark-connect", spark_command(cfg), env)
+    if running_pid("mlflow") is None:
+        echo("mlflow: starting")
+        spawn("mlflow", mlflow_command(cfg), env)
+    if not any(running_pid(name) for name in AIRFLOW_COMPONENTS):
+        echo("airflow: migrating the metadata database")
+        airflow_cli(["db", "migrate"], env)
+        airflow_cli(["pools", "set", cfg.spark.pool, str(cfg.spark.pool_slots), "Spark jobs"], env)
+    for name, args in AIRFLOW_COMPONENTS.items():
+        if running_pid(name) is None:
+            echo(f"{name}: starting")
+            spawn(name, [str(venv_bin() / "airflow"), *args], env)
+
+    wait_until(lambda: spark_health(cfg).healthy, 120, "Spark Connect", _log_file("spark-connect"))
+    wait_until(lambda: mlflow_health(cfg).healthy, 120, "MLflow", _log_file("mlflow"))
+    wait_until(lambda: airflow_health().healthy, 180, "Airflow", _log_file("airflow-scheduler"))
+    _write_env_file(env)
+    return status(cfg)
+
+
+def _write_env_file(env: dict[str, str]) -> None:
+    """Write the stack's environment for shells: ``source .loopline/stack/env.sh`` then use ``airflow``."""
+    keys = sorted(k for k in env if k.startswith(("AIRFLOW", "LOOPLINE", "SPARK_HOME", "PYSPARK")))
+    lines = [f"export {key}={_shell_quote(env[key])}" for key in keys]
+    lines.append(f'export PATH="{venv_bin()}:$PATH"')
+    (state_dir() / "env.sh").write_text("\n".join(lines) + "\n")
+
+
+def _shell_quote(value: str) -> str:
+    return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def down(echo: Callable[[str], None] = print) -> None:
+    """Stop what ``up`` started, Airflow first so no task starts against a stopping service."""
+    for name in [*AIRFLOW_COMPONENTS, "mlflow", "spark-connect"]:
+        echo(f"{name}: {'stopped' if stop_process(name) else 'was not running'}")
+    echo(f"postgres: {'stopped' if stop_postgres() else 'not started by the stack'}")
+
+
+def status(cfg: LooplineConfig | None = None) -> list[Health]:
+    """Each component's health, as reported by the component itself."""
+    cfg = cfg or get_config()
+    return [airflow_health(), spark_health(cfg), postgres_health(), mlflow_health(cfg)]

@@ -1,0 +1,256 @@
+"""Session-wide fixtures: real services started once per test session.
+
+- ``postgres``: the system PostgreSQL on 127.0.0.1:5432 when it answers, else an embedded pgserver; a fresh
+  database per session either way, exported as ``AIRFLOW_CONN_LOOPLINE_POSTGRES``.
+- ``spark``: a Spark Connect server on a free loopback port and a thin client session.
+- ``s3``: an S3-compatible ``moto_server`` on loopback, exported as ``AIRFLOW_CONN_LOOPLINE_S3``.
+- ``airflow_db``: a migrated Airflow SQLite home whose dags folder is the repo's ``dags/``.
+
+Airflow and Loopline read their settings from the environment, so it is set here, before any test module
+imports them, to a throwaway home: tests never touch a developer's ``.loopline`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="loopline-tests-"))
+SESSION_HOME.chmod(0o755)  # an embedded pgserver runs postgres as its own system user
+
+os.environ.update(
+    {
+        "LOOPLINE_HOME": str(SESSION_HOME / "home"),
+        "AIRFLOW_HOME": str(SESSION_HOME / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(SESSION_HOME / "airflow" / "logs"),
+        "AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR": "True",
+    }
+)
+os.environ.pop("LOOPLINE_CONFIG", None)
+for _name in [name for name in os.environ if name.startswith("LOOPLINE__")]:
+    os.environ.pop(_name)  # a developer's overrides must not change what the tests see
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"service exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"service on port {port} not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def session_home() -> Path:
+    return SESSION_HOME
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str
+    database: str
+
+    def connect(self):
+        import psycopg2  # noqa: PLC0415
+
+        return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.database)
+
+    @property
+    def airflow_conn(self) -> str:
+        return json.dumps(
+            {"conn_type": "postgres", "host": self.host, "port": self.port, "login": self.user,
+             "schema": self.database}
+        )
+
+
+def _system_postgres_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            pass
+    except OSError:
+        return False
+    import psycopg2  # noqa: PLC0415
+
+    try:
+        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres").close()
+    except psycopg2.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    import psycopg2  # noqa: PLC0415
+
+    database = f"loopline_test_{uuid.uuid4().hex[:8]}"
+    server = None
+    if _system_postgres_up():
+        admin = Postgres("127.0.0.1", 5432, "postgres", "postgres")
+    else:
+        import pgserver  # noqa: PLC0415
+
+        server = pgserver.get_server(SESSION_HOME / "pgdata", cleanup_mode="stop")
+        admin = Postgres(str(server.get_postmaster_info().socket_dir), 5432, "postgres", "postgres")
+    conn = admin.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{database}"')
+    conn.close()
+    pg = Postgres(admin.host, admin.port, admin.user, database)
+    os.environ["AIRFLOW_CONN_LOOPLINE_POSTGRES"] = pg.airflow_conn
+    yield pg
+    os.environ.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES", None)
+    conn = admin.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        try:
+            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        except psycopg2.Error:
+            pass
+    conn.close()
+    if server is not None:
+        server.cleanup()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Spark Connect
+
+
+@pytest.fixture(scope="session")
+def spark_connect_url() -> Iterator[str]:
+    """A Spark Connect server on a free loopback port, started once for the session."""
+    from loopline import stack  # noqa: PLC0415
+    from loopline.config import get_config  # noqa: PLC0415
+
+    port = free_port()
+    url = f"sc://127.0.0.1:{port}"
+    os.environ["LOOPLINE__SPARK__CONNECT_URL"] = url
+    get_config.cache_clear()
+    cfg = get_config()
+    (SESSION_HOME / "home").mkdir(parents=True, exist_ok=True)
+    log = SESSION_HOME / "spark-connect.log"
+    env = {**os.environ, "SPARK_HOME": str(stack.spark_home()), "PYSPARK_PYTHON": sys.executable}
+    env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
+    command = stack.spark_command(cfg)
+    command[command.index("--driver-memory") + 1] = "1g"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, 120, process, log)
+        os.environ["AIRFLOW_CONN_LOOPLINE_SPARK"] = json.dumps(
+            {"conn_type": "spark_connect", "host": "sc://127.0.0.1", "port": port}
+        )
+        yield url
+    finally:
+        stop(process)
+        os.environ.pop("LOOPLINE__SPARK__CONNECT_URL", None)
+        get_config.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def spark(spark_connect_url: str):
+    from pyspark.sql import SparkSession  # noqa: PLC0415
+
+    session = SparkSession.builder.remote(spark_connect_url).getOrCreate()
+    yield session
+    session.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# S3-compatible server
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+
+    def client(self):
+        import boto3  # noqa: PLC0415
+
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    port = free_port()
+    log = SESSION_HOME / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for_port(port, 30, process, log)
+        endpoint = f"http://127.0.0.1:{port}"
+        os.environ["AIRFLOW_CONN_LOOPLINE_S3"] = json.dumps(
+            {"conn_type": "aws", "login": "testing", "password": "testing",
+             "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        )
+        yield S3Server(endpoint)
+    finally:
+        stop(process)
+        os.environ.pop("AIRFLOW_CONN_LOOPLINE_S3", None)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Airflow
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB in the session's AIRFLOW_HOME (``dag.test()`` needs one)."""
+    home = Path(os.environ["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run([str(BIN / "airflow"), "db", "migrate"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return home
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)

@@ -1,0 +1,14 @@
+"""One DagBag for the whole session: parsing the DAG folder once is what the scheduler does too."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag  # noqa: PLC0415
+
+    return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)

@@ -1,0 +1,100 @@
+"""DAG integrity and house-style policies, checked on one session-wide DagBag."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loopline.orchestration.defaults import DOC_SECTIONS, OWNER, TAGS
+from tests.conftest import REPO
+
+DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
+# The DAG ids of ARCHITECTURE.md that exist so far; each DAG issue adds its id here.
+EXPECTED_DAG_IDS = {"feature_pipeline"}
+HEAVY = ("pandas", "pyspark", "torch", "mlflow", "xgboost", "great_expectations", "alibi_detect", "sklearn",
+         "numpy", "scipy", "pyarrow")
+TASK_ID = re.compile(r"^[a-z]+_[a-z0-9_]+$")
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}, "\n".join(f"{k}:\n{v}" for k, v in dagbag.import_errors.items())
+
+
+def test_expected_dags_present(dagbag):
+    assert EXPECTED_DAG_IDS <= set(dagbag.dag_ids)
+
+
+def test_one_dag_per_file_named_after_it(dagbag):
+    by_file: dict[str, list[str]] = {}
+    for dag in dagbag.dags.values():
+        by_file.setdefault(Path(dag.fileloc).name, []).append(dag.dag_id)
+    for file_name, dag_ids in by_file.items():
+        assert dag_ids == [file_name.removesuffix(".py")], f"{file_name} defines {dag_ids}"
+    assert len(by_file) == len(DAG_FILES)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAG_IDS))
+def test_dag_policies(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert dag.doc_md, f"{dag_id} has no doc_md"
+    for section in DOC_SECTIONS:
+        assert section in dag.doc_md, f"{dag_id} doc_md lacks {section!r}"
+    assert dag.tags and set(dag.tags) <= TAGS, f"{dag_id} tags {dag.tags} outside the vocabulary"
+    assert "loopline" in dag.tags
+    assert dag.max_active_runs is not None and dag.max_active_runs <= 4
+    for task in dag.tasks:
+        assert task.owner == OWNER, f"{dag_id}.{task.task_id} owner {task.owner!r}"
+        assert task.retries >= 1, f"{dag_id}.{task.task_id} has no retries"
+        leaf = task.task_id.rsplit(".", 1)[-1]
+        assert TASK_ID.match(leaf), f"{dag_id}.{task.task_id} is not verb_noun"
+
+
+def test_all_dags_follow_policies(dagbag):
+    # Not only the expected ones: any new DAG must follow the house style too.
+    for dag_id in dagbag.dag_ids:
+        test_dag_policies(dagbag, dag_id)
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_no_heavy_imports_at_parse_time(path):
+    """Importing a DAG file must not import data/ML libraries (the scheduler parses it every few seconds)."""
+    probe = (
+        "import sys, json, runpy\n"
+        "import airflow, airflow.sdk\n"
+        "before = set(sys.modules)\n"
+        f"runpy.run_path({str(path)!r})\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before} & set(heavy))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_files_are_wiring_only(path):
+    """Module level: only airflow/loopline/stdlib imports, no Variable.get or connection lookups."""
+    tree = ast.parse(path.read_text())
+    allowed_roots = {"airflow", "loopline", "__future__", "datetime", "pendulum", "typing"}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            roots = {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            roots = {(node.module or "").split(".")[0]}
+        else:
+            continue
+        assert roots <= allowed_roots, f"{path.name}: module-level import of {roots - allowed_roots}"
+    functions = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    inside = {id(n) for f in functions for n in ast.walk(f)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and id(node) not in inside:
+            name = ast.unparse(node.func)
+            assert not name.endswith(("Variable.get", "get_connection", "get_hook")), (
+                f"{path.name}:{node.lineno}: {name}() at parse time"
+            )

@@ -1,0 +1,103 @@
+"""`loopline up/status/down` brings the real embedded stack up on loopback and stops only what it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import BIN, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _loopline(args: list[str], env: dict[str, str], timeout: int = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "loopline"), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _listening_addresses(pids: list[int]) -> set[str]:
+    addresses = set()
+    for pid in pids:
+        try:
+            family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in family:
+            try:
+                for conn in proc.net_connections(kind="inet"):
+                    if conn.status == psutil.CONN_LISTEN:
+                        addresses.add(conn.laddr.ip)
+            except psutil.NoSuchProcess:
+                continue
+    return addresses
+
+
+def test_stack_up_status_down(tmp_path: Path):
+    home = tmp_path / "home"
+    airflow_port, spark_port, mlflow_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE"))}
+    env.update(
+        LOOPLINE_HOME=str(home),
+        LOOPLINE_AIRFLOW_PORT=str(airflow_port),
+        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{spark_port}",
+        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
+        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{mlflow_port}",
+    )
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        up = _loopline(["up"], env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        for component in ("airflow", "spark-connect", "postgres", "mlflow"):
+            assert any(line.startswith(component) and "healthy" in line for line in up.stdout.splitlines()), up.stdout
+
+        pid_files = sorted((home / "stack").glob("*.pid"))
+        pids = [json.loads(p.read_text())["pid"] for p in pid_files]
+        assert {p.stem for p in pid_files} == {
+            "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+            "spark-connect", "mlflow",
+        }
+        # Every socket the stack listens on is on loopback.
+        addresses = _listening_addresses(pids)
+        assert addresses, "the stack listens nowhere?"
+        assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, addresses
+
+        # The UI answers on 127.0.0.1 and the API refuses anonymous calls.
+        with urllib.request.urlopen(f"http://127.0.0.1:{airflow_port}/", timeout=10) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"http://127.0.0.1:{airflow_port}/api/v2/dags", timeout=10)
+        assert denied.value.code in (401, 403)
+
+        # The dev connections reach the processes, filled in from the config.
+        env_sh = (home / "stack" / "env.sh").read_text()
+        assert f'"port": {spark_port}' in env_sh
+        assert "AIRFLOW_CONN_LOOPLINE_POSTGRES" in env_sh
+
+        status = _loopline(["status"], env)
+        assert status.returncode == 0, status.stdout + status.stderr
+
+        again = _loopline(["up"], env)  # idempotent: nothing new is started
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "starting" not in again.stdout
+        assert sorted(json.loads(p.read_text())["pid"] for p in pid_files) == sorted(pids)
+
+        down = _loopline(["down"], env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        for pid in pids:
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert bystander.poll() is None, "down stopped a process it did not start"
+
+        after = _loopline(["status"], env)
+        assert after.returncode == 1
+        assert "DOWN" in after.stdout
+    finally:
+        _loopline(["down"], env, timeout=120)
+        bystander.kill()

@@ -1,0 +1,118 @@
+"""The typed config loader: defaults load, bad keys and types fail naming the key, env overrides apply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loopline.config import DEFAULT_CONFIG, ConfigError, load_config, loopline_home, resolve_uri
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    tree = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    mutate(tree)
+    path = tmp_path / "loopline.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def test_packaged_config_loads():
+    cfg = load_config(environ={})
+    assert cfg.version == 1
+    assert cfg.postgres.schema_ == "loopline"
+    assert cfg.features.window_hours() == {"1h": 1, "24h": 24, "7d": 168, "30d": 720}
+    assert cfg.training.kubernetes.gpus >= 1
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = _write(tmp_path, lambda t: t["storage"].update(lake_url="oops"))
+    with pytest.raises(ConfigError, match=r"storage\.lake_url: unknown key"):
+        load_config(path, environ={})
+
+
+def test_unknown_section_is_named(tmp_path):
+    path = _write(tmp_path, lambda t: t.update(sparkk={}))
+    with pytest.raises(ConfigError, match=r"sparkk: unknown key"):
+        load_config(path, environ={})
+
+
+def test_wrong_type_is_named(tmp_path):
+    path = _write(tmp_path, lambda t: t["gate"].update(min_improvement="a lot"))
+    with pytest.raises(ConfigError, match=r"gate\.min_improvement: .*valid number.*'a lot'"):
+        load_config(path, environ={})
+
+
+def test_missing_key_is_named(tmp_path):
+    path = _write(tmp_path, lambda t: t["drift"].pop("cooldown_hours"))
+    with pytest.raises(ConfigError, match=r"drift\.cooldown_hours: required key is missing"):
+        load_config(path, environ={})
+
+
+def test_bad_enum_and_bad_window(tmp_path):
+    def mutate(tree):
+        tree["training"]["runner"] = "slurm"
+        tree["features"]["windows"] = ["1h", "1w"]
+
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(_write(tmp_path, mutate), environ={})
+    assert "training.runner" in str(excinfo.value)
+    assert "features.windows" in str(excinfo.value)
+
+
+def test_schema_must_be_identifier(tmp_path):
+    path = _write(tmp_path, lambda t: t["postgres"].update(schema="loopline; drop table x"))
+    with pytest.raises(ConfigError, match=r"postgres\.schema"):
+        load_config(path, environ={})
+
+
+def test_unsupported_version(tmp_path):
+    with pytest.raises(ConfigError, match="version 2 is not supported"):
+        load_config(_write(tmp_path, lambda t: t.update(version=2)), environ={})
+
+
+def test_env_overrides_are_typed():
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LAKE_URI": "s3://bucket/lake",
+            "LOOPLINE__GATE__MIN_IMPROVEMENT": "0.01",
+            "LOOPLINE__TRAINING__KUBERNETES__GPUS": "2",
+            "UNRELATED": "x",
+        }
+    )
+    assert cfg.storage.lake_uri == "s3://bucket/lake"
+    assert cfg.gate.min_improvement == 0.01
+    assert cfg.training.kubernetes.gpus == 2
+
+
+def test_env_override_of_unknown_key_fails():
+    with pytest.raises(ConfigError, match=r"LOOPLINE__STORAGE__LAKE: unknown config key 'storage.lake'"):
+        load_config(environ={"LOOPLINE__STORAGE__LAKE": "x"})
+
+
+def test_env_override_with_wrong_type_fails():
+    with pytest.raises(ConfigError, match=r"scoring\.threshold"):
+        load_config(environ={"LOOPLINE__SCORING__THRESHOLD": "high"})
+
+
+def test_config_file_from_environment(tmp_path):
+    path = _write(tmp_path, lambda t: t["scoring"].update(threshold=0.7))
+    assert load_config(environ={"LOOPLINE_CONFIG": str(path)}).scoring.threshold == 0.7
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml", environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("storage: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, environ={})
+
+
+def test_resolve_uri():
+    assert resolve_uri("s3://bucket/x") == "s3://bucket/x"
+    assert resolve_uri("lake") == str(loopline_home() / "lake")
+    assert resolve_uri("/abs/path") == "/abs/path"
+    assert resolve_uri("sqlite:///mlflow/m.db") == f"sqlite:///{loopline_home() / 'mlflow/m.db'}"
+    assert resolve_uri("sqlite:////abs/m.db") == "sqlite:////abs/m.db"
