@@ -34,6 +34,7 @@ install: $(STAMP)
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: install lint
 	$(PY) -m pytest $(PYTEST_ARGS)

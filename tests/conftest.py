@@ -12,6 +12,7 @@ imports them, to a throwaway home: tests never touch a developer's ``.loopline``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -95,15 +96,14 @@ class Postgres:
     database: str
 
     def connect(self):
-        import psycopg2  # noqa: PLC0415
+        import psycopg2
 
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.database)
 
     @property
     def airflow_conn(self) -> str:
         return json.dumps(
-            {"conn_type": "postgres", "host": self.host, "port": self.port, "login": self.user,
-             "schema": self.database}
+            {"conn_type": "postgres", "host": self.host, "port": self.port, "login": self.user, "schema": self.database}
         )
 
 
@@ -113,7 +113,7 @@ def _system_postgres_up() -> bool:
             pass
     except OSError:
         return False
-    import psycopg2  # noqa: PLC0415
+    import psycopg2
 
     try:
         psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres").close()
@@ -124,14 +124,14 @@ def _system_postgres_up() -> bool:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    import psycopg2  # noqa: PLC0415
+    import psycopg2
 
     database = f"loopline_test_{uuid.uuid4().hex[:8]}"
     server = None
     if _system_postgres_up():
         admin = Postgres("127.0.0.1", 5432, "postgres", "postgres")
     else:
-        import pgserver  # noqa: PLC0415
+        import pgserver
 
         server = pgserver.get_server(SESSION_HOME / "pgdata", cleanup_mode="stop")
         admin = Postgres(str(server.get_postmaster_info().socket_dir), 5432, "postgres", "postgres")
@@ -146,11 +146,8 @@ def postgres() -> Iterator[Postgres]:
     os.environ.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES", None)
     conn = admin.connect()
     conn.autocommit = True
-    with conn.cursor() as cur:
-        try:
-            cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        except psycopg2.Error:
-            pass
+    with conn.cursor() as cur, contextlib.suppress(psycopg2.Error):
+        cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     conn.close()
     if server is not None:
         server.cleanup()
@@ -163,8 +160,8 @@ def postgres() -> Iterator[Postgres]:
 @pytest.fixture(scope="session")
 def spark_connect_url() -> Iterator[str]:
     """A Spark Connect server on a free loopback port, started once for the session."""
-    from loopline import stack  # noqa: PLC0415
-    from loopline.config import get_config  # noqa: PLC0415
+    from loopline import stack
+    from loopline.config import get_config
 
     port = free_port()
     url = f"sc://127.0.0.1:{port}"
@@ -193,7 +190,7 @@ def spark_connect_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def spark(spark_connect_url: str):
-    from pyspark.sql import SparkSession  # noqa: PLC0415
+    from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(spark_connect_url).getOrCreate()
     yield session
@@ -209,11 +206,14 @@ class S3Server:
     endpoint_url: str
 
     def client(self):
-        import boto3  # noqa: PLC0415
+        import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.endpoint_url, region_name="us-east-1",
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
 
 
@@ -229,8 +229,12 @@ def s3() -> Iterator[S3Server]:
         wait_for_port(port, 30, process, log)
         endpoint = f"http://127.0.0.1:{port}"
         os.environ["AIRFLOW_CONN_LOOPLINE_S3"] = json.dumps(
-            {"conn_type": "aws", "login": "testing", "password": "testing",
-             "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+            }
         )
         yield S3Server(endpoint)
     finally:

@@ -18,7 +18,7 @@ def _date(value: str) -> dt.date:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from loopline import stack  # noqa: PLC0415 - keeps `loopline generate` free of the stack's imports
+    from loopline import stack
 
     report = stack.up()
     _print_health(report)
@@ -30,14 +30,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    from loopline import stack  # noqa: PLC0415
+    from loopline import stack
 
     stack.down()
     return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from loopline import stack  # noqa: PLC0415
+    from loopline import stack
 
     report = stack.status()
     _print_health(report)
@@ -51,7 +51,7 @@ def _print_health(report: list) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from loopline import synth  # noqa: PLC0415
+    from loopline import synth
 
     out = Path(args.out or resolve_uri(get_config().storage.landing_uri))
     summary = synth.generate(

@@ -8,6 +8,7 @@ component for its health. No Docker, no cloud.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,7 +62,7 @@ def venv_bin() -> Path:
 
 def spark_home() -> Path:
     """SPARK_HOME for the pip-installed pyspark (spark-submit needs it or the venv on PATH)."""
-    import pyspark  # noqa: PLC0415 - only the stack needs the JVM side of pyspark
+    import pyspark
 
     return Path(pyspark.__file__).parent
 
@@ -224,17 +225,13 @@ def stop_process(name: str, grace: float = 30.0) -> bool:
     if pid is None:
         _pid.unlink(missing_ok=True)
         return False
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and running_pid(name):
         time.sleep(0.5)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)  # whatever ignored the polite signal, children included
-    except ProcessLookupError:
-        pass
     _pid.unlink(missing_ok=True)
     return True
 
@@ -266,7 +263,7 @@ def start_postgres() -> str:
     Returns the Unix socket directory to use as the connection's host. pgserver runs postgres as its own
     server process; ``cleanup_mode=None`` keeps it running after this CLI exits.
     """
-    import pgserver  # noqa: PLC0415 - only the embedded default needs it
+    import pgserver
 
     pgdata = pg_data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -299,7 +296,7 @@ def postgres_health() -> Health:
 
 
 def _pgserver_bin() -> str:
-    from pgserver._commands import POSTGRES_BIN_PATH  # noqa: PLC0415
+    from pgserver._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH)
 
@@ -308,7 +305,7 @@ def stop_postgres() -> bool:
     """Stop the embedded PostgreSQL if ``up`` started it (as the same system user pgserver used)."""
     if embedded_pg_host() is None:
         return False
-    from pgserver import _commands  # noqa: PLC0415
+    from pgserver import _commands
 
     pgdata = pg_data_dir()
     if (pgdata / "postmaster.pid").exists():
@@ -397,9 +394,7 @@ def airflow_health() -> Health:
 
 def airflow_cli(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``airflow <args>`` with the stack's environment."""
-    return subprocess.run(
-        [str(venv_bin() / "airflow"), *args], env=env, capture_output=True, text=True, check=check
-    )
+    return subprocess.run([str(venv_bin() / "airflow"), *args], env=env, capture_output=True, text=True, check=check)
 
 
 def admin_password() -> str | None:

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def _loopline(args: list[str], env: dict[str, str], timeout: int = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "loopline"), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([str(BIN / "loopline"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _listening_addresses(pids: list[int]) -> set[str]:
@@ -61,8 +60,12 @@ def test_stack_up_status_down(tmp_path: Path):
         pid_files = sorted((home / "stack").glob("*.pid"))
         pids = [json.loads(p.read_text())["pid"] for p in pid_files]
         assert {p.stem for p in pid_files} == {
-            "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-            "spark-connect", "mlflow",
+            "airflow-api-server",
+            "airflow-scheduler",
+            "airflow-dag-processor",
+            "airflow-triggerer",
+            "spark-connect",
+            "mlflow",
         }
         # Every socket the stack listens on is on loopback.
         addresses = _listening_addresses(pids)

@@ -73,7 +73,7 @@ class FeaturesConfig(_Section):
     windows: list[str]
     label_maturity_days: int = Field(ge=1)
     risk_prior_strength: float = Field(gt=0)
-    history_days: int = Field(ge=1)
+    risk_window_days: int = Field(ge=1)
 
     @field_validator("windows")
     @classmethod
@@ -98,7 +98,7 @@ class ValidationConfig(_Section):
     row_count_min_ratio: float = Field(ge=0)
     row_count_max_ratio: float = Field(gt=0)
     min_rows: int = Field(ge=0)
-    sensor_timeout_minutes: int = Field(ge=1)
+    sensor_timeout_seconds: int = Field(ge=1)
     sensor_poke_seconds: int = Field(ge=1)
 
 

@@ -1,0 +1,69 @@
+"""feature_pipeline: one day's landing drop → validated raw partition → validated feature partition."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, chain
+
+from loopline.config import get_config
+from loopline.orchestration import feature_tasks as t
+from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.sensors import landing_sensor
+
+DOC = """
+# feature_pipeline
+
+## What it does
+For the logical date `ds`: waits for the day's landing drop (`_SUCCESS` markers of transactions and
+labels), ingests it with Spark (contract enforcement, UTC/EUR normalisation, exact-duplicate removal,
+per-row quarantine with reasons), gates the raw data with Great Expectations, publishes the raw layer,
+builds per-transaction features (velocity windows, amount vs history, novelty flags, label-based risk),
+gates them and publishes the feature partition (Asset `loopline_features`).
+
+## Inputs
+- Landing: `<landing>/transactions/ds=<ds>/*.csv[.gz]`, `<landing>/labels/ds=<ds>/*.csv[.gz]`, each with `_SUCCESS`.
+- Lake: earlier days' raw transactions and daily aggregates (up to 30 days), label aggregates (90 days).
+
+## Outputs
+- Lake (each partition committed atomically, old or new, never a mix): `raw/transactions`, `raw/labels`,
+  `labels/labeled_transactions`, `aggregates/customer_daily`, `aggregates/merchant_label_daily`,
+  `quarantine/transactions`, `quarantine/labels`, `features`.
+- Validation reports (Data Docs) under `<reports>/gx/<suite>/ds=<ds>/`; Asset event with `ds` and row count.
+
+## Owner
+loopline-data-platform (data engineering on-call).
+
+## Triage
+- `wait_for_*` timed out: the upstream drop never completed; the message names the missing marker.
+- `ingest_drop` failed on "history": run earlier days first (backfills run in order: `max_active_runs=1`).
+- `validate_raw` / `validate_features` failed: the message lists failed expectations and the report link;
+  look at `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
+- Rerunning any day is safe: every write is a new version and a pointer flip.
+- Backfill: `airflow backfill create --dag-id feature_pipeline --from-date 2026-01-01 --to-date 2026-01-31`.
+"""
+
+cfg = get_config()
+
+with DAG(
+    dag_id="feature_pipeline",
+    description="Landing drop → Spark ingest → GX gate → Spark features → GX gate → Asset",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    # Days build on earlier days' aggregates: one run at a time, oldest first, also in backfills.
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=tags("features", "ingestion", "validation", "spark", "backfillable"),
+    doc_md=DOC,
+) as dag:
+    ingested = t.ingest_drop()
+    built = t.build_features()
+    chain(
+        [landing_sensor(cfg, "transactions"), landing_sensor(cfg, "labels")],
+        ingested,
+        t.validate_raw(ingested),
+        t.publish_raw(ingested),
+        built,
+        t.validate_features(built),
+        t.publish_features(built),
+    )

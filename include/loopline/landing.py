@@ -1,0 +1,142 @@
+"""The landing zone: one folder per day and kind, CSV files (optionally gzip) and a ``_SUCCESS`` marker.
+
+This module inspects a day's drop before Spark reads it: which files exist, whether the drop is complete,
+and which files are unreadable as a whole (empty, truncated gzip, undecodable or missing header columns).
+Whole-file problems become counted file quarantines with a reason; Spark then reads only files whose rows
+can be judged one by one.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARKER = "_SUCCESS"
+KINDS = ("transactions", "labels")
+
+
+@dataclass(frozen=True)
+class Landing:
+    """A landing zone rooted at a local folder or ``s3://bucket/prefix``."""
+
+    root: str
+
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    def day_uri(self, kind: str, ds: str) -> str:
+        return f"{self.root.rstrip('/')}/{kind}/ds={ds}"
+
+    def marker_uri(self, kind: str, ds: str) -> str:
+        return f"{self.day_uri(kind, ds)}/{MARKER}"
+
+    def spark_uri(self, uri: str) -> str:
+        return uri.replace("s3://", "s3a://", 1) if self.is_s3 else uri
+
+    def is_complete(self, kind: str, ds: str) -> bool:
+        """True when the day's ``_SUCCESS`` marker exists."""
+        if self.is_s3:
+            bucket, key = _split(self.marker_uri(kind, ds))
+            return "Contents" in _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return Path(self.marker_uri(kind, ds)).exists()
+
+    def data_files(self, kind: str, ds: str) -> list[tuple[str, int]]:
+        """(uri, size in bytes) of every data file in the drop, sorted; hidden files and the marker excluded."""
+        if self.is_s3:
+            bucket, prefix = _split(self.day_uri(kind, ds) + "/")
+            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            found = [
+                (f"s3://{bucket}/{obj['Key']}", obj["Size"])
+                for page in pages
+                for obj in page.get("Contents", [])
+                if not obj["Key"].rsplit("/", 1)[-1].startswith(("_", "."))
+            ]
+            return sorted(found)
+        folder = Path(self.day_uri(kind, ds))
+        if not folder.is_dir():
+            return []
+        return sorted(
+            (str(p), p.stat().st_size) for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
+        )
+
+    def open_binary(self, uri: str) -> io.BufferedIOBase:
+        if self.is_s3:
+            bucket, key = _split(uri)
+            return _s3().get_object(Bucket=bucket, Key=key)["Body"]
+        return open(uri, "rb")
+
+
+@dataclass
+class FileCheck:
+    """The verdict on one file: readable by Spark, or quarantined whole with a reason."""
+
+    uri: str
+    size: int
+    header: list[str] = field(default_factory=list)
+    lines: int = 0  # data lines (header excluded) when the file was scanned
+    reason: str | None = None
+    extra_columns: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _iter_lines(raw: io.BufferedIOBase, gzipped: bool) -> Iterator[bytes]:
+    stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[assignment]
+    yield from io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+
+
+def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...]) -> FileCheck:
+    """Scan a file once: decompressibility, header, data line count.
+
+    Truncated gzip, a missing or undecodable header and missing required columns quarantine the whole file
+    (its rows cannot be judged one by one); extra columns are reported and ignored.
+    """
+    check = FileCheck(uri=uri, size=size)
+    if size == 0:
+        check.reason = "empty_file"
+        return check
+    gzipped = uri.endswith(".gz")
+    with landing.open_binary(uri) as raw:
+        lines = _iter_lines(raw, gzipped)
+        try:
+            first = next(lines, b"")
+            count = sum(1 for _ in lines)
+        except (EOFError, OSError, zlib.error):
+            check.reason = "truncated_or_corrupt_gzip"
+            return check
+    check.lines = count
+    try:
+        text = first.decode("utf-8-sig").strip("\r\n")
+    except UnicodeDecodeError:
+        check.reason = "undecodable_header"
+        return check
+    if not text:
+        check.reason = "empty_file"
+        return check
+    check.header = [name.strip().lower() for name in next(csv.reader([text]))]
+    missing = [name for name in required if name not in check.header]
+    if missing:
+        check.reason = "missing_columns:" + ",".join(missing)
+    check.extra_columns = [name for name in check.header if name not in required]
+    if len(set(check.header)) != len(check.header):
+        check.reason = "duplicate_header_columns"
+    return check
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def _s3():
+    import boto3
+
+    return boto3.client("s3")

@@ -1,0 +1,151 @@
+"""Tasks of the ``feature_pipeline`` DAG: thin Airflow wrappers over ``spark_jobs`` and ``loopline``.
+
+Each Spark task gets a ready session from the apache-spark provider (``@task.pyspark``): a Spark Connect
+client when the ``loopline_spark`` connection is of type ``spark_connect`` (the default), a driver against
+a cluster master when it is of type ``spark``. The same job functions run either way.
+
+Data problems (incomplete drop, failed gate, holes in history) fail the task without retries and with the
+message an operator needs; infrastructure errors keep the DAG's retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from loopline.config import get_config, resolve_uri
+
+_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
+SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
+# Name-only on purpose: a URI with a scheme makes Airflow load every provider's URI handlers (amazon's S3
+# hook among them), which costs ~0.6 s on every parse of every DAG that declares the Asset.
+FEATURES_ASSET = Asset(name="loopline_features", group="loopline")
+
+
+def _reports_dir(kind: str):
+    from pathlib import Path
+
+    return Path(resolve_uri(get_config().storage.reports_uri)) / kind
+
+
+def _fail_on_data_errors(call, *args, **kwargs):
+    """Run ``call``; data errors become AirflowFailException (no retry), everything else propagates."""
+    from loopline.validation import GateFailed
+    from spark_jobs.features import HistoryIncomplete
+    from spark_jobs.ingest import DropIncomplete
+
+    try:
+        return call(*args, **kwargs)
+    except (GateFailed, DropIncomplete, HistoryIncomplete) as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+@task.pyspark(**SPARK)
+def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
+    """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting."""
+    import logging
+
+    from spark_jobs import ingest
+
+    result = _fail_on_data_errors(ingest.run, spark, dt.date.fromisoformat(ds))
+    log = logging.getLogger(__name__)
+    for kind in ("transactions", "labels"):
+        counts = result[kind]
+        log.info(
+            "%s ds=%s: read %d, written %d, duplicates dropped %d, quarantined %d %s; files %d (%d quarantined)%s",
+            kind,
+            ds,
+            counts["rows_read"],
+            counts["rows_written"],
+            counts["duplicates_dropped"],
+            counts["rows_quarantined"],
+            counts["quarantined_by_reason"] or "",
+            counts["files"],
+            counts["files_quarantined"],
+            f"; extra columns ignored: {counts['extra_columns']}" if counts["extra_columns"] else "",
+        )
+    return result
+
+
+@task.pyspark(**SPARK)
+def validate_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dict:
+    """GX gate on the uncommitted raw versions and on the ingest's quarantine rate."""
+    import pandas as pd
+
+    from loopline import lake as tables
+    from loopline.lake import Lake
+    from loopline.validation import check_gate, row_count_bounds
+
+    cfg = get_config()
+    day = dt.date.fromisoformat(ds)
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    version = ingested["version"]
+    recent = tables.day_range(
+        day - dt.timedelta(days=cfg.validation.row_count_lookback_days), day - dt.timedelta(days=1)
+    )
+    recent_counts = [lake.stats(tables.RAW_TRANSACTIONS, d).get("rows") for d in recent]
+    low, high = row_count_bounds(
+        [c for c in recent_counts if c is not None],
+        min_ratio=cfg.validation.row_count_min_ratio,
+        max_ratio=cfg.validation.row_count_max_ratio,
+        min_rows=cfg.validation.min_rows,
+    )
+    reports = _reports_dir("gx")
+    results = {}
+    tx = ingested["transactions"]
+    stats = pd.DataFrame([{k: tx[k] for k in ("rows_read", "rows_written", "rows_quarantined", "quarantine_rate")}])
+    for suite, frame, params in (
+        ("ingest_stats", stats, {}),
+        (
+            "raw_transactions",
+            spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, day, version)),
+            {"min_rows": low, "max_rows": high},
+        ),
+        ("raw_labels", spark.read.parquet(lake.version_uri(tables.RAW_LABELS, day, version)), {"min_rows": 0}),
+    ):
+        result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
+        results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
+    return results
+
+
+@task
+def publish_raw(ingested: dict, ds: str | None = None) -> None:
+    """Commit the raw layer: one atomic pointer flip per table, after the gate passed."""
+    from spark_jobs import ingest
+
+    ingest.publish(
+        dt.date.fromisoformat(ds), ingested["tables"], stats={"rows": ingested["transactions"]["rows_written"]}
+    )
+
+
+@task.pyspark(**SPARK)
+def build_features(ds: str | None = None, spark: Any = None) -> dict:
+    """Spark feature job for the day into a new, uncommitted features version."""
+    from spark_jobs import features
+
+    return _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
+
+
+@task.pyspark(**SPARK)
+def validate_features(built: dict, ds: str | None = None, spark: Any = None) -> dict:
+    """GX gate on the features version: nulls, ranges and distribution sanity."""
+    from loopline.validation import check_gate
+
+    frame = spark.read.parquet(built["uri"])
+    result = _fail_on_data_errors(
+        check_gate, frame, "features", ds=ds, params={"min_rows": 1}, report_dir=_reports_dir("gx")
+    )
+    return {"evaluated": result.evaluated, "report_uri": result.report_uri}
+
+
+@task(outlets=[FEATURES_ASSET])
+def publish_features(built: dict, ds: str | None = None, outlet_events: Any = None) -> str:
+    """Commit the features partition and announce it on the Asset (with the day and row count)."""
+    from spark_jobs import features
+
+    uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
+    outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
+    return uri

@@ -1,0 +1,1 @@
+"""Spark entrypoints: each module is one job, `main(--ds ...)` over pure DataFrame functions."""

@@ -1,0 +1,383 @@
+"""Ingest one day's landing drop into the raw layer of the lake.
+
+Reads the day's transactions and labels, enforces the landing contract row by row, normalises (UTC
+timestamps, amounts in EUR), drops exact duplicates, and routes every row that breaks the contract to a
+quarantine partition with its reason. Whole files that cannot be read row by row (empty, truncated gzip,
+missing columns) are quarantined as files and counted. Writes new, uncommitted versions of the raw tables
+and the daily aggregates derived from them; ``publish`` commits them once the GX gate has passed.
+Quarantine partitions are committed at once: they are the evidence an operator triages with.
+
+    python -m spark_jobs.ingest --ds 2026-01-05          # or spark-submit spark_jobs/ingest.py --ds ...
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from loopline import lake as tables
+from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.lake import Lake
+from loopline.landing import FileCheck, Landing, check_file
+from loopline.schemas import (
+    CARD_PRESENT_VALUES,
+    CHANNELS,
+    FX_TO_EUR,
+    LABEL_COLUMNS,
+    MAX_AMOUNT_EUR,
+    TRANSACTION_COLUMNS,
+)
+from spark_jobs.common import parse_args, print_result, session
+
+CORRUPT = "_corrupt_record"
+ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
+ISO_WITHOUT_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?$"
+DECIMAL = r"^-?\d{1,15}(\.\d{1,6})?$"
+LABEL_LOOKBACK_DAYS = 30  # labels arrive at most this many days after their transaction
+
+# Raw tables written (uncommitted) by ingest and committed together by publish.
+RAW_LAYER = (
+    tables.RAW_TRANSACTIONS,
+    tables.RAW_LABELS,
+    tables.LABELED_TRANSACTIONS,
+    tables.CUSTOMER_DAILY,
+    tables.MERCHANT_LABEL_DAILY,
+)
+
+
+class DropIncomplete(RuntimeError):
+    """The day's drop has no ``_SUCCESS`` marker: upstream has not finished writing it."""
+
+
+@dataclass
+class KindCounts:
+    """Row accounting for one kind of file: every row read is written, dropped as a duplicate or quarantined."""
+
+    files: int = 0
+    files_quarantined: int = 0
+    rows_read: int = 0
+    rows_written: int = 0
+    duplicates_dropped: int = 0
+    rows_quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    extra_columns: list[str] = field(default_factory=list)
+
+    @property
+    def quarantine_rate(self) -> float:
+        return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure DataFrame functions.
+
+
+def _blank(column: Column) -> Column:
+    return column.isNull() | (F.trim(column) == "")
+
+
+def _first_reason(rules: list[tuple[Column, str]]) -> Column:
+    """The reason of the first rule that fires, else null (the row is valid)."""
+    expr = F.lit(None).cast("string")
+    for condition, reason in reversed(rules):
+        expr = F.when(condition, F.lit(reason)).otherwise(expr)
+    return expr
+
+
+def _timestamp_rules(column: str, ds: dt.date, what: str) -> tuple[list[tuple[Column, str]], Column]:
+    raw = F.trim(F.col(column))
+    parsed = F.try_to_timestamp(F.regexp_replace(raw, " ", "T"))
+    start = F.lit(dt.datetime.combine(ds, dt.time()).isoformat() + "Z").cast("timestamp")
+    end = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time()).isoformat() + "Z").cast("timestamp")
+    rules = [
+        (_blank(F.col(column)), f"missing_{column}"),
+        (raw.rlike(ISO_WITHOUT_ZONE), f"{column}_without_timezone"),
+        (~raw.rlike(ISO_WITH_ZONE) | parsed.isNull(), f"bad_{column}"),
+        (parsed >= end, f"{column}_after_{what}"),
+        (parsed < start, f"{column}_before_{what}"),
+    ]
+    return rules, parsed
+
+
+def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
+    """Type and check every row; ``reason`` is null for valid rows, else the first broken rule.
+
+    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``.
+    """
+    time_rules, event_time = _timestamp_rules("event_time", ds, "drop_day")
+    amount_text = F.trim(F.col("amount"))
+    amount = F.when(amount_text.rlike(DECIMAL), amount_text.try_cast("double"))
+    currency = F.upper(F.trim(F.col("currency")))
+    fx = F.create_map(*[x for code, rate in sorted(FX_TO_EUR.items()) for x in (F.lit(code), F.lit(rate))])
+    amount_eur = F.round(amount * fx[currency], 2)
+    card_present = F.lower(F.trim(F.col("card_present")))
+    rules = [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (F.concat_ws("", *[F.col(c) for c in TRANSACTION_COLUMNS]).contains("\ufffd"), "encoding_error"),
+        *[(_blank(F.col(c)), f"missing_{c}") for c in ("transaction_id", "customer_id", "merchant_id")],
+        *time_rules,
+        (_blank(F.col("amount")), "missing_amount"),
+        (amount.isNull(), "bad_amount"),
+        (amount <= 0, "non_positive_amount"),
+        (~currency.isin(*FX_TO_EUR), "unknown_currency"),
+        (amount_eur > MAX_AMOUNT_EUR, "amount_too_large"),
+        (_blank(F.col("merchant_category")), "missing_merchant_category"),
+        (~F.lower(F.trim(F.col("channel"))).isin(*CHANNELS), "unknown_channel"),
+        (~F.trim(F.col("country")).rlike("^[A-Z]{2}$"), "bad_country"),
+        (~card_present.isin(*CARD_PRESENT_VALUES), "bad_card_present"),
+    ]
+    return df.select(
+        F.trim("transaction_id").alias("transaction_id"),
+        event_time.alias("event_time"),
+        F.trim("customer_id").alias("customer_id"),
+        F.trim("merchant_id").alias("merchant_id"),
+        F.lower(F.trim("merchant_category")).alias("merchant_category"),
+        amount.alias("amount"),
+        currency.alias("currency"),
+        amount_eur.alias("amount_eur"),
+        F.lower(F.trim("channel")).alias("channel"),
+        F.trim("country").alias("country"),
+        (card_present == "true").alias("card_present"),
+        "source_file",
+        _first_reason(rules).alias("reason"),
+        _raw_record(df, TRANSACTION_COLUMNS).alias("raw_record"),
+    )
+
+
+def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
+    """Type and check label rows (``reported_at`` must fall on the drop's day)."""
+    time_rules, reported_at = _timestamp_rules("reported_at", ds, "drop_day")
+    is_fraud = F.trim(F.col("is_fraud"))
+    rules = [
+        (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (_blank(F.col("transaction_id")), "missing_transaction_id"),
+        (~is_fraud.isin("0", "1") | is_fraud.isNull(), "bad_is_fraud"),
+        *time_rules,
+    ]
+    return df.select(
+        F.trim("transaction_id").alias("transaction_id"),
+        is_fraud.try_cast("int").alias("is_fraud"),
+        reported_at.alias("reported_at"),
+        "source_file",
+        _first_reason(rules).alias("reason"),
+        _raw_record(df, LABEL_COLUMNS).alias("raw_record"),
+    )
+
+
+def _raw_record(df: DataFrame, columns: tuple[str, ...]) -> Column:
+    """The row as it arrived: the corrupt line itself, or the fields as JSON."""
+    return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(c) for c in columns])))
+
+
+def resolve_duplicates(checked: DataFrame, key: str, content: list[str]) -> DataFrame:
+    """Drop exact duplicates (same content, any file); quarantine ids that arrive with conflicting content.
+
+    Adds ``is_duplicate`` (an exact copy that is dropped, not lost: its twin is kept).
+    """
+    valid = F.col("reason").isNull()
+    by_content = Window.partitionBy(*content).orderBy("source_file", "raw_record")
+    by_key = Window.partitionBy(key)
+    marked = checked.withColumn("is_duplicate", valid & (F.row_number().over(by_content) > 1)).withColumn(
+        # distinct contents among the valid rows of this id: more than one means the id conflicts
+        "_variants",
+        F.size(F.collect_set(F.when(valid, F.to_json(F.struct(*content)))).over(by_key)),
+    )
+    return marked.withColumn(
+        "reason",
+        F.when(valid & (F.col("_variants") > 1), F.lit("conflicting_duplicate_id")).otherwise(F.col("reason")),
+    ).drop("_variants")
+
+
+def customer_daily(transactions: DataFrame) -> DataFrame:
+    """Per customer, merchant and country: the day's count, amount sum and sum of squares, last time."""
+    return transactions.groupBy("customer_id", "merchant_id", "country").agg(
+        F.count("*").alias("cnt"),
+        F.sum("amount_eur").alias("amount_sum"),
+        F.sum(F.col("amount_eur") * F.col("amount_eur")).alias("amount_sumsq"),
+        F.max("event_time").alias("last_event_time"),
+    )
+
+
+def label_transactions(labels: DataFrame, transactions: DataFrame) -> DataFrame:
+    """Attach each label to its transaction (customer, merchant, category, event time)."""
+    return labels.join(
+        transactions.select("transaction_id", "customer_id", "merchant_id", "merchant_category", "event_time"),
+        "transaction_id",
+        "inner",
+    ).select(
+        "transaction_id",
+        "customer_id",
+        "merchant_id",
+        "merchant_category",
+        "event_time",
+        "is_fraud",
+        "reported_at",
+    )
+
+
+def merchant_label_daily(labeled: DataFrame) -> DataFrame:
+    """Per merchant: labels reported that day and how many were fraud (the input of risk features)."""
+    return labeled.groupBy("merchant_id", "merchant_category").agg(
+        F.count("*").alias("n_labels"), F.sum("is_fraud").alias("n_fraud")
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# I/O around the pure functions.
+
+
+def _read_files(spark: SparkSession, landing: Landing, checks: list[FileCheck], columns: tuple[str, ...]):
+    """Read readable files as strings (schema = each file's own header) and align them on the contract."""
+    frames = []
+    for check in checks:
+        schema = T.StructType(
+            [T.StructField(name, T.StringType()) for name in check.header] + [T.StructField(CORRUPT, T.StringType())]
+        )
+        frame = (
+            spark.read.schema(schema)
+            .options(
+                header=True,
+                multiLine=True,
+                mode="PERMISSIVE",
+                columnNameOfCorruptRecord=CORRUPT,
+                escape='"',
+                encoding="UTF-8",
+                enforceSchema=True,
+            )
+            .csv(landing.spark_uri(check.uri))
+            .select(*[F.col(c) for c in columns], F.col(CORRUPT), F.lit(check.uri).alias("source_file"))
+        )
+        frames.append(frame)
+    if not frames:
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in (*columns, CORRUPT, "source_file")])
+        return spark.createDataFrame([], schema)
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _file_quarantine(spark: SparkSession, checks: list[FileCheck]) -> DataFrame | None:
+    rows = [(c.uri, c.reason, json.dumps({"lines": c.lines, "bytes": c.size})) for c in checks if not c.ok]
+    if not rows:
+        return None
+    return spark.createDataFrame(rows, "source_file string, reason string, raw_record string")
+
+
+def _ingest_kind(
+    spark: SparkSession, landing: Landing, kind: str, ds: dt.date, columns: tuple[str, ...]
+) -> tuple[DataFrame, DataFrame | None, list[FileCheck]]:
+    checks = [check_file(landing, uri, size, columns) for uri, size in landing.data_files(kind, str(ds))]
+    raw = _read_files(spark, landing, [c for c in checks if c.ok], columns)
+    checked = validate_transactions(raw, ds) if kind == "transactions" else validate_labels(raw, ds)
+    return checked, _file_quarantine(spark, checks), checks
+
+
+def _write(df: DataFrame, lake: Lake, table: str, ds: dt.date, version: str) -> str:
+    uri = lake.version_uri(table, ds, version)
+    df.write.mode("overwrite").parquet(uri)
+    return uri
+
+
+def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
+    """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer."""
+    cfg = cfg or get_config()
+    landing = Landing(resolve_uri(cfg.storage.landing_uri))
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    missing = [k for k in ("transactions", "labels") if not landing.is_complete(k, str(ds))]
+    if missing:
+        paths = ", ".join(landing.marker_uri(k, str(ds)) for k in missing)
+        raise DropIncomplete(f"landing drop for ds={ds} is not complete: missing {paths}")
+    version = tables.new_version()
+    result: dict = {"ds": str(ds), "version": version, "tables": {}}
+
+    for kind, columns, table, quarantine_table in (
+        ("transactions", TRANSACTION_COLUMNS, tables.RAW_TRANSACTIONS, tables.QUARANTINE_TRANSACTIONS),
+        ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
+    ):
+        checked, file_quarantine, checks = _ingest_kind(spark, landing, kind, ds, columns)
+        key_content = [c for c in checked.columns if c not in ("source_file", "reason", "raw_record")]
+        resolved = resolve_duplicates(checked, "transaction_id", key_content).cache()
+        valid = resolved.where(F.col("reason").isNull() & ~F.col("is_duplicate"))
+        output = valid.drop("reason", "raw_record", "is_duplicate")
+        if kind == "labels":
+            output = output.select("transaction_id", "is_fraud", "reported_at", "source_file")
+        bad = resolved.where(F.col("reason").isNotNull()).select("source_file", "reason", "raw_record")
+        if file_quarantine is not None:
+            bad = bad.unionByName(file_quarantine)
+
+        tally = {
+            (row["reason"], row["is_duplicate"]): row["n"]
+            for row in resolved.groupBy("reason", "is_duplicate").agg(F.count("*").alias("n")).collect()
+        }
+        counts = KindCounts(files=len(checks), files_quarantined=sum(not c.ok for c in checks))
+        by_reason: Counter[str] = Counter()
+        for (reason, duplicate), n in tally.items():
+            if reason is not None:
+                by_reason[reason] += n
+            elif duplicate:
+                counts.duplicates_dropped += n
+            else:
+                counts.rows_written += n
+        for check in checks:
+            if not check.ok:
+                by_reason[check.reason.split(":")[0]] += check.lines  # type: ignore[union-attr]
+        counts.quarantined_by_reason = dict(sorted(by_reason.items()))
+        counts.rows_quarantined = sum(by_reason.values())
+        counts.rows_read = counts.rows_written + counts.duplicates_dropped + counts.rows_quarantined
+        counts.extra_columns = sorted({name for c in checks for name in c.extra_columns})
+
+        _write(output, lake, table, ds, version)
+        _write(bad, lake, quarantine_table, ds, version)
+        lake.commit(quarantine_table, ds, version, stats={"rows": counts.rows_quarantined})
+        result[kind] = counts.__dict__ | {"quarantine_rate": round(counts.quarantine_rate, 6)}
+        result["tables"][table] = version
+        resolved.unpersist()
+
+    # Derived daily tables, from the versions just written (not yet committed).
+    transactions = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, ds, version))
+    _write(customer_daily(transactions), lake, tables.CUSTOMER_DAILY, ds, version)
+
+    labels = spark.read.parquet(lake.version_uri(tables.RAW_LABELS, ds, version))
+    lookback = tables.day_range(ds - dt.timedelta(days=LABEL_LOOKBACK_DAYS), ds - dt.timedelta(days=1))
+    candidates = transactions
+    earlier = sorted(lake.partitions(tables.RAW_TRANSACTIONS, lookback).values())
+    if earlier:
+        history = spark.read.option("basePath", lake.table_uri(tables.RAW_TRANSACTIONS)).parquet(*earlier)
+        candidates = candidates.unionByName(history.drop("ds", "run"))
+    labeled = label_transactions(labels, candidates)
+    _write(labeled, lake, tables.LABELED_TRANSACTIONS, ds, version)
+    labeled = spark.read.parquet(lake.version_uri(tables.LABELED_TRANSACTIONS, ds, version))
+    _write(merchant_label_daily(labeled), lake, tables.MERCHANT_LABEL_DAILY, ds, version)
+    labels_matched = labeled.count()
+    result["labels"]["labels_matched"] = labels_matched
+    # Labels whose transaction is not in the lake (older than the lake, or unknown) stay in raw labels.
+    result["labels"]["labels_unmatched"] = result["labels"]["rows_written"] - labels_matched
+    for table in (tables.CUSTOMER_DAILY, tables.LABELED_TRANSACTIONS, tables.MERCHANT_LABEL_DAILY):
+        result["tables"][table] = version
+    return result
+
+
+def publish(ds: dt.date, versions: dict[str, str], stats: dict | None = None, cfg: LooplineConfig | None = None):
+    """Commit the raw layer written by :func:`run` (after its gate passed): one pointer flip per table."""
+    cfg = cfg or get_config()
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    for table in RAW_LAYER:
+        lake.commit(table, ds, versions[table], stats=stats)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    spark = session(args.remote)
+    result = run(spark, args.ds)
+    publish(args.ds, result["tables"])
+    print_result(result)
+
+
+if __name__ == "__main__":
+    main()
