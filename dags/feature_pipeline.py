@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, chain
+from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
 from loopline.config import get_config
 from loopline.orchestration import feature_tasks as t
@@ -47,7 +47,8 @@ cfg = get_config()
 with DAG(
     dag_id="feature_pipeline",
     description="Landing drop → Spark ingest → GX gate → Spark features → GX gate → Asset",
-    schedule="@daily",
+    # Data intervals: the run for ds=D starts once D is over (D+1 00:00 UTC), when the drop can be complete.
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     # Days build on earlier days' aggregates: one run at a time, oldest first, also in backfills.

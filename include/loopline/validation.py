@@ -49,6 +49,7 @@ __all__ = [
     "row_count_bounds",
     "run_gate",
     "suite_names",
+    "suite_parameters",
 ]
 
 GX_DIR = Path(__file__).resolve().parents[1] / "gx"
@@ -57,6 +58,7 @@ PARAMETER_KEY = "$PARAMETER"
 DEFAULT_AMOUNT_MEAN_BOUNDS = (1.0, 5_000.0)
 # GX reports at most this many example values per failed expectation ("SUMMARY" result format).
 _EXAMPLES = 5
+_RESULT_FORMAT = "SUMMARY"
 _SITE_NAME = "loopline"
 _DATASOURCE = "loopline"
 _PATH_SAFE = re.compile(r"^[A-Za-z0-9_.:+-]+$")
@@ -404,7 +406,8 @@ def run_gate(
     page; upload the folder yourself if reports live on object storage.
 
     A Spark frame is persisted for the duration of the gate (GX scans it once per metric batch) and
-    unpersisted afterwards.
+    unpersisted afterwards, unless it was already cached or ``persist=False``. Errors that are not about
+    the data (Spark unreachable, unknown suite, missing parameter) raise as usual.
     """
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
@@ -429,7 +432,9 @@ def run_gate(
         )
         # An explicit run_time: given only a run name, GX parses a date-like name ("2026-01-05") as the time.
         run_id = RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC))
-        validation = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY", run_id=run_id)
+        validation = definition.run(
+            batch_parameters={"dataframe": df}, result_format=_RESULT_FORMAT, run_id=run_id
+        )
     finally:
         if persisted is not None:
             persisted.unpersist()
@@ -437,7 +442,12 @@ def run_gate(
     if site_dir is not None:
         site_dir.mkdir(parents=True, exist_ok=True)
         report_uri = _render_report(context, validation, run_id)
-    failed = tuple(_describe_failure(item) for item in validation.results if not item.success)
+    # The column-set check first: a wrong schema explains most of the failures after it.
+    failures = sorted(
+        (item for item in validation.results if not item.success),
+        key=lambda item: item.expectation_config.type != "expect_table_columns_to_match_set",
+    )
+    failed = tuple(_describe_failure(item) for item in failures)
     return GateResult(
         suite=suite,
         success=bool(validation.success),
@@ -456,9 +466,10 @@ def check_gate(
     ds: str,
     params: dict[str, Any] | None = None,
     report_dir: Path | None = None,
+    persist: bool = True,
 ) -> GateResult:
     """:func:`run_gate`, raising :class:`GateFailed` when any expectation fails; returns a passing result."""
-    result = run_gate(df, suite, ds=ds, params=params, report_dir=report_dir)
+    result = run_gate(df, suite, ds=ds, params=params, report_dir=report_dir, persist=persist)
     if not result.success:
         raise GateFailed(result)
     return result

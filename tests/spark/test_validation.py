@@ -179,6 +179,23 @@ def test_load_suite_substitutes_parameters_and_rejects_unknowns():
         load_suite("nope", {})
 
 
+def test_load_suite_names_missing_parameters(tmp_path, monkeypatch):
+    suite = {
+        "name": "custom",
+        "expectations": [
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": {"$PARAMETER": "floor"}}},
+        ],
+    }
+    (tmp_path / "custom.json").write_text(json.dumps(suite))
+    monkeypatch.setattr("loopline.validation.GX_DIR", tmp_path)
+    with pytest.raises(ValueError, match=r"GX suite 'custom' needs parameters \['floor'\]"):
+        load_suite("custom", {})
+    assert load_suite("custom", {"floor": 3}).expectations[0].min_value == 3
+    (tmp_path / "broken.json").write_text(json.dumps({"expectations": [{"type": "expect_nothing", "kwargs": {}}]}))
+    with pytest.raises(ValueError, match="expectation #0 \\(expect_nothing\\)"):
+        load_suite("broken", {})
+
+
 def test_importing_validation_does_not_import_great_expectations():
     code = "import sys, loopline.validation; sys.exit('great_expectations' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -267,16 +284,21 @@ def test_too_few_rows_fails_the_row_count(spark):
 
 
 def test_wrong_column_set_fails_clearly(spark):
-    rows = raw_rows()
-    frame = raw_frame(spark, rows).drop("merchant_category").withColumnRenamed("source_file", "sourcefile")
+    frame = (
+        raw_frame(spark, raw_rows()).drop("merchant_category", "channel").withColumnRenamed("source_file", "sourcefile")
+    )
     with pytest.raises(GateFailed) as caught:
         check_gate(frame, "raw_transactions", ds=DS)
-    message = str(caught.value)
+    lines = str(caught.value).splitlines()
+    assert lines[1] == (
+        "  - expect_table_columns_to_match_set: missing columns ['channel', 'merchant_category', "
+        "'source_file']; unexpected columns ['sourcefile']"
+    )
     assert (
-        "expect_table_columns_to_match_set: missing columns ['merchant_category', 'source_file']; "
-        "unexpected columns ['sourcefile']"
-    ) in message
-    assert "Validation report: not rendered" in message
+        '  - expect_column_values_to_be_in_set(channel): could not be evaluated: Error: The column "channel" '
+        "in BatchData does not exist."
+    ) in lines
+    assert lines[-1] == "Validation report: not rendered (run_gate was called without report_dir)"
 
 
 def test_labels_gate(spark):

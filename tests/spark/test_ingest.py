@@ -1,0 +1,193 @@
+"""The Spark ingest job on hand-made landing drops: every way a drop breaks the contract is counted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import pytest
+
+from loopline import lake as tables
+from loopline.config import load_config
+from loopline.lake import Lake
+from spark_jobs import ingest
+
+pytestmark = pytest.mark.spark
+
+DS = dt.date(2026, 3, 2)
+HEADER = (
+    "transaction_id,event_time,customer_id,merchant_id,merchant_category,amount,currency,channel,country,card_present"
+)
+
+
+def row(tid: str, **over: str) -> str:
+    fields = {
+        "transaction_id": tid,
+        "event_time": "2026-03-02T10:00:00Z",
+        "customer_id": "c1",
+        "merchant_id": "m1",
+        "merchant_category": "grocery",
+        "amount": "12.50",
+        "currency": "EUR",
+        "channel": "pos",
+        "country": "DE",
+        "card_present": "true",
+    }
+    fields.update(over)
+    return ",".join(fields[c] for c in HEADER.split(","))
+
+
+GOOD = [row(f"t{i}", customer_id=f"c{i % 3}", event_time=f"2026-03-02T1{i}:00:00Z") for i in range(5)]
+BAD = {
+    "bad_amount": [row("b1", amount="abc"), row("b2", amount="NaN"), row("b3", amount="inf")],
+    "non_positive_amount": [row("b4", amount="-5.00"), row("b5", amount="0")],
+    "amount_too_large": [row("b6", amount="250000.00")],
+    "unknown_currency": [row("b7", currency="XYZ")],
+    "unknown_channel": [row("b8", channel="mail")],
+    "bad_country": [row("b9", country="Germany")],
+    "bad_card_present": [row("b10", card_present="yes")],
+    "event_time_without_timezone": [row("b11", event_time="2026-03-02T10:00:00")],
+    "event_time_after_drop_day": [row("b12", event_time="2026-03-05T10:00:00Z")],
+    "event_time_before_drop_day": [row("b13", event_time="2026-03-01T23:59:59Z")],
+    "bad_event_time": [row("b14", event_time="yesterday")],
+    "missing_customer_id": [row("b15", customer_id="")],
+    "malformed_row": [row("b16") + ",surplus"],
+}
+
+
+def write(path: Path, text: str | bytes, gz: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode() if isinstance(text, str) else text
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+
+
+@pytest.fixture
+def drop(tmp_path: Path):
+    landing = tmp_path / "landing"
+    day = landing / "transactions" / f"ds={DS}"
+    bad_rows = [r for rows in BAD.values() for r in rows]
+    conflicting = [row("dup", amount="10.00"), row("dup", amount="11.00")]
+    main = [
+        HEADER,
+        *GOOD,
+        GOOD[0],
+        *bad_rows,
+        *conflicting,
+        row("q1", merchant_category='"grocery\nstore"'),
+    ]  # a quoted newline is one valid row
+    write(day / "part-0.csv", "\n".join(main) + "\n")
+    write(
+        day / "part-1.csv.gz",
+        "\n".join([HEADER, row("g1"), row("g2", currency="USD", amount="100.00")]) + "\n",
+        gz=True,
+    )
+    write(day / "part-2-empty.csv", "")
+    whole = gzip.compress(("\n".join([HEADER] + [row(f"x{i}") for i in range(400)]) + "\n").encode())
+    write(day / "part-3-truncated.csv.gz", whole[: len(whole) // 2])
+    no_amount = HEADER.replace(",amount", "")
+    write(day / "part-4-missing.csv", f"{no_amount}\nm1,2026-03-02T10:00:00Z,c1,m1,grocery,EUR,pos,DE,true\n")
+    write(day / "part-5-extra.csv", f"{HEADER},note\n{row('e1')},hello\n")
+    write(day / "part-6-bom.csv", "\ufeff" + f"{HEADER}\n{row('bom1')}\n")
+    write(
+        day / "part-7-latin1.csv",
+        f"{HEADER}\n".encode() + row("enc1", merchant_category="caf\xe9").encode("latin-1") + b"\n",
+    )
+    (day / "_SUCCESS").touch()
+    labels = landing / "labels" / f"ds={DS}"
+    write(
+        labels / "part-0.csv",
+        "transaction_id,is_fraud,reported_at\n"
+        "t0,1,2026-03-02T08:00:00Z\nt1,0,2026-03-02T09:00:00Z\nt2,2,2026-03-02T09:00:00Z\n"
+        "t3,0,2026-03-02T09:00:00\nunknown-tx,0,2026-03-02T09:00:00Z\n",
+    )
+    (labels / "_SUCCESS").touch()
+    return load_config(
+        environ={"LOOPLINE__STORAGE__LANDING_URI": str(landing), "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake")}
+    )
+
+
+def _rows(spark, uri: str) -> list[tuple]:
+    return sorted((tuple(r) for r in spark.read.parquet(uri).collect()), key=repr)
+
+
+def test_every_broken_row_is_counted_and_valid_rows_kept(spark, drop):
+    result = ingest.run(spark, DS, drop)
+    tx = result["transactions"]
+    expected = {reason: len(rows) for reason, rows in BAD.items()}
+    expected |= {
+        "conflicting_duplicate_id": 2,
+        "empty_file": 0,
+        "truncated_or_corrupt_gzip": 0,
+        "missing_columns": 1,
+        "encoding_error": 1,
+    }
+    by_reason = dict(tx["quarantined_by_reason"])
+    truncated = by_reason.pop("truncated_or_corrupt_gzip")
+    assert truncated == 0  # the scan stops at the cut: the file is quarantined whole, lines unknown
+    expected.pop("truncated_or_corrupt_gzip")
+    assert by_reason == expected
+    valid_ids = {f"t{i}" for i in range(5)} | {"q1", "g1", "g2", "e1", "bom1"}
+    assert tx["rows_written"] == len(valid_ids)
+    assert tx["duplicates_dropped"] == 1
+    assert tx["files"] == 8
+    assert tx["files_quarantined"] == 3
+    assert tx["extra_columns"] == ["note"]
+    assert tx["rows_read"] == tx["rows_written"] + tx["duplicates_dropped"] + tx["rows_quarantined"]
+
+    lake = Lake(drop.storage.lake_uri)
+    raw = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, DS, result["version"]))
+    assert {r.transaction_id for r in raw.collect()} == valid_ids
+    g2 = raw.where("transaction_id = 'g2'").collect()[0]
+    assert g2.amount == 100.0
+    assert g2.amount_eur == 92.0  # USD normalised to EUR
+    assert g2.card_present is True
+    assert str(g2.event_time.date()) == "2026-03-02"
+    assert raw.where("transaction_id = 'q1'").collect()[0].merchant_category == "grocery\nstore"
+
+    # The quarantine is committed at once, row by row with reasons; whole files appear once each.
+    quarantine = spark.read.parquet(lake.partition(tables.QUARANTINE_TRANSACTIONS, DS))
+    reasons = [r.reason for r in quarantine.collect()]
+    assert reasons.count("bad_amount") == 3
+    assert sorted(r for r in reasons if r.startswith(("empty", "truncated", "missing_col"))) == [
+        "empty_file",
+        "missing_columns:amount",
+        "truncated_or_corrupt_gzip",
+    ]
+    malformed = quarantine.where("reason = 'malformed_row'").collect()[0]
+    assert "surplus" in malformed.raw_record
+
+    labels = result["labels"]
+    assert labels["quarantined_by_reason"] == {"bad_is_fraud": 1, "reported_at_without_timezone": 1}
+    assert labels["rows_written"] == 3
+    assert labels["labels_matched"] == 2  # t0, t1; unknown-tx stays in raw labels, counted as unmatched
+    assert labels["labels_unmatched"] == 1
+
+    # Nothing of the raw layer is visible before publish.
+    assert lake.partition(tables.RAW_TRANSACTIONS, DS) is None
+    ingest.publish(DS, result["tables"], cfg=drop)
+    assert lake.partition(tables.RAW_TRANSACTIONS, DS).endswith(result["version"])
+
+
+def test_rerun_gives_identical_partitions(spark, drop):
+    lake = Lake(drop.storage.lake_uri)
+    contents = []
+    for _ in range(3):
+        result = ingest.run(spark, DS, drop)
+        ingest.publish(DS, result["tables"], cfg=drop)
+        contents.append(
+            {
+                table: _rows(spark, lake.partition(table, DS))
+                for table in ingest.RAW_LAYER
+                if table != tables.CUSTOMER_DAILY
+            }
+            | {"counts": {k: v for k, v in result.items() if k in ("transactions", "labels")}}
+        )
+    assert contents[0] == contents[1] == contents[2]
+
+
+def test_incomplete_drop_names_the_missing_marker(spark, drop):
+    marker = Path(drop.storage.landing_uri) / "labels" / f"ds={DS}" / "_SUCCESS"
+    marker.unlink()
+    with pytest.raises(ingest.DropIncomplete, match=str(marker)):
+        ingest.run(spark, DS, drop)
