@@ -95,8 +95,7 @@ class Lake:
         os.replace(tmp, path)  # atomic on POSIX: readers see the old pointer or the new one
 
     def current_version(self, table: str, ds: str | dt.date) -> str | None:
-        text = self._read_text(self._join(table, f"ds={ds}", POINTER))
-        return json.loads(text)["version"] if text else None
+        return self._read_record(table, ds).get("version")
 
     def partition(self, table: str, ds: str | dt.date) -> str | None:
         """The Spark-readable URI of the committed version of a partition, or None if there is none."""
@@ -116,7 +115,9 @@ class Lake:
         """Point the partition at ``version`` (which must be fully written), then sweep stale versions."""
         if not self.is_s3 and not (Path(self.version_uri(table, ds, version)) / "_SUCCESS").exists():
             raise RuntimeError(f"refusing to commit {table} ds={ds}: version {version} has no _SUCCESS marker")
-        previous = self.current_version(table, ds)
+        current = self.current_version(table, ds)
+        # Recommitting the current version (a retried task) keeps the real previous one for readers.
+        previous = self._read_record(table, ds).get("previous") if current == version else current
         record = {"version": version, "previous": previous, "committed_at": dt.datetime.now(dt.UTC).isoformat()}
         record["stats"] = stats or {}
         self._write_text_atomic(self._join(table, f"ds={ds}", POINTER), json.dumps(record, sort_keys=True))
@@ -130,10 +131,13 @@ class Lake:
             if child.name.removeprefix("run=") not in keep:
                 shutil.rmtree(child, ignore_errors=True)
 
+    def _read_record(self, table: str, ds: str | dt.date) -> dict:
+        text = self._read_text(self._join(table, f"ds={ds}", POINTER))
+        return json.loads(text) if text else {}
+
     def stats(self, table: str, ds: str | dt.date) -> dict:
         """The stats recorded with the committed version (row counts and the like)."""
-        text = self._read_text(self._join(table, f"ds={ds}", POINTER))
-        return json.loads(text).get("stats", {}) if text else {}
+        return self._read_record(table, ds).get("stats", {})
 
 
 def _split_s3(uri: str) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,8 +43,16 @@ class Landing:
     def is_complete(self, kind: str, ds: str) -> bool:
         """True when the day's ``_SUCCESS`` marker exists."""
         if self.is_s3:
+            import botocore.exceptions
+
             bucket, key = _split(self.marker_uri(kind, ds))
-            return "Contents" in _s3().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+            try:
+                _s3().head_object(Bucket=bucket, Key=key)  # the exact key: `_SUCCESS.tmp` is not a marker
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+            return True
         return Path(self.marker_uri(kind, ds)).exists()
 
     def data_files(self, kind: str, ds: str) -> list[tuple[str, int]]:
@@ -55,7 +64,8 @@ class Landing:
                 (f"s3://{bucket}/{obj['Key']}", obj["Size"])
                 for page in pages
                 for obj in page.get("Contents", [])
-                if not obj["Key"].rsplit("/", 1)[-1].startswith(("_", "."))
+                # top-level files only, as locally: no folder placeholders, no _temporary/ or hidden files
+                if (name := obj["Key"][len(prefix) :]) and "/" not in name and not name.startswith(("_", "."))
             ]
             return sorted(found)
         folder = Path(self.day_uri(kind, ds))
@@ -66,9 +76,15 @@ class Landing:
         )
 
     def open_binary(self, uri: str) -> io.BufferedIOBase:
+        """A seekable binary file; S3 objects are spooled to a local temporary file first."""
         if self.is_s3:
             bucket, key = _split(uri)
-            return _s3().get_object(Bucket=bucket, Key=key)["Body"]
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
+            body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
+            for chunk in body.iter_chunks(1 << 20):
+                spool.write(chunk)
+            spool.seek(0)
+            return spool  # type: ignore[return-value]
         return open(uri, "rb")
 
 

@@ -432,9 +432,7 @@ def run_gate(
         )
         # An explicit run_time: given only a run name, GX parses a date-like name ("2026-01-05") as the time.
         run_id = RunIdentifier(run_name=ds, run_time=dt.datetime.now(dt.UTC))
-        validation = definition.run(
-            batch_parameters={"dataframe": df}, result_format=_RESULT_FORMAT, run_id=run_id
-        )
+        validation = definition.run(batch_parameters={"dataframe": df}, result_format=_RESULT_FORMAT, run_id=run_id)
     finally:
         if persisted is not None:
             persisted.unpersist()

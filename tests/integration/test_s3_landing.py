@@ -16,6 +16,7 @@ from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+import loopline.landing as landing_module
 from loopline.config import load_config, loopline_home
 from loopline.lake import POINTER, RAW_TRANSACTIONS, Lake
 from loopline.landing import MARKER, Landing, check_file
@@ -72,7 +73,7 @@ def drop(s3, bucket, aws_env):
     for key, data in files.items():
         _put(s3, bucket, key, data)
     _put(s3, bucket, f"{prefix}/.part-0.csv.crc", b"crc")
-    _put(s3, bucket, f"landing/transactions/ds=2024-03-02/part-0.csv", body)  # next day, must not leak in
+    _put(s3, bucket, "landing/transactions/ds=2024-03-02/part-0.csv", body)  # next day, must not leak in
     _put(s3, bucket, f"landing/labels/ds={DS}/part-0.csv", b"x")  # other kind
     return Landing(f"s3://{bucket}/landing"), bucket, {f"s3://{bucket}/{k}": len(v) for k, v in files.items()}
 
@@ -87,11 +88,6 @@ def test_is_complete_follows_the_marker(s3, drop):
     assert not landing.is_complete("transactions", "2024-03-02")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Landing.is_complete on S3 lists with Prefix=<marker key>, so any key that merely starts with "
-    "'_SUCCESS' (e.g. '_SUCCESS.tmp') counts as the marker; the local variant and the S3KeySensor need the exact key",
-)
 def test_is_complete_needs_the_exact_marker_key(s3, drop):
     landing, bucket, _ = drop
     _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}.tmp", b"")
@@ -118,15 +114,13 @@ def test_data_files_ignores_the_marker(s3, drop):
     assert landing.data_files("transactions", DS) == sorted(files.items())
 
 
-def test_data_files_pages_through_large_drops(s3, bucket, aws_env, monkeypatch):
-    import loopline.landing
-
+def test_data_files_follows_every_page(s3, bucket, aws_env, monkeypatch):
     client = s3.client()
     for i in range(7):
         client.put_object(Bucket=bucket, Key=f"landing/labels/ds={DS}/part-{6 - i}.csv", Body=b"a" * i)
     client.put_object(Bucket=bucket, Key=f"landing/labels/ds={DS}/_SUCCESS", Body=b"")
 
-    real = loopline.landing._s3
+    real = landing_module._s3
     pages_served = []
 
     class SmallPages:
@@ -149,28 +143,18 @@ def test_data_files_pages_through_large_drops(s3, bucket, aws_env, monkeypatch):
 
             return Paginator()
 
-    monkeypatch.setattr(loopline.landing, "_s3", SmallPages)
+    monkeypatch.setattr(landing_module, "_s3", SmallPages)
     found = Landing(f"s3://{bucket}/landing").data_files("labels", DS)
     assert len(pages_served) == 4
     assert found == [(f"s3://{bucket}/landing/labels/ds={DS}/part-{i}.csv", 6 - i) for i in range(7)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Landing.data_files on S3 lists a zero-byte 'folder' placeholder key (ds=<ds>/, as the S3 console "
-    "and s3a create) as a data file: its last path segment is '' which passes the '_'/'.' filter",
-)
 def test_data_files_ignores_folder_placeholder_objects(s3, drop):
     landing, bucket, files = drop
     _put(s3, bucket, f"landing/transactions/ds={DS}/", b"")
     assert landing.data_files("transactions", DS) == sorted(files.items())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Landing.data_files on S3 lists recursively (no Delimiter) and filters only the last path segment, "
-    "so files inside hidden sub-folders such as _temporary/ are listed; the local variant lists only top-level files",
-)
 def test_data_files_ignores_files_in_hidden_subfolders(s3, drop):
     landing, bucket, files = drop
     _put(s3, bucket, f"landing/transactions/ds={DS}/_temporary/0/part-9.csv", HEADER + ROW)
@@ -195,16 +179,6 @@ def test_check_file_reads_gzip_through_open_binary(drop):
     assert checks["part-3.csv"].reason == "empty_file"
 
 
-PLAIN_CSV_ON_S3 = pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="bug: check_file on an uncompressed S3 object raises 'ValueError: readline of closed file': "
-    "StreamingBody.__enter__ hands back the urllib3 response, which closes itself once drained, and "
-    "io.BufferedReader over it (landing.py _iter_lines) then fails on the next readline; gzip is unaffected",
-)
-
-
-@PLAIN_CSV_ON_S3
 def test_check_file_reads_plain_csv_through_open_binary(drop):
     landing, _, files = drop
     checks = _checks(landing, files, ("part-0.csv", "part-4.csv"))
@@ -214,7 +188,6 @@ def test_check_file_reads_plain_csv_through_open_binary(drop):
     assert checks["part-4.csv"].reason.startswith("missing_columns:event_time,customer_id,")
 
 
-@PLAIN_CSV_ON_S3
 def test_check_file_labels_with_bom_over_s3(s3, bucket, aws_env):
     key = f"landing/labels/ds={DS}/part-0.csv"
     data = b"\xef\xbb\xbf" + ",".join(LABEL_COLUMNS).encode() + b"\r\nt1,1,2024-03-01T00:00:00\r\n"

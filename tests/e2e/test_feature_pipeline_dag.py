@@ -1,0 +1,121 @@
+"""feature_pipeline executed by Airflow (`dag.test()`): generated days, reruns, a failed gate, a late drop."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from loopline import lake as tables
+from loopline.config import get_config, resolve_uri
+from loopline.lake import Lake
+from loopline.synth import generate
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2026, 1, 1)
+ROWS = 800
+
+
+@pytest.fixture(scope="module")
+def pipeline(spark_connect_url, airflow_db):
+    os.environ["AIRFLOW_CONN_LOOPLINE_LANDING_FS"] = json.dumps({"conn_type": "fs", "extra": {"path": ""}})
+    os.environ["LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS"] = "6"
+    os.environ["LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS"] = "1"
+    get_config.cache_clear()
+    cfg = get_config()
+    landing = Path(resolve_uri(cfg.storage.landing_uri))
+    generate(START, 5, landing, transactions_per_day=ROWS, seed=11)
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "feature_pipeline.py")).get_dag(
+        "feature_pipeline"
+    )
+    yield dag, cfg, landing
+    for name in ("LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS", "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS"):
+        os.environ.pop(name)
+    get_config.cache_clear()
+
+
+def run_day(dag, day: dt.date):
+    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def features_rows(spark, cfg, day):
+    uri = Lake(resolve_uri(cfg.storage.lake_uri)).partition(tables.FEATURES, day)
+    return sorted((tuple(r) for r in spark.read.parquet(uri).collect()), key=repr)
+
+
+def test_days_in_order_then_reruns_are_identical(pipeline, spark):
+    dag, cfg, _ = pipeline
+    for offset in range(3):
+        dagrun, states = run_day(dag, START + dt.timedelta(days=offset))
+        assert dagrun.state == "success", states
+        assert set(states.values()) == {"success"}
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    for offset in range(3):
+        assert lake.stats(tables.FEATURES, START + dt.timedelta(days=offset)) == {"rows": ROWS}
+
+    day = START + dt.timedelta(days=2)
+    first = features_rows(spark, cfg, day)
+    versions = {lake.current_version(tables.FEATURES, day)}
+    for _ in range(2):
+        dagrun, _ = run_day(dag, day)
+        assert dagrun.state == "success"
+        versions.add(lake.current_version(tables.FEATURES, day))
+        assert features_rows(spark, cfg, day) == first
+    assert len(versions) == 3  # each rerun committed a new version with identical content
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).join(AssetModel).filter(AssetModel.name == "loopline_features").all()
+        assert {event.extra["ds"] for event in events} == {str(START + dt.timedelta(days=i)) for i in range(3)}
+
+
+def test_failed_gate_publishes_nothing(pipeline):
+    dag, cfg, landing = pipeline
+    day = START + dt.timedelta(days=3)
+    part = landing / "transactions" / f"ds={day}" / "part-00000.csv"
+    lines = part.read_text().splitlines()
+    # Break the amount of every 10th row: a 10 % quarantine rate is over the 5 % gate.
+    broken = [line if i == 0 or i % 10 else line.replace(line.split(",")[5], "abc", 1) for i, line in enumerate(lines)]
+    part.write_text("\n".join(broken) + "\n")
+
+    dagrun, states = run_day(dag, day)
+    assert dagrun.state == "failed"
+    assert states["validate_raw"] == "failed"
+    assert states["publish_raw"] == "upstream_failed"
+    assert states["publish_features"] == "upstream_failed"
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    assert lake.partition(tables.RAW_TRANSACTIONS, day) is None
+    assert lake.partition(tables.FEATURES, day) is None
+    assert lake.stats(tables.QUARANTINE_TRANSACTIONS, day)["rows"] == len(lines[1::10])
+    log = _task_log(dagrun, "validate_raw")
+    assert "GX gate 'ingest_stats' failed" in log
+    assert "quarantine_rate" in log
+    assert "Validation report: file://" in log
+
+
+def test_incomplete_drop_times_out_naming_the_marker(pipeline):
+    dag, _, landing = pipeline
+    day = START + dt.timedelta(days=4)
+    marker = landing / "transactions" / f"ds={day}" / "_SUCCESS"
+    marker.unlink()
+    dagrun, states = run_day(dag, day)
+    assert dagrun.state == "failed"
+    assert states["wait_for_transactions"] == "failed"
+    assert states["ingest_drop"] == "upstream_failed"
+    log = _task_log(dagrun, "wait_for_transactions")
+    assert f"landing drop incomplete: {marker} did not appear within" in log
+
+
+def _task_log(dagrun, task_id: str) -> str:
+    root = Path(os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"])
+    found = list(root.glob(f"dag_id={dagrun.dag_id}/run_id={dagrun.run_id}/task_id={task_id}/**/*.log"))
+    return "\n".join(path.read_text() for path in found)
