@@ -100,6 +100,7 @@ class ValidationConfig(_Section):
     min_rows: int = Field(ge=0)
     sensor_timeout_seconds: int = Field(ge=1)
     sensor_poke_seconds: int = Field(ge=1)
+    sensor_mode: Literal["deferrable", "reschedule"]
 
 
 class KubernetesConfig(_Section):

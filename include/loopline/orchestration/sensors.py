@@ -2,7 +2,8 @@
 
 Which sensor is configuration: ``storage.landing_uri`` on a local folder uses the standard provider's
 ``FileSensor``, on ``s3://`` the amazon provider's ``S3KeySensor``. Both defer to the triggerer while they
-wait, so a drop that is late never holds a worker slot.
+wait (or, with ``validation.sensor_mode: reschedule``, give the slot back between pokes), so a drop that is
+late never holds a worker slot.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def landing_sensor(cfg: LooplineConfig, kind: str, **kwargs: Any):
     marker = f"{resolve_uri(cfg.storage.landing_uri).rstrip('/')}/{kind}/ds={{{{ ds }}}}/{MARKER}"
     common: dict[str, Any] = {
         "task_id": f"wait_for_{kind}",
-        "deferrable": True,
+        "deferrable": cfg.validation.sensor_mode == "deferrable",
+        "mode": "reschedule",  # used when not deferrable: no worker slot is held between pokes
         "poke_interval": cfg.validation.sensor_poke_seconds,
         "timeout": cfg.validation.sensor_timeout_seconds,
         "retries": 0,  # a timeout is the answer; retrying would only double the wait
