@@ -72,6 +72,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from loopline import demo
+
+    plan = demo.DemoPlan(
+        days=args.days, transactions_per_day=args.transactions_per_day, backfill_days=args.backfill_days
+    )
+    return demo.run(plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,10 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--truth-out", help="where true fraud probabilities go (default: <out>/../truth)")
     gen.add_argument("--gzip", action="store_true", help="write .csv.gz files")
 
+    demo = commands.add_parser("demo", help="run the loop on embedded defaults through the local stack")
+    demo.add_argument("--days", type=int, default=60, help="days of landing drops to generate")
+    demo.add_argument("--transactions-per-day", type=int, default=5000)
+    demo.add_argument("--backfill-days", type=int, default=60, help="days of feature_pipeline to backfill")
     return parser
 
 
-HANDLERS = {"up": _cmd_up, "down": _cmd_down, "status": _cmd_status, "generate": _cmd_generate}
+HANDLERS = {
+    "up": _cmd_up,
+    "down": _cmd_down,
+    "status": _cmd_status,
+    "generate": _cmd_generate,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,199 @@
+"""feature_pipeline performance on this machine, each figure beside its baseline from the same run.
+
+1. Spark task start-up: a thin Spark Connect client against the warm server vs a cold ``spark-submit``.
+2. One day end to end at --rows transactions (ingest, raw gates, publish, features, feature gate, publish)
+   with the Spark Connect server warm; rows/s for ingest and features.
+3. The per-day feature job with --long-history days of history vs --short-history days (same day size).
+
+    .venv/bin/python benchmarks/bench_feature_pipeline.py [--rows 200000] [--long-history 90] [--skip-history]
+
+Everything runs in a temporary LOOPLINE_HOME with its own Spark Connect server on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-"))
+os.environ["LOOPLINE_HOME"] = str(HOME)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    from loopline import stack
+    from loopline.config import get_config
+
+    os.environ["LOOPLINE__SPARK__CONNECT_URL"] = f"sc://127.0.0.1:{port}"
+    get_config.cache_clear()
+    env = {**os.environ, "SPARK_HOME": str(stack.spark_home()), "PYSPARK_PYTHON": sys.executable}
+    log = (HOME / "spark.log").open("wb")
+    process = subprocess.Popen(stack.spark_command(get_config()), env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if stack.port_open("127.0.0.1", port):
+            return process
+        time.sleep(0.5)
+    raise RuntimeError("Spark Connect server did not start")
+
+
+def timed(call, *args, **kwargs):
+    started = time.perf_counter()
+    result = call(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def bench_startup(url: str) -> None:
+    """A task's Spark start-up: new client session + a trivial query, vs spark-submit of the same query."""
+    from pyspark.sql import SparkSession
+
+    thin = []
+    for _ in range(5):
+        started = time.perf_counter()
+        session = SparkSession.builder.remote(url).create()
+        session.range(1000).count()
+        session.stop()
+        thin.append(time.perf_counter() - started)
+    from loopline import stack
+
+    job = HOME / "trivial.py"
+    job.write_text(
+        textwrap.dedent(
+            """
+            from pyspark.sql import SparkSession
+            spark = SparkSession.builder.master("local[2]").getOrCreate()
+            spark.range(1000).count()
+            spark.stop()
+            """
+        )
+    )
+    env = {**os.environ, "SPARK_HOME": str(stack.spark_home()), "PYSPARK_PYTHON": sys.executable}
+    env.pop("SPARK_REMOTE", None)
+    started = time.perf_counter()
+    subprocess.run(
+        [str(stack.spark_home() / "bin" / "spark-submit"), str(job)], env=env, check=True, capture_output=True
+    )
+    cold = time.perf_counter() - started
+    print(
+        f"[startup] thin Spark Connect client: median {statistics.median(thin):.2f} s over 5 "
+        f"(max {max(thin):.2f} s); cold spark-submit: {cold:.2f} s; ratio {cold / statistics.median(thin):.1f}x"
+    )
+
+
+def ingest_day(spark, day, cfg) -> dict:
+    from spark_jobs import ingest
+
+    result = ingest.run(spark, day, cfg)
+    ingest.publish(day, result["tables"], stats={"rows": result["transactions"]["rows_written"]}, cfg=cfg)
+    return result
+
+
+def bench_day(spark, cfg, day: dt.date, rows: int) -> None:
+    """The tasks of one feature_pipeline run, in order, timed (Airflow's own overhead excluded)."""
+    import pandas as pd
+
+    from loopline import lake as tables
+    from loopline.config import resolve_uri
+    from loopline.lake import Lake
+    from loopline.validation import check_gate
+    from spark_jobs import features, ingest
+
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    stages = {}
+    ingested, stages["ingest"] = timed(ingest.run, spark, day, cfg)
+    tx = ingested["transactions"]
+    version = ingested["version"]
+    stats = pd.DataFrame([{k: tx[k] for k in ("rows_read", "rows_written", "rows_quarantined", "quarantine_rate")}])
+    _, stages["gate ingest_stats"] = timed(check_gate, stats, "ingest_stats", ds=str(day))
+    raw = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, day, version))
+    _, stages["gate raw_transactions"] = timed(check_gate, raw, "raw_transactions", ds=str(day))
+    labels = spark.read.parquet(lake.version_uri(tables.RAW_LABELS, day, version))
+    _, stages["gate raw_labels"] = timed(check_gate, labels, "raw_labels", ds=str(day), params={"min_rows": 0})
+    _, stages["publish raw"] = timed(ingest.publish, day, ingested["tables"], cfg=cfg)
+    built, stages["features"] = timed(features.run, spark, day, cfg)
+    _, stages["gate features"] = timed(check_gate, spark.read.parquet(built["uri"]), "features", ds=str(day))
+    _, stages["publish features"] = timed(features.publish, day, built["version"], built["rows"], cfg=cfg)
+    total = sum(stages.values())
+    for name, seconds in stages.items():
+        print(f"[day] {name:>22}: {seconds:6.2f} s")
+    print(
+        f"[day] one day of feature_pipeline at {rows} rows: {total:.1f} s end to end "
+        f"(target < 60 s); ingest {rows / stages['ingest']:,.0f} rows/s, features "
+        f"{rows / stages['features']:,.0f} rows/s"
+    )
+
+
+def bench_history(spark, cfg, start: dt.date, short: int, long: int) -> None:
+    from spark_jobs import features
+
+    def feature_time(day):
+        runs = [timed(features.run, spark, day, cfg)[1] for _ in range(3)]
+        return statistics.median(runs)
+
+    short_t = feature_time(start + dt.timedelta(days=short))
+    long_t = feature_time(start + dt.timedelta(days=long))
+    print(
+        f"[history] feature job with {short} days of history: {short_t:.2f} s; with {long} days: {long_t:.2f} s; "
+        f"ratio {long_t / short_t:.2f} (target <= 1.3)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--short-history", type=int, default=7)
+    parser.add_argument("--long-history", type=int, default=90)
+    parser.add_argument("--skip-history", action="store_true", help="only start-up and one day (minutes, not an hour)")
+    args = parser.parse_args()
+
+    from pyspark.sql import SparkSession
+
+    from loopline.config import get_config
+    from loopline.synth import generate
+
+    port = free_port()
+    server = start_server(port)
+    try:
+        url = f"sc://127.0.0.1:{port}"
+        cfg = get_config()
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        bench_startup(url)
+
+        history = args.short_history if args.skip_history else args.long_history
+        start = dt.date(2026, 1, 1)
+        landing = HOME / "landing"
+        _, seconds = timed(generate, start, history + 1, landing, transactions_per_day=args.rows, seed=5)
+        print(f"[setup] generated {history + 1} days x {args.rows} rows in {seconds:.0f} s")
+        started = time.perf_counter()
+        for offset in range(args.short_history):
+            ingest_day(spark, start + dt.timedelta(days=offset), cfg)
+        bench_day(spark, cfg, start + dt.timedelta(days=args.short_history), args.rows)
+        if not args.skip_history:
+            for offset in range(args.short_history + 1, args.long_history):
+                ingest_day(spark, start + dt.timedelta(days=offset), cfg)
+            ingest_day(spark, start + dt.timedelta(days=args.long_history), cfg)
+            print(f"[setup] ingested {args.long_history + 1} days in {time.perf_counter() - started:.0f} s")
+            bench_history(spark, cfg, start, args.short_history, args.long_history)
+        print(json.dumps({"rows": args.rows, "home": str(HOME)}))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+if __name__ == "__main__":
+    main()
