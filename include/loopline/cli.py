@@ -76,9 +76,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from loopline import demo
 
     plan = demo.DemoPlan(
-        days=args.days, transactions_per_day=args.transactions_per_day, backfill_days=args.backfill_days
+        start=demo.default_start(args.days),
+        days=args.days,
+        transactions_per_day=args.transactions_per_day,
+        backfill_days=args.backfill_days,
+        drift_day=max(1, args.days - 10),
     )
     return demo.run(plan)
+
+
+def _cmd_model_rollback(args: argparse.Namespace) -> int:
+    """Point ``champion`` back at the previous champion, record the move, say what happened."""
+    import getpass
+    import os
+
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from mlflow import MlflowClient
+
+    from loopline import db, registry
+
+    cfg = get_config()
+    client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.mlflow.tracking_uri))
+    move = registry.rollback(
+        client, cfg.mlflow.registered_model, triggered_by=f"rollback by {getpass.getuser()}", reason=args.reason
+    )
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.migrate(conn, cfg.postgres.schema_)
+        registry.record_move(conn, cfg.postgres.schema_, move)
+    finally:
+        conn.close()
+    print(f"{move.model_name}: champion is v{move.version} again (was v{move.previous_version})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=int, default=60, help="days of landing drops to generate")
     demo.add_argument("--transactions-per-day", type=int, default=5000)
     demo.add_argument("--backfill-days", type=int, default=60, help="days of feature_pipeline to backfill")
+    model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
+    rollback = model.add_parser("rollback", help="restore the previous champion in one step")
+    rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
     return parser
 
 
@@ -113,6 +145,7 @@ HANDLERS = {
     "status": _cmd_status,
     "generate": _cmd_generate,
     "demo": _cmd_demo,
+    "model": lambda args: {"rollback": _cmd_model_rollback}[args.model_command](args),
 }
 
 
@@ -120,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return HANDLERS[args.command](args)
-    except (ConfigError, ValueError, RuntimeError) as exc:
+    except (ConfigError, ValueError, RuntimeError) as exc:  # includes registry.GateError
         print(f"loopline {args.command}: {exc}", file=sys.stderr)
         return 2
 

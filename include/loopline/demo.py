@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopline import lake as tables
@@ -22,9 +22,15 @@ from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
 
 
+def default_start(days: int = 60) -> dt.date:
+    return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+
+
 @dataclass(frozen=True)
 class DemoPlan:
-    start: dt.date = dt.date(2026, 1, 1)
+    """History ends yesterday (UTC), so the scheduler's own daily run finds its drop too."""
+
+    start: dt.date = field(default_factory=default_start)
     days: int = 60
     transactions_per_day: int = 5000
     drift_day: int = 50
@@ -34,15 +40,20 @@ class DemoPlan:
 
     @property
     def last_backfill_day(self) -> dt.date:
-        return self.start + dt.timedelta(days=min(self.days, self.backfill_days) - 1)
+        # the last generated day (yesterday) is left to the scheduler's own daily run
+        return self.start + dt.timedelta(days=min(self.days - 1, self.backfill_days) - 1)
 
 
 def _airflow_json(args: list[str], env: dict[str, str]) -> list[dict]:
     result = stack.airflow_cli([*args, "-o", "json"], env, check=False)
-    try:
-        return json.loads(result.stdout or "[]")
-    except json.JSONDecodeError:
-        return []
+    # The CLI logs to stdout too: the answer is the line holding the JSON list.
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith("["):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return []
 
 
 def wait_for_dag(dag_id: str, env: dict[str, str], timeout: float = 180) -> None:
@@ -134,6 +145,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
 
     echo("== waiting for the dag-processor to parse the DAGs")
     wait_for_dag("feature_pipeline", env)
+    # Unpaused: the scheduler runs yesterday itself (it waits for the backfill through depends_on_past).
+    stack.airflow_cli(["dags", "unpause", "feature_pipeline"], env, check=False)
     echo(f"== backfilling feature_pipeline {plan.start} .. {plan.last_backfill_day} (airflow backfill create)")
     started = time.monotonic()
     states = backfill("feature_pipeline", plan.start, plan.last_backfill_day, env, echo)

@@ -124,10 +124,18 @@ def dev_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str
     return {name: value for name, value in env.items() if name not in os.environ}
 
 
-def airflow_environment(home: Path) -> dict[str, str]:
-    """Airflow settings for the embedded stack: LocalExecutor, SQLite, repo folders, loopback only."""
+def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str]:
+    """Airflow settings for the embedded stack: LocalExecutor, repo folders, loopback only.
+
+    The metadata database is the embedded PostgreSQL (SQLite locks under a scheduler, a dag-processor and
+    task processes writing at once: backfills failed with "database is locked").
+    """
     root = repo_root()
+    database = {}
+    if pg_host:
+        database["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"postgresql+psycopg2://postgres@/airflow?host={pg_host}"
     return {
+        **database,
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(root / "plugins"),
@@ -153,7 +161,7 @@ def stack_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[s
     """The full environment the stack's processes (and ``airflow`` CLI calls) run with."""
     env = dict(os.environ)
     env.update(dev_environment(cfg, pg_host))
-    env.update(airflow_environment(loopline_home() / "airflow"))
+    env.update(airflow_environment(loopline_home() / "airflow", pg_host))
     env["SPARK_HOME"] = str(spark_home())
     env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
     env["PYSPARK_PYTHON"] = sys.executable
@@ -258,18 +266,21 @@ def pg_data_dir() -> Path:
 
 
 def start_postgres() -> str:
-    """Start the embedded PostgreSQL (pgserver) and make sure database ``loopline`` exists.
+    """Start the embedded PostgreSQL (pgserver) with databases ``airflow`` and ``loopline``.
 
-    Returns the Unix socket directory to use as the connection's host. pgserver runs postgres as its own
-    server process; ``cleanup_mode=None`` keeps it running after this CLI exits.
+    ``airflow`` holds Airflow's metadata; ``loopline`` the analysts' tables unless a Postgres connection is
+    configured. Returns the Unix socket directory to use as host. ``cleanup_mode=None`` keeps the server
+    running after this CLI exits.
     """
     import pgserver
 
     pgdata = pg_data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
-    if "loopline" not in server.psql("SELECT datname FROM pg_database;"):
-        server.psql("CREATE DATABASE loopline;")
+    existing = server.psql("SELECT datname FROM pg_database;")
+    for database in ("airflow", "loopline"):
+        if database not in existing.split():
+            server.psql(f"CREATE DATABASE {database};")
     info = server.get_postmaster_info()
     host = str(info.socket_dir)
     (state_dir() / "postgres.json").write_text(json.dumps({"host": host, "pid": info.pid}))
@@ -283,8 +294,6 @@ def embedded_pg_host() -> str | None:
 
 
 def postgres_health() -> Health:
-    if POSTGRES_CONN_VAR in os.environ and not embedded_pg_host():
-        return Health("postgres", True, f"external, from {POSTGRES_CONN_VAR} (not managed by the stack)")
     host = embedded_pg_host()
     if not host:
         return Health("postgres", False, "not started")
@@ -292,7 +301,9 @@ def postgres_health() -> Health:
     result = subprocess.run(
         [str(pg_isready), "-h", host, "-d", "loopline", "-U", "postgres"], capture_output=True, text=True
     )
-    return Health("postgres", result.returncode == 0, f"embedded, socket {host}: {result.stdout.strip()}")
+    predictions = f"predictions in {POSTGRES_CONN_VAR}" if POSTGRES_CONN_VAR in os.environ else "predictions here"
+    detail = f"embedded, socket {host} (Airflow metadata; {predictions}): {result.stdout.strip()}"
+    return Health("postgres", result.returncode == 0, detail)
 
 
 def _pgserver_bin() -> str:
@@ -418,12 +429,10 @@ def up(cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print) -
         if "://" not in resolve_uri(folder):
             Path(resolve_uri(folder)).mkdir(parents=True, exist_ok=True)
 
-    pg_host = None
+    pg_host = start_postgres()
+    echo(f"postgres: embedded PostgreSQL on socket {pg_host}")
     if POSTGRES_CONN_VAR in os.environ:
-        echo(f"postgres: using the configured connection in {POSTGRES_CONN_VAR}")
-    else:
-        pg_host = start_postgres()
-        echo(f"postgres: embedded PostgreSQL on socket {pg_host}")
+        echo(f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}")
     env = stack_environment(cfg, pg_host)
 
     if running_pid("spark-connect") is None:

@@ -8,7 +8,7 @@ from tests.conftest import REPO
 
 
 @pytest.fixture(scope="session")
-def dagbag():
+def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(REPO / "dags"))

@@ -101,6 +101,7 @@ class ValidationConfig(_Section):
     sensor_timeout_seconds: int = Field(ge=1)
     sensor_poke_seconds: int = Field(ge=1)
     sensor_mode: Literal["deferrable", "reschedule"]
+    engine: Literal["pandas", "spark"]
 
 
 class KubernetesConfig(_Section):

@@ -31,6 +31,12 @@ def _reports_dir(kind: str):
     return Path(resolve_uri(get_config().storage.reports_uri)) / kind
 
 
+def _gate_frame(spark: Any, uri: str):
+    """The data a gate validates: the Spark DataFrame itself, or (engine ``pandas``) its Arrow copy."""
+    frame = spark.read.parquet(uri)
+    return frame.toPandas() if get_config().validation.engine == "pandas" else frame
+
+
 def _fail_on_data_errors(call, *args, **kwargs):
     """Run ``call``; data errors become AirflowFailException (no retry), everything else propagates."""
     from loopline.validation import GateFailed
@@ -43,7 +49,10 @@ def _fail_on_data_errors(call, *args, **kwargs):
         raise AirflowFailException(str(exc)) from exc
 
 
-@task.pyspark(**SPARK)
+# wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published
+# transactions and its features roll their aggregates, so it starts only once D-1's ingest, gate and
+# publish_raw succeeded. Runs of a backfill still overlap in their later steps.
+@task.pyspark(**SPARK, wait_for_downstream=True)
 def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
     """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting."""
     import logging
@@ -101,10 +110,10 @@ def validate_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> di
         ("ingest_stats", stats, {}),
         (
             "raw_transactions",
-            spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, day, version)),
+            _gate_frame(spark, lake.version_uri(tables.RAW_TRANSACTIONS, day, version)),
             {"min_rows": low, "max_rows": high},
         ),
-        ("raw_labels", spark.read.parquet(lake.version_uri(tables.RAW_LABELS, day, version)), {"min_rows": 0}),
+        ("raw_labels", _gate_frame(spark, lake.version_uri(tables.RAW_LABELS, day, version)), {"min_rows": 0}),
     ):
         result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
@@ -121,7 +130,7 @@ def publish_raw(ingested: dict, ds: str | None = None) -> None:
     )
 
 
-@task.pyspark(**SPARK)
+@task.pyspark(**SPARK, depends_on_past=True)  # features are published day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
     from spark_jobs import features
@@ -134,7 +143,7 @@ def validate_features(built: dict, ds: str | None = None, spark: Any = None) -> 
     """GX gate on the features version: nulls, ranges and distribution sanity."""
     from loopline.validation import check_gate
 
-    frame = spark.read.parquet(built["uri"])
+    frame = _gate_frame(spark, built["uri"])
     result = _fail_on_data_errors(
         check_gate, frame, "features", ds=ds, params={"min_rows": 1}, report_dir=_reports_dir("gx")
     )

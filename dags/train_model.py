@@ -1,0 +1,59 @@
+"""train_model: train a candidate, gate it against the champion on the same holdout, register it."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from loopline.config import get_config
+from loopline.orchestration import training_tasks as t
+from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+
+DOC = """
+# train_model
+
+## What it does
+Builds the training set from the feature partitions of a window and the labels reported before the
+cut-off (time-based split: train / validation / holdout = the most recent days), trains XGBoost or a
+PyTorch MLP with one trainer entrypoint (`python -m loopline.training`), logs everything to MLflow
+(params, data fingerprint, metrics, plots, model, holdout and drift reference sample), then registers
+the model and moves **one** alias: `champion` only if it beats the current champion on the same holdout
+by `gate.min_improvement` without breaking guard-rails (the first model needs `gate.absolute_floor`),
+otherwise `challenger`.
+
+## Inputs
+- Lake: `features/ds=*` and `labels/labeled_transactions/ds=*` of the window.
+- Trigger form (Params): model type, window, rounds, learning rate, cut-off, reason. `drift_monitor`
+  triggers it with a conf stating the reason, drifted features and day.
+
+## Outputs
+- MLflow run in experiment `loopline-fraud`; registered model `loopline-fraud` with aliases.
+- Postgres `loopline.model_alias_history` (one row per alias move; view `loopline.champion_by_day`).
+
+## Owner
+loopline-data-platform (ML platform on-call).
+
+## Triage
+- `train_candidate` failed with "no data": the window has no mature labelled rows; widen `window_days`
+  or check `feature_pipeline` ran for those days. Pod errors: the pod is kept on failure (`kubectl logs`).
+- `gate_candidate` failed: the candidate could not be loaded or predicts garbage; the champion was not
+  touched. A candidate that merely loses is **not** a failure: it becomes `challenger` (see the task log).
+- Roll back a bad champion in one step: `loopline model rollback --reason "..."`.
+- Runs never overlap (`max_active_runs=1`): concurrent triggers queue.
+"""
+
+cfg = get_config()
+
+with DAG(
+    dag_id="train_model",
+    description="Train → evaluate against the champion on the same holdout → register, promote via the gate",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # concurrent triggers queue rather than race for the alias
+    default_args=DEFAULT_ARGS,
+    params=t.params(cfg),
+    tags=tags("training", "registry", "gpu"),
+    doc_md=DOC,
+) as dag:
+    t.gate_candidate(t.train_candidate(cfg))

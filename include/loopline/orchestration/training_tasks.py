@@ -1,0 +1,160 @@
+"""Tasks of the ``train_model`` DAG: one trainer entrypoint, two runners, and the registry gate.
+
+The trainer is ``python -m loopline.training`` with the same arguments everywhere. ``training.runner``
+picks where it runs: ``local`` runs it as a child process of the task (the embedded default, CPU), and
+``kubernetes`` runs it in a pod built by :func:`trainer_pod` (GPU requests/limits, tolerations, node
+selector, non-root, credentials from a Kubernetes secret). Both hand back the trainer's JSON result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Param, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from loopline.config import LooplineConfig, get_config
+
+# The trainer's command line, rendered by Airflow per run (conf from drift_monitor overrides params).
+TRAINER_ARGS = [
+    "--cutoff", "{{ params.cutoff or ds }}",
+    "--model-type", "{{ params.model_type }}",
+    "--window-days", "{{ params.window_days }}",
+    "--max-rounds", "{{ params.max_rounds }}",
+    "--learning-rate", "{{ params.learning_rate }}",
+    "--reason", "{{ params.reason }}",
+    "--triggered-by", "{{ dag_run.conf.get('triggered_by') or dag_run.run_type }}",
+    "--run-name", "{{ dag.dag_id }}__{{ ds_nodash }}__{{ ti.try_number }}",
+]  # fmt: skip
+XCOM_RESULT = "/airflow/xcom/return.json"  # where KubernetesPodOperator collects a pod's XCom
+
+
+def params(cfg: LooplineConfig) -> dict[str, Param]:
+    """The typed trigger form of ``train_model`` (validated by Airflow before a run is created)."""
+    return {
+        "model_type": Param(cfg.training.model_type, type="string", enum=["xgboost", "mlp"],
+                            description="Model family to train."),
+        "window_days": Param(cfg.training.window_days, type="integer", minimum=7, maximum=365,
+                             description="Days of features (before the cut-off) in the training window."),
+        "max_rounds": Param(cfg.training.max_rounds, type="integer", minimum=10, maximum=5000,
+                            description="Boosting rounds / epochs upper bound (early stopping decides)."),
+        "learning_rate": Param(0.1, type="number", exclusiveMinimum=0, maximum=1,
+                               description="Learning rate."),
+        "cutoff": Param(None, type=["null", "string"], format="date",
+                        description="Label cut-off date (YYYY-MM-DD); empty means the run's date."),
+        "reason": Param("scheduled retraining", type="string", minLength=3, maxLength=500,
+                        description="Why this training runs; recorded with the model and any alias move."),
+    }  # fmt: skip
+
+
+def trainer_pod(cfg: LooplineConfig, **kwargs: Any):
+    """The production runner: a KubernetesPodOperator running the trainer image on a GPU node."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    kube = cfg.training.kubernetes
+    limits = {"cpu": kube.cpu, "memory": kube.memory}
+    if kube.gpus:
+        limits["nvidia.com/gpu"] = str(kube.gpus)
+    return KubernetesPodOperator(
+        task_id="train_candidate",
+        name="loopline-trainer",
+        namespace=kube.namespace,
+        image=kube.image,
+        cmds=["python", "-m", "loopline.training"],
+        arguments=[*TRAINER_ARGS, "--output-json", XCOM_RESULT],
+        service_account_name=kube.service_account,
+        container_resources=k8s.V1ResourceRequirements(requests=dict(limits), limits=limits),
+        node_selector=dict(kube.node_selector),
+        tolerations=[k8s.V1Toleration(**t) for t in kube.tolerations],
+        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=1000, fs_group=1000),
+        container_security_context=k8s.V1SecurityContext(
+            allow_privilege_escalation=False, read_only_root_filesystem=False,
+            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        ),
+        # MLflow and object-store credentials come from a Kubernetes secret, never from Airflow.
+        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=kube.secret_name))],
+        env_vars={"LOOPLINE__TRAINING__RUNNER": "kubernetes"},
+        startup_timeout_seconds=kube.startup_timeout_seconds,
+        schedule_timeout_seconds=kube.schedule_timeout_seconds,
+        on_finish_action="delete_succeeded_pod",  # failed pods stay for triage
+        get_logs=True,
+        do_xcom_push=True,
+        **kwargs,
+    )  # fmt: skip
+
+
+@task(task_id="train_candidate")
+def train_local(args: list[str]) -> dict:
+    """The embedded runner: the same trainer command as a child process; returns its JSON result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "result.json"
+        command = [sys.executable, "-m", "loopline.training", *args, "--output-json", str(output)]
+        completed = subprocess.run(command, text=True, capture_output=True, env=dict(os.environ))
+        sys.stdout.write(completed.stdout[-20000:])
+        if completed.returncode == 2:  # bad input or no data: retrying will not help
+            raise AirflowFailException(completed.stderr.strip().splitlines()[-1] if completed.stderr else "no data")
+        if completed.returncode != 0:
+            raise RuntimeError(f"trainer exited with {completed.returncode}:\n{completed.stderr[-5000:]}")
+        return json.loads(output.read_text())
+
+
+def train_candidate(cfg: LooplineConfig):
+    """The training task's result (XComArg) for the configured runner: same arguments, same JSON."""
+    if cfg.training.runner == "kubernetes":
+        return trainer_pod(cfg).output
+    return train_local(TRAINER_ARGS)
+
+
+@task
+def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None) -> dict:
+    """Register the candidate, compare it with the champion on the same holdout, move one alias.
+
+    A gate error (model cannot be loaded back, unusable predictions) fails the task and never touches the
+    champion. Every alias move is appended to ``<schema>.model_alias_history`` in Postgres.
+    """
+    import logging
+
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from mlflow import MlflowClient
+
+    from loopline import db, registry
+    from loopline.config import resolve_uri
+
+    cfg = get_config()
+    log = logging.getLogger(__name__)
+    client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.mlflow.tracking_uri))
+    triggered_by = (dag_run.conf or {}).get("triggered_by") or str(dag_run.run_type)
+    try:
+        decision, move = registry.register_and_gate(
+            client,
+            run_id=result["run_id"],
+            model_name=cfg.mlflow.registered_model,
+            gate=cfg.gate,
+            threshold=cfg.scoring.threshold,
+            triggered_by=triggered_by,
+            reason=params["reason"],
+        )
+    except registry.GateError as exc:
+        raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
+    log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.migrate(conn, cfg.postgres.schema_)
+        registry.record_move(conn, cfg.postgres.schema_, move)
+    finally:
+        conn.close()
+    return {
+        "promoted": decision.promote,
+        "alias": move.alias,
+        "version": move.version,
+        "reason": decision.reason,
+        "run_id": result["run_id"],
+        "metrics": move.metrics,
+    }
