@@ -145,14 +145,15 @@ def register_and_gate(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    model_uri = f"runs:/{run_id}/model"
+    mlflow.set_tracking_uri(client.tracking_uri)  # artifact downloads and model loads use the same store
     try:
         client.get_registered_model(model_name)
     except MlflowException:
         client.create_registered_model(model_name, description="Loopline fraud model (champion/challenger).")
     version = _version_for_run(client, model_name, run_id)
     if version is None:
-        version = client.create_model_version(model_name, model_uri, run_id=run_id)
+        # runs:/ resolves to the run's logged model (MLflow 3 stores models apart from run artifacts)
+        version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
     number = int(version.version)
 
     with tempfile.TemporaryDirectory() as tmp:

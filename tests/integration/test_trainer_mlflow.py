@@ -173,3 +173,12 @@ def test_no_data_exits_2_with_one_line(world):
     assert "Traceback" not in result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1].removeprefix("LOOPLINE_RESULT "))["exit_code"] == 2
     assert not (world["root"] / "unused.db").exists()  # bad input logs nothing to MLflow
+
+
+def test_bad_config_exits_2_naming_the_key(world):
+    env = {**world["env"], "LOOPLINE__TRAINING__WINDOW_DAYS": "many"}
+    command = [sys.executable, "-m", "loopline.training", "--cutoff", CUTOFF.isoformat(), "--lake", world["lake"]]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "training.window_days" in result.stderr

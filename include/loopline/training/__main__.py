@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-rounds", type=_positive_int, help="XGBoost rounds (default training.max_rounds)")
     parser.add_argument("--early-stopping-rounds", type=_positive_int, help="XGBoost rounds without improvement")
     parser.add_argument("--learning-rate", type=_positive_float, help="XGBoost eta (0.1) / MLP AdamW lr (2e-3)")
+    parser.add_argument("--max-depth", type=_positive_int, help="XGBoost tree depth (default 5)")
     parser.add_argument("--max-epochs", type=_positive_int, help="MLP epochs (default 30)")
     parser.add_argument("--patience", type=_positive_int, help="MLP epochs without improvement (default 4)")
     parser.add_argument("--seed", type=int, help="default training.seed")
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             run_name=args.run_name,
             seed=args.seed,
             max_rounds=args.max_rounds,
+            max_depth=args.max_depth,
             early_stopping_rounds=args.early_stopping_rounds,
             learning_rate=args.learning_rate,
             max_epochs=args.max_epochs,

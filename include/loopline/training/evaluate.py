@@ -170,9 +170,9 @@ def plot_calibration(y_true, proba, path: Path, title: str = "Calibration", bins
 def plot_feature_importance(importance: dict[str, float], path: Path, title: str, top: int = 20) -> Path:
     plt = _pyplot()
     items = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:top][::-1]
-    fig, ax = plt.subplots(figsize=(6, max(3, 0.3 * len(items) + 1)))
+    fig, ax = plt.subplots(figsize=(7, max(3, 0.3 * len(items) + 1)))
     ax.barh([name for name, _ in items], [value for _, value in items], color="tab:blue")
-    ax.set(title=title)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -190,6 +190,6 @@ def write_plots(
         paths.append(plot_roc(y, proba, folder / f"{prefix}_roc.png", f"ROC ({prefix})"))
         paths.append(plot_pr(y, proba, folder / f"{prefix}_pr.png", f"Precision-recall ({prefix})"))
     paths.append(plot_calibration(y, proba, folder / f"{prefix}_calibration.png", f"Calibration ({prefix})"))
-    title = f"Importance: {importance_kind}"
+    title = f"Feature importance: {importance_kind}"
     paths.append(plot_feature_importance(importance, folder / "feature_importance.png", title))
     return paths

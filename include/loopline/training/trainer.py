@@ -183,7 +183,7 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
             importance = ev.permutation_importance(
                 model.predict_proba, data.holdout, y_hold, INPUT_COLUMNS, seed=options.params.seed
             )
-            importance_kind = "permutation (ROC AUC drop, holdout sample)"
+            importance_kind = "permutation (ROC AUC drop)"
         reference = reference_sample(data.train, options.reference_sample_size, options.params.seed)
         reference["score"] = model.predict_proba(reference)
         extra = {
