@@ -372,8 +372,10 @@ class XGBoostModel(FraudModel):
         started = time.perf_counter()
         pre = Preprocessor.fit(train)
         weight = params.scale_pos_weight or positive_weight(y_train)
-        dtrain = xgb.DMatrix(pre.xgboost_frame(train), label=y_train, enable_categorical=True)
-        dval = xgb.DMatrix(pre.xgboost_frame(val), label=y_val, enable_categorical=True)
+        # QuantileDMatrix: hist bins computed once (less memory, and what the GPU path wants); validation
+        # is binned with the training cuts.
+        dtrain = xgb.QuantileDMatrix(pre.xgboost_frame(train), label=y_train, enable_categorical=True)
+        dval = xgb.QuantileDMatrix(pre.xgboost_frame(val), label=y_val, enable_categorical=True, ref=dtrain)
         booster_params = {
             "objective": "binary:logistic",
             "eval_metric": ["logloss", "aucpr"],  # the last one drives early stopping
