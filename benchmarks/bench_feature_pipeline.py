@@ -83,7 +83,9 @@ def bench_startup(url: str) -> None:
         )
     )
     env = {**os.environ, "SPARK_HOME": str(stack.spark_home()), "PYSPARK_PYTHON": sys.executable}
-    env.pop("SPARK_REMOTE", None)
+    for name in ("SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED"):  # set by the Connect client in this process
+        env.pop(name, None)
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
     started = time.perf_counter()
     subprocess.run(
         [str(stack.spark_home() / "bin" / "spark-submit"), str(job)], env=env, check=True, capture_output=True

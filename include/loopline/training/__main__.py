@@ -55,8 +55,20 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _optional_positive_float(value: str) -> float | None:
+    # Airflow renders an unset Param as "None"; the trainer then uses the model type's own default.
+    return None if value.strip() in ("", "None") else _positive_float(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (plus the LOOPLINE_RESULT line), not the usage."""
+
+    def error(self, message: str):
+        sys.exit(_fail(EXIT_BAD_INPUT, f"{message} (see --help)"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m loopline.training",
         description="Train a Loopline fraud model on the lake's features and matured labels; log it to MLflow.",
         epilog="Exit codes: 0 ok, 2 bad input or no data, 1 unexpected error. Defaults come from loopline.yaml.",
@@ -73,9 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-rounds", type=_positive_int, help="XGBoost rounds (default training.max_rounds)")
     parser.add_argument("--early-stopping-rounds", type=_positive_int, help="XGBoost rounds without improvement")
-    parser.add_argument("--learning-rate", type=_positive_float, help="XGBoost eta (0.1) / MLP AdamW lr (2e-3)")
+    parser.add_argument(
+        "--learning-rate",
+        type=_optional_positive_float,
+        help="XGBoost eta (0.1) / MLP AdamW lr (2e-3); empty or 'None' keeps the model type's default",
+    )
     parser.add_argument("--max-depth", type=_positive_int, help="XGBoost tree depth (default 5)")
-    parser.add_argument("--max-epochs", type=_positive_int, help="MLP epochs (default 30)")
+    parser.add_argument("--max-epochs", type=_positive_int, help="MLP epochs (default 30, capped by --max-rounds)")
     parser.add_argument("--patience", type=_positive_int, help="MLP epochs without improvement (default 4)")
     parser.add_argument("--seed", type=int, help="default training.seed")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
@@ -94,20 +110,21 @@ def _setup_logging() -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("loopline")
     root.setLevel(logging.INFO)
-    root.addHandler(handler)
+    if not any(getattr(h, "_loopline_cli", False) for h in root.handlers):
+        handler._loopline_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
     root.propagate = False
 
 
 def _fail(code: int, message: str) -> int:
-    from loopline.training.tracking import write_result
-
-    print(RESULT_PREFIX + write_result({"status": "error", "exit_code": code, "error": message}, None), flush=True)
+    document = {"status": "error", "exit_code": code, "error": message}
+    print(RESULT_PREFIX + json.dumps(document, sort_keys=True), flush=True)
     print(f"loopline.training: error: {message}", file=sys.stderr, flush=True)
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # argparse exits 2 with a usage line on bad arguments
+    args = build_parser().parse_args(argv)  # a bad argument exits 2 with one line on stderr
     _setup_logging()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a pod log
     from loopline.config import ConfigError, get_config, resolve_uri

@@ -112,7 +112,7 @@ class TrainParams:
     reg_lambda: float = 1.0
     max_cat_to_onehot: int = 4
     scale_pos_weight: float | None = None  # None: negatives / positives of the training split
-    # MLP
+    # MLP (``max_rounds`` also caps its epochs, so one "rounds / epochs upper bound" knob serves both)
     max_epochs: int = 30
     patience: int = 4
     batch_size: int = 1024
@@ -133,7 +133,10 @@ class TrainParams:
             keys += ("colsample_bytree", "reg_lambda", "max_cat_to_onehot", "scale_pos_weight")
         else:
             keys = ("max_epochs", "patience", "batch_size", "hidden", "dropout", "weight_decay", "scale_pos_weight")
-        return {**common, **{key: getattr(self, key) for key in keys}}
+        out = {**common, **{key: getattr(self, key) for key in keys}}
+        if model_type == "mlp":
+            out["max_epochs"] = min(self.max_epochs, self.max_rounds)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -553,7 +556,7 @@ class MLPModel(FraudModel):
 
         best_score, best_epoch, best_state, history = -1.0, 0, None, []
         n = len(numeric)
-        for epoch in range(params.max_epochs):
+        for epoch in range(min(params.max_epochs, params.max_rounds)):
             network.train()
             order = torch.randperm(n, generator=generator).to(device)
             for start in range(0, n, params.batch_size):
