@@ -87,9 +87,9 @@ def bench_startup(url: str) -> None:
         env.pop(name, None)
     env["SPARK_LOCAL_IP"] = "127.0.0.1"
     started = time.perf_counter()
-    subprocess.run(
-        [str(stack.spark_home() / "bin" / "spark-submit"), str(job)], env=env, check=True, capture_output=True
-    )
+    done = subprocess.run([str(stack.spark_home() / "bin" / "spark-submit"), str(job)], env=env, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"spark-submit failed:\n{done.stderr.decode()[-3000:]}")
     cold = time.perf_counter() - started
     print(
         f"[startup] thin Spark Connect client: median {statistics.median(thin):.2f} s over 5 "

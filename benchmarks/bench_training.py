@@ -17,15 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-train-"))
-os.environ["LOOPLINE_HOME"] = str(HOME)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_feature_pipeline import free_port, ingest_day, start_server  # noqa: E402
+# Shares the feature benchmark's helpers and its temporary LOOPLINE_HOME (set when it is imported).
+from bench_feature_pipeline import HOME, free_port, ingest_day, start_server
 
 
 def main() -> None:
