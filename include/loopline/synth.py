@@ -45,6 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from loopline.schemas import CHANNELS, LABEL_COLUMNS, TRANSACTION_COLUMNS
+
 __all__ = [
     "DRIFT_KINDS",
     "LABEL_COLUMNS",
@@ -56,22 +58,9 @@ __all__ = [
 
 DRIFT_KINDS: tuple[str, ...] = ("covariate", "new_pattern", "fraud_surge")
 
-TRANSACTION_COLUMNS: tuple[str, ...] = (
-    "transaction_id",
-    "event_time",
-    "customer_id",
-    "merchant_id",
-    "merchant_category",
-    "amount",
-    "currency",
-    "channel",
-    "country",
-    "card_present",
-)
-LABEL_COLUMNS: tuple[str, ...] = ("transaction_id", "is_fraud", "reported_at")
+# The landing contract itself lives in loopline.schemas; the generator writes exactly that.
 TRUTH_COLUMNS: tuple[str, ...] = ("transaction_id", "fraud_probability", "is_fraud", "drifted")
 
-CHANNELS: tuple[str, ...] = ("pos", "online", "atm")
 CURRENCIES: tuple[str, ...] = ("EUR", "USD", "GBP")
 HOME_COUNTRIES: tuple[str, ...] = ("DE", "FR", "NL", "ES", "IT", "BE", "AT")
 FOREIGN_COUNTRIES: tuple[str, ...] = ("GB", "US", "IE", "LU", "CH", "CN", "TR", "AE", "TH", "BR", "NG")
