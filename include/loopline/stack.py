@@ -153,7 +153,8 @@ def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "100",
-        "NO_PROXY": "*",  # macOS fork-safety and proxies both bite local task processes
+        # Everything is on loopback; this also spares forked task processes macOS's proxy lookup, which crashes.
+        "NO_PROXY": "*",
     }
 
 

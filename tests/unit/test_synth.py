@@ -330,11 +330,14 @@ def test_bad_arguments_raise_helpful_errors(tmp_path: Path, kwargs: dict[str, ob
 
 def test_a_200k_row_day_fits_in_bounded_memory(tmp_path: Path) -> None:
     pytest.importorskip("resource")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork+exec, so a child of a big pytest process
+    # would report its parent's size; VmHWM belongs to the child's own address space.
     script = (
-        "import datetime, json, resource, sys; from pathlib import Path; "
+        "import datetime, json, re, sys; from pathlib import Path; "
         "from loopline.synth import generate; "
         "s = generate(datetime.date(2026, 1, 5), 1, Path(sys.argv[1]), transactions_per_day=200_000); "
-        "print(json.dumps([s.transactions, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))"
+        "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)); "
+        "print(json.dumps([s.transactions, hwm]))"
     )
     # The child must import the same loopline as this process, installed or not.
     package_root = str(Path(synth.__file__).resolve().parents[1])

@@ -11,6 +11,7 @@ message an operator needs; infrastructure errors keep the DAG's retries.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, task
@@ -25,9 +26,7 @@ SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
 FEATURES_ASSET = Asset(name="loopline_features", group="loopline")
 
 
-def _reports_dir(kind: str):
-    from pathlib import Path
-
+def _reports_dir(kind: str) -> Path:
     return Path(resolve_uri(get_config().storage.reports_uri)) / kind
 
 
