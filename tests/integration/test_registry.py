@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import mlflow
 import numpy as np
@@ -128,17 +129,18 @@ def test_first_better_worse_rerun_and_rollback(client, cfg, tmp_path, postgres):
     assert (rolled.version, rolled.previous_version) == (1, 3)
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
 
+    schema = f"gate_{uuid.uuid4().hex[:8]}"  # its own schema: other tests migrate `loopline` in this database
     with postgres.connect() as conn:
-        assert db.migrate(conn, "loopline") == ["V001", "V002"]
-        assert db.migrate(conn, "loopline") == []  # idempotent
-        registry.record_move(conn, "loopline", move)
-        registry.record_move(conn, "loopline", rolled)
+        assert db.migrate(conn, schema) == ["V001", "V002"]
+        assert db.migrate(conn, schema) == []  # idempotent
+        registry.record_move(conn, schema, move)
+        registry.record_move(conn, schema, rolled)
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT alias, version, previous_version, metrics FROM loopline.model_alias_history ORDER BY id"
+                f"SELECT alias, version, previous_version, metrics FROM {schema}.model_alias_history ORDER BY id"
             )
             rows = cur.fetchall()
-            cur.execute("SELECT version FROM loopline.champion_by_day ORDER BY day DESC LIMIT 1")
+            cur.execute(f"SELECT version FROM {schema}.champion_by_day ORDER BY day DESC LIMIT 1")
             today = cur.fetchone()[0]
     assert [(r[0], r[1], r[2]) for r in rows] == [("champion", 3, 1), ("champion", 1, 3)]
     assert json.loads(json.dumps(rows[0][3]))["champion_version"] == 1
