@@ -56,7 +56,8 @@ def client(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("gate-test")
+    # artifacts in tmp too: the default artifact root is ./mlruns in the working directory
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("gate-test", artifact_location=str(tmp_path / "art")))
     yield MlflowClient(uri)
     mlflow.set_tracking_uri(None)
 
