@@ -42,8 +42,8 @@ def train_dag(airflow_db, postgres, tmp_path_factory):
     get_config.cache_clear()
 
 
-def run(dag, reason: str):
-    conf = {"cutoff": str(CUTOFF), "reason": reason, "max_rounds": 60}
+def run(dag, reason: str, cutoff: dt.date | None = CUTOFF):
+    conf = {"reason": reason, "max_rounds": 60} | ({"cutoff": str(cutoff)} if cutoff else {})
     dagrun = dag.test(logical_date=dt.datetime(2026, 2, 5, tzinfo=dt.UTC), run_conf=conf)
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
@@ -62,8 +62,9 @@ def test_first_model_is_champion_then_an_equal_one_is_challenger(train_dag):
     assert run_info.data.metrics["holdout_roc_auc"] > 0.7
     assert run_info.data.tags["loopline.reason"] == "first model"
 
-    # Same data, same seed: no improvement, so the second model is only a challenger.
-    dagrun, states = run(dag, "retrain without new data")
+    # Same data, same seed: no improvement, so the second model is only a challenger. No cut-off in the conf:
+    # the run's own date (run_after) is the cut-off, as for scheduled and UI-triggered runs.
+    dagrun, states = run(dag, "retrain without new data", cutoff=None)
     assert dagrun.state == "success", states
     assert int(client.get_model_version_by_alias(cfg.mlflow.registered_model, "champion").version) == 1
     assert int(client.get_model_version_by_alias(cfg.mlflow.registered_model, "challenger").version) == 2

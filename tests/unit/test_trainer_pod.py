@@ -24,7 +24,7 @@ def test_pod_spec():
     assert container.image == kube.image
     assert pod.metadata.namespace == kube.namespace
     assert container.command == ["python", "-m", "loopline.training"]
-    assert container.args[:2] == ["--cutoff", "{{ params.cutoff or ds }}"]
+    assert container.args[:2] == ["--cutoff", "{{ params.cutoff or (dag_run.run_after | ds) }}"]
     assert container.args[-2:] == ["--output-json", "/airflow/xcom/return.json"]
     assert container.resources.limits["nvidia.com/gpu"] == "2"
     assert container.resources.requests["nvidia.com/gpu"] == "2"

@@ -22,15 +22,16 @@ from airflow.sdk.exceptions import AirflowFailException
 from loopline.config import LooplineConfig, get_config
 
 # The trainer's command line, rendered by Airflow per run (conf from drift_monitor overrides params).
+# run_after, not ds: a run triggered from the UI or the CLI in Airflow 3 may have no logical date.
 TRAINER_ARGS = [
-    "--cutoff", "{{ params.cutoff or ds }}",
+    "--cutoff", "{{ params.cutoff or (dag_run.run_after | ds) }}",
     "--model-type", "{{ params.model_type }}",
     "--window-days", "{{ params.window_days }}",
     "--max-rounds", "{{ params.max_rounds }}",
     "--learning-rate", "{{ params.learning_rate }}",
     "--reason", "{{ params.reason }}",
     "--triggered-by", "{{ dag_run.conf.get('triggered_by') or dag_run.run_type }}",
-    "--run-name", "{{ dag.dag_id }}__{{ ds_nodash }}__{{ ti.try_number }}",
+    "--run-name", "{{ dag.dag_id }}__{{ run_id }}__try{{ ti.try_number }}",
 ]  # fmt: skip
 XCOM_RESULT = "/airflow/xcom/return.json"  # where KubernetesPodOperator collects a pod's XCom
 
