@@ -90,22 +90,17 @@ def _cmd_model_rollback(args: argparse.Namespace) -> int:
     import getpass
     import os
 
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
     from mlflow import MlflowClient
 
-    from loopline import db, registry
+    from loopline import registry
+    from loopline.orchestration.training_tasks import save_move
 
     cfg = get_config()
     client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.mlflow.tracking_uri))
     move = registry.rollback(
         client, cfg.mlflow.registered_model, triggered_by=f"rollback by {getpass.getuser()}", reason=args.reason
     )
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.migrate(conn, cfg.postgres.schema_)
-        registry.record_move(conn, cfg.postgres.schema_, move)
-    finally:
-        conn.close()
+    save_move(cfg, move)
     print(f"{move.model_name}: champion is v{move.version} again (was v{move.previous_version})")
     return 0
 

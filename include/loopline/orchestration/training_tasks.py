@@ -122,10 +122,9 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     """
     import logging
 
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
     from mlflow import MlflowClient
 
-    from loopline import db, registry
+    from loopline import registry
     from loopline.config import resolve_uri
 
     cfg = get_config()
@@ -145,12 +144,7 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     except registry.GateError as exc:
         raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
     log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.migrate(conn, cfg.postgres.schema_)
-        registry.record_move(conn, cfg.postgres.schema_, move)
-    finally:
-        conn.close()
+    save_move(cfg, move)
     return {
         "promoted": decision.promote,
         "alias": move.alias,
@@ -159,3 +153,17 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
         "run_id": result["run_id"],
         "metrics": move.metrics,
     }
+
+
+def save_move(cfg: LooplineConfig, move: Any) -> None:
+    """Append an alias move to the history table of the predictions database (DDL applied first)."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import db, registry
+
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.migrate(conn, cfg.postgres.schema_)
+        registry.record_move(conn, cfg.postgres.schema_, move)
+    finally:
+        conn.close()
