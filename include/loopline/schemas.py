@@ -80,4 +80,21 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "category_risk",
     "merchant_label_count",
 )
+# Integer-typed numeric features as the feature job writes them (int; merchant_label_count is a long);
+# every other numeric feature is a double.
+INT_FEATURES: tuple[str, ...] = (
+    "hour_of_day",
+    "day_of_week",
+    "is_night",
+    "card_present",
+    "is_foreign",
+    "cnt_1h",
+    "cnt_24h",
+    "cnt_7d",
+    "cnt_30d",
+    "is_new_merchant",
+    "is_new_country",
+    "customer_history_days",
+)
+LONG_FEATURES: tuple[str, ...] = ("merchant_label_count",)
 FEATURE_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *CATEGORICAL_FEATURES, *NUMERIC_FEATURES)

@@ -34,21 +34,7 @@ pytestmark = pytest.mark.spark
 
 DS = "2026-01-05"
 START = dt.datetime(2026, 1, 5, 8, 0)
-INT_FEATURES = {
-    "hour_of_day",
-    "day_of_week",
-    "is_night",
-    "card_present",
-    "is_foreign",
-    "cnt_1h",
-    "cnt_24h",
-    "cnt_7d",
-    "cnt_30d",
-    "is_new_merchant",
-    "is_new_country",
-    "customer_history_days",
-    "merchant_label_count",
-}
+INT_FEATURES = {*schemas.INT_FEATURES, *schemas.LONG_FEATURES}
 
 
 def ddl(types: dict[str, str]) -> str:

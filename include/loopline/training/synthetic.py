@@ -22,24 +22,8 @@ import pyarrow.parquet as pq
 
 from loopline import lake as tables
 from loopline.lake import Lake
-from loopline.schemas import FEATURE_COLUMNS
+from loopline.schemas import FEATURE_COLUMNS, INT_FEATURES, LONG_FEATURES
 
-# What spark_jobs/features.py writes for each numeric column (int casts, a long, doubles).
-INT32_FEATURES = (
-    "hour_of_day",
-    "day_of_week",
-    "is_night",
-    "card_present",
-    "is_foreign",
-    "cnt_1h",
-    "cnt_24h",
-    "cnt_7d",
-    "cnt_30d",
-    "is_new_merchant",
-    "is_new_country",
-    "customer_history_days",
-)
-INT64_FEATURES = ("merchant_label_count",)
 CATEGORIES = {
     "channel": ("pos", "online", "atm"),
     "merchant_category": ("grocery", "fuel", "restaurants", "fashion", "travel", "electronics", "digital_goods"),
@@ -73,9 +57,9 @@ def write_partition(lake: Lake, table: str, day: dt.date | str, frame: pd.DataFr
 def feature_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """Cast a frame holding FEATURE_COLUMNS to the types Spark writes (ids/categoricals as strings)."""
     out = frame[list(FEATURE_COLUMNS)].copy()
-    for name in INT32_FEATURES:
+    for name in INT_FEATURES:
         out[name] = out[name].astype("int32")
-    for name in INT64_FEATURES:
+    for name in LONG_FEATURES:
         out[name] = out[name].astype("int64")
     out["event_time"] = pd.to_datetime(out["event_time"], utc=True).astype("datetime64[us, UTC]")
     return out
