@@ -11,10 +11,16 @@ import argparse
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    description: str, argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None
+) -> argparse.Namespace:
+    """``--ds`` and ``--remote``, plus whatever ``extra`` adds for one job."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--ds", required=True, type=dt.date.fromisoformat, help="logical date, YYYY-MM-DD")
     parser.add_argument(
         "--remote",

@@ -32,7 +32,11 @@ LABELED_TRANSACTIONS = "labels/labeled_transactions"
 CUSTOMER_DAILY = "aggregates/customer_daily"
 MERCHANT_LABEL_DAILY = "aggregates/merchant_label_daily"
 FEATURES = "features"
+# Rolling per-day state of the feature job: partition ds=D holds the history available to day D.
+STATE_CUSTOMER = "state/customer_window"
+STATE_MERCHANT_RISK = "state/merchant_risk_window"
 SCORES = "scores"
+SCORES_SHADOW = "scores_shadow"
 
 
 def new_version() -> str:
@@ -139,11 +143,36 @@ class Lake:
         """The stats recorded with the committed version (row counts and the like)."""
         return self._read_record(table, ds).get("stats", {})
 
+    def arrow_dataset(self, uri: str):
+        """A partition version as a ``pyarrow.dataset`` (local or S3), for readers outside Spark."""
+        import pyarrow.dataset as pads
+
+        if self.is_s3:
+            # Spark's _SUCCESS / .crc files start with '_' or '.', which pyarrow skips by default.
+            return pads.dataset(uri.split("://", 1)[1], format="parquet", filesystem=_arrow_s3(), partitioning=None)
+        return pads.dataset(uri, format="parquet", partitioning=None)
+
 
 def _split_s3(uri: str) -> tuple[str, str]:
     rest = uri.split("://", 1)[1]
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+def _arrow_s3():  # pragma: no cover - exercised only against real object storage
+    from pyarrow import fs
+
+    # The standard AWS environment, as boto3 reads it (AWS_ENDPOINT_URL[_S3] for MinIO / moto).
+    kwargs: dict = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        scheme, sep, host = endpoint.partition("://")
+        kwargs["endpoint_override"] = host.rstrip("/") if sep else scheme
+        kwargs["scheme"] = scheme if sep else "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return fs.S3FileSystem(**kwargs)
 
 
 def _s3():

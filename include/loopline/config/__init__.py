@@ -141,6 +141,8 @@ class ScoringConfig(_Section):
     threshold: float = Field(gt=0, lt=1)
     reason_codes: int = Field(ge=0)
     explain: Literal["flagged", "all", "none"]
+    reason_method: Literal["exact", "approx"]
+    shadow: bool
 
 
 class DriftConfig(_Section):

@@ -37,14 +37,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from loopline import lake as tables
 from loopline.lake import Lake, day_range
@@ -158,36 +156,14 @@ class TrainingSet:
 # Reading partitions (local or S3)
 
 
-def _s3_filesystem():  # pragma: no cover - exercised only against real object storage
-    from pyarrow import fs
-
-    kwargs: dict[str, Any] = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        scheme, sep, host = endpoint.partition("://")
-        kwargs["endpoint_override"] = host.rstrip("/") if sep else scheme
-        kwargs["scheme"] = scheme if sep else "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    return fs.S3FileSystem(**kwargs)
-
-
 class _Reader:
     """Reads committed partitions of a lake as pyarrow tables."""
 
     def __init__(self, lake: Lake):
         self.lake = lake
-        self._fs = _s3_filesystem() if lake.is_s3 else None
-
-    def _path(self, uri: str) -> str:
-        if self.lake.is_s3:
-            return uri.split("://", 1)[1]  # bucket/key for pyarrow's S3FileSystem
-        return uri
 
     def read(self, uri: str, columns: tuple[str, ...], table: str, day: dt.date) -> pa.Table:
-        # Spark's _SUCCESS / .crc files start with '_' or '.', which pyarrow skips by default.
-        dataset = pads.dataset(self._path(uri), format="parquet", filesystem=self._fs, partitioning=None)
+        dataset = self.lake.arrow_dataset(uri)
         missing = [name for name in columns if name not in dataset.schema.names]
         if missing:
             raise TrainingDataError(f"{table} ds={day} ({uri}) lacks column(s) {', '.join(missing)}")

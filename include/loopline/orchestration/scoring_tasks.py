@@ -1,0 +1,155 @@
+"""Tasks of the ``batch_score`` DAG: resolve the models once, score on Spark, load Postgres atomically.
+
+``resolve_models`` pins the run to concrete registry versions (its XCom): retries and later tasks score
+with those versions even if ``champion`` moves meanwhile. Clearing the whole run (or a backfill with
+``--reprocess-behavior completed``) resolves again, which is how history is re-scored with a new champion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import Asset, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from loopline.config import get_config
+
+_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
+SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
+SCORES_ASSET = Asset(name="loopline_scores", group="loopline")
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    from loopline.training.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri=tracking_uri(get_config().mlflow.tracking_uri))
+
+
+@task(retries=0)  # a missing champion is an answer, not a transient error
+def resolve_models() -> dict:
+    """The champion's concrete version (required) and the challenger's (optional, for shadow scoring)."""
+    from loopline.scoring import CHALLENGER_ALIAS, CHAMPION_ALIAS, NoModel, resolve_model
+
+    cfg = get_config()
+    client = _client()
+    name = cfg.mlflow.registered_model
+    try:
+        champion = resolve_model(client, name, CHAMPION_ALIAS)
+    except NoModel as exc:
+        raise AirflowFailException(f"no champion to score with: {exc}") from exc
+    challenger = None
+    if cfg.scoring.shadow:
+        try:
+            found = resolve_model(client, name, CHALLENGER_ALIAS)
+            challenger = found.as_dict() if found.version != champion.version else None
+        except NoModel:
+            challenger = None
+    return {"champion": champion.as_dict(), "challenger": challenger}
+
+
+def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
+    import logging
+
+    from loopline import lake as tables
+    from loopline.scoring import ModelRef, package_model
+    from loopline.training.tracking import tracking_uri
+    from spark_jobs import score
+
+    cfg = get_config()
+    model = ModelRef(**models[role])
+    blob = package_model(model, tracking_uri(cfg.mlflow.tracking_uri))
+    table = tables.SCORES if role == "champion" else tables.SCORES_SHADOW
+    try:
+        result = score.run(spark, dt.date.fromisoformat(ds), model, blob, cfg, table)
+    except score.FeaturesMissing as exc:
+        raise AirflowFailException(str(exc)) from exc
+    logging.getLogger(__name__).info(
+        "%s v%s scored ds=%s: %d rows, %d flagged, %d explained in %.1f s -> %s",
+        model.name,
+        model.version,
+        ds,
+        result["rows"],
+        result["flagged"],
+        result["explained"],
+        result["seconds"],
+        result["uri"],
+    )
+    return result
+
+
+@task.pyspark(**SPARK)
+def score_champion(models: dict, ds: str | None = None, spark: Any = None) -> dict:
+    """Score the day's features with the pinned champion into a new committed ``scores`` partition."""
+    return _score(models, "champion", ds, spark)
+
+
+@task.pyspark(**SPARK)
+def score_challenger(models: dict, ds: str | None = None, spark: Any = None) -> dict:
+    """Shadow-score the day with the pinned challenger (skipped when there is none)."""
+    if not models.get("challenger"):
+        raise AirflowSkipException("no challenger in the registry (or shadow scoring is off): nothing to compare")
+    return _score(models, "challenger", ds, spark)
+
+
+def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
+    import logging
+
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import db
+    from loopline.config import resolve_uri
+    from loopline.lake import Lake
+    from loopline.score_load import ScoringRun, load_day
+
+    cfg = get_config()
+    rows = Lake(resolve_uri(cfg.storage.lake_uri)).arrow_dataset(scored["uri"]).to_table()
+    model = scored["model"]
+    run = ScoringRun(
+        ds=dt.date.fromisoformat(ds),
+        role=role,
+        model_name=model["name"],
+        model_version=model["version"],
+        model_run_id=model["run_id"],
+        threshold=cfg.scoring.threshold,
+        rows_flagged=scored["flagged"],
+        rows_explained=scored["explained"],
+        score_seconds=scored["seconds"],
+        lake_uri=scored["uri"],
+        airflow_run_id=run_id,
+    )
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.migrate(conn, cfg.postgres.schema_)
+        result = load_day(conn, cfg.postgres.schema_, run, rows)
+    finally:
+        conn.close()
+    logging.getLogger(__name__).info(
+        "%s ds=%s: replaced %d rows with %d in %.2f s",
+        result["table"],
+        ds,
+        result["deleted"],
+        result["loaded"],
+        result["load_seconds"],
+    )
+    return result
+
+
+@task(outlets=[SCORES_ASSET])
+def load_scores(scored: dict, ds: str | None = None, run_id: str | None = None, outlet_events: Any = None) -> dict:
+    """Replace the day in ``transaction_scores`` (one transaction, COPY) and record it in ``scoring_runs``."""
+    result = _load(scored, "champion", ds, run_id)
+    outlet_events[SCORES_ASSET].extra = {
+        "ds": ds,
+        "rows": result["loaded"],
+        "model_version": scored["model"]["version"],
+    }
+    return result
+
+
+@task
+def load_shadow_scores(scored: dict, ds: str | None = None, run_id: str | None = None) -> dict:
+    """Replace the day in ``transaction_scores_shadow`` with the challenger's scores."""
+    return _load(scored, "challenger", ds, run_id)

@@ -1,0 +1,63 @@
+"""Real Loopline models for tests that need one: trained in seconds on synthetic features, logged as the
+trainer logs them and registered in a real MLflow store."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline.training.models import FraudModel, TrainParams, train_model
+from loopline.training.synthetic import synthetic_day
+
+
+def training_frame(days: int = 6, rows: int = 2000, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    frames = [synthetic_day(dt.date(2026, 1, 1) + dt.timedelta(days=i), rows, seed) for i in range(days)]
+    features = pd.concat([frame for frame, _ in frames], ignore_index=True)
+    probability = np.concatenate([p for _, p in frames])
+    labels = (np.random.default_rng(seed).random(len(probability)) < probability).astype(int)
+    return features, labels
+
+
+def fit(model_type: str = "xgboost", seed: int = 1, rounds: int = 60) -> FraudModel:
+    features, labels = training_frame(seed=seed)
+    split = int(len(features) * 0.8)
+    params = TrainParams(max_rounds=rounds, max_epochs=3, seed=seed)
+    return train_model(
+        model_type, features[:split], labels[:split], features[split:], labels[split:], params, device="cpu"
+    )
+
+
+def register(
+    model: FraudModel, tracking_uri: str, artifacts: Path, name: str, alias: str | None, threshold: float = 0.2
+) -> int:
+    """Log ``model`` as the trainer does (pyfunc + holdout), register it, point ``alias`` at it; returns the version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from loopline.training.tracking import log_training_run
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name("scoring-tests") is None:
+        mlflow.create_experiment("scoring-tests", artifact_location=str(artifacts))
+    mlflow.set_experiment("scoring-tests")
+    features, labels = training_frame(days=1, rows=500, seed=9)
+    holdout = features.assign(is_fraud=labels, ds=dt.date(2026, 1, 1))
+    with mlflow.start_run() as run:
+        log_training_run(
+            run,
+            model=model,
+            params={"model_type": model.model_type},
+            fingerprint={},
+            metrics={},
+            plots=[],
+            holdout=holdout,
+            reference=holdout.head(100).assign(score=0.0),
+            threshold=threshold,
+        )
+    version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
+    if alias:
+        MlflowClient(tracking_uri).set_registered_model_alias(name, alias, str(version))
+    return version
