@@ -1,0 +1,154 @@
+"""batch_score executed by Airflow (`dag.test()`): real MLflow registry, Spark scoring, Postgres load."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from loopline import lake as tables
+from loopline.config import get_config
+from loopline.lake import Lake
+from loopline.training.synthetic import write_synthetic_lake
+from tests.models import fit, register
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2026, 1, 1)
+DAY = dt.date(2026, 1, 2)
+ROWS = 1500
+NAME = "loopline-score-e2e"
+
+
+@pytest.fixture(scope="module")
+def scoring(spark_connect_url, airflow_db, postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch_score")
+    overrides = {
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
+        "LOOPLINE__POSTGRES__SCHEMA": "scores_e2e",
+        "LOOPLINE__SCORING__THRESHOLD": "0.1",
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "4",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+    }
+    os.environ.update(overrides)
+    get_config.cache_clear()
+    write_synthetic_lake(root / "lake", START, 2, rows_per_day=ROWS, seed=4)
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "batch_score.py")).dags["batch_score"]
+    yield dag, root, postgres
+    for name in overrides:
+        os.environ.pop(name)
+    get_config.cache_clear()
+
+
+def run_day(dag, day: dt.date):
+    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def query(postgres, sql: str, *args):
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def tracking(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def test_without_a_champion_the_run_fails_clearly(scoring, capfd):
+    dag, _, _ = scoring
+    dagrun, states = run_day(dag, DAY)
+    assert dagrun.state == "failed"
+    assert states["wait_for_features"] == "success"
+    assert states["resolve_models"] == "failed"
+    assert states["score_champion"] == "upstream_failed"
+    assert "has no 'champion' alias: train and gate a model first" in capfd.readouterr().out
+
+
+def test_champion_scores_the_day_and_challenger_shadows_it(scoring):
+    dag, root, postgres = scoring
+    register(fit("xgboost", seed=1), tracking(root), root / "artifacts", NAME, "champion")
+    register(fit("xgboost", seed=2, rounds=20), tracking(root), root / "artifacts", NAME, "challenger")
+
+    dagrun, states = run_day(dag, DAY)
+    assert dagrun.state == "success", states
+    assert set(states.values()) == {"success"}
+    features = pd.read_parquet(Lake(str(root / "lake")).partition(tables.FEATURES, DAY))
+    rows = query(
+        postgres,
+        "SELECT model_version, count(*), count(DISTINCT transaction_id), sum((decision = 'flag')::int),"
+        " count(reasons) FROM scores_e2e.transaction_scores WHERE ds = %s GROUP BY 1",
+        DAY,
+    )
+    assert len(rows) == 1
+    version, count, distinct, flagged, explained = rows[0]
+    assert (version, count, distinct) == (1, ROWS, ROWS)
+    assert flagged == explained > 0
+    assert set(query(postgres, "SELECT transaction_id FROM scores_e2e.transaction_scores")) == {
+        (t,) for t in features["transaction_id"]
+    }
+    shadow = query(postgres, "SELECT model_version, count(*) FROM scores_e2e.transaction_scores_shadow GROUP BY 1")
+    assert shadow == [(2, ROWS)]
+    runs = query(postgres, "SELECT role, model_version, rows_scored, airflow_run_id FROM scores_e2e.scoring_runs")
+    assert sorted(r[:3] for r in runs) == [("challenger", 2, ROWS), ("champion", 1, ROWS)]
+    assert all(r[3] == dagrun.run_id for r in runs)
+
+    # A rerun of the day replaces it: same rows, no duplicates.
+    dagrun, _ = run_day(dag, DAY)
+    assert dagrun.state == "success"
+    again = query(postgres, "SELECT count(*), count(DISTINCT transaction_id) FROM scores_e2e.transaction_scores")
+    assert again == [(ROWS, ROWS)]
+
+
+def test_an_alias_moving_mid_run_does_not_mix_versions(scoring):
+    from mlflow import MlflowClient
+
+    dag, root, postgres = scoring
+    client = MlflowClient(tracking(root))
+    pinned = int(client.get_model_version_by_alias(NAME, "champion").version)
+    newer = register(fit("xgboost", seed=3, rounds=30), tracking(root), root / "artifacts", NAME, None)
+
+    def promote_newer(context):
+        client.set_registered_model_alias(NAME, "champion", str(newer))
+
+    # The alias moves after the run resolved its models and before the day is scored.
+    dag.get_task("score_champion").on_execute_callback = [promote_newer]
+    try:
+        dagrun, states = run_day(dag, DAY)
+    finally:
+        dag.get_task("score_champion").on_execute_callback = []
+    assert dagrun.state == "success", states
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == newer  # it did move
+    versions = query(postgres, "SELECT DISTINCT model_version FROM scores_e2e.transaction_scores WHERE ds = %s", DAY)
+    assert versions == [(pinned,)]
+    lake_versions = pd.read_parquet(Lake(str(root / "lake")).partition(tables.SCORES, DAY))["model_version"]
+    assert set(lake_versions) == {pinned}
+
+    # The next run resolves again and re-scores the day with the new champion.
+    dagrun, _ = run_day(dag, DAY)
+    assert dagrun.state == "success"
+    assert query(postgres, "SELECT DISTINCT model_version FROM scores_e2e.transaction_scores") == [(newer,)]
+
+
+def test_a_day_without_published_features_times_out_with_advice(scoring, capfd):
+    dag, _, _ = scoring
+    dagrun, states = run_day(dag, DAY + dt.timedelta(days=10))
+    assert dagrun.state == "failed"
+    assert states["wait_for_features"] == "failed"
+    out = capfd.readouterr().out
+    assert "partition not published" in out
+    assert "feature_pipeline" in out
