@@ -1,10 +1,20 @@
-"""Build one day's per-transaction features from the raw layer and incremental daily aggregates.
+"""Build one day's per-transaction features from the raw layer and a rolling per-day state.
 
 No leakage: a transaction's features use only transactions strictly before its event time (the previous
-days through their daily aggregates, the same day through windows that end one second before it) and only
-labels reported before ``ds``. The cost does not grow with the length of history: the job reads the day's
-raw partition, the previous day's (for the 1h/24h windows across midnight) and small daily aggregate
-partitions for a fixed window, never months of transactions.
+days through a rolling state, the same day through windows that end one second before it) and only labels
+reported before ``ds``. The cost does not grow with the length of history: the job reads the day's raw
+partition, the previous day's (for the 1h/24h windows across midnight), yesterday's state and the few
+daily aggregate partitions that enter or leave the windows, never months of transactions.
+
+The state (``state/customer_window``, ``state/merchant_risk_window``) partition ``ds=D`` holds the history
+available to day D: per customer, merchant and country the counts and sums of the short and long windows
+(days D-short..D-1 and D-long..D-1), the last transaction time and a bitmap of the days with activity; per
+merchant the labels reported in days D-risk..D-1. It is advanced from ``state(D-1)``:
+``state(D) = state(D-1) + agg(D-1) - agg(D-1-short) (short sums) - agg(D-1-long) (long sums)``. Sums are
+exact decimals, so an advanced state equals one rebuilt from the daily aggregates to the last digit. Each
+state partition records the aggregate versions of its window; when yesterday's state is missing, was built
+with other windows, or any of its days was re-ingested or backfilled since, the state is rebuilt from the
+daily aggregates instead (also what the first days do).
 
 Windows of a day or more are day-aligned: ``7d`` is the previous seven full days plus today before the
 transaction; ``1h`` and ``24h`` are exact sliding windows.
@@ -15,9 +25,12 @@ transaction; ``1h`` and ``24h`` are exact sliding windows.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
@@ -26,33 +39,238 @@ from loopline.landing import Landing
 from loopline.schemas import FEATURE_COLUMNS
 from spark_jobs.common import parse_args, print_result, session
 
+log = logging.getLogger(__name__)
+
 LONG_AGO_SECONDS = 30 * 86400.0  # "no earlier transaction in the window" as a finite, monotone value
 NIGHT_HOURS = (0, 5)
+
+# Exact sums for the rolling state: adding a day and subtracting it later gives back the same digits, so
+# a state advanced for months equals a rebuild. 28 integer digits, 10 decimals (amounts have 2, squares 4).
+STATE_SUM = T.DecimalType(38, 10)
+MAX_MASK_DAYS = 62  # days_mask is a signed 64-bit bitmap
+STATE_FORMAT = 1  # bump when the state's layout or meaning changes: older partitions are then rebuilt
+CUSTOMER_KEY = ("customer_id", "merchant_id", "country")
+RISK_KEY = ("merchant_id", "merchant_category")
+HISTORY_SCHEMA = (
+    "customer_id string, merchant_id string, country string, cnt long, amount_sum double, amount_sumsq double, "
+    "last_event_time timestamp, ds date"
+)
+LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
+CUSTOMER_STATE_SCHEMA = (
+    "customer_id string, merchant_id string, country string, cnt_short long, sum_short decimal(38,10), "
+    "cnt_long long, sum_long decimal(38,10), sumsq_long decimal(38,10), last_event_time timestamp, days_mask long"
+)
+RISK_STATE_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long"
 
 
 class HistoryIncomplete(RuntimeError):
     """Earlier days that have a landing drop are missing from the lake: features would be wrong."""
 
 
+@dataclass(frozen=True)
+class FeatureWindows:
+    """Day windows of the state: short (7d) and long (30d) customer windows, label window for risk rates."""
+
+    short_days: int
+    long_days: int
+    risk_days: int
+
+    @classmethod
+    def from_config(cls, cfg: LooplineConfig) -> FeatureWindows:
+        windows = cfg.features.window_hours()
+        long_days = max(hours for hours in windows.values()) // 24
+        short_days = sorted(hours // 24 for hours in windows.values() if hours >= 24 * 2)[0]
+        return cls(short_days, long_days, cfg.features.risk_window_days)
+
+
 def _seconds(column: str) -> Column:
     return F.col(column).cast("long")
 
 
-def history_windows(history: DataFrame, ds: dt.date, short_days: int, long_days: int) -> DataFrame:
-    """Per customer, from daily aggregates of the previous days: counts/sums over the short and long windows,
-    the sum of squares for a z-score, the last transaction time, first day seen and home country."""
-    day_offset = F.datediff(F.lit(ds), F.col("ds"))
-    short = day_offset <= short_days
-    per_customer = history.groupBy("customer_id").agg(
-        F.sum(F.when(short, F.col("cnt")).otherwise(0)).alias("h_cnt_short"),
-        F.sum(F.when(short, F.col("amount_sum")).otherwise(0.0)).alias("h_sum_short"),
-        F.sum(F.when(day_offset <= long_days, F.col("cnt")).otherwise(0)).alias("h_cnt_long"),
-        F.sum(F.when(day_offset <= long_days, F.col("amount_sum")).otherwise(0.0)).alias("h_sum_long"),
-        F.sum(F.when(day_offset <= long_days, F.col("amount_sumsq")).otherwise(0.0)).alias("h_sumsq_long"),
-        F.max("last_event_time").alias("h_last_event_time"),
-        F.min("ds").alias("h_first_day"),
+# ---------------------------------------------------------------------------------------------------------
+# The rolling state: pure DataFrame functions.
+
+
+def _check_windows(short_days: int, long_days: int) -> None:
+    if not 1 <= short_days <= long_days <= MAX_MASK_DAYS:
+        raise ValueError(
+            f"customer windows must satisfy 1 <= short ({short_days}) <= long ({long_days}) <= {MAX_MASK_DAYS}"
+        )
+
+
+def _exact(column: str) -> Column:
+    return F.col(column).cast(STATE_SUM)
+
+
+def _zero() -> Column:
+    return F.lit(0).cast(STATE_SUM)
+
+
+def _finish_customer_state(grouped: DataFrame) -> DataFrame:
+    """Drop keys with no active day left in the window; a count of 0 has sums of exactly 0."""
+    return grouped.where(F.col("days_mask") != 0).select(
+        *CUSTOMER_KEY,
+        F.col("cnt_short"),
+        F.when(F.col("cnt_short") == 0, _zero()).otherwise(F.col("sum_short")).cast(STATE_SUM).alias("sum_short"),
+        F.col("cnt_long"),
+        F.when(F.col("cnt_long") == 0, _zero()).otherwise(F.col("sum_long")).cast(STATE_SUM).alias("sum_long"),
+        F.when(F.col("cnt_long") == 0, _zero()).otherwise(F.col("sumsq_long")).cast(STATE_SUM).alias("sumsq_long"),
+        F.col("last_event_time"),
+        F.col("days_mask"),
     )
-    by_country = history.groupBy("customer_id", "country").agg(F.sum("cnt").alias("n"))
+
+
+def state_from_aggregates(history: DataFrame, ds: dt.date, *, short_days: int, long_days: int) -> DataFrame:
+    """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column).
+
+    Only days ``ds - long_days .. ds - 1`` count. Bit ``i`` of ``days_mask`` is day ``ds - 1 - i``.
+    """
+    _check_windows(short_days, long_days)
+    offset = F.datediff(F.lit(ds), F.col("ds"))
+    short = offset <= short_days
+    window = history.where((offset >= 1) & (offset <= long_days))
+    grouped = window.groupBy(*CUSTOMER_KEY).agg(
+        F.sum(F.when(short, F.col("cnt")).otherwise(F.lit(0).cast("long"))).alias("cnt_short"),
+        F.sum(F.when(short, _exact("amount_sum")).otherwise(_zero())).alias("sum_short"),
+        F.sum("cnt").alias("cnt_long"),
+        F.sum(_exact("amount_sum")).alias("sum_long"),
+        F.sum(_exact("amount_sumsq")).alias("sumsq_long"),
+        F.max("last_event_time").alias("last_event_time"),
+        F.bit_or(F.shiftleft(F.lit(1).cast("long"), offset - 1)).alias("days_mask"),
+    )
+    return _finish_customer_state(grouped)
+
+
+def advance_state(
+    previous: DataFrame,
+    added: DataFrame | None,
+    left_short: DataFrame | None,
+    left_long: DataFrame | None,
+    *,
+    short_days: int,
+    long_days: int,
+) -> DataFrame:
+    """``state(D)`` from ``state(D-1)``: add ``agg(D-1)`` (``added``), take ``agg(D-1-short_days)`` out of the
+    short sums (``left_short``) and ``agg(D-1-long_days)`` out of the long ones (``left_long``).
+
+    The aggregates are ``customer_daily`` partitions (None for a day without one). Every day shifts the
+    ``days_mask`` by one; keys whose mask becomes empty had no activity left in the window and are dropped.
+    ``last_event_time`` only needs a max: a day leaves the window only after every later day of the key.
+    """
+    _check_windows(short_days, long_days)
+    long_zero, no_time = F.lit(0).cast("long"), F.lit(None).cast("timestamp")
+    full_mask = (1 << long_days) - 1
+    parts = [
+        previous.select(
+            *CUSTOMER_KEY,
+            "cnt_short",
+            _exact("sum_short").alias("sum_short"),
+            "cnt_long",
+            _exact("sum_long").alias("sum_long"),
+            _exact("sumsq_long").alias("sumsq_long"),
+            "last_event_time",
+            F.shiftleft(F.col("days_mask"), 1).bitwiseAND(F.lit(full_mask).cast("long")).alias("days_mask"),
+        )
+    ]
+    if added is not None:
+        parts.append(
+            added.select(
+                *CUSTOMER_KEY,
+                F.col("cnt").cast("long").alias("cnt_short"),
+                _exact("amount_sum").alias("sum_short"),
+                F.col("cnt").cast("long").alias("cnt_long"),
+                _exact("amount_sum").alias("sum_long"),
+                _exact("amount_sumsq").alias("sumsq_long"),
+                "last_event_time",
+                F.lit(1).cast("long").alias("days_mask"),
+            )
+        )
+    if left_short is not None:
+        parts.append(
+            left_short.select(
+                *CUSTOMER_KEY,
+                (-F.col("cnt").cast("long")).alias("cnt_short"),
+                (-_exact("amount_sum")).alias("sum_short"),
+                long_zero.alias("cnt_long"),
+                _zero().alias("sum_long"),
+                _zero().alias("sumsq_long"),
+                no_time.alias("last_event_time"),
+                long_zero.alias("days_mask"),
+            )
+        )
+    if left_long is not None:
+        parts.append(
+            left_long.select(
+                *CUSTOMER_KEY,
+                long_zero.alias("cnt_short"),
+                _zero().alias("sum_short"),
+                (-F.col("cnt").cast("long")).alias("cnt_long"),
+                (-_exact("amount_sum")).alias("sum_long"),
+                (-_exact("amount_sumsq")).alias("sumsq_long"),
+                no_time.alias("last_event_time"),
+                long_zero.alias("days_mask"),
+            )
+        )
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionByName(part)
+    grouped = union.groupBy(*CUSTOMER_KEY).agg(
+        F.sum("cnt_short").alias("cnt_short"),
+        F.sum("sum_short").alias("sum_short"),
+        F.sum("cnt_long").alias("cnt_long"),
+        F.sum("sum_long").alias("sum_long"),
+        F.sum("sumsq_long").alias("sumsq_long"),
+        F.max("last_event_time").alias("last_event_time"),
+        F.bit_or("days_mask").alias("days_mask"),
+    )
+    return _finish_customer_state(grouped)
+
+
+def risk_state_from_aggregates(merchant_labels: DataFrame, ds: dt.date, *, risk_days: int) -> DataFrame:
+    """The merchant risk state of ``ds``: labels per merchant reported in days ``ds - risk_days .. ds - 1``."""
+    offset = F.datediff(F.lit(ds), F.col("ds"))
+    window = merchant_labels.where((offset >= 1) & (offset <= risk_days))
+    return _finish_risk_state(window.select(*RISK_KEY, "n_labels", "n_fraud"))
+
+
+def advance_risk_state(previous: DataFrame, added: DataFrame | None, left: DataFrame | None) -> DataFrame:
+    """``risk(D) = risk(D-1) + merchant_label_daily(D-1) - merchant_label_daily(D-1-risk_days)``."""
+    union = previous.select(*RISK_KEY, "n_labels", "n_fraud")
+    if added is not None:
+        union = union.unionByName(added.select(*RISK_KEY, "n_labels", "n_fraud"))
+    if left is not None:
+        union = union.unionByName(
+            left.select(*RISK_KEY, (-F.col("n_labels")).alias("n_labels"), (-F.col("n_fraud")).alias("n_fraud"))
+        )
+    return _finish_risk_state(union)
+
+
+def _finish_risk_state(rows: DataFrame) -> DataFrame:
+    grouped = rows.groupBy(*RISK_KEY).agg(
+        F.sum(F.col("n_labels").cast("long")).alias("n_labels"), F.sum(F.col("n_fraud").cast("long")).alias("n_fraud")
+    )
+    # A merchant without labels in the window gets the global rate, present or not: drop it.
+    return grouped.where(F.col("n_labels") != 0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Features: pure DataFrame functions.
+
+
+def customer_windows(state: DataFrame) -> DataFrame:
+    """Per customer, from the customer state: counts/sums over the short and long windows, the sum of
+    squares for a z-score, the last transaction time, days since first seen in the window, home country."""
+    per_customer = state.groupBy("customer_id").agg(
+        F.sum("cnt_short").alias("h_cnt_short"),
+        F.sum("sum_short").cast("double").alias("h_sum_short"),
+        F.sum("cnt_long").alias("h_cnt_long"),
+        F.sum("sum_long").cast("double").alias("h_sum_long"),
+        F.sum("sumsq_long").cast("double").alias("h_sumsq_long"),
+        F.max("last_event_time").alias("h_last_event_time"),
+        # highest set bit + 1 = days from the first active day in the window to ds
+        F.max(F.length(F.bin("days_mask"))).alias("h_history_days"),
+    )
+    by_country = state.groupBy("customer_id", "country").agg(F.sum("cnt_long").alias("n"))
     ranked = by_country.withColumn(
         "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("n"), "country"))
     )
@@ -83,19 +301,18 @@ def risk_rates(merchant_labels: DataFrame, prior_strength: float) -> tuple[DataF
 def build_features(
     today: DataFrame,
     previous_day: DataFrame | None,
-    history: DataFrame,
-    merchant_labels: DataFrame,
+    customer_state: DataFrame,
+    risk_state: DataFrame,
     ds: dt.date,
     *,
-    short_days: int = 7,
-    long_days: int = 30,
     prior_strength: float = 50.0,
 ) -> DataFrame:
     """Features for every transaction of ``today``.
 
-    ``history`` is the daily customer aggregates of days before ``ds`` (with a ``ds`` date column),
-    ``merchant_labels`` the daily label counts reported before ``ds``, ``previous_day`` the raw
-    transactions of ``ds - 1`` (for windows that cross midnight).
+    ``customer_state`` is the customer state of ``ds`` (:func:`state_from_aggregates` /
+    :func:`advance_state`: the windows of days before ``ds``), ``risk_state`` the label counts per merchant
+    reported in the risk window before ``ds``, ``previous_day`` the raw transactions of ``ds - 1`` (for
+    windows that cross midnight).
     """
     txn_cols = [
         "transaction_id",
@@ -152,10 +369,11 @@ def build_features(
         .where("is_today")
     )
 
-    windows = history_windows(history, ds, short_days, long_days)
-    seen_merchants = history.select("customer_id", "merchant_id").distinct().withColumn("h_merchant", F.lit(True))
-    seen_countries = history.select("customer_id", "country").distinct().withColumn("h_country", F.lit(True))
-    merchant_risk, category_risk, global_rate = risk_rates(merchant_labels, prior_strength)
+    windows = customer_windows(customer_state)
+    seen = customer_state.select("customer_id", "merchant_id", "country")
+    seen_merchants = seen.select("customer_id", "merchant_id").distinct().withColumn("h_merchant", F.lit(True))
+    seen_countries = seen.select("customer_id", "country").distinct().withColumn("h_country", F.lit(True))
+    merchant_risk, category_risk, global_rate = risk_rates(risk_state, prior_strength)
 
     joined = (
         sliding.join(windows, "customer_id", "left")
@@ -213,7 +431,7 @@ def build_features(
         (~(F.coalesce(F.col("h_country"), F.lit(False)) | F.col("seen_country_today")))
         .cast("int")
         .alias("is_new_country"),
-        F.coalesce(F.datediff(F.lit(ds), F.col("h_first_day")), F.lit(0)).alias("customer_history_days"),
+        F.coalesce(F.col("h_history_days"), F.lit(0)).alias("customer_history_days"),
         F.coalesce(F.col("merchant_risk"), F.lit(global_rate)).alias("merchant_risk"),
         F.coalesce(F.col("category_risk"), F.lit(global_rate)).alias("category_risk"),
         F.coalesce(F.col("merchant_risk_labels"), F.lit(0)).cast("long").alias("merchant_label_count"),
@@ -221,12 +439,13 @@ def build_features(
     return features.select(*FEATURE_COLUMNS)
 
 
-def _read_days(spark: SparkSession, lake: Lake, table: str, days: list[dt.date]) -> DataFrame | None:
-    """Committed partitions of ``days`` as one relation with a ``ds`` date column (None when there are none).
+def _read_days(spark: SparkSession, lake: Lake, table: str, versions: dict[dt.date, str | None]) -> DataFrame | None:
+    """The given versions of a table's daily partitions as one relation with a ``ds`` date column (None when
+    no day has one).
 
     One read over many paths with ``basePath``: Spark plans it once and takes ``ds`` from the path.
     """
-    uris = [uri for _, uri in sorted(lake.partitions(table, days).items())]
+    uris = [lake.version_uri(table, day, version) for day, version in sorted(versions.items()) if version]
     if not uris:
         return None
     frame = spark.read.option("basePath", lake.table_uri(table)).parquet(*uris)
@@ -249,49 +468,161 @@ def check_history(lake: Lake, landing: Landing, days: list[dt.date]) -> None:
         )
 
 
-def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
-    """Write an uncommitted features version for ``ds``; returns its version and row count."""
+@dataclass(frozen=True)
+class _StateSpec:
+    """One rolling state table: the daily table it rolls up, its window and how to build or advance it."""
+
+    table: str
+    source: str
+    window_days: int
+    params: dict
+
+
+def _stale_reason(lake: Lake, spec: _StateSpec, ds: dt.date, versions: dict[dt.date, str | None]) -> str | None:
+    """Why ``state(ds-1)`` cannot be advanced to ``ds`` (None when it can).
+
+    ``versions`` are the source's current versions of days ``ds-1-window .. ds-1``; ``state(ds-1)`` recorded
+    those of ``ds-1-window .. ds-2`` when it was built. Any difference (a re-ingested day, a late backfill of
+    a day that had none, a day whose partition went away) means its content no longer matches the lake.
+    """
+    previous = ds - dt.timedelta(days=1)
+    if lake.current_version(spec.table, previous) is None:
+        return f"no {spec.table} for {previous}"
+    stats = lake.stats(spec.table, previous)
+    if stats.get("format") != STATE_FORMAT or stats.get("params") != spec.params:
+        return f"{spec.table} for {previous} was built with {stats.get('params')} (format {stats.get('format')})"
+    recorded = stats.get("sources", {})
+    changed = [
+        str(day)
+        for day in tables.day_range(previous - dt.timedelta(days=spec.window_days), previous - dt.timedelta(days=1))
+        if str(day) not in recorded or recorded[str(day)] != versions[day]
+    ]
+    if changed:
+        return f"{spec.source} changed since {spec.table} for {previous} was built: {', '.join(changed[:10])}"
+    return None
+
+
+def _update_state(
+    spark: SparkSession, lake: Lake, spec: _StateSpec, ds: dt.date, *, advance, rebuild, force_rebuild: bool
+) -> dict:
+    """Advance ``state(ds-1)`` or rebuild the state of ``ds``, write it as a new version and commit it.
+
+    ``advance(previous, added, leaving)`` and ``rebuild(history)`` are the pure functions; ``leaving`` maps
+    a day offset before ``ds-1`` to that day's aggregate (None when the day has no partition).
+    """
+    window = tables.day_range(ds - dt.timedelta(days=spec.window_days + 1), ds - dt.timedelta(days=1))
+    versions = {day: lake.current_version(spec.source, day) for day in window}
+    reason = "rebuild requested" if force_rebuild else _stale_reason(lake, spec, ds, versions)
+
+    def read(day: dt.date) -> DataFrame | None:
+        version = versions[day]
+        return spark.read.parquet(lake.version_uri(spec.source, day, version)) if version else None
+
+    previous_day = ds - dt.timedelta(days=1)
+    if reason is None:
+        path = "incremental"
+        previous = spark.read.parquet(lake.partition(spec.table, previous_day))  # type: ignore[arg-type]
+        state = advance(previous, read(previous_day), lambda back: read(previous_day - dt.timedelta(days=back)))
+    else:
+        path = "rebuilt"
+        state = rebuild(_read_days(spark, lake, spec.source, {day: versions[day] for day in window[1:]}))
+    version = tables.new_version()
+    uri = lake.version_uri(spec.table, ds, version)
+    state.write.mode("overwrite").parquet(uri)
+    sources = {str(day): versions[day] for day in window[1:]}  # days ds-window .. ds-1
+    stats = {"format": STATE_FORMAT, "params": spec.params, "sources": sources, "path": path}
+    if reason:
+        stats["rebuilt_because"] = reason
+    lake.commit(spec.table, ds, version, stats=stats)
+    log.info("%s ds=%s: %s%s", spec.table, ds, path, f" ({reason})" if reason else "")
+    return {"path": path, "version": version, "uri": uri, "reason": reason}
+
+
+def update_states(
+    spark: SparkSession, lake: Lake, ds: dt.date, windows: FeatureWindows, *, force_rebuild: bool = False
+) -> dict[str, dict]:
+    """Commit the customer and merchant risk states of ``ds``; returns, per state table, the path taken
+    (``incremental`` | ``rebuilt``), the committed version and its URI.
+
+    The states depend only on committed daily aggregates, so they are committed here, not behind the
+    features gate; a rerun of ``ds`` commits a new version with the same content.
+    """
+    short, long, risk = windows.short_days, windows.long_days, windows.risk_days
+    customer = _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"short_days": short, "long_days": long})
+    merchant = _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk})
+
+    def rebuild_customer(history: DataFrame | None) -> DataFrame:
+        history = history if history is not None else spark.createDataFrame([], HISTORY_SCHEMA)
+        return state_from_aggregates(history, ds, short_days=short, long_days=long)
+
+    def rebuild_merchant(labels: DataFrame | None) -> DataFrame:
+        labels = labels if labels is not None else spark.createDataFrame([], LABEL_SCHEMA)
+        return risk_state_from_aggregates(labels, ds, risk_days=risk)
+
+    return {
+        customer.table: _update_state(
+            spark,
+            lake,
+            customer,
+            ds,
+            advance=lambda previous, added, leaving: advance_state(
+                previous, added, leaving(short), leaving(long), short_days=short, long_days=long
+            ),
+            rebuild=rebuild_customer,
+            force_rebuild=force_rebuild,
+        ),
+        merchant.table: _update_state(
+            spark,
+            lake,
+            merchant,
+            ds,
+            advance=lambda previous, added, leaving: advance_risk_state(previous, added, leaving(risk)),
+            rebuild=rebuild_merchant,
+            force_rebuild=force_rebuild,
+        ),
+    }
+
+
+def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, rebuild_state: bool = False) -> dict:
+    """Commit the state of ``ds`` and write an uncommitted features version for it.
+
+    Returns the features version and row count, and which path built each state (``state_path`` is
+    ``incremental`` when both states were advanced from the previous day's, else ``rebuilt``).
+    ``rebuild_state`` rebuilds the states from the daily aggregates even when the previous day's are valid.
+    """
     cfg = cfg or get_config()
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
     landing = Landing(resolve_uri(cfg.storage.landing_uri))
-    windows = cfg.features.window_hours()
-    long_days = max(hours for hours in windows.values()) // 24
-    short_days = sorted(hours // 24 for hours in windows.values() if hours >= 24 * 2)[0]
-    history_days = tables.day_range(ds - dt.timedelta(days=long_days), ds - dt.timedelta(days=1))
-    risk_days = tables.day_range(ds - dt.timedelta(days=cfg.features.risk_window_days), ds - dt.timedelta(days=1))
+    windows = FeatureWindows.from_config(cfg)
+    history_days = tables.day_range(ds - dt.timedelta(days=windows.long_days), ds - dt.timedelta(days=1))
 
     today_uri = lake.partition(tables.RAW_TRANSACTIONS, ds)
     if today_uri is None:
         raise RuntimeError(f"no committed raw transactions for ds={ds}: run the ingest for that day first")
     check_history(lake, landing, history_days)
+    states = update_states(spark, lake, ds, windows, force_rebuild=rebuild_state)
     previous_uri = lake.partition(tables.RAW_TRANSACTIONS, ds - dt.timedelta(days=1))
-    history = _read_days(spark, lake, tables.CUSTOMER_DAILY, history_days)
-    if history is None:
-        history = spark.createDataFrame(
-            [],
-            "customer_id string, merchant_id string, country string, cnt long, amount_sum double, "
-            "amount_sumsq double, last_event_time timestamp, ds date",
-        )
-    merchant_labels = _read_days(spark, lake, tables.MERCHANT_LABEL_DAILY, risk_days)
-    if merchant_labels is None:
-        merchant_labels = spark.createDataFrame(
-            [], "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
-        )
     features = build_features(
         spark.read.parquet(today_uri),
         spark.read.parquet(previous_uri) if previous_uri else None,
-        history,
-        merchant_labels,
+        spark.read.parquet(states[tables.STATE_CUSTOMER]["uri"]),
+        spark.read.parquet(states[tables.STATE_MERCHANT_RISK]["uri"]),
         ds,
-        short_days=short_days,
-        long_days=long_days,
         prior_strength=cfg.features.risk_prior_strength,
     )
     version = tables.new_version()
     uri = lake.version_uri(tables.FEATURES, ds, version)
     features.write.mode("overwrite").parquet(uri)
     rows = spark.read.parquet(uri).count()
-    return {"ds": str(ds), "version": version, "uri": uri, "rows": rows}
+    paths = {table: state["path"] for table, state in states.items()}
+    return {
+        "ds": str(ds),
+        "version": version,
+        "uri": uri,
+        "rows": rows,
+        "state_path": "incremental" if set(paths.values()) == {"incremental"} else "rebuilt",
+        "state": paths,
+    }
 
 
 def publish(ds: dt.date, version: str, rows: int, cfg: LooplineConfig | None = None) -> str:

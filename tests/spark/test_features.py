@@ -1,8 +1,11 @@
-"""The Spark feature job: exact window values on a hand-made day, and no use of future data."""
+"""The Spark feature job: exact window values on a hand-made day, no use of future data, and a rolling state
+that, advanced day by day, equals one rebuilt from the daily aggregates."""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -52,11 +55,15 @@ def inputs(spark):
         ("c2", "m1", "DE", 1, 7.0, 49.0, ts("2026-03-09 23:50:00"), dt.date(2026, 3, 9)),
     ]
     labels = [("m1", "grocery", 100, 10, dt.date(2026, 3, 9)), ("m2", "grocery", 0, 0, dt.date(2026, 3, 9))]
+    customer_state = features.state_from_aggregates(
+        spark.createDataFrame(history, HISTORY_SCHEMA), DS, short_days=7, long_days=30
+    )
+    risk_state = features.risk_state_from_aggregates(spark.createDataFrame(labels, LABEL_SCHEMA), DS, risk_days=90)
     return (
         spark.createDataFrame(today, TXN_SCHEMA),
         spark.createDataFrame(previous, TXN_SCHEMA),
-        spark.createDataFrame(history, HISTORY_SCHEMA),
-        spark.createDataFrame(labels, LABEL_SCHEMA),
+        customer_state,
+        risk_state,
     )
 
 
@@ -65,7 +72,7 @@ def _by_id(frame) -> dict:
 
 
 def test_window_values(inputs):
-    out = features.build_features(*inputs, DS, short_days=7, long_days=30, prior_strength=50.0)
+    out = features.build_features(*inputs, DS, prior_strength=50.0)
     assert tuple(out.columns) == FEATURE_COLUMNS
     rows = _by_id(out)
     b = rows["b"]
@@ -98,8 +105,8 @@ def test_window_values(inputs):
 
 
 def test_same_day_future_rows_change_nothing(spark, inputs):
-    today, previous, history, labels = inputs
-    before = _by_id(features.build_features(today, previous, history, labels, DS))
+    today, previous, customer_state, risk_state = inputs
+    before = _by_id(features.build_features(today, previous, customer_state, risk_state, DS))
     later = spark.createDataFrame(
         [
             txn("z1", "c1", "m7", "2026-03-10 12:00:01", 9999.0, country="US"),
@@ -107,7 +114,7 @@ def test_same_day_future_rows_change_nothing(spark, inputs):
         ],
         TXN_SCHEMA,
     )
-    after = _by_id(features.build_features(today.unionByName(later), previous, history, labels, DS))
+    after = _by_id(features.build_features(today.unionByName(later), previous, customer_state, risk_state, DS))
     for tid, row in before.items():
         assert after[tid] == row, f"features of {tid} changed when later transactions were added"
 
@@ -145,3 +152,180 @@ def test_history_and_labels_after_ds_change_nothing(spark, tmp_path: Path):
     (Path(hole) / "_CURRENT").unlink()
     with pytest.raises(features.HistoryIncomplete, match="2026-01-02"):
         features.run(spark, day, cfg)
+
+
+# -- the rolling state ---------------------------------------------------------------------------------------
+
+STATE_DS = dt.date(2026, 3, 10)  # state(D) holds days D-4..D-1 (long) and D-2..D-1 (short)
+
+
+def _day(day: int, hour: int = 10) -> dt.datetime:
+    return dt.datetime(2026, 3, day, hour)
+
+
+def _rows(frame, key: tuple[str, ...]) -> dict:
+    return {tuple(row[k] for k in key): row.asDict() for row in frame.collect()}
+
+
+def test_advance_state_moves_the_window_by_one_day_exactly(spark):
+    """state(D-1) + agg(D-1) - agg(D-3) (short) - agg(D-5) (long) on hand-made rows, against exact values
+    and against a rebuild of state(D) from the same aggregates."""
+
+    def agg(rows):
+        return [
+            (c, m, country, n, s, q, _day(day, hour), dt.date(2026, 3, day))
+            for c, m, country, n, s, q, day, hour in rows
+        ]
+
+    older = agg(
+        [
+            ("c1", "m1", "DE", 1, 10.0, 100.0, 5, 9),  # only on 03-05: leaves the long window on D
+            ("c1", "m2", "DE", 1, 0.1, 0.01, 5, 11),  # 03-05 leaves ...
+            ("c1", "m2", "DE", 1, 0.2, 0.04, 7, 12),  # ... 03-07 stays (long) and leaves the short window
+            ("c2", "m1", "FR", 1, 5.0, 25.0, 8, 8),
+        ]
+    )
+    added = agg([("c2", "m1", "FR", 2, 7.0, 25.0, 9, 20), ("c3", "m3", "DE", 1, 1.5, 2.25, 9, 6)])
+    history = spark.createDataFrame(older, HISTORY_SCHEMA)
+    previous = features.state_from_aggregates(history, STATE_DS - dt.timedelta(days=1), short_days=2, long_days=4)
+    key = ("customer_id", "merchant_id", "country")
+    before = _rows(previous, key)
+    assert before[("c1", "m2", "DE")]["days_mask"] == 0b1010  # bit i = day 03-08 minus i: 03-07 and 03-05
+    assert before[("c1", "m2", "DE")]["sum_long"] == Decimal("0.3")
+
+    def day_of(rows, day):
+        frame = spark.createDataFrame([r for r in rows if r[-1] == dt.date(2026, 3, day)], HISTORY_SCHEMA)
+        return frame.drop("ds")
+
+    advanced = features.advance_state(
+        previous,
+        day_of(added, 9),
+        day_of(older, 7),  # D-1-short
+        day_of(older, 5),  # D-1-long
+        short_days=2,
+        long_days=4,
+    )
+    after = _rows(advanced, key)
+    assert set(after) == {("c1", "m2", "DE"), ("c2", "m1", "FR"), ("c3", "m3", "DE")}  # c1/m1 dropped
+    c1 = after[("c1", "m2", "DE")]
+    assert (c1["cnt_short"], c1["sum_short"]) == (0, Decimal(0))
+    # Exact: in doubles 0.1 + 0.2 - 0.1 is 0.20000000000000004.
+    assert (c1["cnt_long"], c1["sum_long"], c1["sumsq_long"]) == (1, Decimal("0.2"), Decimal("0.04"))
+    assert c1["days_mask"] == 0b100  # 03-07, two days before 03-09
+    assert c1["last_event_time"] == _day(7, 12)
+    c2 = after[("c2", "m1", "FR")]
+    assert (c2["cnt_short"], c2["sum_short"], c2["cnt_long"], c2["sumsq_long"]) == (3, Decimal(12), 3, Decimal(50))
+    assert (c2["days_mask"], c2["last_event_time"]) == (0b11, _day(9, 20))
+    assert after[("c3", "m3", "DE")]["days_mask"] == 1
+
+    rebuilt = features.state_from_aggregates(
+        spark.createDataFrame(older + added, HISTORY_SCHEMA), STATE_DS, short_days=2, long_days=4
+    )
+    assert _rows(rebuilt, key) == after
+
+    windows = _rows(features.customer_windows(advanced), ("customer_id",))
+    assert windows[("c1",)]["h_history_days"] == 3  # first active day in the window: 03-07
+    assert windows[("c2",)]["h_history_days"] == 2
+
+    labels = [("m1", "grocery", 5, 1, dt.date(2026, 3, 6)), ("m2", "fuel", 2, 0, dt.date(2026, 3, 8))]
+    new_labels = [("m2", "fuel", 3, 1, dt.date(2026, 3, 9))]
+    previous_risk = features.risk_state_from_aggregates(
+        spark.createDataFrame(labels, LABEL_SCHEMA), STATE_DS - dt.timedelta(days=1), risk_days=3
+    )
+    risk = features.advance_risk_state(
+        previous_risk,
+        spark.createDataFrame(new_labels, LABEL_SCHEMA).drop("ds"),
+        spark.createDataFrame(labels[:1], LABEL_SCHEMA).drop("ds"),  # 03-06 = D-1-risk leaves
+    )
+    assert {tuple(r) for r in risk.collect()} == {("m2", "fuel", 5, 1)}
+    rebuilt_risk = features.risk_state_from_aggregates(
+        spark.createDataFrame(labels + new_labels, LABEL_SCHEMA), STATE_DS, risk_days=3
+    )
+    assert {tuple(r) for r in rebuilt_risk.collect()} == {("m2", "fuel", 5, 1)}
+
+
+CHAIN_START = dt.date(2026, 1, 1)
+CHAIN_DAYS = 7  # days 0..6 in order: from day 5 on, days leave every window (2d, 4d, labels 3d)
+
+
+@pytest.fixture(scope="module")
+def chain(spark, tmp_path_factory):
+    """Days ingested and featurised in order with short windows (2d/4d, labels 3d), as the DAG does."""
+    root = tmp_path_factory.mktemp("chain")
+    landing, lake_root = root / "landing", root / "lake"
+    generate(CHAIN_START, CHAIN_DAYS + 1, landing, transactions_per_day=300, seed=7)
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LANDING_URI": str(landing),
+            "LOOPLINE__STORAGE__LAKE_URI": str(lake_root),
+            "LOOPLINE__FEATURES__WINDOWS": "[1h, 24h, 2d, 4d]",
+            "LOOPLINE__FEATURES__RISK_WINDOW_DAYS": "3",
+        }
+    )
+    lake = Lake(str(lake_root))
+    days = [CHAIN_START + dt.timedelta(days=i) for i in range(CHAIN_DAYS)]
+    built = {}
+    for day in days:
+        result = ingest.run(spark, day, cfg)
+        ingest.publish(day, result["tables"], cfg=cfg)
+        built[day] = features.run(spark, day, cfg)
+    return cfg, lake, days, built
+
+
+def _features(spark, uri: str) -> dict:
+    return {row.transaction_id: row.asDict() for row in spark.read.parquet(uri).collect()}
+
+
+def _state(spark, lake: Lake, table: str, day: dt.date) -> set:
+    return {tuple(row) for row in spark.read.parquet(lake.partition(table, day)).collect()}
+
+
+def assert_same_features(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for tid, row in expected.items():
+        for name, value in row.items():
+            other = actual[tid][name]
+            if isinstance(value, float):
+                assert math.isclose(other, value, rel_tol=1e-9, abs_tol=1e-12), (tid, name, other, value)
+            else:
+                assert other == value, (tid, name, other, value)
+
+
+def test_incremental_state_equals_a_rebuild(spark, chain):
+    cfg, lake, days, built = chain
+    assert built[days[0]]["state_path"] == "rebuilt"  # no state for the day before the data starts
+    assert {built[day]["state_path"] for day in days[1:]} == {"incremental"}
+    stats = lake.stats(tables.STATE_CUSTOMER, days[-1])
+    assert stats["path"] == "incremental"
+    assert stats["sources"] == {
+        str(day): lake.current_version(tables.CUSTOMER_DAILY, day) for day in days[-5:-1]
+    }  # the 4 days of the long window
+    for day in days[-3:]:
+        incremental = {
+            table: _state(spark, lake, table, day) for table in (tables.STATE_CUSTOMER, tables.STATE_MERCHANT_RISK)
+        }
+        assert incremental[tables.STATE_CUSTOMER]
+        rebuilt = features.run(spark, day, cfg, rebuild_state=True)
+        assert rebuilt["state_path"] == "rebuilt"
+        assert lake.stats(tables.STATE_CUSTOMER, day)["rebuilt_because"] == "rebuild requested"
+        for table, rows in incremental.items():
+            assert _state(spark, lake, table, day) == rows, f"{table} ds={day}: advanced state != rebuilt state"
+        assert_same_features(_features(spark, rebuilt["uri"]), _features(spark, built[day]["uri"]))
+
+
+def test_reingested_day_makes_the_next_day_rebuild(spark, chain):
+    cfg, lake, days, built = chain
+    last = days[-1]
+    redo = last - dt.timedelta(days=2)  # inside state(last - 1)'s windows
+    result = ingest.run(spark, redo, cfg)
+    ingest.publish(redo, result["tables"], cfg=cfg)
+    again = features.run(spark, last, cfg)
+    assert again["state"] == {tables.STATE_CUSTOMER: "rebuilt", tables.STATE_MERCHANT_RISK: "rebuilt"}
+    assert str(redo) in lake.stats(tables.STATE_CUSTOMER, last)["rebuilt_because"]
+    assert_same_features(_features(spark, again["uri"]), _features(spark, built[last]["uri"]))
+
+    # The rebuilt state records the new version: the next day advances it again.
+    following = last + dt.timedelta(days=1)
+    result = ingest.run(spark, following, cfg)
+    ingest.publish(following, result["tables"], cfg=cfg)
+    assert features.run(spark, following, cfg)["state_path"] == "incremental"
