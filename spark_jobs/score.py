@@ -39,8 +39,14 @@ def score_features(
     reason_codes: int,
     method: str = "exact",
     threads_per_task: int = 1,
+    batch_rows: int = 50_000,
 ) -> DataFrame:
-    """Scores (:data:`loopline.scoring.SCORE_SCHEMA`) of every feature row, computed in Arrow batches."""
+    """Scores (:data:`loopline.scoring.SCORE_SCHEMA`) of every feature row, computed in Arrow batches.
+
+    Sets the session's Arrow batch size to ``batch_rows``: Spark's default (10,000) spends a third of the
+    time in per-batch overhead for a model this fast.
+    """
+    features.sparkSession.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from loopline.scoring import load_packaged, score_batch

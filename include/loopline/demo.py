@@ -2,7 +2,8 @@
 
 Brings the local stack up, generates landing drops with a drift near the end, backfills
 ``feature_pipeline`` with ``airflow backfill create`` while printing which runs are queued, running and
-done, and ends with a summary of runs, rows at each stage, quarantined rows and where the UIs are.
+done, trains the first champion with ``train_model``, scores the last week with a ``batch_score`` backfill,
+and ends with a summary of runs, rows at each stage, quarantined rows and where the UIs are.
 The stack keeps running afterwards (``make down`` stops it).
 """
 
@@ -36,6 +37,7 @@ class DemoPlan:
     drift_day: int = 50
     drift_kind: str = "covariate"
     backfill_days: int = 60
+    score_days: int = 7  # batch_score backfills the last days of history with the first champion
     seed: int = 7
 
     @property
@@ -149,6 +151,9 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
         totals["quarantined transactions"] += lake.stats(tables.QUARANTINE_TRANSACTIONS, day).get("rows", 0)
         totals["feature rows"] += lake.stats(tables.FEATURES, day).get("rows", 0)
         totals["days with features"] += int(lake.partition(tables.FEATURES, day) is not None)
+        scored = lake.stats(tables.SCORES, day)
+        totals["scored transactions"] += scored.get("rows", 0)
+        totals["flagged transactions"] += scored.get("flagged", 0)
     return dict(totals)
 
 
@@ -193,10 +198,19 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         "train_model", {"cutoff": str(cutoff), "reason": "demo: first champion", "triggered_by": "demo"}, env, echo
     )
 
+    score_states: dict = {}
+    if train_state == "success" and plan.score_days > 0:
+        first = max(plan.start, plan.last_backfill_day - dt.timedelta(days=plan.score_days - 1))
+        # Unpaused: the scheduler scores yesterday once feature_pipeline has published it.
+        stack.airflow_cli(["dags", "unpause", "batch_score"], env, check=False)
+        echo(f"== scoring {first} .. {plan.last_backfill_day} with the champion (batch_score backfill)")
+        score_states = backfill("batch_score", first, plan.last_backfill_day, env, echo)
+
     days = tables.day_range(plan.start, plan.last_backfill_day)
     echo("\n== summary")
     echo(f"feature_pipeline runs: {states} in {minutes:.1f} min")
     echo(f"train_model: {train_state}")
+    echo(f"batch_score runs: {score_states or 'not run'} (Postgres: loopline.transaction_scores, scoring_runs)")
     echo(champion_summary(cfg))
     for name, value in lake_summary(cfg, days).items():
         echo(f"{name:>26}: {value}")
@@ -204,4 +218,5 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
     echo("The stack keeps running; `make down` stops it.")
-    return 0 if states.get("failed", 0) == 0 and train_state == "success" else 1
+    scored_ok = score_states.get("failed", 0) == 0
+    return 0 if states.get("failed", 0) == 0 and train_state == "success" and scored_ok else 1

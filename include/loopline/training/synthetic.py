@@ -43,12 +43,17 @@ _LABEL_SCHEMA = pa.schema(
 )
 
 
-def write_partition(lake: Lake, table: str, day: dt.date | str, frame: pd.DataFrame | pa.Table, version: str = "v1"):
+def write_partition(
+    lake: Lake, table: str, day: dt.date | str, frame: pd.DataFrame | pa.Table, version: str = "v1", files: int = 1
+):
     """Write ``frame`` as a committed partition version (what a Spark writer + publish leave behind)."""
     folder = Path(lake.version_uri(table, day, version))
     folder.mkdir(parents=True, exist_ok=True)
     data = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(data, folder / "part-00000.parquet")
+    # Like Spark's output: several files, so readers can split the partition across tasks.
+    step = max(1, -(-data.num_rows // files))
+    for index, start in enumerate(range(0, max(data.num_rows, 1), step)):
+        pq.write_table(data.slice(start, step), folder / f"part-{index:05d}.parquet")
     (folder / "_SUCCESS").write_bytes(b"")
     lake.commit(table, day, version)
     return folder
