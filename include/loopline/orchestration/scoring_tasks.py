@@ -28,7 +28,7 @@ def _client():
     return MlflowClient(tracking_uri=tracking_uri(get_config().mlflow.tracking_uri))
 
 
-@task(retries=0)  # a missing champion is an answer, not a transient error
+@task  # no champion fails at once (AirflowFailException); registry outages keep the retries
 def resolve_models() -> dict:
     """The champion's concrete version (required) and the challenger's (optional, for shadow scoring)."""
     from loopline.scoring import CHALLENGER_ALIAS, CHAMPION_ALIAS, NoModel, resolve_model
