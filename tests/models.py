@@ -4,6 +4,7 @@ trainer logs them and registered in a real MLflow store."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,23 @@ def register(
 ) -> int:
     """Log ``model`` as the trainer does (pyfunc + holdout), register it, point ``alias`` at it; returns the version."""
     import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)  # also sets MLFLOW_TRACKING_URI: restored below
+    try:
+        return _register(model, tracking_uri, artifacts, name, alias, threshold)
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _register(model: FraudModel, tracking_uri: str, artifacts: Path, name: str, alias: str | None, threshold: float):
+    import mlflow
     from mlflow import MlflowClient
 
     from loopline.training.tracking import log_training_run
 
-    mlflow.set_tracking_uri(tracking_uri)
     if mlflow.get_experiment_by_name("scoring-tests") is None:
         mlflow.create_experiment("scoring-tests", artifact_location=str(artifacts))
     mlflow.set_experiment("scoring-tests")

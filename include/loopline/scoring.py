@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import tarfile
 import tempfile
 import threading
@@ -97,9 +98,14 @@ def package_model(ref: ModelRef, tracking_uri: str) -> bytes:
     """The model folder of ``ref`` (``meta.json`` + weights) as gzipped tar bytes."""
     import mlflow
 
+    # models:/ resolves through the global tracking URI; set it for this call only (it also sets the
+    # MLFLOW_TRACKING_URI variable, which would otherwise leak into everything this process does next)
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
-    loaded = mlflow.pyfunc.load_model(ref.uri)
-    fraud_model = loaded.unwrap_python_model().fraud_model
+    try:
+        fraud_model = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model().fraud_model
+    finally:
+        mlflow.set_tracking_uri(saved)
     with tempfile.TemporaryDirectory(prefix="loopline-score-") as tmp:
         folder = fraud_model.save(Path(tmp) / "model")
         buffer = io.BytesIO()

@@ -81,7 +81,7 @@ class PublishedFileSensor(_NamesMissingPartition, FileSensor):
 def landing_sensor(cfg: LooplineConfig, kind: str, **kwargs: Any):
     """The sensor for ``<landing>/<kind>/ds={{ ds }}/_SUCCESS`` that fits the configured landing URI."""
     marker = f"{resolve_uri(cfg.storage.landing_uri).rstrip('/')}/{kind}/ds={{{{ ds }}}}/{MARKER}"
-    return _marker_sensor(cfg, marker, f"wait_for_{kind}", published=False, **kwargs)
+    return _marker_sensor(cfg, marker, kwargs.pop("task_id", f"wait_for_{kind}"), published=False, **kwargs)
 
 
 def published_sensor(cfg: LooplineConfig, table: str, task_id: str, **kwargs: Any):
