@@ -181,6 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--day-rows", type=int, default=200_000)
+    parser.add_argument("--only-throughput", action="store_true", help="skip the day and load stages")
     args = parser.parse_args()
 
     from pyspark.sql import SparkSession
@@ -200,8 +201,9 @@ def main() -> None:
         from loopline import db
 
         db.migrate(conn, "bench")
-        day_table = bench_day(spark, lake, cfg, blob, conn, args.day_rows)
-        bench_load(conn, socket_dir, day_table)
+        if not args.only_throughput:
+            day_table = bench_day(spark, lake, cfg, blob, conn, args.day_rows)
+            bench_load(conn, socket_dir, day_table)
         bench_throughput(spark, lake, model, blob, args.rows)
     finally:
         conn.close()
