@@ -10,7 +10,11 @@
 
     .venv/bin/python benchmarks/bench_feature_pipeline.py [--rows 200000] [--long-history 90] [--skip-history]
 
-Everything runs in a temporary LOOPLINE_HOME with its own Spark Connect server on a free port.
+Everything runs in a temporary LOOPLINE_HOME with its own Spark Connect server on a free port. The full run
+takes one to two hours on two cores; ``--home DIR`` keeps the home in DIR and, when DIR already holds an
+interrupted run with the same arguments, resumes it: the landing is kept (the generator is deterministic)
+and days whose raw layer (ingest) or state (feature job) is already committed are not run again. Timed
+stages always run.
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ import textwrap
 import time
 from pathlib import Path
 
-HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-"))
-os.environ["LOOPLINE_HOME"] = str(HOME)
+HOME = Path()  # set by main() before anything reads the configuration
 
 
 def free_port() -> int:
@@ -100,18 +103,31 @@ def bench_startup(url: str) -> None:
     )
 
 
-def ingest_day(spark, day, cfg) -> dict:
+def _committed(cfg, table: str, day: dt.date) -> bool:
+    from loopline.config import resolve_uri
+    from loopline.lake import Lake
+
+    return Lake(resolve_uri(cfg.storage.lake_uri)).partition(table, day) is not None
+
+
+def ingest_day(spark, day, cfg, resume: bool = False) -> dict | None:
+    from loopline import lake as tables
     from spark_jobs import ingest
 
+    if resume and _committed(cfg, tables.RAW_TRANSACTIONS, day):
+        return None
     result = ingest.run(spark, day, cfg)
     ingest.publish(day, result["tables"], stats={"rows": result["transactions"]["rows_written"]}, cfg=cfg)
     return result
 
 
-def featurise_day(spark, day, cfg) -> dict:
+def featurise_day(spark, day, cfg, resume: bool = False) -> dict | None:
     """What the DAG runs after a day's raw layer is published: the feature job, which commits the day's state."""
+    from loopline import lake as tables
     from spark_jobs import features
 
+    if resume and _committed(cfg, tables.STATE_CUSTOMER, day):
+        return None
     return features.run(spark, day, cfg)
 
 
@@ -197,7 +213,13 @@ def main() -> None:
     parser.add_argument("--short-history", type=int, default=7)
     parser.add_argument("--long-history", type=int, default=90)
     parser.add_argument("--skip-history", action="store_true", help="only start-up and one day (minutes, not an hour)")
+    parser.add_argument("--home", type=Path, help="keep LOOPLINE_HOME here; resume the run it holds, if any")
     args = parser.parse_args()
+    global HOME
+    if args.home:
+        args.home.mkdir(parents=True, exist_ok=True)
+    HOME = args.home.resolve() if args.home else Path(tempfile.mkdtemp(prefix="loopline-bench-"))
+    os.environ["LOOPLINE_HOME"] = str(HOME)
 
     from pyspark.sql import SparkSession
 
@@ -215,23 +237,29 @@ def main() -> None:
         history = args.short_history if args.skip_history else args.long_history
         start = dt.date(2026, 1, 1)
         landing = HOME / "landing"
-        _, seconds = timed(generate, start, history + 1, landing, transactions_per_day=args.rows, seed=5)
-        print(f"[setup] generated {history + 1} days x {args.rows} rows in {seconds:.0f} s")
+        last = start + dt.timedelta(days=history)
+        resume = args.home is not None and (landing / "labels" / f"ds={last}" / "_SUCCESS").exists()
+        if resume:
+            print(f"[setup] resuming the run in {HOME}: its landing and the days already done are kept")
+        else:
+            _, seconds = timed(generate, start, history + 1, landing, transactions_per_day=args.rows, seed=5)
+            print(f"[setup] generated {history + 1} days x {args.rows} rows in {seconds:.0f} s")
         # Days run in order through ingest and the feature job, as the DAG runs them (backfills included): each
         # feature run commits its day's state, which the next day advances.
         started = time.perf_counter()
         for offset in range(args.short_history):
-            ingest_day(spark, start + dt.timedelta(days=offset), cfg)
-            featurise_day(spark, start + dt.timedelta(days=offset), cfg)
+            ingest_day(spark, start + dt.timedelta(days=offset), cfg, resume)
+            featurise_day(spark, start + dt.timedelta(days=offset), cfg, resume)
         bench_day(spark, cfg, start + dt.timedelta(days=args.short_history), args.rows)
         if not args.skip_history:
             for offset in range(args.short_history + 1, args.long_history):
-                ingest_day(spark, start + dt.timedelta(days=offset), cfg)
-                featurise_day(spark, start + dt.timedelta(days=offset), cfg)
-            ingest_day(spark, start + dt.timedelta(days=args.long_history), cfg)
+                ingest_day(spark, start + dt.timedelta(days=offset), cfg, resume)
+                featurise_day(spark, start + dt.timedelta(days=offset), cfg, resume)
+            ingest_day(spark, start + dt.timedelta(days=args.long_history), cfg, resume)
             print(
                 f"[setup] ingested {args.long_history + 1} days and ran the feature job for the "
                 f"{args.long_history} before the last, in order, in {time.perf_counter() - started:.0f} s"
+                + (" (this session: the rest was done by the interrupted one)" if resume else "")
             )
             bench_history(spark, cfg, start, args.short_history, args.long_history)
         print(json.dumps({"rows": args.rows, "home": str(HOME)}))
