@@ -22,12 +22,17 @@ gates them and publishes the feature partition (Asset `loopline_features`).
 
 ## Inputs
 - Landing: `<landing>/transactions/ds=<ds>/*.csv[.gz]`, `<landing>/labels/ds=<ds>/*.csv[.gz]`, each with `_SUCCESS`.
-- Lake: earlier days' raw transactions and daily aggregates (up to 30 days), label aggregates (90 days).
+- Lake: yesterday's raw transactions and rolling state (`state/customer_window`, `state/merchant_risk_window`)
+  plus the daily aggregates entering and leaving its windows; when that state is missing or stale (a day in
+  its window was re-ingested or backfilled since) the state is rebuilt from the daily aggregates (30 days of
+  customer aggregates, 90 of label aggregates).
 
 ## Outputs
 - Lake (each partition committed atomically, old or new, never a mix): `raw/transactions`, `raw/labels`,
   `labels/labeled_transactions`, `aggregates/customer_daily`, `aggregates/merchant_label_daily`,
-  `quarantine/transactions`, `quarantine/labels`, `features`.
+  `quarantine/transactions`, `quarantine/labels`, `features`, and the day's rolling state
+  (`state/customer_window`, `state/merchant_risk_window`: committed by `build_features`, before the gate, as
+  it depends only on published aggregates; its `_CURRENT` stats record the aggregate versions it was built from).
 - Validation reports (Data Docs) under `<reports>/gx/<suite>/ds=<ds>/`; Asset event with `ds` and row count.
 
 ## Owner
@@ -38,7 +43,8 @@ loopline-data-platform (data engineering on-call).
 - `ingest_drop` failed on "history": run earlier days first (backfills run in order: `max_active_runs=1`).
 - `validate_raw` / `validate_features` failed: the message lists failed expectations and the report link;
   look at `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
-- Rerunning any day is safe: every write is a new version and a pointer flip.
+- Rerunning any day is safe: every write is a new version and a pointer flip. Re-ingesting an earlier day
+  makes the next feature run rebuild its state (logged and in the task's return value: `state_path`).
 - Backfill: `airflow backfill create --dag-id feature_pipeline --from-date 2026-01-01 --to-date 2026-01-31`.
 """
 
