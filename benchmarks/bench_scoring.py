@@ -18,14 +18,22 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+import os
 import statistics
 import subprocess
 import sys
 import tarfile
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_feature_pipeline import HOME, free_port, start_server, timed  # sets LOOPLINE_HOME first
+import bench_feature_pipeline
+from bench_feature_pipeline import free_port, start_server, timed
+
+# Its own temporary home (the feature benchmark sets its HOME only in its main()).
+HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-scoring-"))
+bench_feature_pipeline.HOME = HOME
+os.environ["LOOPLINE_HOME"] = str(HOME)
 
 DAY = dt.date(2026, 1, 20)
 
