@@ -152,7 +152,13 @@ class DriftConfig(_Section):
     min_drifted_features: int = Field(ge=1)
     reference_sample_size: int = Field(ge=100)
     performance_tolerance: float = Field(ge=0, le=1)
+    performance_min_positives: int = Field(ge=1)
     cooldown_hours: int = Field(ge=0)
+    report_features: int = Field(ge=1)
+    experiment: str
+    notify_target: Literal["log", "file", "webhook"]
+    notify_conn_id: str
+    notify_file: str
 
 
 class LooplineConfig(_Section):

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.sensors.filesystem import FileSensor
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from loopline.config import LooplineConfig, resolve_uri
 from loopline.landing import MARKER
@@ -33,23 +33,35 @@ class _NamesMissingDrop:
             "job for this day, then clear this task to wait again."
         )
 
-    def _explain(self, exc: AirflowSensorTimeout) -> AirflowSensorTimeout:
+    def _explain(self, exc: Exception) -> AirflowSensorTimeout:
         return AirflowSensorTimeout(
             f"{self._what}: {self.marker_path} did not appear within {timedelta(seconds=int(self.timeout))}. "
             f"{self._advice()} ({exc})"
         )
+
+    def _skip(self, exc: AirflowSkipException) -> AirflowSkipException:
+        # soft_fail turns the timeout into a skip: keep the explanation, it is the run's only message
+        return AirflowSkipException(f"{self._explain(exc)} Skipped (soft_fail): nothing to do without it.")
 
     def execute(self, context: Any) -> Any:
         try:
             return super().execute(context)  # type: ignore[misc]
         except AirflowSensorTimeout as exc:
             raise self._explain(exc) from exc
+        except AirflowSkipException as exc:
+            if not getattr(self, "soft_fail", False):
+                raise
+            raise self._skip(exc) from exc
 
     def resume_execution(self, next_method: str, next_kwargs: dict | None, context: Any) -> Any:
         try:
             return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
         except AirflowSensorTimeout as exc:
             raise self._explain(exc) from exc
+        except AirflowSkipException as exc:
+            if not getattr(self, "soft_fail", False):
+                raise
+            raise self._skip(exc) from exc
 
 
 class LandingFileSensor(_NamesMissingDrop, FileSensor):

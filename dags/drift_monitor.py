@@ -1,0 +1,85 @@
+"""drift_monitor: nightly drift of features and scores, realized performance, conditional retraining."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG, CronDataIntervalTimetable
+
+from loopline import lake as tables
+from loopline.config import get_config
+from loopline.orchestration import monitoring_tasks as t
+from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.sensors import published_sensor
+
+DOC = """
+# drift_monitor
+
+## What it does
+For the day `ds` just finished: tests the day's features and champion scores against the reference sample
+of the model version that scored them (logged by the trainer), with per-feature Kolmogorov-Smirnov
+(numeric) and chi-squared (categorical) tests under a multiple-testing correction, a multivariate MMD test
+and a KS test on the score (`drift.backend`: alibi-detect, or the permissive scipy twin with the same
+univariate decisions). The detector is fitted once per model version and cached as an MLflow artifact of
+the model's run. Then measures the realized performance of the day whose labels matured tonight
+(`ds - features.label_maturity_days`), and decides: on drift (at least `drift.min_drifted_features`
+signals) or a realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
+conf stating the reason, the drifted features and the day, unless a trigger happened within
+`drift.cooldown_hours` (counted in nights, so backfills behave like the nights they replay) or a training
+run is already queued or running. The decision is reported by the notifier (`drift.notify_target`).
+
+## Inputs
+- Lake: `features/ds=<ds>` and `scores/ds=<ds>` (committed by `feature_pipeline` and `batch_score`);
+  `scores/ds=<ds - maturity>` and `labels/labeled_transactions/ds=*` for realized performance.
+- MLflow: the scoring model's run (`reference_sample.parquet`, `holdout_roc_auc`).
+
+## Outputs
+- Postgres: `loopline.drift_runs` and `loopline.drift_reports` (the day replaced in one transaction),
+  `loopline.model_performance`, `loopline.retraining_decisions`.
+- HTML/PNG report under `reports/drift/ds=<ds>/` and in the MLflow run `drift_monitor__<ds>`
+  (experiment `drift.experiment`; the URL is in the `detect_drift` log and XCom).
+- A `train_model` run `drift_monitor__<ds>` when retraining is warranted; a notification either way.
+
+## Owner
+loopline-data-platform (ML platform on-call).
+
+## Triage
+- `wait_for_scores` skipped: `batch_score` did not publish the day (no champion yet, or its run failed);
+  nothing was measured, nothing is reported as drift. Fix batch_score for `ds`, then clear this run.
+- `detect_drift` skipped: an input is missing (features, scores, the model's reference sample); the log
+  says which and what to do.
+- `measure_performance` skipped: the day whose labels matured tonight was never scored.
+- `skip_retraining` ran although drift was found: see `decide_retraining`'s log (cooldown, training
+  already running, or already triggered for this night); `loopline.retraining_decisions` keeps the reason.
+- Retraining is idempotent per night: reruns reuse run id `drift_monitor__<ds>` and never start a second one.
+"""
+
+cfg = get_config()
+
+with DAG(
+    dag_id="drift_monitor",
+    description="Nightly drift (alibi-detect / scipy) + realized performance → train_model when warranted",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # nights decide in order: the cooldown reads the previous nights' decisions
+    default_args=DEFAULT_ARGS,
+    tags=tags("monitoring", "training"),
+    doc_md=DOC,
+) as dag:
+    # No scores for the day means nothing to measure: skip the night with the sensor's message, never alarm.
+    scores = published_sensor(cfg, tables.SCORES, "wait_for_scores", soft_fail=True)
+    drift = t.detect_drift()
+    performance = t.measure_performance()
+    decision = t.decide_retraining.override(on_success_callback=[t.DriftNotifier()])(drift, performance)
+    scores >> drift
+    trigger = TriggerDagRunOperator(
+        task_id=t.TRIGGER_TASK_ID,
+        trigger_dag_id=t.TRAIN_DAG_ID,
+        trigger_run_id=t.train_run_id("{{ ds }}"),
+        conf=t.trigger_conf(),
+        skip_when_already_exists=True,  # a rerun of the night never starts a second training
+        retries=1,
+    )
+    decision >> [trigger, EmptyOperator(task_id=t.SKIP_TASK_ID)]

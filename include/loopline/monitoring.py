@@ -1,0 +1,571 @@
+"""The nightly monitor's building blocks (no Airflow): inputs, cached detectors, reports, Postgres, decisions.
+
+``drift_monitor`` runs these for one day ``ds``:
+
+1. :func:`day_frame` joins the day's committed features with the champion's committed scores; the scores say
+   which model version scored the day, and that version's reference sample is what the day is tested against.
+2. :func:`cached_detector` fits a detector once per model version (and per drift settings) from the model
+   run's ``reference_sample.parquet`` and keeps it as an MLflow artifact of that run
+   (``drift_detector/<settings key>/``); later nights download it instead of refitting.
+3. :func:`render_report` draws the most drifted features (reference vs current) and the p-values into an
+   HTML page with PNGs; :func:`log_report` keeps them in one MLflow run per day (experiment
+   ``drift.experiment``), reused by reruns.
+4. :func:`write_drift` replaces the day in ``drift_runs`` / ``drift_reports`` in one transaction.
+5. :func:`realized_day` scores the day whose labels matured (``ds - features.label_maturity_days``) against
+   the labels reported up to ``ds``; :func:`write_performance` upserts ``model_performance``.
+6. :func:`decide` wraps :func:`loopline.drift.retrain_decision` with the durable history of
+   ``retraining_decisions``: the cooldown counts in nights (logical dates), so a backfill replaying a month
+   of nights triggers as those nights would have, and a rerun of a night never triggers twice.
+
+Missing inputs raise :class:`MissingInput` with what to do: the DAG ends the night with that message and
+never reports drift it did not measure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import html
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from loopline import lake as tables
+from loopline.db import _IDENTIFIER
+from loopline.drift import SCORE_COLUMN, Decision, DriftResult, retrain_decision
+from loopline.lake import Lake
+from loopline.schemas import CATEGORICAL_FEATURES, FEATURE_COLUMNS
+
+if TYPE_CHECKING:
+    from loopline.config import DriftConfig
+    from loopline.drift import DriftDetector
+
+__all__ = [
+    "DETECTOR_ARTIFACT",
+    "REFERENCE_ARTIFACT",
+    "MissingInput",
+    "ScoredDay",
+    "cached_detector",
+    "day_frame",
+    "decide",
+    "detector_key",
+    "log_report",
+    "notification",
+    "realized_day",
+    "record_decision",
+    "render_report",
+    "write_drift",
+    "write_performance",
+]
+
+REFERENCE_ARTIFACT = "reference_sample.parquet"
+DETECTOR_ARTIFACT = "drift_detector"
+SCORE_COLUMNS = ("transaction_id", SCORE_COLUMN, "threshold", "model_name", "model_version", "model_run_id")
+
+
+class MissingInput(LookupError):
+    """An input of the night is missing (features, scores, champion, reference): nothing was measured."""
+
+
+@dataclass(frozen=True)
+class ScoredDay:
+    """One day's features with the score of the model version that scored it."""
+
+    ds: dt.date
+    frame: pd.DataFrame  # FEATURE_COLUMNS + score
+    model_name: str
+    model_version: int
+    model_run_id: str
+    threshold: float
+    features_uri: str
+    scores_uri: str
+
+
+def _check_schema(schema: str) -> None:
+    if not _IDENTIFIER.match(schema):
+        raise ValueError(f"schema {schema!r} is not a plain identifier")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def day_frame(lake_root: str, ds: dt.date) -> ScoredDay:
+    """The committed features of ``ds`` joined with its committed champion scores (one model version)."""
+    lake = Lake(lake_root)
+    features_uri = lake.partition(tables.FEATURES, ds)
+    if features_uri is None:
+        raise MissingInput(
+            f"no published features for ds={ds} in {lake_root}: run (or fix) feature_pipeline for that day, "
+            "then clear this run"
+        )
+    scores_uri = lake.partition(tables.SCORES, ds)
+    if scores_uri is None:
+        raise MissingInput(
+            f"no published scores for ds={ds}: batch_score has not scored the day (no champion yet?); "
+            "score it, then clear this run"
+        )
+    features = lake.arrow_dataset(features_uri).to_table(columns=list(FEATURE_COLUMNS)).to_pandas()
+    scores = lake.arrow_dataset(scores_uri).to_table(columns=list(SCORE_COLUMNS)).to_pandas()
+    if scores.empty:
+        raise MissingInput(f"the scores partition of ds={ds} ({scores_uri}) is empty: nothing to test")
+    versions = scores["model_version"].unique()
+    if len(versions) != 1:  # batch_score pins one version per day; anything else is a corrupt partition
+        raise ValueError(f"scores of ds={ds} come from several model versions {sorted(versions)}; re-score the day")
+    frame = features.merge(scores[["transaction_id", SCORE_COLUMN]], on="transaction_id", how="left")
+    first = scores.iloc[0]
+    return ScoredDay(
+        ds=ds,
+        frame=frame,
+        model_name=str(first["model_name"]),
+        model_version=int(first["model_version"]),
+        model_run_id=str(first["model_run_id"]),
+        threshold=float(first["threshold"]),
+        features_uri=features_uri,
+        scores_uri=scores_uri,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Detectors, built once per model version
+
+
+def detector_key(cfg: DriftConfig) -> str:
+    """What a fitted detector depends on besides the reference (the backend does not: both load one folder)."""
+    settings = {
+        "p_value": cfg.p_value,
+        "correction": cfg.correction,
+        "min_drifted_features": cfg.min_drifted_features,
+        "reference_sample_size": cfg.reference_sample_size,
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_detector(client: Any, run_id: str, cfg: DriftConfig, workdir: Path) -> tuple[DriftDetector, bool]:
+    """The model run's detector for these settings: downloaded when cached, else fitted and cached.
+
+    Returns ``(detector, built_now)``. Raises :class:`MissingInput` when the run has no reference sample.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from loopline.drift import build_detector, load_detector
+
+    artifact = f"{DETECTOR_ARTIFACT}/{detector_key(cfg)}"
+    cached = {item.path for item in client.list_artifacts(run_id, DETECTOR_ARTIFACT)}
+    if artifact in cached:
+        folder = client.download_artifacts(run_id, artifact, str(workdir))
+        return load_detector(folder, backend=cfg.backend), False
+    try:
+        path = client.download_artifacts(run_id, REFERENCE_ARTIFACT, str(workdir))
+    except (MlflowException, OSError) as exc:
+        raise MissingInput(
+            f"model run {run_id} has no {REFERENCE_ARTIFACT}: it was not logged by the trainer, so there is "
+            "nothing to test drift against; retrain the model (train_model) to get one"
+        ) from exc
+    reference = pd.read_parquet(path)
+    detector = build_detector(cfg, reference, seed=0)
+    folder = detector.save(workdir / "detector" / detector_key(cfg))
+    client.log_artifacts(run_id, str(folder), artifact)
+    return detector, True
+
+
+def reference_frame(client: Any, run_id: str, workdir: Path) -> pd.DataFrame:
+    """The model run's reference sample (for the report's plots)."""
+    return pd.read_parquet(client.download_artifacts(run_id, REFERENCE_ARTIFACT, str(workdir)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reports
+
+
+def _ranked(result: DriftResult) -> list:
+    tests = [row for row in result.tests if row.test in ("ks", "chi2", "score_ks")]
+    return sorted(tests, key=lambda row: (row.p_value, -row.statistic))
+
+
+def render_report(
+    result: DriftResult, reference: pd.DataFrame, current: pd.DataFrame, out_dir: Path, *, title: str, top: int
+) -> Path:
+    """``report.html`` plus ``pvalues.png`` and ``feature_<name>.png`` for the ``top`` most drifted columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ranked = _ranked(result)
+
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.28 * len(ranked))))
+    names = [row.feature for row in ranked][::-1]
+    p_values = [max(row.p_value, 1e-300) for row in ranked][::-1]
+    colours = ["#c0392b" if row.drifted else "#7f8c8d" for row in ranked][::-1]
+    ax.barh(names, [-math.log10(p) for p in p_values], color=colours)
+    for row in ranked[:1]:
+        ax.axvline(-math.log10(row.threshold), color="#2c3e50", linestyle="--", label="corrected level")
+    ax.set_xlabel("-log10(p-value)  (red: drifted)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out_dir / "pvalues.png", dpi=90)
+    plt.close(fig)
+
+    images = []
+    for row in ranked[:top]:
+        column = row.feature
+        if column not in reference.columns or column not in current.columns:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        if column in CATEGORICAL_FEATURES:
+            ref = reference[column].astype(str).value_counts(normalize=True)
+            cur = current[column].astype(str).value_counts(normalize=True)
+            frame = pd.DataFrame({"reference": ref, "current": cur}).fillna(0.0).sort_values("reference")
+            frame.plot.barh(ax=ax, color=["#7f8c8d", "#c0392b"])
+        else:
+            ref = pd.to_numeric(reference[column], errors="coerce").dropna().to_numpy(dtype=float)
+            cur = pd.to_numeric(current[column], errors="coerce").dropna().to_numpy(dtype=float)
+            both = np.concatenate([ref, cur])
+            if both.size == 0:
+                plt.close(fig)
+                continue
+            low, high = np.quantile(both, [0.005, 0.995])
+            bins = np.linspace(low, high if high > low else low + 1, 40)
+            ax.hist(ref, bins=bins, density=True, alpha=0.55, label="reference", color="#7f8c8d")
+            ax.hist(cur, bins=bins, density=True, alpha=0.55, label="current", color="#c0392b")
+            ax.legend()
+        ax.set_title(f"{column}: {row.test} p={row.p_value:.2e} ({'drifted' if row.drifted else 'stable'})")
+        fig.tight_layout()
+        name = f"feature_{column}.png"
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        images.append(name)
+
+    rows = "\n".join(
+        f"<tr class='{'drift' if row.drifted else ''}'><td>{html.escape(row.feature)}</td><td>{row.test}</td>"
+        f"<td>{row.statistic:.4g}</td><td>{row.p_value:.3g}</td><td>{row.threshold:.3g}</td>"
+        f"<td>{'yes' if row.drifted else 'no'}</td></tr>"
+        for row in sorted(result.tests, key=lambda row: row.p_value)
+    )
+    body = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;text-align:left}}
+tr.drift{{background:#fadbd8}} .verdict{{font-size:1.3em}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+<p class="verdict"><b>{html.escape(result.summary())}</b></p>
+<p>Backend {result.backend}; {result.reference_rows:,} reference rows, {result.current_rows:,} current rows;
+level {result.p_value} with {result.correction} correction over the per-feature tests.</p>
+<img src="pvalues.png" alt="p-values">
+{"".join(f'<img src="{name}" alt="{name}">' for name in images)}
+<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr>
+{rows}</table></body></html>
+"""
+    path = out_dir / "report.html"
+    path.write_text(body, encoding="utf-8")
+    (out_dir / "drift_result.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    return path
+
+
+def log_report(client: Any, experiment_id: str, ds: dt.date, folder: Path, day: ScoredDay, result: DriftResult) -> str:
+    """Log the report folder into the day's monitoring run (created once, reused by reruns); returns its id."""
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`loopline.kind` = 'drift' AND tags.`loopline.ds` = '{ds.isoformat()}'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run = client.create_run(
+            experiment_id,
+            run_name=f"drift_monitor__{ds.isoformat()}",
+            tags={"loopline.kind": "drift", "loopline.ds": ds.isoformat()},
+        )
+        run_id = run.info.run_id
+    client.set_tag(run_id, "loopline.model_version", str(day.model_version))
+    client.set_tag(run_id, "loopline.drift", str(result.drift).lower())
+    client.set_tag(run_id, "loopline.summary", result.summary()[:5000])
+    client.log_artifacts(run_id, str(folder), "report")
+    from mlflow.entities import Metric
+
+    now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    metrics = {"signals": result.signals, "drifted_features": len(result.drifted_features)}
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
+    client.set_terminated(run_id)
+    return run_id
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Postgres
+
+
+def write_drift(
+    conn: Any,
+    schema: str,
+    day: ScoredDay,
+    result: DriftResult,
+    *,
+    report_uri: str | None,
+    mlflow_run_id: str | None,
+    airflow_run_id: str | None,
+) -> int:
+    """Replace the day in ``drift_runs`` and ``drift_reports`` in one transaction; returns the test rows written."""
+    _check_schema(schema)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {schema}.drift_runs WHERE ds = %s", (day.ds,))  # noqa: S608 - validated
+            cur.execute(
+                f"""INSERT INTO {schema}.drift_runs
+                (ds, model_name, model_version, backend, drift, signals, min_signals, drifted_features,
+                 multivariate_drifted, score_drifted, reference_rows, current_rows, summary, report_uri,
+                 mlflow_run_id, airflow_run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                (
+                    day.ds,
+                    day.model_name,
+                    day.model_version,
+                    result.backend,
+                    result.drift,
+                    result.signals,
+                    result.min_drifted_features,
+                    list(result.drifted_features),
+                    result.multivariate_drifted,
+                    result.score_drifted,
+                    result.reference_rows,
+                    result.current_rows,
+                    result.summary(),
+                    report_uri,
+                    mlflow_run_id,
+                    airflow_run_id,
+                ),
+            )
+            cur.executemany(
+                f"""INSERT INTO {schema}.drift_reports
+                (ds, feature, test, statistic, p_value, threshold, drifted, model_version)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                [
+                    (
+                        day.ds,
+                        row.feature,
+                        row.test,
+                        _finite(row.statistic),
+                        _finite(row.p_value),
+                        row.threshold,
+                        row.drifted,
+                        day.model_version,
+                    )
+                    for row in result.tests
+                ],
+            )
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    return len(result.tests)
+
+
+def _finite(value: float) -> float:
+    return float(value) if math.isfinite(value) else (1e300 if value > 0 else 0.0)
+
+
+def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Scores of ``scored_day`` with the labels reported before the end of ``asof`` (None: no scores).
+
+    Returns the labelled rows (``score``, ``is_fraud``) and facts about them: model, threshold, unlabelled rows.
+    A transaction with several reports takes the latest (a corrected verdict replaces the first).
+    """
+    lake = Lake(lake_root)
+    scores_uri = lake.partition(tables.SCORES, scored_day)
+    if scores_uri is None:
+        return None
+    scores = lake.arrow_dataset(scores_uri).to_table(columns=list(SCORE_COLUMNS)).to_pandas()
+    parts = []
+    for day in tables.day_range(scored_day, asof):
+        uri = lake.partition(tables.LABELED_TRANSACTIONS, day)
+        if uri is not None:
+            parts.append(
+                lake.arrow_dataset(uri).to_table(columns=["transaction_id", "is_fraud", "reported_at"]).to_pandas()
+            )
+    labels = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["transaction_id", "is_fraud"])
+    if parts:
+        reported = pd.to_datetime(labels["reported_at"], utc=True)
+        labels = labels[reported < pd.Timestamp(asof + dt.timedelta(days=1), tz="UTC")]
+        labels = labels.dropna(subset=["is_fraud"]).sort_values(["transaction_id", "reported_at"], kind="mergesort")
+        labels = labels.drop_duplicates("transaction_id", keep="last")
+    rows = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner")
+    first = scores.iloc[0] if len(scores) else None
+    facts = {
+        "ds": scored_day,
+        "evaluated_on": asof,
+        "scored_rows": len(scores),
+        "unlabelled_rows": len(scores) - len(rows),
+        "model_name": None if first is None else str(first["model_name"]),
+        "model_version": None if first is None else int(first["model_version"]),
+        "model_run_id": None if first is None else str(first["model_run_id"]),
+        "threshold": None if first is None else float(first["threshold"]),
+    }
+    return rows[[SCORE_COLUMN, "is_fraud"]].reset_index(drop=True), facts
+
+
+def write_performance(conn: Any, schema: str, row: Mapping[str, Any]) -> None:
+    """Upsert the ``model_performance`` row of ``(ds, model_version)`` (a rerun replaces it)."""
+    _check_schema(schema)
+    columns = (
+        "ds",
+        "model_name",
+        "model_version",
+        "evaluated_on",
+        "rows",
+        "unlabelled_rows",
+        "positives",
+        "flagged",
+        "threshold",
+        "roc_auc",
+        "pr_auc",
+        "precision_at_threshold",
+        "recall_at_threshold",
+        "brier",
+        "reference_roc_auc",
+        "performance_drop",
+        "note",
+        "airflow_run_id",
+    )
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in columns[3:])
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""INSERT INTO {schema}.model_performance ({", ".join(columns)}, computed_at)
+                VALUES ({", ".join(["%s"] * len(columns))}, now())
+                ON CONFLICT (ds, model_version) DO UPDATE SET {updates}, computed_at = now()""",  # noqa: S608
+                tuple(row.get(name) for name in columns),
+            )
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The decision, with its durable history
+
+
+def _night(ds: dt.date) -> dt.datetime:
+    """The end of the night ``ds`` (its data interval end): the cooldown's clock."""
+    return dt.datetime.combine(ds + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def decide(
+    conn: Any,
+    schema: str,
+    *,
+    ds: dt.date,
+    model_name: str,
+    result: DriftResult | None,
+    performance_drop: bool,
+    cooldown_hours: float,
+    training_active: bool,
+) -> tuple[Decision, bool]:
+    """The night's decision and whether it was already recorded as a trigger by an earlier try of this night.
+
+    The last trigger is the latest *other* night that triggered; a trigger recorded for a later night also
+    counts as inside the cooldown (replaying old nights never retrains past a newer retraining).
+    """
+    _check_schema(schema)
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT triggered, reason, drifted_features FROM {schema}.retraining_decisions WHERE ds = %s",  # noqa: S608
+            (ds,),
+        )
+        existing = cur.fetchone()
+        cur.execute(
+            f"""SELECT max(ds) FROM {schema}.retraining_decisions
+            WHERE triggered AND model_name = %s AND ds <> %s""",  # noqa: S608
+            (model_name, ds),
+        )
+        last = cur.fetchone()[0]
+    conn.rollback()  # read-only: end the implicit transaction
+    if existing is not None and existing[0]:
+        return Decision(False, f"already triggered for this night: {existing[1]}", list(existing[2] or [])), True
+    last_at = _night(last) if last is not None else None
+    decision = retrain_decision(result, performance_drop, last_at, _night(ds), cooldown_hours, training_active)
+    return decision, False
+
+
+def record_decision(
+    conn: Any,
+    schema: str,
+    *,
+    ds: dt.date,
+    model_name: str,
+    model_version: int | None,
+    decision: Decision,
+    train_run_id: str | None,
+    airflow_run_id: str | None,
+) -> None:
+    """Upsert the night's row in ``retraining_decisions``."""
+    _check_schema(schema)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""INSERT INTO {schema}.retraining_decisions
+                (ds, model_name, model_version, triggered, reason, drifted_features, train_run_id, airflow_run_id)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                ON CONFLICT (ds) DO UPDATE SET model_name = EXCLUDED.model_name,
+                  model_version = EXCLUDED.model_version, triggered = EXCLUDED.triggered,
+                  reason = EXCLUDED.reason, drifted_features = EXCLUDED.drifted_features,
+                  train_run_id = EXCLUDED.train_run_id, airflow_run_id = EXCLUDED.airflow_run_id,
+                  decided_at = now()""",  # noqa: S608
+                (
+                    ds,
+                    model_name,
+                    model_version,
+                    decision.trigger,
+                    decision.reason,
+                    list(decision.drifted_features),
+                    train_run_id,
+                    airflow_run_id,
+                ),
+            )
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+
+
+def notification(ds: str, drift: Mapping[str, Any] | None, decision: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The message a notifier sends for a night: Slack-compatible ``text`` plus the structured facts."""
+    lines = [f"Loopline drift_monitor {ds}:"]
+    if drift is None:
+        lines.append("drift not measured (an input was missing; see the detect_drift log)")
+    else:
+        lines.append(f"model v{drift.get('model_version')}: {drift.get('summary')}")
+        if drift.get("report_url"):
+            lines.append(f"report: {drift['report_url']}")
+    if decision is not None:
+        verb = "TRIGGERED train_model" if decision.get("trigger") else "no retraining"
+        lines.append(f"{verb}: {decision.get('reason')}")
+        if decision.get("train_run_id"):
+            lines.append(f"train_model run: {decision['train_run_id']}")
+    return {
+        "text": "\n".join(lines),
+        "ds": ds,
+        "drift": None if drift is None else bool(drift.get("drift")),
+        "triggered": None if decision is None else bool(decision.get("trigger")),
+        "drift_summary": None if drift is None else drift.get("summary"),
+        "decision": None if decision is None else dict(decision),
+    }
+
+
+def decision_dict(decision: Decision, **extra: Any) -> dict[str, Any]:
+    """A JSON-safe dict of a :class:`Decision` (for XCom)."""
+    return {**asdict(decision), **extra}
+
+
+def workdir() -> tempfile.TemporaryDirectory:
+    """A scratch folder for artifacts of one task."""
+    return tempfile.TemporaryDirectory(prefix="loopline-drift-")

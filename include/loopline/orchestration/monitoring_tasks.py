@@ -1,0 +1,302 @@
+"""Tasks of the ``drift_monitor`` DAG: detect drift, measure matured performance, decide, notify.
+
+The logic is in :mod:`loopline.monitoring` and :mod:`loopline.drift`; these wrappers only fetch
+connections, turn a missing input into a skip with its message, and hand results over XCom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseNotifier, task
+from airflow.sdk.exceptions import AirflowSkipException
+
+from loopline.config import get_config
+
+_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
+TRAIN_DAG_ID = "train_model"
+TRIGGER_TASK_ID = "trigger_training"
+SKIP_TASK_ID = "skip_retraining"
+DECIDE_TASK_ID = "decide_retraining"
+log = logging.getLogger(__name__)
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    from loopline.training.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri=tracking_uri(get_config().mlflow.tracking_uri))
+
+
+def _conn():
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import db
+
+    cfg = get_config()
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    db.migrate(conn, cfg.postgres.schema_)
+    return conn
+
+
+def train_run_id(ds: str) -> str:
+    """The run id of the training a night triggers: fixed per night, so a rerun cannot start a second one."""
+    return f"drift_monitor__{ds}"
+
+
+@task
+def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
+    """Test the day's features and scores against the scoring model's reference; report to MLflow and Postgres."""
+    from loopline import monitoring
+    from loopline.config import resolve_uri
+    from loopline.training.tracking import ensure_experiment, tracking_uri
+
+    cfg = get_config()
+    day = dt.date.fromisoformat(ds)
+    try:
+        scored = monitoring.day_frame(resolve_uri(cfg.storage.lake_uri), day)
+        client = _client()
+        with monitoring.workdir() as tmp:
+            work = Path(tmp)
+            detector, built = monitoring.cached_detector(client, scored.model_run_id, cfg.drift, work)
+            result = detector.test(scored.frame)
+            reference = monitoring.reference_frame(client, scored.model_run_id, work)
+            title = f"Drift {ds}: {scored.model_name} v{scored.model_version} ({result.backend})"
+            report_dir = Path(resolve_uri(cfg.storage.reports_uri)) / "drift" / f"ds={ds}"
+            report = monitoring.render_report(
+                result, reference, scored.frame, report_dir, title=title, top=cfg.drift.report_features
+            )
+            uri = tracking_uri(cfg.mlflow.tracking_uri)
+            experiment_id = ensure_experiment(cfg.drift.experiment, uri, resolve_uri(cfg.mlflow.artifact_uri))
+            mlflow_run_id = monitoring.log_report(client, experiment_id, day, report_dir, scored, result)
+    except monitoring.MissingInput as exc:
+        raise AirflowSkipException(f"drift not measured for ds={ds}: {exc}") from exc
+    conn = _conn()
+    try:
+        written = monitoring.write_drift(
+            conn,
+            cfg.postgres.schema_,
+            scored,
+            result,
+            report_uri=str(report),
+            mlflow_run_id=mlflow_run_id,
+            airflow_run_id=run_id,
+        )
+    finally:
+        conn.close()
+    run_url = f"{cfg.mlflow.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
+    log.info(
+        "ds=%s v%s: %s (detector %s); %d tests -> %s.drift_reports; report %s; MLflow run %s",
+        ds,
+        scored.model_version,
+        result.summary(),
+        "fitted and cached now" if built else "from the model's cache",
+        written,
+        cfg.postgres.schema_,
+        report,
+        run_url,
+    )
+    return {
+        "ds": ds,
+        "drift": result.drift,
+        "summary": result.summary(),
+        "drifted_features": list(result.drifted_features),
+        "signals": result.signals,
+        "model_name": scored.model_name,
+        "model_version": scored.model_version,
+        "model_run_id": scored.model_run_id,
+        "report_uri": str(report),
+        "mlflow_run_id": mlflow_run_id,
+        "mlflow_run_url": run_url,
+        "report_url": run_url,
+        "result": result.to_dict(),
+    }
+
+
+@task
+def measure_performance(ds: str | None = None, run_id: str | None = None) -> dict:
+    """Realized metrics of the day whose labels matured tonight (``ds - label_maturity_days``)."""
+    from loopline import monitoring
+    from loopline.config import resolve_uri
+    from loopline.drift import performance_drop, realized_performance
+
+    cfg = get_config()
+    asof = dt.date.fromisoformat(ds)
+    scored_day = asof - dt.timedelta(days=cfg.features.label_maturity_days)
+    found = monitoring.realized_day(resolve_uri(cfg.storage.lake_uri), scored_day, asof)
+    if found is None:
+        raise AirflowSkipException(
+            f"no scores for ds={scored_day} (the day whose labels matured tonight, "
+            f"{cfg.features.label_maturity_days} days back): nothing to measure yet"
+        )
+    rows, facts = found
+    metrics = realized_performance(rows["is_fraud"], rows["score"], facts["threshold"])
+    run = _client().get_run(facts["model_run_id"])
+    reference_auc = run.data.metrics.get("holdout_roc_auc")
+    note = metrics["auc_unavailable_reason"]
+    dropped = performance_drop(metrics, reference_auc, cfg.drift.performance_tolerance)
+    if dropped and metrics["positives"] < cfg.drift.performance_min_positives:
+        # AUC over a handful of frauds swings by more than the tolerance on its own: no alarm on noise.
+        dropped = False
+        note = (
+            f"ROC AUC {metrics['roc_auc']:.3f} is below the holdout's {reference_auc:.3f} by more than the "
+            f"tolerance, but with {metrics['positives']} labelled fraud(s) (< drift.performance_min_positives "
+            f"{cfg.drift.performance_min_positives}) that is not evidence of a drop"
+        )
+    row = {
+        **facts,
+        **{key: metrics[key] for key in ("rows", "positives", "flagged", "threshold")},
+        **{
+            key: metrics[key] for key in ("roc_auc", "pr_auc", "precision_at_threshold", "recall_at_threshold", "brier")
+        },
+        "reference_roc_auc": reference_auc,
+        "performance_drop": dropped,
+        "note": note,
+        "airflow_run_id": run_id,
+    }
+    conn = _conn()
+    try:
+        monitoring.write_performance(conn, cfg.postgres.schema_, row)
+    finally:
+        conn.close()
+    log.info(
+        "ds=%s (labels up to %s): v%s ROC AUC %s vs holdout %s, %d labelled rows (%d unlabelled), drop: %s",
+        scored_day,
+        asof,
+        facts["model_version"],
+        metrics["roc_auc"],
+        reference_auc,
+        metrics["rows"],
+        facts["unlabelled_rows"],
+        dropped,
+    )
+    return {key: (value.isoformat() if isinstance(value, dt.date) else value) for key, value in row.items()}
+
+
+@task.branch(trigger_rule="none_failed")
+def decide_retraining(
+    drift: dict | None, performance: dict | None, ds: str | None = None, run_id: str | None = None, ti: Any = None
+) -> str:
+    """Trigger ``train_model`` on drift or a performance drop, unless cooling down or training already runs."""
+    from loopline import monitoring
+    from loopline.drift import DriftResult, DriftTest
+
+    cfg = get_config()
+    day = dt.date.fromisoformat(ds)
+    result = None
+    if drift:
+        raw = dict(drift["result"])
+        raw.pop("summary", None)
+        raw["tests"] = tuple(DriftTest(**row) for row in raw["tests"])
+        raw["drifted_features"] = tuple(raw["drifted_features"])
+        result = DriftResult(**raw)
+    model_version = drift["model_version"] if drift else None
+    # A drop of a model that no longer scores is no reason to retrain the one that does.
+    dropped = bool(
+        performance
+        and performance.get("performance_drop")
+        and (model_version is None or performance.get("model_version") == model_version)
+    )
+    active = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"]) > 0
+    conn = _conn()
+    try:
+        decision, already = monitoring.decide(
+            conn,
+            cfg.postgres.schema_,
+            ds=day,
+            model_name=cfg.mlflow.registered_model,
+            result=result,
+            performance_drop=dropped,
+            cooldown_hours=cfg.drift.cooldown_hours,
+            training_active=active,
+        )
+        decision = type(decision)(decision.trigger, decision.reason[:450], decision.drifted_features)
+        target = train_run_id(ds) if decision.trigger else None
+        if not already:
+            monitoring.record_decision(
+                conn,
+                cfg.postgres.schema_,
+                ds=day,
+                model_name=cfg.mlflow.registered_model,
+                model_version=model_version,
+                decision=decision,
+                train_run_id=target,
+                airflow_run_id=run_id,
+            )
+    finally:
+        conn.close()
+    ti.xcom_push(key="decision", value=monitoring.decision_dict(decision, train_run_id=target, ds=ds))
+    log.info("ds=%s: %s", ds, ("trigger train_model: " if decision.trigger else "") + decision.reason)
+    return TRIGGER_TASK_ID if decision.trigger else SKIP_TASK_ID
+
+
+def trigger_conf() -> dict[str, str]:
+    """``train_model``'s conf (rendered per run): its Params take the reason and the cut-off from here."""
+    decision = f"ti.xcom_pull(task_ids='{DECIDE_TASK_ID}', key='decision')"
+    return {
+        "reason": "drift_monitor {{ ds }}: {{ " + decision + "['reason'] }}",
+        "triggered_by": "drift_monitor",
+        "drifted_features": "{{ " + decision + "['drifted_features'] | join(',') }}",
+        "ds": "{{ ds }}",
+        "cutoff": "{{ macros.ds_add(ds, 1) }}",  # everything known once the night is over
+    }
+
+
+class DriftNotifier(BaseNotifier):
+    """Reports the night's drift verdict and retraining decision to ``drift.notify_target``.
+
+    ``log`` writes the task log; ``file`` appends one JSON line to ``drift.notify_file`` (the demo's default);
+    ``webhook`` POSTs the JSON (Slack-compatible ``text``) to the host of the Airflow connection
+    ``drift.notify_conn_id``, whose password, if any, is sent as a bearer token. A notifier never fails the
+    task it reports on: errors are logged.
+    """
+
+    def __init__(self, target: str | None = None):
+        super().__init__()
+        self.target = target
+
+    def notify(self, context: Any) -> None:
+        from loopline import monitoring
+        from loopline.config import resolve_uri
+
+        cfg = get_config()
+        ti = context["ti"]
+        message = monitoring.notification(
+            context["ds"],
+            ti.xcom_pull(task_ids="detect_drift"),
+            ti.xcom_pull(task_ids=DECIDE_TASK_ID, key="decision"),
+        )
+        target = self.target or cfg.drift.notify_target
+        try:
+            if target == "file":
+                path = Path(resolve_uri(cfg.drift.notify_file))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("a", encoding="utf-8") as out:
+                    out.write(json.dumps(message, default=str) + "\n")
+            elif target == "webhook":
+                _post(cfg.drift.notify_conn_id, message)
+            self.log.info("%s", message["text"])
+        except Exception:  # a broken notification channel must not fail the monitoring itself
+            self.log.exception("could not notify %s", target)
+
+
+def _post(conn_id: str, message: dict) -> None:
+    from airflow.sdk import Connection
+
+    connection = Connection.get(conn_id)
+    url = connection.host if "://" in (connection.host or "") else connection.get_uri()
+    headers = {"Content-Type": "application/json"}
+    if connection.password:
+        headers["Authorization"] = f"Bearer {connection.password}"
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's configured connection
+        url, data=json.dumps(message, default=str).encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        if response.status >= 300:
+            raise RuntimeError(f"webhook {conn_id} answered {response.status}")

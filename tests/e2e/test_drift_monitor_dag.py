@@ -1,0 +1,326 @@
+"""drift_monitor executed by Airflow (`dag.test()`): real alibi-detect, MLflow store, Postgres, trigger.
+
+The lake holds synthetic feature days scored in-process by a real registered model (as batch_score leaves
+them); days from DRIFT_START on have a covariate shift (amounts x3, transactions later in the day). Nights run
+in order, so the cooldown, the "training already queued" guard and rerun idempotency are exercised on the
+decisions Airflow records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopline import lake as tables
+from loopline.config import get_config
+from loopline.lake import Lake
+from loopline.schemas import FEATURE_COLUMNS
+from loopline.scoring import score_batch
+from loopline.training.synthetic import write_partition, write_synthetic_lake
+from tests.models import fit
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2026, 1, 1)
+DAYS = 9
+DRIFT_START = START + dt.timedelta(days=5)
+ROWS = 1500
+NAME = "loopline-drift-e2e"
+SCHEMA = "drift_e2e"
+THRESHOLD = 0.2
+MATURITY = 2
+
+
+def _shift(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["amount_eur"] = (out["amount_eur"] * 3).astype(out["amount_eur"].dtype)
+    out["log_amount"] = np.log1p(out["amount_eur"]).astype(out["log_amount"].dtype)
+    out["hour_of_day"] = np.minimum(out["hour_of_day"] + 6, 23).astype(out["hour_of_day"].dtype)
+    return out
+
+
+def _register(model, root: Path, reference: pd.DataFrame) -> tuple[int, str]:
+    """Log ``model`` as the trainer does, with a real reference sample, and make it champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from loopline.training.tracking import log_training_run
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        mlflow.create_experiment("drift-tests", artifact_location=str(root / "artifacts"))
+        mlflow.set_experiment("drift-tests")
+        holdout = reference.head(300).assign(is_fraud=0, ds=str(START))
+        holdout.loc[holdout.index[:10], "is_fraud"] = 1
+        with mlflow.start_run() as run:
+            log_training_run(
+                run,
+                model=model,
+                params={"model_type": model.model_type},
+                fingerprint={},
+                metrics={"holdout_roc_auc": 0.97},
+                plots=[],
+                holdout=holdout,
+                reference=reference,
+                threshold=THRESHOLD,
+            )
+        version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", NAME).version)
+        MlflowClient(uri).set_registered_model_alias(NAME, "champion", str(version))
+        return version, run.info.run_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def _score_lake(lake: Lake, model, version: int, run_id: str) -> None:
+    for offset in range(DAYS):
+        day = START + dt.timedelta(days=offset)
+        features = pd.read_parquet(lake.partition(tables.FEATURES, day))
+        if day >= DRIFT_START:
+            features = _shift(features)
+            write_partition(lake, tables.FEATURES, day, features, version="v2")
+        scores = score_batch(model, features, threshold=THRESHOLD, explain="none", reason_codes=0)
+        scores.insert(0, "ds", day)
+        scores["threshold"] = THRESHOLD
+        scores["model_name"] = NAME
+        scores["model_version"] = version
+        scores["model_run_id"] = run_id
+        scores["scored_at"] = pd.Timestamp("2026-02-01", tz="UTC")
+        write_partition(lake, tables.SCORES, day, scores)
+
+
+@pytest.fixture(scope="module")
+def monitor(airflow_db, postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("drift_monitor")
+    overrides = {
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
+        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
+        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
+        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
+        "LOOPLINE__DRIFT__BACKEND": "alibi",
+        "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE": "1500",
+        "LOOPLINE__DRIFT__NOTIFY_TARGET": "file",
+        "LOOPLINE__DRIFT__NOTIFY_FILE": str(root / "notifications.jsonl"),
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "3",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+    }
+    os.environ.update(overrides)
+    get_config.cache_clear()
+    lake = Lake(str(root / "lake"))
+    write_synthetic_lake(root / "lake", START, DAYS, rows_per_day=ROWS, seed=21)
+    model = fit("xgboost", seed=5)
+    history = pd.concat(
+        [pd.read_parquet(lake.partition(tables.FEATURES, START + dt.timedelta(days=i))) for i in (0, 1)]
+    )
+    reference = history[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    reference["score"] = model.predict_proba(reference)
+    version, run_id = _register(model, root, reference)
+    _score_lake(lake, model, version, run_id)
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "drift_monitor.py")).dags[
+        "drift_monitor"
+    ]
+    yield dag, root, postgres, run_id
+    for name in overrides:
+        os.environ.pop(name)
+    get_config.cache_clear()
+
+
+def night(dag, day: dt.date):
+    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def query(postgres, sql: str, *args):
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def training_runs() -> list:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == "train_model").all()
+        return [(run.run_id, run.state, dict(run.conf or {})) for run in runs]
+
+
+def finish_training_runs() -> None:
+    """What the scheduler would do once the triggered training finished."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id == "train_model").all():
+            run.state = DagRunState.SUCCESS
+
+
+def notifications(root: Path) -> list[dict]:
+    path = root / "notifications.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
+    from mlflow import MlflowClient
+
+    dag, root, postgres, run_id = monitor
+    day = START + dt.timedelta(days=3)
+    dagrun, states = night(dag, day)
+    assert dagrun.state == "success", states
+    assert states["detect_drift"] == "success"
+    assert states["skip_retraining"] == "success"
+    assert states["trigger_training"] == "skipped"
+
+    runs = query(postgres, f"SELECT drift, signals, drifted_features, mlflow_run_id FROM {SCHEMA}.drift_runs")
+    assert len(runs) == 1
+    drift, signals, drifted, monitoring_run = runs[0]
+    assert drift is False, drifted
+    assert signals < 2
+    tests = query(postgres, f"SELECT test, count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s GROUP BY 1", day)
+    counts = dict(tests)
+    assert counts["chi2"] == 3
+    assert counts["mmd"] == 1
+    assert counts["score_ks"] == 1
+    assert counts["ks"] > 10
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    cached = [item.path for item in client.list_artifacts(run_id, "drift_detector")]
+    assert len(cached) == 1  # fitted once for the model version, kept with its run
+    report = [item.path for item in client.list_artifacts(monitoring_run, "report")]
+    assert "report/report.html" in report
+    assert "report/pvalues.png" in report
+    assert (root / "reports" / "drift" / f"ds={day}" / "report.html").read_text().count("<tr") > 10
+    decision = query(postgres, f"SELECT triggered, reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", day)
+    assert decision[0][0] is False
+    assert decision[0][1].startswith("no trigger")
+    assert notifications(root)[-1]["triggered"] is False
+
+    # A rerun replaces the night: same rows, the same monitoring run, the detector not refitted.
+    dagrun, _ = night(dag, day)
+    assert dagrun.state == "success"
+    again = query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s", day)
+    assert again == [(sum(counts.values()),)]
+    assert query(postgres, f"SELECT mlflow_run_id FROM {SCHEMA}.drift_runs") == [(monitoring_run,)]
+    assert len(list(client.list_artifacts(run_id, "drift_detector"))) == 1
+
+
+def test_realized_performance_matches_an_independent_computation(monitor):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    dag, root, postgres, _ = monitor
+    night_day = START + dt.timedelta(days=4)
+    scored_day = night_day - dt.timedelta(days=MATURITY)
+    _dagrun, states = night(dag, night_day)
+    assert states["measure_performance"] == "success", states
+
+    lake = Lake(str(root / "lake"))
+    scores = pd.read_parquet(lake.partition(tables.SCORES, scored_day))
+    labels = pd.concat(
+        pd.read_parquet(uri)
+        for uri in lake.partitions(tables.LABELED_TRANSACTIONS, tables.day_range(START, night_day)).values()
+    )
+    labels = labels[
+        pd.to_datetime(labels["reported_at"], utc=True) < pd.Timestamp(night_day + dt.timedelta(days=1), tz="UTC")
+    ]
+    joined = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id")
+    rows = query(
+        postgres,
+        f"SELECT rows, unlabelled_rows, positives, roc_auc, pr_auc, reference_roc_auc, performance_drop "
+        f"FROM {SCHEMA}.model_performance WHERE ds = %s",
+        scored_day,
+    )
+    assert len(rows) == 1
+    n, unlabelled, positives, roc_auc, pr_auc, reference, dropped = rows[0]
+    assert (n, unlabelled, positives) == (len(joined), len(scores) - len(joined), int(joined["is_fraud"].sum()))
+    assert roc_auc == pytest.approx(roc_auc_score(joined["is_fraud"], joined["score"]), abs=1e-9)
+    assert pr_auc == pytest.approx(average_precision_score(joined["is_fraud"], joined["score"]), abs=1e-9)
+    assert reference == pytest.approx(0.97)
+    enough = positives >= get_config().drift.performance_min_positives
+    assert dropped == (enough and reference - roc_auc >= 0.05)
+    if not enough and reference - roc_auc >= 0.05:
+        note = query(postgres, f"SELECT note FROM {SCHEMA}.model_performance WHERE ds = %s", scored_day)[0][0]
+        assert "not evidence of a drop" in note
+
+
+def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
+    dag, root, postgres, _ = monitor
+    first = DRIFT_START
+    dagrun, states = night(dag, first)
+    assert dagrun.state == "success", states
+    assert states["trigger_training"] == "success"
+    assert states["skip_retraining"] == "skipped"
+    runs = training_runs()
+    assert [run[0] for run in runs] == [f"drift_monitor__{first}"]
+    conf = runs[0][2]
+    assert conf["triggered_by"] == "drift_monitor"
+    assert conf["ds"] == str(first)
+    assert "data drift" in conf["reason"]
+    assert "amount_eur" in conf["drifted_features"]
+    assert conf["cutoff"] == str(first + dt.timedelta(days=1))
+    assert notifications(root)[-1]["triggered"] is True
+
+    # The next drifted night, while that training is still queued: no second training.
+    dagrun, states = night(dag, first + dt.timedelta(days=1))
+    assert states["skip_retraining"] == "success"
+    assert states["trigger_training"] == "skipped"
+    reason = query(
+        postgres, f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=1)
+    )
+    assert "already running or queued" in reason[0][0]
+
+    # Once it finished, the cooldown (72 h of nights) still holds the night after.
+    finish_training_runs()
+    dagrun, states = night(dag, first + dt.timedelta(days=2))
+    assert states["skip_retraining"] == "success"
+    reason = query(
+        postgres, f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=2)
+    )
+    assert "cooldown" in reason[0][0]
+    assert "would trigger for data drift" in reason[0][0]
+
+    # Rerunning the triggering night starts nothing new and keeps its record.
+    dagrun, states = night(dag, first)
+    assert states["skip_retraining"] == "success"
+    assert len(training_runs()) == 1
+    kept = query(postgres, f"SELECT triggered, train_run_id FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first)
+    assert kept == [(True, f"drift_monitor__{first}")]
+    drifted = query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE drift")
+    assert drifted == [(3,)]
+
+
+def test_a_night_without_scores_ends_without_alarm(monitor, capfd):
+    dag, root, postgres, _ = monitor
+    day = START + dt.timedelta(days=30)
+    dagrun, states = night(dag, day)
+    assert dagrun.state == "success", states
+    assert states["wait_for_scores"] == "skipped"
+    assert states["detect_drift"] == "skipped"
+    assert states["measure_performance"] == "skipped"
+    assert states["skip_retraining"] == "success"
+    out = capfd.readouterr().out
+    assert "partition not published" in out
+    assert "scores/ds=2026-01-31/_CURRENT" in out
+    assert query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE ds = %s", day) == [(0,)]
+    assert notifications(root)[-1]["drift"] is None
