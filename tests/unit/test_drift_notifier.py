@@ -65,7 +65,7 @@ def test_webhook_target_posts_json_with_the_connection_token(notify_env):
     received: list[tuple[dict, str | None]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
+        def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((json.loads(body), self.headers.get("Authorization")))
             self.send_response(200)
