@@ -1,0 +1,101 @@
+"""loopline.monitoring against real services: an MLflow store for the detector cache, Postgres for reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopline import db, monitoring
+from loopline.config import load_config
+from loopline.drift import DriftResult, DriftTest
+from loopline.training.synthetic import synthetic_day
+
+SCHEMA = "monitoring_it"
+DAY = dt.date(2026, 2, 20)
+
+
+@pytest.fixture
+def client(tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("it", artifact_location=str(tmp_path / "artifacts"))
+    return client, experiment
+
+
+def test_the_detector_is_fitted_once_per_model_run_and_a_missing_reference_is_explained(client, tmp_path):
+    client, experiment = client
+    cfg = load_config().drift.model_copy(update={"backend": "scipy"})  # alibi's own tests are in unit/
+    bare = client.create_run(experiment).info.run_id
+    with pytest.raises(monitoring.MissingInput, match=r"has no reference_sample\.parquet"):
+        monitoring.cached_detector(client, bare, cfg, tmp_path / "a")
+
+    run_id = client.create_run(experiment).info.run_id
+    frame, probability = synthetic_day(DAY, 2000, 3)
+    (tmp_path / "ref").mkdir()
+    frame.assign(score=probability).to_parquet(tmp_path / "ref" / monitoring.REFERENCE_ARTIFACT)
+    client.log_artifact(run_id, str(tmp_path / "ref" / monitoring.REFERENCE_ARTIFACT))
+
+    first, built = monitoring.cached_detector(client, run_id, cfg, tmp_path / "b")
+    assert built is True
+    second, built_again = monitoring.cached_detector(client, run_id, cfg, tmp_path / "c")
+    assert built_again is False
+    current, p = synthetic_day(DAY + dt.timedelta(days=1), 2000, 4)
+    current["score"] = p
+    assert first.test(current).to_dict()["tests"] == second.test(current).to_dict()["tests"]
+    # Other settings, another key: fitted once more, next to the first.
+    other = cfg.model_copy(update={"p_value": 0.01})
+    _, built_other = monitoring.cached_detector(client, run_id, other, tmp_path / "d")
+    assert built_other is True
+    assert len(client.list_artifacts(run_id, monitoring.DETECTOR_ARTIFACT)) == 2
+
+
+def _result(drift: bool, n: int) -> DriftResult:
+    tests = tuple(DriftTest(f"f{i}", "ks", 0.1 * i, 0.5 / (i + 1), 0.01, False) for i in range(n))
+    return DriftResult("scipy", tests, (), None, None, 0, 2, drift, 100, 200, 0.05, "bonferroni")
+
+
+def _day() -> monitoring.ScoredDay:
+    return monitoring.ScoredDay(DAY, pd.DataFrame(), "m", 3, "run", 0.2, "features-uri", "scores-uri")
+
+
+def test_a_day_is_replaced_whole_and_a_failed_write_keeps_the_previous_one(postgres):
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, SCHEMA)
+        monitoring.write_drift(
+            conn, SCHEMA, _day(), _result(False, 5), report_uri=None, mlflow_run_id=None, airflow_run_id="a"
+        )
+        monitoring.write_drift(
+            conn, SCHEMA, _day(), _result(True, 7), report_uri=None, mlflow_run_id=None, airflow_run_id="b"
+        )
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s", (DAY,))
+            assert cur.fetchone()[0] == 7
+        conn.commit()
+
+        broken = _result(False, 3)
+        broken = DriftResult(
+            **{**broken.__dict__, "tests": (*broken.tests, DriftTest("bad", "nonsense", 1, 1, 1, False))}  # type: ignore[arg-type]
+        )
+        with pytest.raises(Exception, match="drift_reports_test_check"):
+            monitoring.write_drift(
+                conn, SCHEMA, _day(), broken, report_uri=None, mlflow_run_id=None, airflow_run_id="c"
+            )
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT drift, airflow_run_id FROM {SCHEMA}.drift_runs WHERE ds = %s", (DAY,))
+            assert cur.fetchall() == [(True, "b")]
+            cur.execute(f"SELECT count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s", (DAY,))
+            assert cur.fetchone()[0] == 7
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_non_finite_statistics_are_stored_as_bounds():
+    assert monitoring._finite(float("inf")) == 1e300
+    assert monitoring._finite(float("nan")) == 0.0
+    assert monitoring._finite(np.float32(0.25)) == 0.25
