@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SOURCE := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 UV_INSTALL := $(UV) pip install --python $(PY) $(TORCH_SOURCE)
 
-.PHONY: help install lint test test-fast demo up down status generate benchmarks clean
+.PHONY: help install browser lint test test-fast demo up down status generate benchmarks clean
 
 help:
 	@echo "make demo    set up, start the local stack and run the whole loop on embedded defaults"
@@ -32,11 +32,20 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 install: $(STAMP)
 
+# Debian's chromium for the real-browser UI test (Playwright drives it; no browser download). Without root or
+# apt-get the test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	      || echo "could not install chromium: the browser test will skip"; \
+	  else echo "chromium missing and not installable here (needs root + apt-get): the browser test will skip"; fi; }
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install lint
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 up: install

@@ -9,6 +9,7 @@ from loopline import lake as tables
 from loopline.config import get_config
 from loopline.orchestration import scoring_tasks as t
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.links import MlflowLink, attach
 from loopline.orchestration.sensors import published_sensor
 
 DOC = """
@@ -57,5 +58,5 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     models = published_sensor(cfg, tables.FEATURES, "wait_for_features") >> t.resolve_models()
-    t.load_scores(t.score_champion(models))
-    t.load_shadow_scores(t.score_challenger(models))
+    t.load_scores(attach(t.score_champion(models), MlflowLink()))
+    t.load_shadow_scores(attach(t.score_challenger(models), MlflowLink()))

@@ -11,6 +11,7 @@ from loopline import lake as tables
 from loopline.config import get_config
 from loopline.orchestration import monitoring_tasks as t
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.links import MlflowLink, ValidationReportLink, attach
 from loopline.orchestration.sensors import published_sensor
 
 DOC = """
@@ -70,7 +71,7 @@ with DAG(
 ) as dag:
     # No scores for the day means nothing to measure: skip the night with the sensor's message, never alarm.
     scores = published_sensor(cfg, tables.SCORES, "wait_for_scores", soft_fail=True)
-    drift = t.detect_drift()
+    drift = attach(t.detect_drift(), MlflowLink(), ValidationReportLink())
     performance = t.measure_performance()
     decision = t.decide_retraining.override(on_success_callback=[t.DriftNotifier()])(drift, performance)
     scores >> drift

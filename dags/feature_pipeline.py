@@ -8,6 +8,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 from loopline.config import get_config
 from loopline.orchestration import feature_tasks as t
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.links import ValidationReportLink, attach
 from loopline.orchestration.sensors import landing_sensor
 
 DOC = """
@@ -68,9 +69,9 @@ with DAG(
     chain(
         [landing_sensor(cfg, "transactions"), landing_sensor(cfg, "labels")],
         ingested,
-        t.validate_raw(ingested),
+        attach(t.validate_raw(ingested), ValidationReportLink()),
         t.publish_raw(ingested),
         built,
-        t.validate_features(built),
+        attach(t.validate_features(built), ValidationReportLink()),
         t.publish_features(built),
     )

@@ -8,6 +8,7 @@ from airflow.sdk import DAG
 from loopline.config import get_config
 from loopline.orchestration import training_tasks as t
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.links import MlflowLink, attach
 
 DOC = """
 # train_model
@@ -56,4 +57,5 @@ with DAG(
     tags=tags("training", "registry", "gpu"),
     doc_md=DOC,
 ) as dag:
-    t.gate_candidate(t.train_candidate(cfg))
+    trained = attach(t.train_candidate(cfg), MlflowLink())
+    attach(t.gate_candidate(trained), MlflowLink())

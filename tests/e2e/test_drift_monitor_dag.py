@@ -13,17 +13,13 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
-from loopline.schemas import FEATURE_COLUMNS
-from loopline.scoring import score_batch
-from loopline.training.synthetic import write_partition, write_synthetic_lake
-from tests.models import fit
+from tests.drift_data import scored_lake
 
 pytestmark = pytest.mark.e2e
 
@@ -33,69 +29,7 @@ DRIFT_START = START + dt.timedelta(days=5)
 ROWS = 1500
 NAME = "loopline-drift-e2e"
 SCHEMA = "drift_e2e"
-THRESHOLD = 0.2
 MATURITY = 2
-
-
-def _shift(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    out["amount_eur"] = (out["amount_eur"] * 3).astype(out["amount_eur"].dtype)
-    out["log_amount"] = np.log1p(out["amount_eur"]).astype(out["log_amount"].dtype)
-    out["hour_of_day"] = np.minimum(out["hour_of_day"] + 6, 23).astype(out["hour_of_day"].dtype)
-    return out
-
-
-def _register(model, root: Path, reference: pd.DataFrame) -> tuple[int, str]:
-    """Log ``model`` as the trainer does, with a real reference sample, and make it champion."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from loopline.training.tracking import log_training_run
-
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        mlflow.create_experiment("drift-tests", artifact_location=str(root / "artifacts"))
-        mlflow.set_experiment("drift-tests")
-        holdout = reference.head(300).assign(is_fraud=0, ds=str(START))
-        holdout.loc[holdout.index[:10], "is_fraud"] = 1
-        with mlflow.start_run() as run:
-            log_training_run(
-                run,
-                model=model,
-                params={"model_type": model.model_type},
-                fingerprint={},
-                metrics={"holdout_roc_auc": 0.97},
-                plots=[],
-                holdout=holdout,
-                reference=reference,
-                threshold=THRESHOLD,
-            )
-        version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", NAME).version)
-        MlflowClient(uri).set_registered_model_alias(NAME, "champion", str(version))
-        return version, run.info.run_id
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-def _score_lake(lake: Lake, model, version: int, run_id: str) -> None:
-    for offset in range(DAYS):
-        day = START + dt.timedelta(days=offset)
-        features = pd.read_parquet(lake.partition(tables.FEATURES, day))
-        if day >= DRIFT_START:
-            features = _shift(features)
-            write_partition(lake, tables.FEATURES, day, features, version="v2")
-        scores = score_batch(model, features, threshold=THRESHOLD, explain="none", reason_codes=0)
-        scores.insert(0, "ds", day)
-        scores["threshold"] = THRESHOLD
-        scores["model_name"] = NAME
-        scores["model_version"] = version
-        scores["model_run_id"] = run_id
-        scores["scored_at"] = pd.Timestamp("2026-02-01", tz="UTC")
-        write_partition(lake, tables.SCORES, day, scores)
 
 
 @pytest.fixture(scope="module")
@@ -120,16 +54,16 @@ def monitor(airflow_db, postgres, tmp_path_factory):
     }
     os.environ.update(overrides)
     get_config.cache_clear()
-    lake = Lake(str(root / "lake"))
-    write_synthetic_lake(root / "lake", START, DAYS, rows_per_day=ROWS, seed=21)
-    model = fit("xgboost", seed=5)
-    history = pd.concat(
-        [pd.read_parquet(lake.partition(tables.FEATURES, START + dt.timedelta(days=i))) for i in (0, 1)]
+    run_id = scored_lake(
+        root / "lake",
+        f"sqlite:///{root / 'mlflow.db'}",
+        root / "artifacts",
+        NAME,
+        start=START,
+        days=DAYS,
+        drift_start=DRIFT_START,
+        rows=ROWS,
     )
-    reference = history[list(FEATURE_COLUMNS)].reset_index(drop=True)
-    reference["score"] = model.predict_proba(reference)
-    version, run_id = _register(model, root, reference)
-    _score_lake(lake, model, version, run_id)
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -177,6 +111,21 @@ def finish_training_runs() -> None:
             run.state = DagRunState.SUCCESS
 
 
+def extra_links(dagrun, task_id: str) -> dict[str, str]:
+    """The task's extra links as the API server serves them (the XComs the worker stored at the task's end)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(
+            XComModel.dag_id == dagrun.dag_id,
+            XComModel.run_id == dagrun.run_id,
+            XComModel.task_id == task_id,
+            XComModel.key.like("_link_%"),
+        )
+        return {row.key: row.value for row in rows}
+
+
 def notifications(root: Path) -> list[dict]:
     path = root / "notifications.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -216,6 +165,9 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
     assert decision[0][0] is False
     assert decision[0][1].startswith("no trigger")
     assert notifications(root)[-1]["triggered"] is False
+    links = extra_links(dagrun, "detect_drift")
+    assert links["_link_MlflowLink"].endswith(f"/runs/{monitoring_run}")
+    assert links["_link_ValidationReportLink"] == f"/loopline/reports/drift/ds={day}/report.html"
 
     # A rerun replaces the night: same rows, the same monitoring run, the detector not refitted.
     dagrun, _ = night(dag, day)

@@ -6,12 +6,14 @@ import datetime as dt
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from loopline import lake as tables
 from loopline.config import load_config
 from loopline.lake import Lake
-from loopline.scoring import ModelRef, score_batch
+from loopline.schemas import FEATURE_COLUMNS
+from loopline.scoring import SCORE_COLUMNS, ModelRef, score_arrow_batch, score_batch
 from loopline.training.synthetic import write_synthetic_lake
 from spark_jobs import score
 from tests.models import fit
@@ -56,8 +58,34 @@ def test_spark_scores_equal_in_process_scores(spark, setup):
     np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-12)
     assert (written["decision"] == expected["decision"]).all()
     assert written["reasons"].fillna("").tolist() == expected["reasons"].fillna("").tolist()
+    assert written["reason_method"].fillna("").tolist() == expected["reason_method"].fillna("").tolist()
+    for name in ("transaction_id", "customer_id", "merchant_id", "amount_eur"):
+        assert written[name].tolist() == expected[name].tolist(), name
+    # the same instants (the lake's Parquet timestamps read back without a zone; the session zone is UTC)
+    assert pd.to_datetime(written["event_time"], utc=True).tolist() == expected["event_time"].tolist()
     assert result["flagged"] == int((expected["decision"] == "flag").sum()) > 0
     assert result["explained"] == result["flagged"]
+
+
+@pytest.mark.parametrize(("explain", "method"), [("flagged", "exact"), ("all", "approx"), ("none", "exact")])
+def test_arrow_batches_score_exactly_as_pandas_batches(setup, explain, method):
+    """The job's Arrow path (mapInArrow) gives score_batch's values on every row and column."""
+    _, model, _, lake = setup
+    features = pd.read_parquet(lake.partition(tables.FEATURES, DS)).head(1500).reset_index(drop=True)
+    features.loc[0, "channel"] = "never-seen"  # unseen category: missing for the model
+    features.loc[1, "sum_1h"] = np.inf  # non-finite numerics: missing, and a null reason value
+    features.loc[2, "sum_24h"] = np.nan
+    batch = pa.RecordBatch.from_pandas(features[list(FEATURE_COLUMNS)], preserve_index=False)
+    kwargs = {"threshold": 0.1, "explain": explain, "reason_codes": 3, "method": method}
+    for rows in (batch, batch.slice(0, 0)):
+        scored = score_arrow_batch(model, rows, **kwargs)
+        assert scored.schema.names == list(SCORE_COLUMNS)
+        types = ["string"] * 3 + ["timestamp[us, tz=UTC]", "double", "double"] + ["string"] * 3
+        assert [str(t) for t in scored.schema.types] == types  # what SCORE_SCHEMA says, as Arrow types
+        expected = score_batch(model, rows.to_pandas(), **kwargs)
+        pd.testing.assert_frame_equal(scored.to_pandas(), expected, check_exact=True)
+    explained = score_arrow_batch(model, batch, **kwargs).column("reasons").null_count < batch.num_rows
+    assert explained == (explain != "none")
 
 
 def test_rerun_commits_a_new_version_of_the_same_rows(spark, setup):

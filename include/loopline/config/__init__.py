@@ -36,6 +36,7 @@ class StorageConfig(_Section):
     landing_uri: str
     lake_uri: str
     reports_uri: str
+    reports_url: str
     aws_conn_id: str
 
 

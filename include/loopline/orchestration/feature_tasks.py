@@ -18,6 +18,7 @@ from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import get_config, resolve_uri
+from loopline.orchestration import links
 
 _CFG = get_config()  # a local YAML read: no network, no Airflow Variables
 SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
@@ -43,9 +44,14 @@ def _fail_on_data_errors(call, *args, **kwargs):
     from spark_jobs.ingest import DropIncomplete
 
     try:
-        return call(*args, **kwargs)
+        result = call(*args, **kwargs)
     except (GateFailed, DropIncomplete, HistoryIncomplete) as exc:
+        if isinstance(exc, GateFailed):  # the report is what the operator opens first
+            links.record(links.REPORT_KEY, links.report_url(exc.result.report_uri))
         raise AirflowFailException(str(exc)) from exc
+    if hasattr(result, "report_uri"):
+        links.record(links.REPORT_KEY, links.report_url(result.report_uri))
+    return result
 
 
 # wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published
@@ -116,6 +122,7 @@ def validate_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> di
     ):
         result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
+    links.record(links.REPORT_KEY, links.report_url(results["raw_transactions"]["report_uri"]))
     return results
 
 

@@ -17,6 +17,7 @@ from airflow.sdk import BaseNotifier, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.config import get_config
+from loopline.orchestration import links
 
 _CFG = get_config()  # a local YAML read: no network, no Airflow Variables
 TRAIN_DAG_ID = "train_model"
@@ -91,6 +92,8 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
     finally:
         conn.close()
     run_url = f"{cfg.mlflow.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
+    links.record(links.MLFLOW_KEY, run_url)
+    links.record(links.REPORT_KEY, links.report_url(str(report)))
     log.info(
         "ds=%s v%s: %s (detector %s); %d tests -> %s.drift_reports; report %s; MLflow run %s",
         ds,

@@ -1,0 +1,106 @@
+"""A lake and registry for drift_monitor runs: synthetic feature days scored by a real registered champion.
+
+Days from ``drift_start`` on carry a covariate shift (amounts x3, transactions later in the day), written as
+a new committed version of their feature partitions; every day gets a scores partition as batch_score
+writes it, from the model in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from loopline import lake as tables
+from loopline.lake import Lake
+from loopline.schemas import FEATURE_COLUMNS
+from loopline.scoring import score_batch
+from loopline.training.synthetic import write_partition, write_synthetic_lake
+from tests.models import fit
+
+THRESHOLD = 0.2
+
+
+def shift(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["amount_eur"] = (out["amount_eur"] * 3).astype(out["amount_eur"].dtype)
+    out["log_amount"] = np.log1p(out["amount_eur"]).astype(out["log_amount"].dtype)
+    out["hour_of_day"] = np.minimum(out["hour_of_day"] + 6, 23).astype(out["hour_of_day"].dtype)
+    return out
+
+
+def register_champion(model, tracking_uri: str, artifacts: Path, name: str, reference: pd.DataFrame) -> tuple[int, str]:
+    """Log ``model`` as the trainer does, with a real reference sample, and make it champion."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from loopline.training.tracking import log_training_run
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        if mlflow.get_experiment_by_name("drift-tests") is None:
+            mlflow.create_experiment("drift-tests", artifact_location=str(artifacts))
+        mlflow.set_experiment("drift-tests")
+        holdout = reference.head(300).assign(is_fraud=0, ds="2026-01-01")
+        holdout.loc[holdout.index[:10], "is_fraud"] = 1
+        with mlflow.start_run() as run:
+            log_training_run(
+                run,
+                model=model,
+                params={"model_type": model.model_type},
+                fingerprint={},
+                metrics={"holdout_roc_auc": 0.97},
+                plots=[],
+                holdout=holdout,
+                reference=reference,
+                threshold=THRESHOLD,
+            )
+        version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
+        MlflowClient(tracking_uri).set_registered_model_alias(name, "champion", str(version))
+        return version, run.info.run_id
+    finally:
+        mlflow.set_tracking_uri(previous)
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def scored_lake(
+    lake_root: Path,
+    tracking_uri: str,
+    artifacts: Path,
+    name: str,
+    *,
+    start: dt.date,
+    days: int,
+    drift_start: dt.date,
+    rows: int,
+) -> str:
+    """Write the lake and register the champion; returns the champion's run id."""
+    lake = Lake(str(lake_root))
+    write_synthetic_lake(lake_root, start, days, rows_per_day=rows, seed=21)
+    model = fit("xgboost", seed=5)
+    history = pd.concat(
+        [pd.read_parquet(lake.partition(tables.FEATURES, start + dt.timedelta(days=i))) for i in (0, 1)]
+    )
+    reference = history[list(FEATURE_COLUMNS)].reset_index(drop=True)
+    reference["score"] = model.predict_proba(reference)
+    version, run_id = register_champion(model, tracking_uri, artifacts, name, reference)
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        features = pd.read_parquet(lake.partition(tables.FEATURES, day))
+        if day >= drift_start:
+            features = shift(features)
+            write_partition(lake, tables.FEATURES, day, features, version="v2")
+        scores = score_batch(model, features, threshold=THRESHOLD, explain="none", reason_codes=0)
+        scores.insert(0, "ds", day)
+        scores["threshold"] = THRESHOLD
+        scores["model_name"] = name
+        scores["model_version"] = version
+        scores["model_run_id"] = run_id
+        scores["scored_at"] = pd.Timestamp("2026-02-01", tz="UTC")
+        write_partition(lake, tables.SCORES, day, scores)
+    return run_id
