@@ -1,0 +1,151 @@
+"""The Airflow UI in a real browser: headless Debian Chromium driven by Playwright against the real local stack.
+
+Brings the stack up (``loopline up``) in a throwaway home, runs one ``drift_monitor`` night in it with
+``airflow dags test`` (a real run in the stack's metadata database, on a lake scored by a registered
+champion), then logs in as a person would, checks that the four DAGs are listed without import errors,
+opens the finished ``detect_drift`` task and follows its extra links to the MLflow run and the drift report.
+
+With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list is saved there (the README's picture comes from this).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO, free_port
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# What a root, offline machine needs: no sandbox, and no background calls to Google's hosts.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DAG_IDS = ("batch_score", "drift_monitor", "feature_pipeline", "train_model")
+NIGHT = dt.date(2026, 1, 5)
+
+
+def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no chromium: `make test` installs Debian's package when it runs as root with apt-get")
+    home = tmp_path_factory.mktemp("ui") / "home"
+    airflow_port, spark_port, mlflow_port = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE", "MLFLOW"))}
+    env.update(
+        LOOPLINE_HOME=str(home),
+        LOOPLINE_AIRFLOW_PORT=str(airflow_port),
+        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{spark_port}",
+        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
+        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{mlflow_port}",
+    )
+    try:
+        up = _run([str(BIN / "loopline"), "up"], env)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        # The stack's own environment (connections, metadata DB), as `source .loopline/stack/env.sh` gives it.
+        stack_env = dict(env)
+        for line in (home / "stack" / "env.sh").read_text().splitlines():
+            if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
+                name, _, value = line.removeprefix("export ").partition("=")
+                stack_env[name] = value[1:-1].replace("'\"'\"'", "'")
+        stack_env["PYTHONPATH"] = str(REPO)
+        prepare = (
+            "import datetime as dt; from pathlib import Path;"
+            "from loopline.config import get_config, resolve_uri; from tests.drift_data import scored_lake;"
+            "c = get_config();"
+            "scored_lake(Path(resolve_uri(c.storage.lake_uri)), resolve_uri(c.mlflow.tracking_uri),"
+            " Path(resolve_uri(c.mlflow.artifact_uri)) / 'tests', c.mlflow.registered_model,"
+            f" start=dt.date(2026, 1, 1), days=6, drift_start=dt.date.fromisoformat({str(NIGHT)!r}), rows=1000)"
+        )
+        prepared = _run([str(BIN / "python"), "-c", prepare], stack_env)
+        assert prepared.returncode == 0, prepared.stderr[-3000:]
+        night = _run([str(BIN / "airflow"), "dags", "test", "drift_monitor", str(NIGHT)], stack_env)
+        assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
+        password = json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        yield {
+            "base": f"http://127.0.0.1:{airflow_port}",
+            "mlflow": env["LOOPLINE__MLFLOW__UI_URL"],
+            "password": password,
+        }
+    finally:
+        _run([str(BIN / "loopline"), "down"], env, timeout=180)
+
+
+def _api(ui: dict, path: str) -> dict:
+    login = urllib.request.Request(  # noqa: S310 - the test's own loopback server
+        f"{ui['base']}/auth/token",
+        data=json.dumps({"username": "admin", "password": ui["password"]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(login, timeout=10) as response:  # noqa: S310 - loopback
+        token = json.loads(response.read())["access_token"]
+    request = urllib.request.Request(f"{ui['base']}{path}", headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert _api(ui, "/api/v2/importErrors")["total_entries"] == 0
+    runs = _api(ui, "/api/v2/dags/drift_monitor/dagRuns")["dag_runs"]
+    assert [run["state"] for run in runs] == ["success"]
+    run_id = runs[0]["dag_run_id"]
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{ui['base']}/")
+            page.wait_for_url("**/auth/login**", timeout=30_000)  # the UI requires a login
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", ui["password"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{ui['base']}/", timeout=30_000)
+
+            page.goto(f"{ui['base']}/dags")
+            expect(page.get_by_text("4 Dags")).to_be_visible(timeout=30_000)
+            for dag_id in DAG_IDS:
+                expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
+            assert page.get_by_text("Import Errors").count() == 0
+            if os.environ.get("LOOPLINE_SCREENSHOTS"):
+                folder = Path(os.environ["LOOPLINE_SCREENSHOTS"])
+                folder.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(folder / "airflow-dags.png"))
+
+            quoted = urllib.parse.quote(run_id, safe="")
+            page.goto(f"{ui['base']}/dags/drift_monitor/runs/{quoted}/tasks/detect_drift")
+            page.get_by_text("Details", exact=True).click()
+            mlflow = page.get_by_role("link", name="MLflow", exact=True)
+            expect(mlflow).to_be_visible(timeout=30_000)
+            assert mlflow.get_attribute("href").startswith(f"{ui['mlflow']}/#/experiments/")
+            report = page.get_by_role("link", name="Validation report", exact=True)
+            href = report.get_attribute("href")
+            assert href == f"/loopline/reports/drift/ds={NIGHT}/report.html"
+
+            # Both open: the MLflow run page and the report the plugin serves next to the UI.
+            page.goto(mlflow.get_attribute("href"))
+            expect(page.get_by_text("drift_monitor__2026-01-05").first).to_be_visible(timeout=30_000)
+            page.goto(f"{ui['base']}{href}")
+            expect(page.get_by_role("heading", name=f"Drift {NIGHT}", exact=False)).to_be_visible()
+        finally:
+            browser.close()
