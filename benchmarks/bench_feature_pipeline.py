@@ -215,6 +215,12 @@ def main() -> None:
     parser.add_argument("--short-history", type=int, default=7)
     parser.add_argument("--long-history", type=int, default=90)
     parser.add_argument("--skip-history", action="store_true", help="only start-up and one day (minutes, not an hour)")
+    parser.add_argument(
+        "--history-only",
+        action="store_true",
+        help="with --home of a finished run: time only the history comparison (re-running the one-day stage "
+        "would re-ingest a day inside the risk window and make the long day's state stale)",
+    )
     parser.add_argument("--home", type=Path, help="keep LOOPLINE_HOME here; resume the run it holds, if any")
     parser.add_argument(
         "--featurise-all",
@@ -239,7 +245,8 @@ def main() -> None:
         url = f"sc://127.0.0.1:{port}"
         cfg = get_config()
         spark = SparkSession.builder.remote(url).getOrCreate()
-        bench_startup(url)
+        if not args.history_only:
+            bench_startup(url)
 
         history = args.short_history if args.skip_history else args.long_history
         start = dt.date(2026, 1, 1)
@@ -257,7 +264,8 @@ def main() -> None:
         for offset in range(args.short_history):
             ingest_day(spark, start + dt.timedelta(days=offset), cfg, resume)
             featurise_day(spark, start + dt.timedelta(days=offset), cfg, resume)
-        bench_day(spark, cfg, start + dt.timedelta(days=args.short_history), args.rows)
+        if not args.history_only:
+            bench_day(spark, cfg, start + dt.timedelta(days=args.short_history), args.rows)
         if not args.skip_history:
             for offset in range(args.short_history + 1, args.long_history + 1):
                 ingest_day(spark, start + dt.timedelta(days=offset), cfg, resume)
