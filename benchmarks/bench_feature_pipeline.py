@@ -241,6 +241,7 @@ def main() -> None:
 
     port = free_port()
     server = start_server(port)
+    spark = None
     try:
         url = f"sc://127.0.0.1:{port}"
         cfg = get_config()
@@ -286,6 +287,8 @@ def main() -> None:
             bench_history(spark, cfg, start, args.short_history, args.long_history)
         print(json.dumps({"rows": args.rows, "home": str(HOME)}))
     finally:
+        if spark is not None:
+            spark.stop()  # releases the client's gRPC channel: without it the process hangs at exit
         server.terminate()
         server.wait(30)
 

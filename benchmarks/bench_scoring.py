@@ -200,6 +200,7 @@ def main() -> None:
     port = free_port()
     spark_server = start_server(port)
     pg_server, conn, socket_dir = start_postgres()
+    spark = None
     try:
         cfg = get_config()
         lake = Lake(resolve_uri(cfg.storage.lake_uri))
@@ -215,6 +216,8 @@ def main() -> None:
         bench_throughput(spark, lake, model, blob, args.rows)
     finally:
         conn.close()
+        if spark is not None:
+            spark.stop()  # releases the client's gRPC channel: without it the process hangs at exit
         spark_server.terminate()
         spark_server.wait(30)
         pg_server.cleanup()
