@@ -369,8 +369,9 @@ def write_drift(
     return len(result.tests)
 
 
-def _finite(value: float) -> float:
-    return float(value) if math.isfinite(value) else (1e300 if value > 0 else 0.0)
+def _finite(value: float) -> float | None:
+    """NaN (a test that could not be computed) is stored as NULL; infinities as Postgres' Infinity."""
+    return None if math.isnan(value) else float(value)
 
 
 def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, dict[str, Any]] | None:

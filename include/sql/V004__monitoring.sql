@@ -35,8 +35,8 @@ CREATE TABLE IF NOT EXISTS ${schema}.drift_reports (
     ds              date             NOT NULL REFERENCES ${schema}.drift_runs (ds) ON DELETE CASCADE,
     feature         text             NOT NULL,
     test            text             NOT NULL CHECK (test IN ('ks', 'chi2', 'mmd', 'score_ks')),
-    statistic       double precision NOT NULL,
-    p_value         double precision NOT NULL,
+    statistic       double precision,
+    p_value         double precision,
     threshold       double precision NOT NULL,
     drifted         boolean          NOT NULL,
     model_version   integer          NOT NULL,
@@ -48,6 +48,7 @@ COMMENT ON COLUMN ${schema}.drift_reports.test IS 'ks (numeric), chi2 (categoric
 COMMENT ON COLUMN ${schema}.drift_reports.statistic IS 'KS distance, chi-squared statistic or MMD squared.';
 COMMENT ON COLUMN ${schema}.drift_reports.threshold IS 'Level the p-value had to be below: corrected (Bonferroni or FDR) for ks/chi2, drift.p_value otherwise.';
 COMMENT ON COLUMN ${schema}.drift_reports.drifted IS 'p_value < threshold.';
+COMMENT ON COLUMN ${schema}.drift_reports.p_value IS 'p-value of the test; NULL when it could not be computed (e.g. a constant column on both sides).';
 CREATE INDEX IF NOT EXISTS drift_reports_feature ON ${schema}.drift_reports (feature, ds DESC);
 
 CREATE TABLE IF NOT EXISTS ${schema}.model_performance (

@@ -95,7 +95,25 @@ def test_a_day_is_replaced_whole_and_a_failed_write_keeps_the_previous_one(postg
         conn.close()
 
 
-def test_non_finite_statistics_are_stored_as_bounds():
-    assert monitoring._finite(float("inf")) == 1e300
-    assert monitoring._finite(float("nan")) == 0.0
+def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, SCHEMA)
+        odd = DriftResult(
+            "scipy",
+            (
+                DriftTest("flat", "ks", float("nan"), float("nan"), 0.01, False),
+                DriftTest("big", "chi2", float("inf"), 0.0, 0.01, True),
+            ),
+            ("big",), None, None, 1, 2, False, 100, 200, 0.05, "bonferroni",
+        )  # fmt: skip
+        monitoring.write_drift(conn, SCHEMA, _day(), odd, report_uri=None, mlflow_run_id=None, airflow_run_id="d")
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT feature, statistic, p_value FROM {SCHEMA}.drift_reports WHERE ds = %s ORDER BY 1", (DAY,)
+            )
+            assert cur.fetchall() == [("big", float("inf"), 0.0), ("flat", None, None)]
+        conn.commit()
+    finally:
+        conn.close()
     assert monitoring._finite(np.float32(0.25)) == 0.25

@@ -19,7 +19,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from loopline.config import get_config
 from loopline.orchestration import links
 
-_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
 TRAIN_DAG_ID = "train_model"
 TRIGGER_TASK_ID = "trigger_training"
 SKIP_TASK_ID = "skip_retraining"
