@@ -13,7 +13,12 @@
    through the Spark feature job would take hours on this machine. The e2e test runs the DAG on the full
    feature table.
 
+3. ``--full``: the same question through the real pipeline: each kind's days go through the Spark ingest and
+   feature jobs, an XGBoost model is trained on the reference week (labels: the generator's outcomes), and
+   every night is the full feature table plus that model's score, tested as the DAG tests it.
+
     .venv/bin/python benchmarks/bench_drift.py [--rows 200000] [--night-rows 20000] [--stable-nights 30]
+    .venv/bin/python benchmarks/bench_drift.py --full [--full-rows 20000] [--full-stable-nights 5]
 """
 
 from __future__ import annotations
@@ -125,13 +130,113 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
             )
 
 
+def bench_full(night_rows: int, stable_nights: int, backend: str) -> None:
+    """Nights through ingest + features on Spark, with a trained model's score (see the module docstring)."""
+    import os
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_feature_pipeline as pipeline
+    from pyspark.sql import SparkSession
+
+    from loopline.config import get_config
+    from loopline.drift import AlibiDriftDetector, ScipyDriftDetector, retrain_decision
+    from loopline.schemas import FEATURE_COLUMNS
+    from loopline.synth import generate
+    from loopline.training.models import TrainParams, train_model
+    from spark_jobs import features
+
+    root = Path(tempfile.mkdtemp(prefix="loopline-bench-drift-full-"))
+    pipeline.HOME = root
+    os.environ["LOOPLINE_HOME"] = str(root)
+    port = pipeline.free_port()
+    server = pipeline.start_server(port)
+    spark = None
+    cls = {"alibi": AlibiDriftDetector, "scipy": ScipyDriftDetector}[backend]
+    start, reference_days = dt.date(2026, 1, 1), 7
+    drift_start = start + dt.timedelta(days=reference_days + stable_nights)
+    days = reference_days + stable_nights + 3
+    try:
+        spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+        for kind in KINDS:
+            home = root / kind
+            os.environ["LOOPLINE__STORAGE__LANDING_URI"] = str(home / "landing")
+            os.environ["LOOPLINE__STORAGE__LAKE_URI"] = str(home / "lake")
+            get_config.cache_clear()
+            cfg = get_config()
+            began = time.perf_counter()
+            generate(
+                start, days, home / "landing", transactions_per_day=night_rows, seed=7, drift_start=drift_start,
+                drift_kind=kind,
+            )  # fmt: skip
+            truth = pd.concat(pd.read_csv(path) for path in sorted((home / "truth").glob("ds=*/part-*.csv*")))
+            outcome = truth.set_index("transaction_id")["is_fraud"]
+            frames = {}
+            for offset in range(days):
+                day = start + dt.timedelta(days=offset)
+                pipeline.ingest_day(spark, day, cfg)
+                built = features.run(spark, day, cfg)
+                features.publish(day, built["version"], built["rows"], cfg=cfg)
+                frames[day] = pd.read_parquet(built["uri"])[list(FEATURE_COLUMNS)]
+            setup_s = time.perf_counter() - began
+            week = [frames[start + dt.timedelta(days=i)] for i in range(reference_days)]
+            train, valid = pd.concat(week[:-1], ignore_index=True), week[-1]
+            params = TrainParams(max_rounds=200, seed=1)
+            y_train = outcome.reindex(train["transaction_id"]).to_numpy()
+            y_valid = outcome.reindex(valid["transaction_id"]).to_numpy()
+            model = train_model("xgboost", train, y_train, valid, y_valid, params, device="cpu")
+            reference = pd.concat(week, ignore_index=True)
+            reference = reference.sample(
+                n=min(get_config().drift.reference_sample_size, len(reference)), random_state=0
+            )
+            reference["score"] = model.predict_proba(reference)
+            detector = cls(
+                p_value=cfg.drift.p_value,
+                correction=cfg.drift.correction,
+                min_drifted_features=cfg.drift.min_drifted_features,
+            ).fit(reference)
+            last_trigger, stable_triggers, stable_drift, drifted = None, 0, 0, []
+            for offset in range(reference_days, days):
+                day = start + dt.timedelta(days=offset)
+                night = frames[day].assign(score=model.predict_proba(frames[day]))
+                result = detector.test(night)
+                night_end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+                decision = retrain_decision(result, False, last_trigger, night_end, cfg.drift.cooldown_hours, False)
+                if decision.trigger:
+                    last_trigger = night_end
+                if day < drift_start:
+                    stable_drift += result.drift
+                    stable_triggers += decision.trigger
+                else:
+                    drifted.append((day, result, decision))
+            day, result, decision = drifted[0]
+            print(
+                f"[full] {kind:>11} ({backend}, {night_rows:,} rows/night through ingest + features "
+                f"in {setup_s:.0f} s, "
+                f"XGBoost score): {stable_nights} stable nights: {stable_drift} drifted, {stable_triggers} triggers; "
+                f"first drifted night {day}: {'TRIGGER' if decision.trigger else 'no trigger'} ({result.summary()}); "
+                f"next two nights drifted: {[r.drift for _, r, _ in drifted[1:]]}"
+            )
+    finally:
+        if spark is not None:
+            spark.stop()
+        server.terminate()
+        server.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--night-rows", type=int, default=20_000)
     parser.add_argument("--stable-nights", type=int, default=30)
     parser.add_argument("--backend", choices=["alibi", "scipy"], default="alibi")
+    parser.add_argument("--full", action="store_true", help="only the nights through the real pipeline (minutes)")
+    parser.add_argument("--full-rows", type=int, default=20_000)
+    parser.add_argument("--full-stable-nights", type=int, default=5)
     args = parser.parse_args()
+    if args.full:
+        bench_full(args.full_rows, args.full_stable_nights, args.backend)
+        return
     bench_night(args.rows)
     bench_decisions(args.night_rows, args.stable_nights, args.backend)
 

@@ -49,6 +49,7 @@ def main() -> None:
     cfg = get_config()
     start = dt.date(2026, 1, 1)
     cutoff = start + dt.timedelta(days=args.days)
+    spark = None
     try:
         spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
         generate(start, args.days, HOME / "landing", transactions_per_day=args.rows, seed=21)
@@ -63,6 +64,8 @@ def main() -> None:
             f"{time.perf_counter() - began:.0f} s"
         )
     finally:
+        if spark is not None:
+            spark.stop()  # releases the client's gRPC channel: without it the process hangs at exit
         server.terminate()
         server.wait(30)
 
