@@ -143,11 +143,16 @@ def test_run_params_metrics_tags_and_artifacts(trained, world):
     assert fingerprint["feature_partitions"]["2026-01-01"] == "v1"
 
 
-def test_pyfunc_reproduces_the_logged_auc(trained, world):
+def test_pyfunc_reproduces_the_logged_auc(trained, world, monkeypatch):
     import mlflow
     from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service import utils
     from sklearn.metrics import roc_auc_score
 
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI: both are restored afterwards, or later tests
+    # (train_model's e2e) would talk to this test's store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world["tracking"])
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
     mlflow.set_tracking_uri(world["tracking"])
     client = MlflowClient(tracking_uri=world["tracking"])
     holdout = pd.read_parquet(client.download_artifacts(trained["run_id"], "holdout.parquet"))

@@ -10,8 +10,8 @@ Layout of a run (artifact paths):
 ``xgboost/booster.json``               XGBoost only: the raw booster again, as a plain run artifact
 ``holdout.parquet``                    the holdout rows (FEATURE_COLUMNS, ``is_fraud``, ``ds``): the gate
                                        re-scores the champion on exactly these rows
-``reference_sample.parquet``           a seeded sample of training features plus this model's ``score``:
-                                       the drift monitor's reference
+``reference_sample.parquet``           a seeded sample of the newest mature days' features (validation +
+                                       holdout) plus this model's ``score``: the drift monitor's reference
 ``fingerprint.json``                   the training set's fingerprint (partitions and versions, counts)
 ``metrics.json``                       validation and holdout metrics, as logged
 ``plots/``                             ROC, PR, calibration (holdout) and feature importance PNGs

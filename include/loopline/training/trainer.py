@@ -184,7 +184,13 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
                 model.predict_proba, data.holdout, y_hold, INPUT_COLUMNS, seed=options.params.seed
             )
             importance_kind = "permutation (ROC AUC drop)"
-        reference = reference_sample(data.train, options.reference_sample_size, options.params.seed)
+        # The drift reference comes from the newest mature days (validation + holdout), not the oldest: they
+        # sit closest to the days that will be scored and have the most history behind their window features
+        # (the first weeks of a lake, with 7d/30d windows still filling, drift from everything after them).
+        import pandas as pd
+
+        recent = pd.concat([data.validation, data.holdout], ignore_index=True)
+        reference = reference_sample(recent, options.reference_sample_size, options.params.seed)
         reference["score"] = model.predict_proba(reference)
         extra = {
             "train_seconds": train_seconds,
