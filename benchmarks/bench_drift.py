@@ -14,8 +14,9 @@
    feature table.
 
 3. ``--full``: the same question through the real pipeline: each kind's days go through the Spark ingest and
-   feature jobs, an XGBoost model is trained on the reference week (labels: the generator's outcomes), and
-   every night is the full feature table plus that model's score, tested as the DAG tests it.
+   feature jobs; after --full-warmup-days of history (the 30-day windows fill) an XGBoost model is trained
+   on the reference week (labels: the generator's outcomes), and every night is the full feature table plus
+   that model's score, tested with the configured detector (``drift.exclude_features`` left out).
 
     .venv/bin/python benchmarks/bench_drift.py [--rows 200000] [--night-rows 20000] [--stable-nights 30]
     .venv/bin/python benchmarks/bench_drift.py --full [--full-rows 20000] [--full-stable-nights 5]
@@ -130,7 +131,7 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
             )
 
 
-def bench_full(night_rows: int, stable_nights: int, backend: str) -> None:
+def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: int) -> None:
     """Nights through ingest + features on Spark, with a trained model's score (see the module docstring)."""
     import os
     import sys
@@ -140,7 +141,7 @@ def bench_full(night_rows: int, stable_nights: int, backend: str) -> None:
     from pyspark.sql import SparkSession
 
     from loopline.config import get_config
-    from loopline.drift import AlibiDriftDetector, ScipyDriftDetector, retrain_decision
+    from loopline.drift import build_detector, retrain_decision
     from loopline.schemas import FEATURE_COLUMNS
     from loopline.synth import generate
     from loopline.training.models import TrainParams, train_model
@@ -152,10 +153,10 @@ def bench_full(night_rows: int, stable_nights: int, backend: str) -> None:
     port = pipeline.free_port()
     server = pipeline.start_server(port)
     spark = None
-    cls = {"alibi": AlibiDriftDetector, "scipy": ScipyDriftDetector}[backend]
     start, reference_days = dt.date(2026, 1, 1), 7
-    drift_start = start + dt.timedelta(days=reference_days + stable_nights)
-    days = reference_days + stable_nights + 3
+    first_reference = start + dt.timedelta(days=warmup_days)  # the windows have filled by then
+    drift_start = first_reference + dt.timedelta(days=reference_days + stable_nights)
+    days = warmup_days + reference_days + stable_nights + 3
     try:
         spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
         for kind in KINDS:
@@ -179,24 +180,17 @@ def bench_full(night_rows: int, stable_nights: int, backend: str) -> None:
                 features.publish(day, built["version"], built["rows"], cfg=cfg)
                 frames[day] = pd.read_parquet(built["uri"])[list(FEATURE_COLUMNS)]
             setup_s = time.perf_counter() - began
-            week = [frames[start + dt.timedelta(days=i)] for i in range(reference_days)]
+            week = [frames[first_reference + dt.timedelta(days=i)] for i in range(reference_days)]
             train, valid = pd.concat(week[:-1], ignore_index=True), week[-1]
             params = TrainParams(max_rounds=200, seed=1)
             y_train = outcome.reindex(train["transaction_id"]).to_numpy()
             y_valid = outcome.reindex(valid["transaction_id"]).to_numpy()
             model = train_model("xgboost", train, y_train, valid, y_valid, params, device="cpu")
             reference = pd.concat(week, ignore_index=True)
-            reference = reference.sample(
-                n=min(get_config().drift.reference_sample_size, len(reference)), random_state=0
-            )
             reference["score"] = model.predict_proba(reference)
-            detector = cls(
-                p_value=cfg.drift.p_value,
-                correction=cfg.drift.correction,
-                min_drifted_features=cfg.drift.min_drifted_features,
-            ).fit(reference)
+            detector = build_detector(cfg.drift.model_copy(update={"backend": backend}), reference)
             last_trigger, stable_triggers, stable_drift, drifted = None, 0, 0, []
-            for offset in range(reference_days, days):
+            for offset in range(warmup_days + reference_days, days):
                 day = start + dt.timedelta(days=offset)
                 night = frames[day].assign(score=model.predict_proba(frames[day]))
                 result = detector.test(night)
@@ -233,9 +227,10 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="only the nights through the real pipeline (minutes)")
     parser.add_argument("--full-rows", type=int, default=20_000)
     parser.add_argument("--full-stable-nights", type=int, default=5)
+    parser.add_argument("--full-warmup-days", type=int, default=30, help="history before the reference week")
     args = parser.parse_args()
     if args.full:
-        bench_full(args.full_rows, args.full_stable_nights, args.backend)
+        bench_full(args.full_rows, args.full_stable_nights, args.backend, args.full_warmup_days)
         return
     bench_night(args.rows)
     bench_decisions(args.night_rows, args.stable_nights, args.backend)

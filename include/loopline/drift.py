@@ -567,13 +567,20 @@ _BACKENDS: dict[str, type[DriftDetector]] = {"alibi": AlibiDriftDetector, "scipy
 
 
 def build_detector(cfg_drift: DriftConfig, reference: pd.DataFrame, *, seed: int = 0) -> DriftDetector:
-    """The configured backend fitted on ``reference``, sampled down to ``reference_sample_size`` rows (seeded)."""
+    """The configured backend fitted on ``reference``, sampled down to ``reference_sample_size`` rows (seeded),
+    testing every feature but ``drift.exclude_features``."""
     if len(reference) > cfg_drift.reference_sample_size:
         reference = reference.sample(n=cfg_drift.reference_sample_size, random_state=seed).sort_index()
+    excluded = set(cfg_drift.exclude_features)
+    unknown = sorted(excluded - set(NUMERIC_FEATURES) - set(CATEGORICAL_FEATURES))
+    if unknown:
+        raise ValueError(f"drift.exclude_features names no feature: {', '.join(unknown)}")
     detector = _BACKENDS[cfg_drift.backend](
         p_value=cfg_drift.p_value,
         correction=cfg_drift.correction,
         min_drifted_features=cfg_drift.min_drifted_features,
+        numeric_features=[f for f in NUMERIC_FEATURES if f not in excluded],
+        categorical_features=[f for f in CATEGORICAL_FEATURES if f not in excluded],
         seed=seed,
     )
     return detector.fit(reference)

@@ -144,6 +144,7 @@ def detector_key(cfg: DriftConfig) -> str:
         "correction": cfg.correction,
         "min_drifted_features": cfg.min_drifted_features,
         "reference_sample_size": cfg.reference_sample_size,
+        "exclude_features": sorted(cfg.exclude_features),
         "format": 1,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

@@ -288,6 +288,19 @@ def test_build_detector_follows_the_config(frames):
     assert len(alibi.x_ref) == 800
 
 
+def test_excluded_features_are_not_tested(frames):
+    cfg = load_config(environ={}).drift.model_copy(
+        update={"backend": "scipy", "exclude_features": ["country", "cnt_1h"]}
+    )
+    result = build_detector(cfg, frames["reference"]).test(frames["stable"])
+    tested = {row.feature for row in result.feature_tests}
+    assert "country" not in tested
+    assert "cnt_1h" not in tested
+    assert {"merchant_category", "amount_eur", "day_of_week"} <= tested  # only what the config names is left out
+    with pytest.raises(ValueError, match="names no feature: cnt_2h"):
+        build_detector(cfg.model_copy(update={"exclude_features": ["cnt_2h"]}), frames["reference"])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Realized performance
 

@@ -151,6 +151,7 @@ class DriftConfig(_Section):
     p_value: float = Field(gt=0, lt=1)
     correction: Literal["bonferroni", "fdr"]
     min_drifted_features: int = Field(ge=1)
+    exclude_features: list[str]
     reference_sample_size: int = Field(ge=100)
     performance_tolerance: float = Field(ge=0, le=1)
     performance_min_positives: int = Field(ge=1)
