@@ -131,7 +131,7 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
             )
 
 
-def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: int) -> None:
+def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: int, kinds: list[str]) -> None:
     """Nights through ingest + features on Spark, with a trained model's score (see the module docstring)."""
     import os
     import sys
@@ -159,7 +159,7 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
     days = warmup_days + reference_days + stable_nights + 3
     try:
         spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-        for kind in KINDS:
+        for kind in kinds:
             home = root / kind
             os.environ["LOOPLINE__STORAGE__LANDING_URI"] = str(home / "landing")
             os.environ["LOOPLINE__STORAGE__LAKE_URI"] = str(home / "lake")
@@ -201,6 +201,7 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
                 if day < drift_start:
                     stable_drift += result.drift
                     stable_triggers += decision.trigger
+                    print(f"[full]   stable night {day}: {result.summary()}")
                 else:
                     drifted.append((day, result, decision))
             day, result, decision = drifted[0]
@@ -228,9 +229,10 @@ def main() -> None:
     parser.add_argument("--full-rows", type=int, default=20_000)
     parser.add_argument("--full-stable-nights", type=int, default=5)
     parser.add_argument("--full-warmup-days", type=int, default=30, help="history before the reference week")
+    parser.add_argument("--full-kinds", nargs="+", choices=KINDS, default=list(KINDS))
     args = parser.parse_args()
     if args.full:
-        bench_full(args.full_rows, args.full_stable_nights, args.backend, args.full_warmup_days)
+        bench_full(args.full_rows, args.full_stable_nights, args.backend, args.full_warmup_days, args.full_kinds)
         return
     bench_night(args.rows)
     bench_decisions(args.night_rows, args.stable_nights, args.backend)
