@@ -8,7 +8,6 @@ writes it, from the model in-process.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from loopline.lake import Lake
 from loopline.schemas import FEATURE_COLUMNS
 from loopline.scoring import score_batch
 from loopline.training.synthetic import write_partition, write_synthetic_lake
-from tests.models import fit
+from tests.models import fit, register
 
 THRESHOLD = 0.2
 
@@ -33,39 +32,20 @@ def shift(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def register_champion(model, tracking_uri: str, artifacts: Path, name: str, reference: pd.DataFrame) -> tuple[int, str]:
-    """Log ``model`` as the trainer does, with a real reference sample, and make it champion."""
-    import mlflow
+    """Log ``model`` as the trainer does, with a real reference sample, and make it champion: (version, run id)."""
     from mlflow import MlflowClient
 
-    from loopline.training.tracking import log_training_run
-
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        if mlflow.get_experiment_by_name("drift-tests") is None:
-            mlflow.create_experiment("drift-tests", artifact_location=str(artifacts))
-        mlflow.set_experiment("drift-tests")
-        holdout = reference.head(300).assign(is_fraud=0, ds="2026-01-01")
-        holdout.loc[holdout.index[:10], "is_fraud"] = 1
-        with mlflow.start_run() as run:
-            log_training_run(
-                run,
-                model=model,
-                params={"model_type": model.model_type},
-                fingerprint={},
-                metrics={"holdout_roc_auc": 0.97},
-                plots=[],
-                holdout=holdout,
-                reference=reference,
-                threshold=THRESHOLD,
-            )
-        version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
-        MlflowClient(tracking_uri).set_registered_model_alias(name, "champion", str(version))
-        return version, run.info.run_id
-    finally:
-        mlflow.set_tracking_uri(previous)
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+    version = register(
+        model,
+        tracking_uri,
+        artifacts,
+        name,
+        "champion",
+        THRESHOLD,
+        reference=reference,
+        metrics={"holdout_roc_auc": 0.97},
+    )
+    return version, MlflowClient(tracking_uri).get_model_version(name, str(version)).run_id
 
 
 def scored_lake(

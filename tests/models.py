@@ -32,22 +32,43 @@ def fit(model_type: str = "xgboost", seed: int = 1, rounds: int = 60) -> FraudMo
 
 
 def register(
-    model: FraudModel, tracking_uri: str, artifacts: Path, name: str, alias: str | None, threshold: float = 0.2
+    model: FraudModel,
+    tracking_uri: str,
+    artifacts: Path,
+    name: str,
+    alias: str | None,
+    threshold: float = 0.2,
+    *,
+    reference: pd.DataFrame | None = None,
+    metrics: dict[str, float] | None = None,
 ) -> int:
-    """Log ``model`` as the trainer does (pyfunc + holdout), register it, point ``alias`` at it; returns the version."""
+    """Log ``model`` as the trainer does (pyfunc + holdout), register it, point ``alias`` at it; returns the version.
+
+    ``reference`` is the drift reference sample logged with it (default: 100 holdout rows with a zero score);
+    ``metrics`` the run's metrics (e.g. ``holdout_roc_auc``).
+    """
     import mlflow
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)  # also sets MLFLOW_TRACKING_URI: restored below
     try:
-        return _register(model, tracking_uri, artifacts, name, alias, threshold)
+        return _register(model, tracking_uri, artifacts, name, alias, threshold, reference, metrics or {})
     finally:
         mlflow.set_tracking_uri(previous)
         if previous is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def _register(model: FraudModel, tracking_uri: str, artifacts: Path, name: str, alias: str | None, threshold: float):
+def _register(
+    model: FraudModel,
+    tracking_uri: str,
+    artifacts: Path,
+    name: str,
+    alias: str | None,
+    threshold: float,
+    reference: pd.DataFrame | None,
+    metrics: dict[str, float],
+):
     import mlflow
     from mlflow import MlflowClient
 
@@ -64,10 +85,10 @@ def _register(model: FraudModel, tracking_uri: str, artifacts: Path, name: str, 
             model=model,
             params={"model_type": model.model_type},
             fingerprint={},
-            metrics={},
+            metrics=metrics,
             plots=[],
             holdout=holdout,
-            reference=holdout.head(100).assign(score=0.0),
+            reference=holdout.head(100).assign(score=0.0) if reference is None else reference,
             threshold=threshold,
         )
     version = int(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
