@@ -100,6 +100,16 @@ class Postgres:
 
         return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.database)
 
+    def query(self, sql: str, *args) -> list[tuple]:
+        """All rows of one query on a fresh connection."""
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, args)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
     @property
     def airflow_conn(self) -> str:
         return json.dumps(
@@ -254,6 +264,14 @@ def airflow_db() -> Path:
     result = subprocess.run([str(BIN / "airflow"), "db", "migrate"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return home
+
+
+def run_day(dag, day):
+    """``dag.test()`` for the logical date ``day``: the run and each task's state."""
+    import datetime as dt
+
+    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
 def pytest_sessionfinish(session, exitstatus):

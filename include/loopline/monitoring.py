@@ -546,8 +546,8 @@ def notification(ds: str, drift: Mapping[str, Any] | None, decision: Mapping[str
         lines.append("drift not measured (an input was missing; see the detect_drift log)")
     else:
         lines.append(f"model v{drift.get('model_version')}: {drift.get('summary')}")
-        if drift.get("report_url"):
-            lines.append(f"report: {drift['report_url']}")
+        if drift.get("mlflow_run_url"):
+            lines.append(f"report: {drift['mlflow_run_url']}")
     if decision is not None:
         verb = "TRIGGERED train_model" if decision.get("trigger") else "no retraining"
         lines.append(f"{verb}: {decision.get('reason')}")

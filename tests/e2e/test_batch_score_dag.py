@@ -14,6 +14,7 @@ from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
 from loopline.training.synthetic import write_synthetic_lake
+from tests.conftest import run_day
 from tests.models import fit, register
 
 pytestmark = pytest.mark.e2e
@@ -50,21 +51,6 @@ def scoring(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     get_config.cache_clear()
 
 
-def run_day(dag, day: dt.date):
-    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
-    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
-
-
-def query(postgres, sql: str, *args):
-    conn = postgres.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 def tracking(root: Path) -> str:
     return f"sqlite:///{root / 'mlflow.db'}"
 
@@ -88,8 +74,7 @@ def test_champion_scores_the_day_and_challenger_shadows_it(scoring):
     assert dagrun.state == "success", states
     assert set(states.values()) == {"success"}
     features = pd.read_parquet(Lake(str(root / "lake")).partition(tables.FEATURES, DAY))
-    rows = query(
-        postgres,
+    rows = postgres.query(
         "SELECT model_version, count(*), count(DISTINCT transaction_id), sum((decision = 'flag')::int),"
         " count(reasons) FROM scores_e2e.transaction_scores WHERE ds = %s GROUP BY 1",
         DAY,
@@ -98,19 +83,19 @@ def test_champion_scores_the_day_and_challenger_shadows_it(scoring):
     version, count, distinct, flagged, explained = rows[0]
     assert (version, count, distinct) == (1, ROWS, ROWS)
     assert flagged == explained > 0
-    assert set(query(postgres, "SELECT transaction_id FROM scores_e2e.transaction_scores")) == {
+    assert set(postgres.query("SELECT transaction_id FROM scores_e2e.transaction_scores")) == {
         (t,) for t in features["transaction_id"]
     }
-    shadow = query(postgres, "SELECT model_version, count(*) FROM scores_e2e.transaction_scores_shadow GROUP BY 1")
+    shadow = postgres.query("SELECT model_version, count(*) FROM scores_e2e.transaction_scores_shadow GROUP BY 1")
     assert shadow == [(2, ROWS)]
-    runs = query(postgres, "SELECT role, model_version, rows_scored, airflow_run_id FROM scores_e2e.scoring_runs")
+    runs = postgres.query("SELECT role, model_version, rows_scored, airflow_run_id FROM scores_e2e.scoring_runs")
     assert sorted(r[:3] for r in runs) == [("challenger", 2, ROWS), ("champion", 1, ROWS)]
     assert all(r[3] == dagrun.run_id for r in runs)
 
     # A rerun of the day replaces it: same rows, no duplicates.
     dagrun, _ = run_day(dag, DAY)
     assert dagrun.state == "success"
-    again = query(postgres, "SELECT count(*), count(DISTINCT transaction_id) FROM scores_e2e.transaction_scores")
+    again = postgres.query("SELECT count(*), count(DISTINCT transaction_id) FROM scores_e2e.transaction_scores")
     assert again == [(ROWS, ROWS)]
 
 
@@ -133,7 +118,7 @@ def test_an_alias_moving_mid_run_does_not_mix_versions(scoring):
         dag.get_task("score_champion").on_execute_callback = []
     assert dagrun.state == "success", states
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == newer  # it did move
-    versions = query(postgres, "SELECT DISTINCT model_version FROM scores_e2e.transaction_scores WHERE ds = %s", DAY)
+    versions = postgres.query("SELECT DISTINCT model_version FROM scores_e2e.transaction_scores WHERE ds = %s", DAY)
     assert versions == [(pinned,)]
     lake_versions = pd.read_parquet(Lake(str(root / "lake")).partition(tables.SCORES, DAY))["model_version"]
     assert set(lake_versions) == {pinned}
@@ -141,7 +126,7 @@ def test_an_alias_moving_mid_run_does_not_mix_versions(scoring):
     # The next run resolves again and re-scores the day with the new champion.
     dagrun, _ = run_day(dag, DAY)
     assert dagrun.state == "success"
-    assert query(postgres, "SELECT DISTINCT model_version FROM scores_e2e.transaction_scores") == [(newer,)]
+    assert postgres.query("SELECT DISTINCT model_version FROM scores_e2e.transaction_scores") == [(newer,)]
 
 
 def test_a_day_without_published_features_times_out_with_advice(scoring, capfd):

@@ -19,6 +19,7 @@ import pytest
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
+from tests.conftest import run_day
 from tests.drift_data import scored_lake
 
 pytestmark = pytest.mark.e2e
@@ -76,21 +77,6 @@ def monitor(airflow_db, postgres, tmp_path_factory):
     get_config.cache_clear()
 
 
-def night(dag, day: dt.date):
-    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
-    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
-
-
-def query(postgres, sql: str, *args):
-    conn = postgres.connect()
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 def training_runs() -> list:
     from airflow.models import DagRun
     from airflow.utils.session import create_session
@@ -136,18 +122,18 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
 
     dag, root, postgres, run_id = monitor
     day = START + dt.timedelta(days=3)
-    dagrun, states = night(dag, day)
+    dagrun, states = run_day(dag, day)
     assert dagrun.state == "success", states
     assert states["detect_drift"] == "success"
     assert states["skip_retraining"] == "success"
     assert states["trigger_training"] == "skipped"
 
-    runs = query(postgres, f"SELECT drift, signals, drifted_features, mlflow_run_id FROM {SCHEMA}.drift_runs")
+    runs = postgres.query(f"SELECT drift, signals, drifted_features, mlflow_run_id FROM {SCHEMA}.drift_runs")
     assert len(runs) == 1
     drift, signals, drifted, monitoring_run = runs[0]
     assert drift is False, drifted
     assert signals < 2
-    tests = query(postgres, f"SELECT test, count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s GROUP BY 1", day)
+    tests = postgres.query(f"SELECT test, count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s GROUP BY 1", day)
     counts = dict(tests)
     assert counts["chi2"] == 3
     assert counts["mmd"] == 1
@@ -161,7 +147,7 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
     assert "report/report.html" in report
     assert "report/pvalues.png" in report
     assert (root / "reports" / "drift" / f"ds={day}" / "report.html").read_text().count("<tr") > 10
-    decision = query(postgres, f"SELECT triggered, reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", day)
+    decision = postgres.query(f"SELECT triggered, reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", day)
     assert decision[0][0] is False
     assert decision[0][1].startswith("no trigger")
     assert notifications(root)[-1]["triggered"] is False
@@ -170,11 +156,11 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
     assert links["_link_ValidationReportLink"] == f"/loopline/reports/drift/ds={day}/report.html"
 
     # A rerun replaces the night: same rows, the same monitoring run, the detector not refitted.
-    dagrun, _ = night(dag, day)
+    dagrun, _ = run_day(dag, day)
     assert dagrun.state == "success"
-    again = query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s", day)
+    again = postgres.query(f"SELECT count(*) FROM {SCHEMA}.drift_reports WHERE ds = %s", day)
     assert again == [(sum(counts.values()),)]
-    assert query(postgres, f"SELECT mlflow_run_id FROM {SCHEMA}.drift_runs") == [(monitoring_run,)]
+    assert postgres.query(f"SELECT mlflow_run_id FROM {SCHEMA}.drift_runs") == [(monitoring_run,)]
     assert len(list(client.list_artifacts(run_id, "drift_detector"))) == 1
 
 
@@ -184,7 +170,7 @@ def test_realized_performance_matches_an_independent_computation(monitor):
     dag, root, postgres, _ = monitor
     night_day = START + dt.timedelta(days=4)
     scored_day = night_day - dt.timedelta(days=MATURITY)
-    _dagrun, states = night(dag, night_day)
+    _dagrun, states = run_day(dag, night_day)
     assert states["measure_performance"] == "success", states
 
     lake = Lake(str(root / "lake"))
@@ -197,8 +183,7 @@ def test_realized_performance_matches_an_independent_computation(monitor):
         pd.to_datetime(labels["reported_at"], utc=True) < pd.Timestamp(night_day + dt.timedelta(days=1), tz="UTC")
     ]
     joined = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id")
-    rows = query(
-        postgres,
+    rows = postgres.query(
         f"SELECT rows, unlabelled_rows, positives, roc_auc, pr_auc, reference_roc_auc, performance_drop "
         f"FROM {SCHEMA}.model_performance WHERE ds = %s",
         scored_day,
@@ -212,14 +197,14 @@ def test_realized_performance_matches_an_independent_computation(monitor):
     enough = positives >= get_config().drift.performance_min_positives
     assert dropped == (enough and reference - roc_auc >= 0.05)
     if not enough and reference - roc_auc >= 0.05:
-        note = query(postgres, f"SELECT note FROM {SCHEMA}.model_performance WHERE ds = %s", scored_day)[0][0]
+        note = postgres.query(f"SELECT note FROM {SCHEMA}.model_performance WHERE ds = %s", scored_day)[0][0]
         assert "not evidence of a drop" in note
 
 
 def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
     dag, root, postgres, _ = monitor
     first = DRIFT_START
-    dagrun, states = night(dag, first)
+    dagrun, states = run_day(dag, first)
     assert dagrun.state == "success", states
     assert states["trigger_training"] == "success"
     assert states["skip_retraining"] == "skipped"
@@ -234,38 +219,38 @@ def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
     assert notifications(root)[-1]["triggered"] is True
 
     # The next drifted night, while that training is still queued: no second training.
-    dagrun, states = night(dag, first + dt.timedelta(days=1))
+    dagrun, states = run_day(dag, first + dt.timedelta(days=1))
     assert states["skip_retraining"] == "success"
     assert states["trigger_training"] == "skipped"
-    reason = query(
-        postgres, f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=1)
+    reason = postgres.query(
+        f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=1)
     )
     assert "already running or queued" in reason[0][0]
 
     # Once it finished, the cooldown (72 h of nights) still holds the night after.
     finish_training_runs()
-    dagrun, states = night(dag, first + dt.timedelta(days=2))
+    dagrun, states = run_day(dag, first + dt.timedelta(days=2))
     assert states["skip_retraining"] == "success"
-    reason = query(
-        postgres, f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=2)
+    reason = postgres.query(
+        f"SELECT reason FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first + dt.timedelta(days=2)
     )
     assert "cooldown" in reason[0][0]
     assert "would trigger for data drift" in reason[0][0]
 
     # Rerunning the triggering night starts nothing new and keeps its record.
-    dagrun, states = night(dag, first)
+    dagrun, states = run_day(dag, first)
     assert states["skip_retraining"] == "success"
     assert len(training_runs()) == 1
-    kept = query(postgres, f"SELECT triggered, train_run_id FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first)
+    kept = postgres.query(f"SELECT triggered, train_run_id FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first)
     assert kept == [(True, f"drift_monitor__{first}")]
-    drifted = query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE drift")
+    drifted = postgres.query(f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE drift")
     assert drifted == [(3,)]
 
 
 def test_a_night_without_scores_ends_without_alarm(monitor, capfd):
     dag, root, postgres, _ = monitor
     day = START + dt.timedelta(days=30)
-    dagrun, states = night(dag, day)
+    dagrun, states = run_day(dag, day)
     assert dagrun.state == "success", states
     assert states["wait_for_scores"] == "skipped"
     assert states["detect_drift"] == "skipped"
@@ -274,5 +259,5 @@ def test_a_night_without_scores_ends_without_alarm(monitor, capfd):
     out = capfd.readouterr().out
     assert "partition not published" in out
     assert "scores/ds=2026-01-31/_CURRENT" in out
-    assert query(postgres, f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE ds = %s", day) == [(0,)]
+    assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE ds = %s", day) == [(0,)]
     assert notifications(root)[-1]["drift"] is None

@@ -27,7 +27,7 @@ class _TI:
 
 
 def test_the_message_states_verdict_decision_and_run():
-    message = notification("2026-02-20", {**DRIFT, "report_url": "http://127.0.0.1:5000/#/r"}, DECISION)
+    message = notification("2026-02-20", {**DRIFT, "mlflow_run_url": "http://127.0.0.1:5000/#/r"}, DECISION)
     assert message["triggered"] is True
     assert message["drift"] is True
     assert "TRIGGERED train_model" in message["text"]

@@ -116,7 +116,6 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         "report_uri": str(report),
         "mlflow_run_id": mlflow_run_id,
         "mlflow_run_url": run_url,
-        "report_url": run_url,
         "result": result.to_dict(),
     }
 
@@ -218,7 +217,6 @@ def decide_retraining(
             cooldown_hours=cfg.drift.cooldown_hours,
             training_active=active,
         )
-        decision = type(decision)(decision.trigger, decision.reason[:450], decision.drifted_features)
         target = train_run_id(ds) if decision.trigger else None
         if not already:
             monitoring.record_decision(
@@ -242,7 +240,8 @@ def trigger_conf() -> dict[str, str]:
     """``train_model``'s conf (rendered per run): its Params take the reason and the cut-off from here."""
     decision = f"ti.xcom_pull(task_ids='{DECIDE_TASK_ID}', key='decision')"
     return {
-        "reason": "drift_monitor {{ ds }}: {{ " + decision + "['reason'] }}",
+        # train_model's reason Param holds at most 500 characters; the full reason stays in retraining_decisions
+        "reason": "drift_monitor {{ ds }}: {{ " + decision + "['reason'][:450] }}",
         "triggered_by": "drift_monitor",
         "drifted_features": "{{ " + decision + "['drifted_features'] | join(',') }}",
         "ds": "{{ ds }}",
