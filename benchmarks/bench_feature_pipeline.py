@@ -182,8 +182,12 @@ def bench_history(spark, cfg, start: dt.date, short: int, long: int) -> None:
         paths = "/".join(sorted({result["state_path"] for result, _ in runs}))
         return statistics.median(seconds for _, seconds in runs), paths
 
+    state_tables = (tables.STATE_CUSTOMER, tables.STATE_CUSTOMER_MERCHANTS, tables.STATE_MERCHANT_RISK)
+
     def state_rows(day):
-        return spark.read.parquet(lake.partition(tables.STATE_CUSTOMER, day)).count()
+        return ", ".join(
+            f"{table} {spark.read.parquet(lake.partition(table, day)).count():,}" for table in state_tables
+        )
 
     short_day, long_day = start + dt.timedelta(days=short), start + dt.timedelta(days=long)
     short_t, short_path = feature_time(short_day)
@@ -192,11 +196,8 @@ def bench_history(spark, cfg, start: dt.date, short: int, long: int) -> None:
         f"[history] feature job with {short} days of history: {short_t:.2f} s (state: {short_path}); "
         f"with {long} days: {long_t:.2f} s (state: {long_path}); ratio {long_t / short_t:.2f} (target <= 1.3)"
     )
-    print(
-        f"[history] customer state rows: {state_rows(short_day):,} with {short} days, "
-        f"{state_rows(long_day):,} with {long} days"
-    )
-    state_tables = (tables.STATE_CUSTOMER, tables.STATE_MERCHANT_RISK)
+    print(f"[history] state rows with {short} days: {state_rows(short_day)}")
+    print(f"[history] state rows with {long} days: {state_rows(long_day)}")
     advanced = {table: lake.partition(table, long_day) for table in state_tables}
     rebuilt, rebuilt_t = timed(features.run, spark, long_day, cfg, rebuild_state=True)
     same = True

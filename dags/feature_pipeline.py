@@ -23,16 +23,17 @@ gates them and publishes the feature partition (Asset `loopline_features`).
 
 ## Inputs
 - Landing: `<landing>/transactions/ds=<ds>/*.csv[.gz]`, `<landing>/labels/ds=<ds>/*.csv[.gz]`, each with `_SUCCESS`.
-- Lake: yesterday's raw transactions and rolling state (`state/customer_window`, `state/merchant_risk_window`)
-  plus the daily aggregates entering and leaving its windows; when that state is missing or stale (a day in
-  its window was re-ingested or backfilled since) the state is rebuilt from the daily aggregates (30 days of
-  customer aggregates, 90 of label aggregates).
+- Lake: yesterday's raw transactions and rolling state (`state/customer_window`, `state/customer_merchants`,
+  `state/merchant_risk_window`) plus the daily aggregates entering and leaving its windows; when that state
+  is missing or stale (a day in its window was re-ingested or backfilled since) the state is rebuilt from
+  the daily aggregates (30 days of customer aggregates, 90 of label aggregates).
 
 ## Outputs
 - Lake (each partition committed atomically, old or new, never a mix): `raw/transactions`, `raw/labels`,
   `labels/labeled_transactions`, `aggregates/customer_daily`, `aggregates/merchant_label_daily`,
   `quarantine/transactions`, `quarantine/labels`, `features`, and the day's rolling state
-  (`state/customer_window`, `state/merchant_risk_window`: committed by `build_features`, before the gate, as
+  (`state/customer_window`, `state/customer_merchants`, `state/merchant_risk_window`: committed by
+  `build_features`, before the gate, as
   it depends only on published aggregates; its `_CURRENT` stats record the aggregate versions it was built from).
 - Validation reports (Data Docs) under `<reports>/gx/<suite>/ds=<ds>/`; Asset event with `ds` and row count.
 

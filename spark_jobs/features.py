@@ -6,15 +6,22 @@ reported before ``ds``. The cost does not grow with the length of history: the j
 partition, the previous day's (for the 1h/24h windows across midnight), yesterday's state and the few
 daily aggregate partitions that enter or leave the windows, never months of transactions.
 
-The state (``state/customer_window``, ``state/merchant_risk_window``) partition ``ds=D`` holds the history
-available to day D: per customer, merchant and country the counts and sums of the short and long windows
-(days D-short..D-1 and D-long..D-1), the last transaction time and a bitmap of the days with activity; per
-merchant the labels reported in days D-risk..D-1. It is advanced from ``state(D-1)``:
-``state(D) = state(D-1) + agg(D-1) - agg(D-1-short) (short sums) - agg(D-1-long) (long sums)``. Sums are
-exact decimals, so an advanced state equals one rebuilt from the daily aggregates to the last digit. Each
-state partition records the aggregate versions of its window; when yesterday's state is missing, was built
-with other windows, or any of its days was re-ingested or backfilled since, the state is rebuilt from the
-daily aggregates instead (also what the first days do).
+The rolling state partition ``ds=D`` holds the history available to day D, in three narrow tables:
+
+- ``state/customer_window``: per customer and country, the counts and whole-cent sums of the short and long
+  windows (days D-short..D-1 and D-long..D-1), the last transaction time and a bitmap of active days;
+- ``state/customer_merchants``: per customer and merchant bought from in the long window, the days bitmap
+  (the new-merchant flag);
+- ``state/merchant_risk_window``: per merchant, the labels reported in days D-risk..D-1.
+
+Each is advanced from its ``D-1`` partition: ``state(D) = state(D-1) + agg(D-1) - agg(D-1-short) (short
+sums) - agg(D-1-long) (long sums)``; the bitmaps shift by a day, which is all the merchants table needs.
+Sums are integers (cents), so an advanced state equals one rebuilt from the daily aggregates exactly, and
+the tables stay small: the customer totals stop growing once every active customer is in them, only the
+bitmap-only merchants table grows with the window. Each partition records the aggregate versions of its
+window; when yesterday's state is missing, was built with other windows or an older format, or any of its
+days was re-ingested or backfilled since, the state is rebuilt from the daily aggregates instead (also what
+the first days do).
 
 Windows of a day or more are day-aligned: ``7d`` is the previous seven full days plus today before the
 transaction; ``1h`` and ``24h`` are exact sliding windows.
@@ -30,7 +37,6 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
@@ -44,22 +50,26 @@ log = logging.getLogger(__name__)
 LONG_AGO_SECONDS = 30 * 86400.0  # "no earlier transaction in the window" as a finite, monotone value
 NIGHT_HOURS = (0, 5)
 
-# Exact sums for the rolling state: adding a day and subtracting it later gives back the same digits, so
-# a state advanced for months equals a rebuild. 28 integer digits, 10 decimals (amounts have 2, squares 4).
-STATE_SUM = T.DecimalType(38, 10)
 MAX_MASK_DAYS = 62  # days_mask is a signed 64-bit bitmap
-STATE_FORMAT = 1  # bump when the state's layout or meaning changes: older partitions are then rebuilt
-CUSTOMER_KEY = ("customer_id", "merchant_id", "country")
+# Bump when a state's layout or meaning changes: older partitions are then rebuilt. 2: whole-cent longs
+# instead of decimal(38,10) sums, totals per (customer, country) and seen merchants in their own table.
+STATE_FORMAT = 2
+# The customer state holds the window totals per customer and country (a few rows per customer, so it stops
+# growing once every active customer is in it); the pairs a customer has bought from, which grow with the
+# window, sit in a narrow table of their own that only needs a days bitmap.
+CUSTOMER_KEY = ("customer_id", "country")
+MERCHANTS_KEY = ("customer_id", "merchant_id")
 RISK_KEY = ("merchant_id", "merchant_category")
 HISTORY_SCHEMA = (
-    "customer_id string, merchant_id string, country string, cnt long, amount_sum double, amount_sumsq double, "
+    "customer_id string, merchant_id string, country string, cnt long, amount_cents long, amount_cents_sq long, "
     "last_event_time timestamp, ds date"
 )
 LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
 CUSTOMER_STATE_SCHEMA = (
-    "customer_id string, merchant_id string, country string, cnt_short long, sum_short decimal(38,10), "
-    "cnt_long long, sum_long decimal(38,10), sumsq_long decimal(38,10), last_event_time timestamp, days_mask long"
+    "customer_id string, country string, cnt_short long, cents_short long, cnt_long long, cents_long long, "
+    "cents_sq_long long, last_event_time timestamp, days_mask long"
 )
+MERCHANTS_STATE_SCHEMA = "customer_id string, merchant_id string, days_mask long"
 RISK_STATE_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long"
 
 
@@ -98,47 +108,47 @@ def _check_windows(short_days: int, long_days: int) -> None:
         )
 
 
-def _exact(column: str) -> Column:
-    return F.col(column).cast(STATE_SUM)
+def _long(value: int = 0) -> Column:
+    return F.lit(value).cast("long")
 
 
-def _zero() -> Column:
-    return F.lit(0).cast(STATE_SUM)
+def _day_bit(offset: Column) -> Column:
+    """Bit ``offset - 1`` of a days bitmap: bit ``i`` is day ``ds - 1 - i``."""
+    return F.shiftleft(_long(1), offset - 1)
 
 
-def _finish_customer_state(grouped: DataFrame) -> DataFrame:
-    """Drop keys with no active day left in the window; a count of 0 has sums of exactly 0."""
-    return grouped.where(F.col("days_mask") != 0).select(
-        *CUSTOMER_KEY,
-        F.col("cnt_short"),
-        F.when(F.col("cnt_short") == 0, _zero()).otherwise(F.col("sum_short")).cast(STATE_SUM).alias("sum_short"),
-        F.col("cnt_long"),
-        F.when(F.col("cnt_long") == 0, _zero()).otherwise(F.col("sum_long")).cast(STATE_SUM).alias("sum_long"),
-        F.when(F.col("cnt_long") == 0, _zero()).otherwise(F.col("sumsq_long")).cast(STATE_SUM).alias("sumsq_long"),
-        F.col("last_event_time"),
-        F.col("days_mask"),
+def _shift(mask: str, long_days: int) -> Column:
+    """A days bitmap one day later: every day moves one bit up, the day leaving the window falls off."""
+    return F.shiftleft(F.col(mask), 1).bitwiseAND(_long((1 << long_days) - 1))
+
+
+def _daily_totals(daily: DataFrame) -> DataFrame:
+    """One day's ``customer_daily`` rows summed per customer and country."""
+    return daily.groupBy(*CUSTOMER_KEY).agg(
+        F.sum("cnt").alias("cnt"),
+        F.sum("amount_cents").alias("amount_cents"),
+        F.sum("amount_cents_sq").alias("amount_cents_sq"),
+        F.max("last_event_time").alias("last_event_time"),
     )
 
 
 def state_from_aggregates(history: DataFrame, ds: dt.date, *, short_days: int, long_days: int) -> DataFrame:
-    """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column).
-
-    Only days ``ds - long_days .. ds - 1`` count. Bit ``i`` of ``days_mask`` is day ``ds - 1 - i``.
-    """
+    """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column):
+    per customer and country, counts and cent sums of days ``ds - short_days .. ds - 1`` and
+    ``ds - long_days .. ds - 1``, the last transaction time and the days bitmap."""
     _check_windows(short_days, long_days)
     offset = F.datediff(F.lit(ds), F.col("ds"))
     short = offset <= short_days
     window = history.where((offset >= 1) & (offset <= long_days))
-    grouped = window.groupBy(*CUSTOMER_KEY).agg(
-        F.sum(F.when(short, F.col("cnt")).otherwise(F.lit(0).cast("long"))).alias("cnt_short"),
-        F.sum(F.when(short, _exact("amount_sum")).otherwise(_zero())).alias("sum_short"),
+    return window.groupBy(*CUSTOMER_KEY).agg(
+        F.sum(F.when(short, F.col("cnt")).otherwise(_long())).alias("cnt_short"),
+        F.sum(F.when(short, F.col("amount_cents")).otherwise(_long())).alias("cents_short"),
         F.sum("cnt").alias("cnt_long"),
-        F.sum(_exact("amount_sum")).alias("sum_long"),
-        F.sum(_exact("amount_sumsq")).alias("sumsq_long"),
+        F.sum("amount_cents").alias("cents_long"),
+        F.sum("amount_cents_sq").alias("cents_sq_long"),
         F.max("last_event_time").alias("last_event_time"),
-        F.bit_or(F.shiftleft(F.lit(1).cast("long"), offset - 1)).alias("days_mask"),
+        F.bit_or(_day_bit(offset)).alias("days_mask"),
     )
-    return _finish_customer_state(grouped)
 
 
 def advance_state(
@@ -154,61 +164,64 @@ def advance_state(
     short sums (``left_short``) and ``agg(D-1-long_days)`` out of the long ones (``left_long``).
 
     The aggregates are ``customer_daily`` partitions (None for a day without one). Every day shifts the
-    ``days_mask`` by one; keys whose mask becomes empty had no activity left in the window and are dropped.
-    ``last_event_time`` only needs a max: a day leaves the window only after every later day of the key.
+    ``days_mask`` by one; keys whose mask becomes empty had no activity left in the window and are dropped
+    (their counts and sums are then exactly 0). ``last_event_time`` only needs a max: a day leaves the window
+    only after every later day of the key.
     """
     _check_windows(short_days, long_days)
-    long_zero, no_time = F.lit(0).cast("long"), F.lit(None).cast("timestamp")
-    full_mask = (1 << long_days) - 1
+    no_time = F.lit(None).cast("timestamp")
     parts = [
         previous.select(
             *CUSTOMER_KEY,
             "cnt_short",
-            _exact("sum_short").alias("sum_short"),
+            "cents_short",
             "cnt_long",
-            _exact("sum_long").alias("sum_long"),
-            _exact("sumsq_long").alias("sumsq_long"),
+            "cents_long",
+            "cents_sq_long",
             "last_event_time",
-            F.shiftleft(F.col("days_mask"), 1).bitwiseAND(F.lit(full_mask).cast("long")).alias("days_mask"),
+            _shift("days_mask", long_days).alias("days_mask"),
         )
     ]
     if added is not None:
+        day = _daily_totals(added)
         parts.append(
-            added.select(
+            day.select(
                 *CUSTOMER_KEY,
-                F.col("cnt").cast("long").alias("cnt_short"),
-                _exact("amount_sum").alias("sum_short"),
-                F.col("cnt").cast("long").alias("cnt_long"),
-                _exact("amount_sum").alias("sum_long"),
-                _exact("amount_sumsq").alias("sumsq_long"),
+                F.col("cnt").alias("cnt_short"),
+                F.col("amount_cents").alias("cents_short"),
+                F.col("cnt").alias("cnt_long"),
+                F.col("amount_cents").alias("cents_long"),
+                F.col("amount_cents_sq").alias("cents_sq_long"),
                 "last_event_time",
-                F.lit(1).cast("long").alias("days_mask"),
+                _long(1).alias("days_mask"),
             )
         )
     if left_short is not None:
+        day = _daily_totals(left_short)
         parts.append(
-            left_short.select(
+            day.select(
                 *CUSTOMER_KEY,
-                (-F.col("cnt").cast("long")).alias("cnt_short"),
-                (-_exact("amount_sum")).alias("sum_short"),
-                long_zero.alias("cnt_long"),
-                _zero().alias("sum_long"),
-                _zero().alias("sumsq_long"),
+                (-F.col("cnt")).alias("cnt_short"),
+                (-F.col("amount_cents")).alias("cents_short"),
+                _long().alias("cnt_long"),
+                _long().alias("cents_long"),
+                _long().alias("cents_sq_long"),
                 no_time.alias("last_event_time"),
-                long_zero.alias("days_mask"),
+                _long().alias("days_mask"),
             )
         )
     if left_long is not None:
+        day = _daily_totals(left_long)
         parts.append(
-            left_long.select(
+            day.select(
                 *CUSTOMER_KEY,
-                long_zero.alias("cnt_short"),
-                _zero().alias("sum_short"),
-                (-F.col("cnt").cast("long")).alias("cnt_long"),
-                (-_exact("amount_sum")).alias("sum_long"),
-                (-_exact("amount_sumsq")).alias("sumsq_long"),
+                _long().alias("cnt_short"),
+                _long().alias("cents_short"),
+                (-F.col("cnt")).alias("cnt_long"),
+                (-F.col("amount_cents")).alias("cents_long"),
+                (-F.col("amount_cents_sq")).alias("cents_sq_long"),
                 no_time.alias("last_event_time"),
-                long_zero.alias("days_mask"),
+                _long().alias("days_mask"),
             )
         )
     union = parts[0]
@@ -216,14 +229,33 @@ def advance_state(
         union = union.unionByName(part)
     grouped = union.groupBy(*CUSTOMER_KEY).agg(
         F.sum("cnt_short").alias("cnt_short"),
-        F.sum("sum_short").alias("sum_short"),
+        F.sum("cents_short").alias("cents_short"),
         F.sum("cnt_long").alias("cnt_long"),
-        F.sum("sum_long").alias("sum_long"),
-        F.sum("sumsq_long").alias("sumsq_long"),
+        F.sum("cents_long").alias("cents_long"),
+        F.sum("cents_sq_long").alias("cents_sq_long"),
         F.max("last_event_time").alias("last_event_time"),
         F.bit_or("days_mask").alias("days_mask"),
     )
-    return _finish_customer_state(grouped)
+    return grouped.where(F.col("days_mask") != 0)
+
+
+def merchants_from_aggregates(history: DataFrame, ds: dt.date, *, long_days: int) -> DataFrame:
+    """The merchants each customer bought from in days ``ds - long_days .. ds - 1``, with the days bitmap."""
+    _check_windows(1, long_days)
+    offset = F.datediff(F.lit(ds), F.col("ds"))
+    window = history.where((offset >= 1) & (offset <= long_days))
+    return window.groupBy(*MERCHANTS_KEY).agg(F.bit_or(_day_bit(offset)).alias("days_mask"))
+
+
+def advance_merchants(previous: DataFrame, added: DataFrame | None, *, long_days: int) -> DataFrame:
+    """``merchants(D)`` from ``merchants(D-1)`` and ``agg(D-1)``: the bitmap shift drops the day leaving the
+    window, so nothing is subtracted and no older aggregate is read."""
+    _check_windows(1, long_days)
+    union = previous.select(*MERCHANTS_KEY, _shift("days_mask", long_days).alias("days_mask"))
+    if added is not None:
+        union = union.unionByName(added.select(*MERCHANTS_KEY, _long(1).alias("days_mask")))
+    grouped = union.groupBy(*MERCHANTS_KEY).agg(F.bit_or("days_mask").alias("days_mask"))
+    return grouped.where(F.col("days_mask") != 0)
 
 
 def risk_state_from_aggregates(merchant_labels: DataFrame, ds: dt.date, *, risk_days: int) -> DataFrame:
@@ -262,17 +294,16 @@ def customer_windows(state: DataFrame) -> DataFrame:
     squares for a z-score, the last transaction time, days since first seen in the window, home country."""
     per_customer = state.groupBy("customer_id").agg(
         F.sum("cnt_short").alias("h_cnt_short"),
-        F.sum("sum_short").cast("double").alias("h_sum_short"),
+        (F.sum("cents_short") / 100.0).alias("h_sum_short"),
         F.sum("cnt_long").alias("h_cnt_long"),
-        F.sum("sum_long").cast("double").alias("h_sum_long"),
-        F.sum("sumsq_long").cast("double").alias("h_sumsq_long"),
+        (F.sum("cents_long") / 100.0).alias("h_sum_long"),
+        (F.sum("cents_sq_long") / 10_000.0).alias("h_sumsq_long"),
         F.max("last_event_time").alias("h_last_event_time"),
         # highest set bit + 1 = days from the first active day in the window to ds
         F.max(F.length(F.bin("days_mask"))).alias("h_history_days"),
     )
-    by_country = state.groupBy("customer_id", "country").agg(F.sum("cnt_long").alias("n"))
-    ranked = by_country.withColumn(
-        "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("n"), "country"))
+    ranked = state.withColumn(
+        "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("cnt_long"), "country"))
     )
     home = ranked.where("rank = 1").select("customer_id", F.col("country").alias("home_country"))
     return per_customer.join(home, "customer_id", "left")
@@ -302,6 +333,7 @@ def build_features(
     today: DataFrame,
     previous_day: DataFrame | None,
     customer_state: DataFrame,
+    merchants_state: DataFrame,
     risk_state: DataFrame,
     ds: dt.date,
     *,
@@ -310,7 +342,9 @@ def build_features(
     """Features for every transaction of ``today``.
 
     ``customer_state`` is the customer state of ``ds`` (:func:`state_from_aggregates` /
-    :func:`advance_state`: the windows of days before ``ds``), ``risk_state`` the label counts per merchant
+    :func:`advance_state`: the windows of days before ``ds``), ``merchants_state`` the merchants each customer
+    bought from in the long window (:func:`merchants_from_aggregates` / :func:`advance_merchants`),
+    ``risk_state`` the label counts per merchant
     reported in the risk window before ``ds``, ``previous_day`` the raw transactions of ``ds - 1`` (for
     windows that cross midnight).
     """
@@ -370,9 +404,8 @@ def build_features(
     )
 
     windows = customer_windows(customer_state)
-    seen = customer_state.select("customer_id", "merchant_id", "country")
-    seen_merchants = seen.select("customer_id", "merchant_id").distinct().withColumn("h_merchant", F.lit(True))
-    seen_countries = seen.select("customer_id", "country").distinct().withColumn("h_country", F.lit(True))
+    seen_merchants = merchants_state.select(*MERCHANTS_KEY, F.lit(True).alias("h_merchant"))
+    seen_countries = customer_state.select(*CUSTOMER_KEY, F.lit(True).alias("h_country"))
     merchant_risk, category_risk, global_rate = risk_rates(risk_state, prior_strength)
 
     joined = (
@@ -541,23 +574,22 @@ def _update_state(
 def update_states(
     spark: SparkSession, lake: Lake, ds: dt.date, windows: FeatureWindows, *, force_rebuild: bool = False
 ) -> dict[str, dict]:
-    """Commit the customer and merchant risk states of ``ds``; returns, per state table, the path taken
-    (``incremental`` | ``rebuilt``), the committed version and its URI.
+    """Commit the customer, customer-merchant and merchant risk states of ``ds``; returns, per state table,
+    the path taken (``incremental`` | ``rebuilt``), the committed version and its URI.
 
     The states depend only on committed daily aggregates, so they are committed here, not behind the
     features gate; a rerun of ``ds`` commits a new version with the same content.
     """
     short, long, risk = windows.short_days, windows.long_days, windows.risk_days
     customer = _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"short_days": short, "long_days": long})
-    merchant = _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk})
+    merchants = _StateSpec(tables.STATE_CUSTOMER_MERCHANTS, tables.CUSTOMER_DAILY, long, {"long_days": long})
+    risk_spec = _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk})
 
-    def rebuild_customer(history: DataFrame | None) -> DataFrame:
-        history = history if history is not None else spark.createDataFrame([], HISTORY_SCHEMA)
-        return state_from_aggregates(history, ds, short_days=short, long_days=long)
+    def history(frame: DataFrame | None) -> DataFrame:
+        return frame if frame is not None else spark.createDataFrame([], HISTORY_SCHEMA)
 
-    def rebuild_merchant(labels: DataFrame | None) -> DataFrame:
-        labels = labels if labels is not None else spark.createDataFrame([], LABEL_SCHEMA)
-        return risk_state_from_aggregates(labels, ds, risk_days=risk)
+    def labels(frame: DataFrame | None) -> DataFrame:
+        return frame if frame is not None else spark.createDataFrame([], LABEL_SCHEMA)
 
     return {
         customer.table: _update_state(
@@ -568,16 +600,25 @@ def update_states(
             advance=lambda previous, added, leaving: advance_state(
                 previous, added, leaving(short), leaving(long), short_days=short, long_days=long
             ),
-            rebuild=rebuild_customer,
+            rebuild=lambda rows: state_from_aggregates(history(rows), ds, short_days=short, long_days=long),
             force_rebuild=force_rebuild,
         ),
-        merchant.table: _update_state(
+        merchants.table: _update_state(
             spark,
             lake,
-            merchant,
+            merchants,
+            ds,
+            advance=lambda previous, added, _leaving: advance_merchants(previous, added, long_days=long),
+            rebuild=lambda rows: merchants_from_aggregates(history(rows), ds, long_days=long),
+            force_rebuild=force_rebuild,
+        ),
+        risk_spec.table: _update_state(
+            spark,
+            lake,
+            risk_spec,
             ds,
             advance=lambda previous, added, leaving: advance_risk_state(previous, added, leaving(risk)),
-            rebuild=rebuild_merchant,
+            rebuild=lambda rows: risk_state_from_aggregates(labels(rows), ds, risk_days=risk),
             force_rebuild=force_rebuild,
         ),
     }
@@ -606,6 +647,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, 
         spark.read.parquet(today_uri),
         spark.read.parquet(previous_uri) if previous_uri else None,
         spark.read.parquet(states[tables.STATE_CUSTOMER]["uri"]),
+        spark.read.parquet(states[tables.STATE_CUSTOMER_MERCHANTS]["uri"]),
         spark.read.parquet(states[tables.STATE_MERCHANT_RISK]["uri"]),
         ds,
         prior_strength=cfg.features.risk_prior_strength,

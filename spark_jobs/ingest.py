@@ -194,11 +194,13 @@ def resolve_duplicates(checked: DataFrame, key: str, content: list[str]) -> Data
 
 
 def customer_daily(transactions: DataFrame) -> DataFrame:
-    """Per customer, merchant and country: the day's count, amount sum and sum of squares, last time."""
+    """Per customer, merchant and country: the day's count, amount sum and sum of squares in whole cents
+    (exact integers, so the feature job's rolling windows add and subtract them without drift), last time."""
+    cents = F.round(F.col("amount_eur") * 100).cast("long")
     return transactions.groupBy("customer_id", "merchant_id", "country").agg(
         F.count("*").alias("cnt"),
-        F.sum("amount_eur").alias("amount_sum"),
-        F.sum(F.col("amount_eur") * F.col("amount_eur")).alias("amount_sumsq"),
+        F.sum(cents).alias("amount_cents"),
+        F.sum(cents * cents).alias("amount_cents_sq"),
         F.max("event_time").alias("last_event_time"),
     )
 

@@ -35,6 +35,7 @@ FEATURES = "features"
 # Rolling per-day state of the feature job: partition ds=D holds the history available to day D.
 STATE_CUSTOMER = "state/customer_window"
 STATE_MERCHANT_RISK = "state/merchant_risk_window"
+STATE_CUSTOMER_MERCHANTS = "state/customer_merchants"
 SCORES = "scores"
 SCORES_SHADOW = "scores_shadow"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ TXN_SCHEMA = (
     "event_time timestamp, amount_eur double, channel string, country string, card_present boolean"
 )
 HISTORY_SCHEMA = (
-    "customer_id string, merchant_id string, country string, cnt long, amount_sum double, amount_sumsq double, "
+    "customer_id string, merchant_id string, country string, cnt long, amount_cents long, amount_cents_sq long, "
     "last_event_time timestamp, ds date"
 )
 LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
@@ -50,19 +49,20 @@ def inputs(spark):
     ]
     previous = [txn("p1", "c1", "m1", "2026-03-09 23:45:00", 5.0), txn("p2", "c2", "m1", "2026-03-09 23:50:00", 7.0)]
     history = [
-        ("c1", "m1", "DE", 2, 20.0, 200.0, ts("2026-03-07 09:00:00"), dt.date(2026, 3, 7)),
-        ("c1", "m3", "DE", 1, 50.0, 2500.0, ts("2026-02-28 09:00:00"), dt.date(2026, 2, 28)),
-        ("c2", "m1", "DE", 1, 7.0, 49.0, ts("2026-03-09 23:50:00"), dt.date(2026, 3, 9)),
+        ("c1", "m1", "DE", 2, 2000, 2_000_000, ts("2026-03-07 09:00:00"), dt.date(2026, 3, 7)),  # cents
+        ("c1", "m3", "DE", 1, 5000, 25_000_000, ts("2026-02-28 09:00:00"), dt.date(2026, 2, 28)),
+        ("c2", "m1", "DE", 1, 700, 490_000, ts("2026-03-09 23:50:00"), dt.date(2026, 3, 9)),
     ]
     labels = [("m1", "grocery", 100, 10, dt.date(2026, 3, 9)), ("m2", "grocery", 0, 0, dt.date(2026, 3, 9))]
-    customer_state = features.state_from_aggregates(
-        spark.createDataFrame(history, HISTORY_SCHEMA), DS, short_days=7, long_days=30
-    )
+    history_frame = spark.createDataFrame(history, HISTORY_SCHEMA)
+    customer_state = features.state_from_aggregates(history_frame, DS, short_days=7, long_days=30)
+    merchants_state = features.merchants_from_aggregates(history_frame, DS, long_days=30)
     risk_state = features.risk_state_from_aggregates(spark.createDataFrame(labels, LABEL_SCHEMA), DS, risk_days=90)
     return (
         spark.createDataFrame(today, TXN_SCHEMA),
         spark.createDataFrame(previous, TXN_SCHEMA),
         customer_state,
+        merchants_state,
         risk_state,
     )
 
@@ -105,8 +105,8 @@ def test_window_values(inputs):
 
 
 def test_same_day_future_rows_change_nothing(spark, inputs):
-    today, previous, customer_state, risk_state = inputs
-    before = _by_id(features.build_features(today, previous, customer_state, risk_state, DS))
+    today, previous, *states = inputs
+    before = _by_id(features.build_features(today, previous, *states, DS))
     later = spark.createDataFrame(
         [
             txn("z1", "c1", "m7", "2026-03-10 12:00:01", 9999.0, country="US"),
@@ -114,7 +114,7 @@ def test_same_day_future_rows_change_nothing(spark, inputs):
         ],
         TXN_SCHEMA,
     )
-    after = _by_id(features.build_features(today.unionByName(later), previous, customer_state, risk_state, DS))
+    after = _by_id(features.build_features(today.unionByName(later), previous, *states, DS))
     for tid, row in before.items():
         assert after[tid] == row, f"features of {tid} changed when later transactions were added"
 
@@ -169,29 +169,29 @@ def _rows(frame, key: tuple[str, ...]) -> dict:
 
 def test_advance_state_moves_the_window_by_one_day_exactly(spark):
     """state(D-1) + agg(D-1) - agg(D-3) (short) - agg(D-5) (long) on hand-made rows, against exact values
-    and against a rebuild of state(D) from the same aggregates."""
+    and against a rebuild of state(D) from the same aggregates; the same for the customer-merchant bitmaps."""
 
     def agg(rows):
         return [
-            (c, m, country, n, s, q, _day(day, hour), dt.date(2026, 3, day))
-            for c, m, country, n, s, q, day, hour in rows
+            (c, m, country, n, cents, sq, _day(day, hour), dt.date(2026, 3, day))
+            for c, m, country, n, cents, sq, day, hour in rows
         ]
 
     older = agg(
         [
-            ("c1", "m1", "DE", 1, 10.0, 100.0, 5, 9),  # only on 03-05: leaves the long window on D
-            ("c1", "m2", "DE", 1, 0.1, 0.01, 5, 11),  # 03-05 leaves ...
-            ("c1", "m2", "DE", 1, 0.2, 0.04, 7, 12),  # ... 03-07 stays (long) and leaves the short window
-            ("c2", "m1", "FR", 1, 5.0, 25.0, 8, 8),
+            ("c1", "m1", "DE", 1, 1000, 1_000_000, 5, 9),  # only on 03-05: leaves the long window on D
+            ("c1", "m2", "DE", 1, 10, 100, 5, 11),  # 03-05 leaves ...
+            ("c1", "m2", "DE", 1, 20, 400, 7, 12),  # ... 03-07 stays (long) and leaves the short window
+            ("c2", "m1", "FR", 1, 500, 250_000, 8, 8),
         ]
     )
-    added = agg([("c2", "m1", "FR", 2, 7.0, 25.0, 9, 20), ("c3", "m3", "DE", 1, 1.5, 2.25, 9, 6)])
+    added = agg([("c2", "m1", "FR", 2, 700, 250_000, 9, 20), ("c3", "m3", "DE", 1, 150, 22_500, 9, 6)])
     history = spark.createDataFrame(older, HISTORY_SCHEMA)
     previous = features.state_from_aggregates(history, STATE_DS - dt.timedelta(days=1), short_days=2, long_days=4)
-    key = ("customer_id", "merchant_id", "country")
+    key = ("customer_id", "country")
     before = _rows(previous, key)
-    assert before[("c1", "m2", "DE")]["days_mask"] == 0b1010  # bit i = day 03-08 minus i: 03-07 and 03-05
-    assert before[("c1", "m2", "DE")]["sum_long"] == Decimal("0.3")
+    assert before[("c1", "DE")]["days_mask"] == 0b1010  # bit i = day 03-08 minus i: 03-07 and 03-05
+    assert (before[("c1", "DE")]["cnt_long"], before[("c1", "DE")]["cents_long"]) == (3, 1030)
 
     def day_of(rows, day):
         frame = spark.createDataFrame([r for r in rows if r[-1] == dt.date(2026, 3, day)], HISTORY_SCHEMA)
@@ -206,17 +206,17 @@ def test_advance_state_moves_the_window_by_one_day_exactly(spark):
         long_days=4,
     )
     after = _rows(advanced, key)
-    assert set(after) == {("c1", "m2", "DE"), ("c2", "m1", "FR"), ("c3", "m3", "DE")}  # c1/m1 dropped
-    c1 = after[("c1", "m2", "DE")]
-    assert (c1["cnt_short"], c1["sum_short"]) == (0, Decimal(0))
-    # Exact: in doubles 0.1 + 0.2 - 0.1 is 0.20000000000000004.
-    assert (c1["cnt_long"], c1["sum_long"], c1["sumsq_long"]) == (1, Decimal("0.2"), Decimal("0.04"))
+    assert set(after) == {("c1", "DE"), ("c2", "FR"), ("c3", "DE")}
+    c1 = after[("c1", "DE")]
+    assert (c1["cnt_short"], c1["cents_short"]) == (0, 0)
+    # Exact: 10 + 20 - 10 cents is 20 cents (in euros as doubles, 0.1 + 0.2 - 0.1 is 0.20000000000000004).
+    assert (c1["cnt_long"], c1["cents_long"], c1["cents_sq_long"]) == (1, 20, 400)
     assert c1["days_mask"] == 0b100  # 03-07, two days before 03-09
     assert c1["last_event_time"] == _day(7, 12)
-    c2 = after[("c2", "m1", "FR")]
-    assert (c2["cnt_short"], c2["sum_short"], c2["cnt_long"], c2["sumsq_long"]) == (3, Decimal(12), 3, Decimal(50))
+    c2 = after[("c2", "FR")]
+    assert (c2["cnt_short"], c2["cents_short"], c2["cnt_long"], c2["cents_sq_long"]) == (3, 1200, 3, 500_000)
     assert (c2["days_mask"], c2["last_event_time"]) == (0b11, _day(9, 20))
-    assert after[("c3", "m3", "DE")]["days_mask"] == 1
+    assert after[("c3", "DE")]["days_mask"] == 1
 
     rebuilt = features.state_from_aggregates(
         spark.createDataFrame(older + added, HISTORY_SCHEMA), STATE_DS, short_days=2, long_days=4
@@ -225,7 +225,17 @@ def test_advance_state_moves_the_window_by_one_day_exactly(spark):
 
     windows = _rows(features.customer_windows(advanced), ("customer_id",))
     assert windows[("c1",)]["h_history_days"] == 3  # first active day in the window: 03-07
+    assert (windows[("c1",)]["h_sum_long"], windows[("c1",)]["h_sumsq_long"]) == (0.2, 0.04)
     assert windows[("c2",)]["h_history_days"] == 2
+
+    previous_merchants = features.merchants_from_aggregates(history, STATE_DS - dt.timedelta(days=1), long_days=4)
+    merchants = features.advance_merchants(previous_merchants, day_of(added, 9), long_days=4)
+    expected = {("c1", "m2"): 0b100, ("c2", "m1"): 0b11, ("c3", "m3"): 1}  # c1/m1 (03-05 only) fell off
+    assert {(r.customer_id, r.merchant_id): r.days_mask for r in merchants.collect()} == expected
+    rebuilt_merchants = features.merchants_from_aggregates(
+        spark.createDataFrame(older + added, HISTORY_SCHEMA), STATE_DS, long_days=4
+    )
+    assert {(r.customer_id, r.merchant_id): r.days_mask for r in rebuilt_merchants.collect()} == expected
 
     labels = [("m1", "grocery", 5, 1, dt.date(2026, 3, 6)), ("m2", "fuel", 2, 0, dt.date(2026, 3, 8))]
     new_labels = [("m2", "fuel", 3, 1, dt.date(2026, 3, 9))]
@@ -302,7 +312,8 @@ def test_incremental_state_equals_a_rebuild(spark, chain):
     }  # the 4 days of the long window
     for day in days[-3:]:
         incremental = {
-            table: _state(spark, lake, table, day) for table in (tables.STATE_CUSTOMER, tables.STATE_MERCHANT_RISK)
+            table: _state(spark, lake, table, day)
+            for table in (tables.STATE_CUSTOMER, tables.STATE_CUSTOMER_MERCHANTS, tables.STATE_MERCHANT_RISK)
         }
         assert incremental[tables.STATE_CUSTOMER]
         rebuilt = features.run(spark, day, cfg, rebuild_state=True)
@@ -320,7 +331,8 @@ def test_reingested_day_makes_the_next_day_rebuild(spark, chain):
     result = ingest.run(spark, redo, cfg)
     ingest.publish(redo, result["tables"], cfg=cfg)
     again = features.run(spark, last, cfg)
-    assert again["state"] == {tables.STATE_CUSTOMER: "rebuilt", tables.STATE_MERCHANT_RISK: "rebuilt"}
+    assert set(again["state"].values()) == {"rebuilt"}
+    assert set(again["state"]) == {tables.STATE_CUSTOMER, tables.STATE_CUSTOMER_MERCHANTS, tables.STATE_MERCHANT_RISK}
     assert str(redo) in lake.stats(tables.STATE_CUSTOMER, last)["rebuilt_because"]
     assert_same_features(_features(spark, again["uri"]), _features(spark, built[last]["uri"]))
 
