@@ -31,6 +31,7 @@ from loopline.schemas import (
     FX_TO_EUR,
     LABEL_COLUMNS,
     MAX_AMOUNT_EUR,
+    MAX_FIELD_CHARS,
     TRANSACTION_COLUMNS,
 )
 from spark_jobs.common import parse_args, print_result, session
@@ -52,7 +53,7 @@ RAW_LAYER = (
 
 
 class DropIncomplete(RuntimeError):
-    """The day's drop has no ``_SUCCESS`` marker: upstream has not finished writing it."""
+    """The day's drop has no ``_SUCCESS`` marker, or files changed after it: upstream is not done."""
 
 
 @dataclass
@@ -79,6 +80,11 @@ class KindCounts:
 
 def _blank(column: Column) -> Column:
     return column.isNull() | (F.trim(column) == "")
+
+
+def _too_long(columns: tuple[str, ...]) -> Column:
+    """Any field longer than the contract allows (a runaway quote or a binary blob, not an id or a name)."""
+    return F.greatest(*[F.coalesce(F.length(c), F.lit(0)) for c in columns]) > MAX_FIELD_CHARS
 
 
 def _first_reason(rules: list[tuple[Column, str]]) -> Column:
@@ -118,6 +124,7 @@ def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
     card_present = F.lower(F.trim(F.col("card_present")))
     rules = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (_too_long(TRANSACTION_COLUMNS), "field_too_long"),
         (F.concat_ws("", *[F.col(c) for c in TRANSACTION_COLUMNS]).contains("\ufffd"), "encoding_error"),
         *[(_blank(F.col(c)), f"missing_{c}") for c in ("transaction_id", "customer_id", "merchant_id")],
         *time_rules,
@@ -155,6 +162,7 @@ def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
     is_fraud = F.trim(F.col("is_fraud"))
     rules = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
+        (_too_long(LABEL_COLUMNS), "field_too_long"),
         (_blank(F.col("transaction_id")), "missing_transaction_id"),
         (~is_fraud.isin("0", "1") | is_fraud.isNull(), "bad_is_fraud"),
         *time_rules,
@@ -295,6 +303,14 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
     if missing:
         paths = ", ".join(landing.marker_uri(k, str(ds)) for k in missing)
         raise DropIncomplete(f"landing drop for ds={ds} is not complete: missing {paths}")
+    late = [uri for kind in ("transactions", "labels") for uri in landing.written_after_marker(kind, str(ds))]
+    if late:
+        listed = ", ".join(late[:5]) + (" ..." if len(late) > 5 else "")
+        raise DropIncomplete(
+            f"landing drop for ds={ds} changed after its _SUCCESS marker: {listed}. The producer must write "
+            "_SUCCESS last; the files may still be arriving. Once they are complete, write the marker again "
+            "and rerun the day."
+        )
     version = tables.new_version()
     result: dict = {"ds": str(ds), "version": version, "tables": {}}
 

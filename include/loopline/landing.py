@@ -19,6 +19,7 @@ from pathlib import Path
 
 MARKER = "_SUCCESS"
 KINDS = ("transactions", "labels")
+_OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,30 @@ class Landing:
         return sorted(
             (str(p), p.stat().st_size) for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
         )
+
+    def written_after_marker(self, kind: str, ds: str) -> list[str]:
+        """Data files modified after the day's ``_SUCCESS`` marker (a complete drop has none).
+
+        A producer that writes the marker first, or rewrites a file afterwards, would otherwise have a
+        half-written file ingested as if it were the whole day.
+        """
+        if self.is_s3:
+            bucket, prefix = _split(self.day_uri(kind, ds) + "/")
+            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            modified = {
+                obj["Key"][len(prefix) :]: obj["LastModified"] for page in pages for obj in page.get("Contents", [])
+            }
+            marker = modified.get(MARKER)
+            return sorted(
+                f"s3://{bucket}/{prefix}{name}"
+                for name, when in modified.items()
+                if marker is not None and "/" not in name and not name.startswith(("_", ".")) and when > marker
+            )
+        marker_path = Path(self.marker_uri(kind, ds))
+        if not marker_path.exists():
+            return []
+        marked = marker_path.stat().st_mtime_ns
+        return [uri for uri, _ in self.data_files(kind, ds) if Path(uri).stat().st_mtime_ns > marked]
 
     def open_binary(self, uri: str) -> io.BufferedIOBase:
         """A seekable binary file; S3 objects are spooled to a local temporary file first."""
@@ -139,6 +164,10 @@ def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...])
         return check
     check.header = [name.strip().lower() for name in next(csv.reader([text]))]
     missing = [name for name in required if name not in check.header]
+    delimiter = next((name for char, name in _OTHER_DELIMITERS.items() if char in text), None)
+    if missing and len(check.header) == 1 and delimiter:
+        check.reason = f"wrong_delimiter:{delimiter}"  # the contract is comma-separated
+        return check
     if missing:
         check.reason = "missing_columns:" + ",".join(missing)
     check.extra_columns = [name for name in check.header if name not in required]

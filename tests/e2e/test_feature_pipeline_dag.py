@@ -94,6 +94,7 @@ def test_failed_gate_publishes_nothing(pipeline, capfd):
     # Break the amount of every 10th row: a 10 % quarantine rate is over the 5 % gate.
     broken = [line if i == 0 or i % 10 else line.replace(line.split(",")[5], "abc", 1) for i, line in enumerate(lines)]
     part.write_text("\n".join(broken) + "\n")
+    (part.parent / "_SUCCESS").touch()  # a corrected drop is marked again, after its files
 
     dagrun, states = run_day(dag, day)
     assert dagrun.state == "failed"

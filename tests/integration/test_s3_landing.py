@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import time
 import uuid
 
 import pytest
@@ -112,6 +113,17 @@ def test_data_files_ignores_the_marker(s3, drop):
     landing, bucket, files = drop
     _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}", b"")
     assert landing.data_files("transactions", DS) == sorted(files.items())
+
+
+def test_files_uploaded_after_the_marker_are_named(s3, drop):
+    landing, bucket, _ = drop
+    _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}", b"")
+    assert landing.written_after_marker("transactions", DS) == []
+    time.sleep(1.1)  # S3 LastModified has one-second resolution
+    _put(s3, bucket, f"landing/transactions/ds={DS}/part-9.csv", HEADER + ROW)
+    assert landing.written_after_marker("transactions", DS) == [
+        f"s3://{bucket}/landing/transactions/ds={DS}/part-9.csv"
+    ]
 
 
 def test_data_files_follows_every_page(s3, bucket, aws_env, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,59 @@ def test_incomplete_drop_names_the_missing_marker(spark, drop):
     marker.unlink()
     with pytest.raises(ingest.DropIncomplete, match=str(marker)):
         ingest.run(spark, DS, drop)
+
+
+@pytest.fixture
+def odd_drop(tmp_path: Path):
+    """The rest of the bad-input corpus: wrong delimiter, a huge single line, ids repeated across files,
+    yesterday's rows replayed in today's drop."""
+    landing = tmp_path / "landing"
+    day = landing / "transactions" / f"ds={DS}"
+    write(day / "part-0.csv", "\n".join([HEADER, row("k1"), row("k2"), row("same"), row("clash", amount="1.00")]))
+    write(day / "part-1.csv", "\n".join([HEADER, row("same"), row("clash", amount="2.00"), row("k3")]) + "\n")
+    write(day / "part-2-semicolon.csv", "\n".join([HEADER.replace(",", ";"), row("s1").replace(",", ";")]) + "\n")
+    huge = row("h1", merchant_id="m" * 2_000_000)  # one 2 MB line
+    write(day / "part-3-huge.csv", "\n".join([HEADER, huge, row("k4")]) + "\n")
+    replayed = row("yesterday-1", event_time="2026-03-01T22:00:00Z")  # the previous day's file sent again
+    write(day / "part-4-replay.csv", "\n".join([HEADER, replayed]) + "\n")
+    (day / "_SUCCESS").touch()
+    labels = landing / "labels" / f"ds={DS}"
+    write(labels / "part-0.csv", "transaction_id,is_fraud,reported_at\nk1,0,2026-03-02T08:00:00Z\n")
+    (labels / "_SUCCESS").touch()
+    return load_config(
+        environ={"LOOPLINE__STORAGE__LANDING_URI": str(landing), "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake")}
+    )
+
+
+def test_the_rest_of_the_corpus_is_counted_and_valid_rows_kept(spark, odd_drop):
+    result = ingest.run(spark, DS, odd_drop)
+    tx = result["transactions"]
+    assert dict(tx["quarantined_by_reason"]) == {
+        "wrong_delimiter": 1,  # the file, with its one data line
+        "field_too_long": 1,
+        "conflicting_duplicate_id": 2,  # same id, different content, in two files: both kept aside
+        "event_time_before_drop_day": 1,
+    }
+    assert tx["duplicates_dropped"] == 1  # "same" arrived twice, identical: one copy kept
+    assert tx["rows_written"] == 5
+    assert tx["rows_read"] == tx["rows_written"] + tx["duplicates_dropped"] + tx["rows_quarantined"]
+    lake = Lake(odd_drop.storage.lake_uri)
+    raw = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, DS, result["version"]))
+    assert {r.transaction_id for r in raw.collect()} == {"k1", "k2", "k3", "k4", "same"}
+    quarantine = spark.read.parquet(lake.version_uri(tables.QUARANTINE_TRANSACTIONS, DS, result["version"]))
+    assert quarantine.where("reason = 'wrong_delimiter:semicolon'").count() == 1  # the file, named
+    huge = quarantine.where("reason = 'field_too_long'").collect()[0]
+    assert len(huge.raw_record) > 2_000_000  # kept whole for whoever fixes the producer
+
+
+def test_files_written_after_the_marker_stop_the_ingest(spark, odd_drop):
+    day = Path(odd_drop.storage.landing_uri) / "transactions" / f"ds={DS}"
+    late = day / "part-9-late.csv"
+    write(late, "\n".join([HEADER, row("late1")]) + "\n")
+    marker = day / "_SUCCESS"
+    stamp = marker.stat().st_mtime_ns
+    os.utime(late, ns=(stamp + 1_000_000_000, stamp + 1_000_000_000))  # arrived a second after the marker
+    with pytest.raises(ingest.DropIncomplete, match=r"changed after its _SUCCESS marker: .*part-9-late\.csv"):
+        ingest.run(spark, DS, odd_drop)
+    os.utime(marker, ns=(stamp + 2_000_000_000, stamp + 2_000_000_000))  # the producer marks the drop again
+    assert ingest.run(spark, DS, odd_drop)["transactions"]["rows_written"] == 6
