@@ -62,14 +62,18 @@ def decide(
     absolute_floor: float,
     guardrails: dict[str, float],
 ) -> GateDecision:
-    """The champion/challenger rule, as a pure function of the metrics on the same holdout."""
+    """The champion/challenger rule, as a pure function of the metrics on the same holdout.
+
+    The floor holds for every promotion, not only the first: on a holdout whose labels are noise (a broken
+    or poisoned label feed) every model scores near chance, and a candidate could otherwise beat the
+    champion by luck.
+    """
     value = candidate[primary_metric]
+    if value < absolute_floor:
+        which = "first model" if champion is None else "candidate"
+        return GateDecision(False, CHALLENGER, f"{which} below floor: {primary_metric} {value:.4f} < {absolute_floor}")
     if champion is None:
-        if value >= absolute_floor:
-            return GateDecision(True, CHAMPION, f"first model: {primary_metric} {value:.4f} >= floor {absolute_floor}")
-        return GateDecision(
-            False, CHALLENGER, f"first model below floor: {primary_metric} {value:.4f} < {absolute_floor}"
-        )
+        return GateDecision(True, CHAMPION, f"first model: {primary_metric} {value:.4f} >= floor {absolute_floor}")
     gain = value - champion[primary_metric]
     if gain < min_improvement:
         return GateDecision(

@@ -101,6 +101,10 @@ def test_decide_rules():
     guard = registry.decide({"roc_auc": 0.85, "pr_auc": 0.25}, champion, **rules)
     assert not guard.promote
     assert "guard-rail pr_auc" in guard.reason
+    # Beating a champion that also scores below the floor (labels gone bad) promotes nothing.
+    noise = registry.decide({"roc_auc": 0.56, "pr_auc": 0.3}, {"roc_auc": 0.50, "pr_auc": 0.3}, **rules)
+    assert not noise.promote
+    assert "candidate below floor" in noise.reason
 
 
 def test_first_better_worse_rerun_and_rollback(client, cfg, tmp_path, postgres):
@@ -146,6 +150,28 @@ def test_first_better_worse_rerun_and_rollback(client, cfg, tmp_path, postgres):
     assert [(r[0], r[1], r[2]) for r in rows] == [("champion", 3, 1), ("champion", 1, 3)]
     assert json.loads(json.dumps(rows[0][3]))["champion_version"] == 1
     assert today == 1
+
+
+def test_a_candidate_judged_on_poisoned_labels_never_becomes_champion(client, cfg, tmp_path):
+    """A label feed gone bad (verdicts shuffled) reaches the holdout too: there every model is near chance,
+    and some beat the champion by luck. The floor still keeps them from serving."""
+    poisoned = holdout()
+    poisoned["is_fraud"] = np.random.default_rng(7).permutation(poisoned["is_fraud"].to_numpy())
+
+    def auc(seed: int) -> float:
+        model = ScoreModel(noise=1.5, seed=seed)
+        loaded = type("Loaded", (), {"predict": lambda _self, frame: model.predict(None, frame)})()
+        return registry.holdout_metrics(loaded, poisoned, 0.5)["roc_auc"]
+
+    by_auc = sorted(range(30), key=auc)
+    champion_seed, lucky_seed = by_auc[0], by_auc[-1]
+    # Without the floor for every promotion, the lucky candidate would be promoted.
+    assert auc(lucky_seed) >= auc(champion_seed) + cfg.gate.min_improvement
+    gate(client, log_run(ScoreModel(noise=1.5, seed=champion_seed), holdout(), tmp_path), cfg)  # clean labels
+    decision, move = gate(client, log_run(ScoreModel(noise=1.5, seed=lucky_seed), poisoned, tmp_path), cfg)
+    assert (decision.promote, move.alias) == (False, "challenger")
+    assert "candidate below floor" in decision.reason
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
 
 
 def test_constant_or_broken_model_never_becomes_champion(client, cfg, tmp_path):

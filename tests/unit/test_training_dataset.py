@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.lake import FEATURES, LABELED_TRANSACTIONS, Lake, day_range
+from loopline.lake import FEATURES, LABELED_TRANSACTIONS, POINTER, Lake, day_range
 from loopline.schemas import FEATURE_COLUMNS
 from loopline.training.dataset import LABEL, TrainingDataError, build_training_set, plan_splits
 
@@ -216,3 +216,31 @@ def test_plan_splits_is_pure_date_arithmetic():
     assert (plan.validation.start, plan.validation.end) == (dt.date(2026, 1, 18), dt.date(2026, 1, 22))
     assert (plan.train.start, plan.train.end) == (dt.date(2026, 1, 14), dt.date(2026, 1, 17))
     assert len(plan.immature_days) == 29
+
+
+def test_a_label_feed_marking_too_much_as_fraud_is_refused(lake_root):
+    # About one transaction in four is fraud in this lake: above a 20 % ceiling, the feed is not trusted.
+    poisoned = r"labels look broken or poisoned: 2\d\.\d% of the \d+ labelled rows in the train split"
+    with pytest.raises(TrainingDataError, match=poisoned):
+        build_training_set(lake_root, CUTOFF, **ARGS, max_fraud_rate=0.2)
+    assert build_training_set(lake_root, CUTOFF, **ARGS, max_fraud_rate=0.3).fingerprint["positives"] > 0
+
+
+def test_a_features_version_that_failed_its_gate_is_never_trained_on(lake_root):
+    """A gate that fails leaves the day's new features version uncommitted: training keeps reading the
+    committed one (or none), never the rejected rows."""
+    lake = Lake(lake_root)
+    day = dt.date(2026, 1, 23)
+    rejected = _features(day).assign(amount_eur=-1.0)
+    folder = Path(lake.version_uri(FEATURES, day, "v2-rejected"))
+    folder.mkdir(parents=True)
+    rejected.to_parquet(folder / "part-0.parquet", index=False)  # written, never committed
+    training = build_training_set(lake_root, CUTOFF, **ARGS)
+    assert training.fingerprint["feature_partitions"][str(day)] == "v1"
+    assert (training.train["amount_eur"] > 0).all()
+
+    # A day whose only version failed its gate has no pointer: it is missing, and the fingerprint says so.
+    (Path(lake.partition_root(FEATURES, day)) / POINTER).unlink()
+    training = build_training_set(lake_root, CUTOFF, **ARGS)
+    assert str(day) in training.fingerprint["missing_feature_days"]
+    assert str(day) not in set(training.train["ds"])

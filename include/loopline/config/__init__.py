@@ -128,6 +128,7 @@ class TrainingConfig(_Section):
     seed: int
     max_rounds: int = Field(ge=1)
     early_stopping_rounds: int = Field(ge=1)
+    max_fraud_rate: float = Field(gt=0, le=1)
     kubernetes: KubernetesConfig
 
 

@@ -216,12 +216,16 @@ def build_training_set(
     validation_days: int,
     holdout_days: int,
     label_maturity_days: int,
+    *,
+    max_fraud_rate: float = 1.0,
 ) -> TrainingSet:
     """Read the lake and return the time-split training set for ``cutoff`` (see the module docstring).
 
     Raises:
-        TrainingDataError (a ValueError): the window cannot hold the splits, or a split that must not be
-            empty has no rows or no positives.
+        TrainingDataError (a ValueError): the window cannot hold the splits, a split that must not be
+            empty has no rows or no positives, or a split's fraud share is above ``max_fraud_rate`` (a label
+            feed that marks far too much as fraud is broken or poisoned; a model trained on it must not
+            reach the gate).
     """
     plan = plan_splits(cutoff, window_days, validation_days, holdout_days, label_maturity_days)
     lake = Lake(lake_root)
@@ -282,6 +286,14 @@ def build_training_set(
             raise TrainingDataError(
                 f"no positive labels in the {name} split ({summary[name]['start']}..{summary[name]['end']}, "
                 f"{summary[name]['rows']} rows, cutoff {cutoff}): widen the window or lower label maturity"
+            )
+        rate = summary[name]["positives"] / summary[name]["rows"]
+        if rate > max_fraud_rate:
+            raise TrainingDataError(
+                f"labels look broken or poisoned: {rate:.1%} of the {summary[name]['rows']:,} labelled rows in "
+                f"the {name} split ({summary[name]['start']}..{summary[name]['end']}) are fraud, above "
+                f"training.max_fraud_rate ({max_fraud_rate:.1%}); check labels/labeled_transactions for those "
+                "days (reported_at, source files) before training"
             )
 
     labelled = pd.concat([splits[name][["transaction_id", LABEL]] for name in SPLITS], ignore_index=True)

@@ -37,6 +37,7 @@ class TrainingOptions:
     artifact_root: str | None
     threshold: float
     reference_sample_size: int
+    max_fraud_rate: float = 1.0
     params: TrainParams = field(default_factory=TrainParams)
     device: str = "auto"
     reason: str | None = None
@@ -62,6 +63,7 @@ class TrainingOptions:
             artifact_root=resolve_uri(cfg.mlflow.artifact_uri),
             threshold=cfg.scoring.threshold,
             reference_sample_size=cfg.drift.reference_sample_size,
+            max_fraud_rate=t.max_fraud_rate,
             params=params,
         )
         param_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TrainParams.__dataclass_fields__}
@@ -100,6 +102,7 @@ def load_training_set(options: TrainingOptions) -> TrainingSet:
         options.validation_days,
         options.holdout_days,
         options.label_maturity_days,
+        max_fraud_rate=options.max_fraud_rate,
     )
 
 
