@@ -501,6 +501,17 @@ def check_history(lake: Lake, landing: Landing, days: list[dt.date]) -> None:
         )
 
 
+def _current(frame: DataFrame, table: str, day: dt.date) -> DataFrame:
+    """``frame`` when it has the columns this job needs; aggregates written by an older ingest do not."""
+    if table == tables.CUSTOMER_DAILY and "amount_cents" not in frame.columns:
+        raise HistoryIncomplete(
+            f"{table} near ds={day} was written by an older ingest (no amount_cents column): re-ingest the "
+            "earlier days (airflow backfill create --dag-id feature_pipeline ... --reprocess-behavior "
+            "completed) or start from a clean lake"
+        )
+    return frame
+
+
 @dataclass(frozen=True)
 class _StateSpec:
     """One rolling state table: the daily table it rolls up, its window and how to build or advance it."""
@@ -549,7 +560,11 @@ def _update_state(
 
     def read(day: dt.date) -> DataFrame | None:
         version = versions[day]
-        return spark.read.parquet(lake.version_uri(spec.source, day, version)) if version else None
+        return (
+            _current(spark.read.parquet(lake.version_uri(spec.source, day, version)), spec.source, day)
+            if version
+            else None
+        )
 
     previous_day = ds - dt.timedelta(days=1)
     if reason is None:
@@ -558,7 +573,8 @@ def _update_state(
         state = advance(previous, read(previous_day), lambda back: read(previous_day - dt.timedelta(days=back)))
     else:
         path = "rebuilt"
-        state = rebuild(_read_days(spark, lake, spec.source, {day: versions[day] for day in window[1:]}))
+        history = _read_days(spark, lake, spec.source, {day: versions[day] for day in window[1:]})
+        state = rebuild(_current(history, spec.source, previous_day) if history is not None else None)
     version = tables.new_version()
     uri = lake.version_uri(spec.table, ds, version)
     state.write.mode("overwrite").parquet(uri)

@@ -341,3 +341,23 @@ def test_reingested_day_makes_the_next_day_rebuild(spark, chain):
     result = ingest.run(spark, following, cfg)
     ingest.publish(following, result["tables"], cfg=cfg)
     assert features.run(spark, following, cfg)["state_path"] == "incremental"
+
+
+def test_aggregates_from_an_older_ingest_stop_the_job_with_instructions(spark, tmp_path):
+    landing, lake_root = tmp_path / "landing", tmp_path / "lake"
+    generate(CHAIN_START, 2, landing, transactions_per_day=200, seed=5)
+    cfg = load_config(
+        environ={"LOOPLINE__STORAGE__LANDING_URI": str(landing), "LOOPLINE__STORAGE__LAKE_URI": str(lake_root)}
+    )
+    lake = Lake(str(lake_root))
+    for day in (CHAIN_START, CHAIN_START + dt.timedelta(days=1)):
+        result = ingest.run(spark, day, cfg)
+        ingest.publish(day, result["tables"], cfg=cfg)
+    # Day 0's aggregates as the previous layout wrote them: euro sums in doubles, no cents.
+    current = spark.read.parquet(lake.partition(tables.CUSTOMER_DAILY, CHAIN_START))
+    old = current.selectExpr("*", "amount_cents / 100.0 AS amount_sum").drop("amount_cents", "amount_cents_sq")
+    version = tables.new_version()
+    old.write.parquet(lake.version_uri(tables.CUSTOMER_DAILY, CHAIN_START, version))
+    lake.commit(tables.CUSTOMER_DAILY, CHAIN_START, version)
+    with pytest.raises(features.HistoryIncomplete, match=r"older ingest .* re-ingest the earlier days"):
+        features.run(spark, CHAIN_START + dt.timedelta(days=1), cfg)
