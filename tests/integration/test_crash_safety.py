@@ -397,6 +397,9 @@ def test_trainer_killed_mid_run(tmp_path, monkeypatch):
     versions = sorted((int(v.version), v.run_id) for v in client.search_model_versions(f"name = '{MODEL}'"))
     assert versions == [(champion, versions[0][1]), (champion + 1, result["run_id"])]
     assert killed.info.run_id not in {run_id for _, run_id in versions}
+    # The next attempt ended the dead one: it no longer shows as running.
+    assert client.get_run(killed.info.run_id).info.status == "KILLED"
+    assert "loopline.abandoned" in client.get_run(killed.info.run_id).data.tags
     # The champion changed only through the gate, never because of the killed run.
     expected = {champion} | ({champion + 1} if moves[0].alias == registry.CHAMPION else set())
     assert set(seen) <= expected, seen

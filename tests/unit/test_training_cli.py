@@ -39,3 +39,12 @@ def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     assert message in lines[0]
     result = json.loads(captured.out.strip().splitlines()[-1].removeprefix("LOOPLINE_RESULT "))
     assert result["exit_code"] == 2
+
+
+def test_attempts_of_one_training_share_a_key():
+    from loopline.training.tracking import training_key
+
+    assert training_key("train_model__manual__2026-02-01__try1") == "train_model__manual__2026-02-01"
+    key = "train_model__scheduled__2026-02-01"
+    assert training_key(f"{key}__try12") == training_key(f"{key}__try2") == key
+    assert training_key("xgboost-2026-02-01") == "xgboost-2026-02-01"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 import warnings
 from importlib import metadata
@@ -138,6 +139,30 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     return value
+
+
+def training_key(run_name: str) -> str:
+    """The training a run is an attempt of: its name without the ``__try<N>`` the DAG appends."""
+    return re.sub(r"__try\d+$", "", run_name)
+
+
+def end_abandoned_runs(experiment_id: str, run_name: str) -> list[str]:
+    """Mark earlier attempts of the same training still ``RUNNING`` as ``KILLED``; returns their run ids.
+
+    A trainer killed mid-run (OOM, SIGKILL, a lost pod) never ends its MLflow run, which would show as
+    running forever. Attempts of one training never overlap (``train_model`` runs one at a time, its task
+    tries in turn), so when the next attempt starts, any earlier one still marked running is dead.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    key = training_key(run_name)
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
+    abandoned = [run.info.run_id for run in running if training_key(run.info.run_name or "") == key]
+    for run_id in abandoned:
+        client.set_tag(run_id, "loopline.abandoned", "a later attempt of this training started; this one had died")
+        client.set_terminated(run_id, status="KILLED")
+    return abandoned
 
 
 def log_training_run(

@@ -140,6 +140,7 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
     mlflow.set_tracking_uri(options.tracking_uri)
     experiment_id = tracking.ensure_experiment(options.experiment, options.tracking_uri, options.artifact_root)
     run_name = options.run_name or f"{options.model_type}-{options.cutoff.isoformat()}"
+    tracking.end_abandoned_runs(experiment_id, run_name)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.set_tags(
             {
