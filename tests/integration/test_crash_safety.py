@@ -145,8 +145,11 @@ def test_spark_ingest_killed_mid_write(tmp_path, spark_connect_url):
 
     synth.generate(DS, 1, tmp_path / "landing", transactions_per_day=3000, seed=11)
     lake = Lake(str(tmp_path / "lake"))
+    # Without the Spark Connect marker a remote session in this process leaves behind: with it, the child's
+    # pyspark would look for a Connect server instead of starting its own JVM.
+    inherited = {k: v for k, v in os.environ.items() if k not in ("SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
     env = {
-        **os.environ,
+        **inherited,
         "LOOPLINE_HOME": str(tmp_path / "home"),
         "LOOPLINE__STORAGE__LANDING_URI": str(tmp_path / "landing"),
         "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake"),
