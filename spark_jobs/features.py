@@ -132,6 +132,24 @@ def _daily_totals(daily: DataFrame) -> DataFrame:
     )
 
 
+def _contribution(daily: DataFrame, *, short: int, long: int) -> DataFrame:
+    """One day's ``customer_daily`` rows as state rows: its totals times ``short`` / ``long`` (1 adds the day
+    to a window, -1 takes it out, 0 leaves the window alone). A day entering the state (``long`` = 1) also
+    brings its last transaction time and sets the newest bit of the days bitmap."""
+    day = _daily_totals(daily)
+    entering = long == 1
+    return day.select(
+        *CUSTOMER_KEY,
+        (F.col("cnt") * short).alias("cnt_short"),
+        (F.col("amount_cents") * short).alias("cents_short"),
+        (F.col("cnt") * long).alias("cnt_long"),
+        (F.col("amount_cents") * long).alias("cents_long"),
+        (F.col("amount_cents_sq") * long).alias("cents_sq_long"),
+        (F.col("last_event_time") if entering else F.lit(None).cast("timestamp")).alias("last_event_time"),
+        _long(1 if entering else 0).alias("days_mask"),
+    )
+
+
 def state_from_aggregates(history: DataFrame, ds: dt.date, *, short_days: int, long_days: int) -> DataFrame:
     """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column):
     per customer and country, counts and cent sums of days ``ds - short_days .. ds - 1`` and
@@ -169,7 +187,6 @@ def advance_state(
     only after every later day of the key.
     """
     _check_windows(short_days, long_days)
-    no_time = F.lit(None).cast("timestamp")
     parts = [
         previous.select(
             *CUSTOMER_KEY,
@@ -182,48 +199,10 @@ def advance_state(
             _shift("days_mask", long_days).alias("days_mask"),
         )
     ]
-    if added is not None:
-        day = _daily_totals(added)
-        parts.append(
-            day.select(
-                *CUSTOMER_KEY,
-                F.col("cnt").alias("cnt_short"),
-                F.col("amount_cents").alias("cents_short"),
-                F.col("cnt").alias("cnt_long"),
-                F.col("amount_cents").alias("cents_long"),
-                F.col("amount_cents_sq").alias("cents_sq_long"),
-                "last_event_time",
-                _long(1).alias("days_mask"),
-            )
-        )
-    if left_short is not None:
-        day = _daily_totals(left_short)
-        parts.append(
-            day.select(
-                *CUSTOMER_KEY,
-                (-F.col("cnt")).alias("cnt_short"),
-                (-F.col("amount_cents")).alias("cents_short"),
-                _long().alias("cnt_long"),
-                _long().alias("cents_long"),
-                _long().alias("cents_sq_long"),
-                no_time.alias("last_event_time"),
-                _long().alias("days_mask"),
-            )
-        )
-    if left_long is not None:
-        day = _daily_totals(left_long)
-        parts.append(
-            day.select(
-                *CUSTOMER_KEY,
-                _long().alias("cnt_short"),
-                _long().alias("cents_short"),
-                (-F.col("cnt")).alias("cnt_long"),
-                (-F.col("amount_cents")).alias("cents_long"),
-                (-F.col("amount_cents_sq")).alias("cents_sq_long"),
-                no_time.alias("last_event_time"),
-                _long().alias("days_mask"),
-            )
-        )
+    # (aggregate, sign in the short sums, sign in the long sums)
+    for daily, short, long in ((added, 1, 1), (left_short, -1, 0), (left_long, 0, -1)):
+        if daily is not None:
+            parts.append(_contribution(daily, short=short, long=long))
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)

@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 MARKER = "_SUCCESS"
 KINDS = ("transactions", "labels")
@@ -56,25 +57,27 @@ class Landing:
             return True
         return Path(self.marker_uri(kind, ds)).exists()
 
-    def data_files(self, kind: str, ds: str) -> list[tuple[str, int]]:
-        """(uri, size in bytes) of every data file in the drop, sorted; hidden files and the marker excluded."""
+    def _listing(self, kind: str, ds: str) -> dict[str, tuple[str, int, Any]]:
+        """Name -> (uri, size in bytes, modification time) of every top-level file of the drop, the marker
+        included; modification times compare within one landing (nanoseconds locally, S3's LastModified)."""
         if self.is_s3:
             bucket, prefix = _split(self.day_uri(kind, ds) + "/")
             pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            found = [
-                (f"s3://{bucket}/{obj['Key']}", obj["Size"])
+            return {
+                name: (f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"])
                 for page in pages
                 for obj in page.get("Contents", [])
-                # top-level files only, as locally: no folder placeholders, no _temporary/ or hidden files
-                if (name := obj["Key"][len(prefix) :]) and "/" not in name and not name.startswith(("_", "."))
-            ]
-            return sorted(found)
+                # top-level files only, as locally: no folder placeholders, no _temporary/ contents
+                if (name := obj["Key"][len(prefix) :]) and "/" not in name
+            }
         folder = Path(self.day_uri(kind, ds))
         if not folder.is_dir():
-            return []
-        return sorted(
-            (str(p), p.stat().st_size) for p in folder.iterdir() if p.is_file() and not p.name.startswith(("_", "."))
-        )
+            return {}
+        return {p.name: (str(p), (stat := p.stat()).st_size, stat.st_mtime_ns) for p in folder.iterdir() if p.is_file()}
+
+    def data_files(self, kind: str, ds: str) -> list[tuple[str, int]]:
+        """(uri, size in bytes) of every data file in the drop, sorted; hidden files and the marker excluded."""
+        return sorted((uri, size) for name, (uri, size, _) in self._listing(kind, ds).items() if _is_data(name))
 
     def written_after_marker(self, kind: str, ds: str) -> list[str]:
         """Data files modified after the day's ``_SUCCESS`` marker (a complete drop has none).
@@ -82,23 +85,11 @@ class Landing:
         A producer that writes the marker first, or rewrites a file afterwards, would otherwise have a
         half-written file ingested as if it were the whole day.
         """
-        if self.is_s3:
-            bucket, prefix = _split(self.day_uri(kind, ds) + "/")
-            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            modified = {
-                obj["Key"][len(prefix) :]: obj["LastModified"] for page in pages for obj in page.get("Contents", [])
-            }
-            marker = modified.get(MARKER)
-            return sorted(
-                f"s3://{bucket}/{prefix}{name}"
-                for name, when in modified.items()
-                if marker is not None and "/" not in name and not name.startswith(("_", ".")) and when > marker
-            )
-        marker_path = Path(self.marker_uri(kind, ds))
-        if not marker_path.exists():
+        listing = self._listing(kind, ds)
+        if MARKER not in listing:
             return []
-        marked = marker_path.stat().st_mtime_ns
-        return [uri for uri, _ in self.data_files(kind, ds) if Path(uri).stat().st_mtime_ns > marked]
+        marked = listing[MARKER][2]
+        return sorted(uri for name, (uri, _, when) in listing.items() if _is_data(name) and when > marked)
 
     def open_binary(self, uri: str) -> io.BufferedIOBase:
         """A seekable binary file; S3 objects are spooled to a local temporary file first."""
@@ -174,6 +165,11 @@ def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...])
     if len(set(check.header)) != len(check.header):
         check.reason = "duplicate_header_columns"
     return check
+
+
+def _is_data(name: str) -> bool:
+    """Data files are every file but the marker and hidden ones (``_temporary``, ``.crc``, ...)."""
+    return not name.startswith(("_", "."))
 
 
 def _split(uri: str) -> tuple[str, str]:

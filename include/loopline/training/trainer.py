@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from loopline.config import LooplineConfig, resolve_uri
 from loopline.training.dataset import LABEL, TrainingSet, build_training_set, reference_sample
 from loopline.training.models import INPUT_COLUMNS, MODEL_TYPES, TrainParams, resolve_device
@@ -191,8 +193,6 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
         # The drift reference comes from the newest mature days (validation + holdout), not the oldest: they
         # sit closest to the days that will be scored and have the most history behind their window features
         # (the first weeks of a lake, with 7d/30d windows still filling, drift from everything after them).
-        import pandas as pd
-
         recent = pd.concat([data.validation, data.holdout], ignore_index=True)
         reference = reference_sample(recent, options.reference_sample_size, options.params.seed)
         reference["score"] = model.predict_proba(reference)
