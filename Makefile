@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # The machine's pip finds the CPU torch wheel through PIP_FIND_LINKS; uv does not read pip's
 # configuration, so pass it on. Without it, torch comes from PyTorch's CPU index.
 TORCH_SOURCE := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-UV_INSTALL := $(UV) pip install --python $(PY) $(TORCH_SOURCE)
+UV_INSTALL := $(UV) pip install --compile-bytecode --python $(PY) $(TORCH_SOURCE)
 
 .PHONY: help install browser lint test test-fast demo up down status generate benchmarks clean
 
