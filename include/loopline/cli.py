@@ -79,8 +79,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         start=demo.default_start(args.days),
         days=args.days,
         transactions_per_day=args.transactions_per_day,
-        backfill_days=args.backfill_days,
-        drift_day=max(1, args.days - 10),
+        drift_kind=args.drift_kind,
+        stable_nights=args.stable_nights,
+        drifted_nights=args.drifted_nights,
     )
     return demo.run(plan)
 
@@ -127,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the loop on embedded defaults through the local stack")
     demo.add_argument("--days", type=int, default=60, help="days of landing drops to generate")
     demo.add_argument("--transactions-per-day", type=int, default=5000)
-    demo.add_argument("--backfill-days", type=int, default=60, help="days of feature_pipeline to backfill")
+    demo.add_argument("--drift-kind", default="covariate", help="generator drift of the last nights")
+    demo.add_argument("--stable-nights", type=int, default=3, help="monitored nights before the drift")
+    demo.add_argument("--drifted-nights", type=int, default=3, help="monitored nights in the drift (ending yesterday)")
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")

@@ -29,21 +29,41 @@ def default_start(days: int = 60) -> dt.date:
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """History ends yesterday (UTC), so the scheduler's own daily run finds its drop too."""
+    """60 days of history ending yesterday (UTC), drifted over its last nights.
+
+    The loop is replayed as it would have run: the first champion is trained with what was known on the
+    first monitored day, that day and the following ones are scored, and ``drift_monitor`` replays those
+    nights (``stable_nights`` before the drift, ``drifted_nights`` in it) and decides on retraining.
+    """
 
     start: dt.date = field(default_factory=default_start)
     days: int = 60
     transactions_per_day: int = 5000
-    drift_day: int = 50
     drift_kind: str = "covariate"
-    backfill_days: int = 60
-    score_days: int = 7  # batch_score backfills the last days of history with the first champion
+    stable_nights: int = 3
+    drifted_nights: int = 3
     seed: int = 7
 
     @property
-    def last_backfill_day(self) -> dt.date:
-        # the last generated day (yesterday) is left to the scheduler's own daily run
-        return self.start + dt.timedelta(days=min(self.days - 1, self.backfill_days) - 1)
+    def end(self) -> dt.date:
+        """The last generated day: yesterday, run by the scheduler itself."""
+        return self.start + dt.timedelta(days=self.days - 1)
+
+    @property
+    def drift_start(self) -> dt.date:
+        return self.end - dt.timedelta(days=self.drifted_nights - 1)
+
+    @property
+    def first_monitored(self) -> dt.date:
+        """The first scored and monitored day, and the first champion's training cut-off."""
+        return self.drift_start - dt.timedelta(days=self.stable_nights)
+
+    def __post_init__(self) -> None:
+        if self.stable_nights < 1 or self.drifted_nights < 1:
+            raise ValueError("the demo needs at least one stable and one drifted night")
+        if self.stable_nights + self.drifted_nights >= self.days:
+            nights = self.stable_nights + self.drifted_nights
+            raise ValueError(f"{self.days} days cannot hold {nights} monitored nights and the history before them")
 
 
 def _airflow_json(args: list[str], env: dict[str, str]) -> list[dict]:
@@ -58,18 +78,18 @@ def _airflow_json(args: list[str], env: dict[str, str]) -> list[dict]:
     return []
 
 
-def wait_for_dag(dag_id: str, env: dict[str, str], timeout: float = 180) -> None:
-    """Wait until the dag-processor has parsed ``dag_id`` (a backfill needs the serialized DAG)."""
+def wait_for_dags(dag_ids: list[str], env: dict[str, str], timeout: float = 180) -> None:
+    """Wait until the dag-processor has parsed ``dag_ids`` (a backfill needs the serialized DAG)."""
     stack.airflow_cli(["dags", "reserialize"], env, check=False)
     stack.wait_until(
-        lambda: any(d.get("dag_id") == dag_id for d in _airflow_json(["dags", "list"], env)),
+        lambda: set(dag_ids) <= {d.get("dag_id") for d in _airflow_json(["dags", "list"], env)},
         timeout,
-        f"DAG {dag_id} to be parsed",
+        f"DAGs {', '.join(dag_ids)} to be parsed",
     )
 
 
-def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], echo: Callable[[str], None]) -> dict:
-    """Create a backfill and follow it until every run has finished; returns the final state counts."""
+def create_backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str]) -> None:
+    """``airflow backfill create`` over ``start`` .. ``end``, completed runs included (reruns are idempotent)."""
     created = stack.airflow_cli(
         [
             "backfill",
@@ -88,14 +108,16 @@ def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], ech
     )
     if created.returncode != 0:
         raise RuntimeError(f"airflow backfill create failed:\n{created.stdout[-2000:]}{created.stderr[-2000:]}")
+
+
+def follow_backfill(
+    dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], echo: Callable[[str], None]
+) -> dict:
+    """Print the state counts of the runs of ``start`` .. ``end`` until every one has finished."""
     expected = (end - start).days + 1
     last = ""
     while True:
-        runs = [
-            r
-            for r in _airflow_json(["dags", "list-runs", dag_id], env)
-            if start <= dt.date.fromisoformat(str(r.get("logical_date"))[:10]) <= end
-        ]
+        runs = [r for r in _airflow_json(["dags", "list-runs", dag_id], env) if start <= (_run_day(r) or start) <= end]
         states = Counter(r.get("state") for r in runs)
         line = f"{dag_id}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f" (of {expected})"
         if line != last:
@@ -107,21 +129,115 @@ def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], ech
         time.sleep(5)
 
 
+def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], echo: Callable[[str], None]) -> dict:
+    """Create a backfill and follow it until every run has finished; returns the final state counts."""
+    create_backfill(dag_id, start, end, env)
+    return follow_backfill(dag_id, start, end, env, echo)
+
+
+def wait_for_run(dag_id: str, day: dt.date, env: dict[str, str], echo: Callable[[str], None]) -> str:
+    """Follow the run of ``dag_id`` for ``day`` the scheduler creates itself; returns its final state."""
+    last = ""
+    while True:
+        runs = [r for r in _airflow_json(["dags", "list-runs", dag_id], env) if _run_day(r) == day]
+        state = runs[0].get("state") if runs else "not created yet"
+        if state != last:
+            echo(f"{dag_id} {day} (the scheduler's own run): {state}")
+            last = state
+        if state in ("success", "failed"):
+            return state
+        time.sleep(5)
+
+
+def _run_day(run: dict) -> dt.date | None:
+    logical = run.get("logical_date")
+    return dt.date.fromisoformat(str(logical)[:10]) if logical else None
+
+
 def trigger_and_wait(dag_id: str, conf: dict, env: dict[str, str], echo: Callable[[str], None]) -> str:
     """Trigger one run of ``dag_id`` and follow it to the end; returns its final state."""
     stack.airflow_cli(["dags", "unpause", dag_id], env, check=False)
     run_id = f"demo__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
     stack.airflow_cli(["dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf)], env)
+    return wait_for_runs(dag_id, lambda r: r.get("run_id") == run_id, env, echo).get(run_id, "failed")
+
+
+def wait_for_runs(
+    dag_id: str, wanted: Callable[[dict], bool], env: dict[str, str], echo: Callable[[str], None]
+) -> dict[str, str]:
+    """Follow the runs of ``dag_id`` that ``wanted`` selects until none is queued or running."""
     last = ""
     while True:
-        runs = [r for r in _airflow_json(["dags", "list-runs", dag_id], env) if r.get("run_id") == run_id]
-        state = runs[0].get("state") if runs else "queued"
-        if state != last:
-            echo(f"{dag_id} {run_id}: {state}")
-            last = state
-        if state in ("success", "failed"):
-            return state
+        runs = {r["run_id"]: r.get("state") for r in _airflow_json(["dags", "list-runs", dag_id], env) if wanted(r)}
+        line = ", ".join(f"{run_id}: {state}" for run_id, state in sorted(runs.items())) or "none"
+        if line != last:
+            echo(f"{dag_id}: {line}")
+            last = line
+        if runs and all(state in ("success", "failed") for state in runs.values()):
+            return runs
+        if not runs:
+            return {}
         time.sleep(5)
+
+
+def run_states(dag_ids: list[str], env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Final state counts of every run of each DAG (what the Airflow UI's grid shows)."""
+    return {d: dict(Counter(r.get("state") for r in _airflow_json(["dags", "list-runs", d], env))) for d in dag_ids}
+
+
+def champion(cfg: LooplineConfig) -> tuple[str, int] | None:
+    """The champion's (run id, version), or None before the first promotion."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(resolve_uri(cfg.mlflow.tracking_uri))
+    try:
+        version = client.get_model_version_by_alias(cfg.mlflow.registered_model, "champion")
+    except MlflowException:
+        return None
+    return version.run_id, int(version.version)
+
+
+def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date]) -> dict:
+    """ROC AUC of the published scores of ``days`` and of the generator's true probabilities, same rows."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    frames = []
+    for day in days:
+        uri = lake.partition(tables.SCORES, day)
+        files = sorted((truth / f"ds={day}").glob("part-*.csv*"))
+        if uri is None or not files:
+            continue
+        scores = pd.read_parquet(uri, columns=["transaction_id", "score", "model_version"])
+        frames.append(scores.merge(pd.concat(pd.read_csv(f) for f in files), on="transaction_id"))
+    if not frames:
+        return {}
+    rows = pd.concat(frames)
+    return {
+        "model_auc": float(roc_auc_score(rows["is_fraud"], rows["score"])),
+        "true_auc": float(roc_auc_score(rows["is_fraud"], rows["fraud_probability"])),
+        "rows": len(rows),
+        "versions": sorted(int(v) for v in rows["model_version"].unique()),
+    }
+
+
+def retraining_decisions(cfg: LooplineConfig, days: list[dt.date]) -> list[tuple]:
+    """drift_monitor's decision per night: (ds, triggered, reason, train_run_id)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=stack.embedded_pg_host(), user="postgres", dbname="loopline")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT ds, triggered, reason, train_run_id FROM {cfg.postgres.schema_}.retraining_decisions "  # noqa: S608 (identifier validated by the config loader)
+                "WHERE ds BETWEEN %s AND %s ORDER BY ds",
+                (min(days), max(days)),
+            )
+            return cur.fetchall()
+    finally:
+        conn.close()
 
 
 def champion_summary(cfg: LooplineConfig) -> str:
@@ -157,20 +273,39 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
     return dict(totals)
 
 
+EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first
+  SELECT transaction_id, score, reasons FROM loopline.transaction_scores
+   WHERE ds = '{day}' AND decision = 'flag' ORDER BY score DESC LIMIT 20;
+  -- drift and retraining, night by night
+  SELECT ds, triggered, reason FROM loopline.retraining_decisions ORDER BY ds;
+  (psql -h {pg_host} -U postgres -d loopline)"""
+
+
+def _auc_line(label: str, auc: dict) -> str:
+    if not auc:
+        return f"{label}: no scored days"
+    ratio = auc["model_auc"] / auc["true_auc"]
+    versions = ", ".join(f"v{v}" for v in auc["versions"])
+    return (
+        f"{label}: {versions} ROC AUC {auc['model_auc']:.4f} vs true-probability AUC {auc['true_auc']:.4f} "
+        f"(ratio {ratio:.3f}, {auc['rows']} rows)"
+    )
+
+
 def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> int:
     from loopline import synth
 
     plan = plan or DemoPlan()
     cfg = get_config()
+    started = time.monotonic()
     echo("== starting the local stack")
     stack.up(cfg, echo=echo)
     env = stack.stack_environment(cfg, stack.embedded_pg_host())
 
     landing = Path(resolve_uri(cfg.storage.landing_uri))
-    drift_start = plan.start + dt.timedelta(days=plan.drift_day)
     echo(
         f"== generating {plan.days} days x {plan.transactions_per_day} transactions into {landing} "
-        f"({plan.drift_kind} drift from {drift_start})"
+        f"({plan.drift_kind} drift from {plan.drift_start})"
     )
     summary = synth.generate(
         plan.start,
@@ -178,45 +313,88 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         landing,
         transactions_per_day=plan.transactions_per_day,
         seed=plan.seed,
-        drift_start=drift_start,
+        drift_start=plan.drift_start,
         drift_kind=plan.drift_kind,
     )
     echo(f"   {summary.transactions} transactions, {summary.frauds} fraud, {summary.labels} labels")
 
     echo("== waiting for the dag-processor to parse the DAGs")
-    wait_for_dag("feature_pipeline", env)
+    wait_for_dags(["feature_pipeline", "batch_score", "train_model", "drift_monitor"], env)
     # Unpaused: the scheduler runs yesterday itself (it waits for the backfill through depends_on_past).
     stack.airflow_cli(["dags", "unpause", "feature_pipeline"], env, check=False)
-    echo(f"== backfilling feature_pipeline {plan.start} .. {plan.last_backfill_day} (airflow backfill create)")
-    started = time.monotonic()
-    states = backfill("feature_pipeline", plan.start, plan.last_backfill_day, env, echo)
-    minutes = (time.monotonic() - started) / 60
+    before_end = plan.end - dt.timedelta(days=1)
+    echo(f"== backfilling feature_pipeline {plan.start} .. {before_end} (airflow backfill create)")
+    feature_started = time.monotonic()
+    backfill("feature_pipeline", plan.start, before_end, env, echo)
+    wait_for_run("feature_pipeline", plan.end, env, echo)
+    feature_minutes = (time.monotonic() - feature_started) / 60
 
-    echo("== training the first champion (train_model, local runner)")
-    cutoff = plan.last_backfill_day + dt.timedelta(days=1)
-    train_state = trigger_and_wait(
-        "train_model", {"cutoff": str(cutoff), "reason": "demo: first champion", "triggered_by": "demo"}, env, echo
+    cutoff = plan.first_monitored
+    echo(f"== training the first champion with what was known on {cutoff} (train_model, local runner)")
+    trigger_and_wait(
+        "train_model",
+        {"cutoff": str(cutoff), "reason": f"demo: first champion, as of {cutoff}", "triggered_by": "demo"},
+        env,
+        echo,
     )
-
-    score_states: dict = {}
-    if train_state == "success" and plan.score_days > 0:
-        first = max(plan.start, plan.last_backfill_day - dt.timedelta(days=plan.score_days - 1))
+    first = champion(cfg)
+    monitored = tables.day_range(plan.first_monitored, plan.end)
+    drifted = tables.day_range(plan.drift_start, plan.end)
+    auc_before: dict = {}
+    decisions: list[tuple] = []
+    second = first
+    if first is not None:
         # Unpaused: the scheduler scores yesterday once feature_pipeline has published it.
         stack.airflow_cli(["dags", "unpause", "batch_score"], env, check=False)
-        echo(f"== scoring {first} .. {plan.last_backfill_day} with the champion (batch_score backfill)")
-        score_states = backfill("batch_score", first, plan.last_backfill_day, env, echo)
+        echo(f"== scoring {plan.first_monitored} .. {plan.end} with champion v{first[1]} (batch_score backfill)")
+        backfill("batch_score", plan.first_monitored, before_end, env, echo)
+        wait_for_run("batch_score", plan.end, env, echo)
+        auc_before = scored_auc(cfg, summary.truth, drifted)
 
-    days = tables.day_range(plan.start, plan.last_backfill_day)
+        # Backfilled before unpausing, yesterday included: the scheduler then finds yesterday's night taken
+        # and replays the nights in order, as they happened (the cooldown counts nights).
+        echo(f"== drift_monitor nightly {plan.first_monitored} .. {plan.end} (drift from {plan.drift_start})")
+        create_backfill("drift_monitor", plan.first_monitored, plan.end, env)
+        stack.airflow_cli(["dags", "unpause", "drift_monitor"], env, check=False)
+        follow_backfill("drift_monitor", plan.first_monitored, plan.end, env, echo)
+        echo("== waiting for the retraining drift_monitor triggered (train_model)")
+        wait_for_runs("train_model", lambda r: str(r.get("run_id", "")).startswith("drift_monitor__"), env, echo)
+        decisions = retraining_decisions(cfg, monitored)
+        second = champion(cfg)
+        if second is not None and second != first:
+            echo(f"== re-scoring the drifted days {plan.drift_start} .. {plan.end} with champion v{second[1]}")
+            backfill("batch_score", plan.drift_start, plan.end, env, echo)
+        else:
+            echo("== champion unchanged after the drift: nothing to re-score")
+
+    total = (time.monotonic() - started) / 60
     echo("\n== summary")
-    echo(f"feature_pipeline runs: {states} in {minutes:.1f} min")
-    echo(f"train_model: {train_state}")
-    echo(f"batch_score runs: {score_states or 'not run'} (Postgres: loopline.transaction_scores, scoring_runs)")
-    echo(champion_summary(cfg))
-    for name, value in lake_summary(cfg, days).items():
+    echo(f"whole demo {total:.1f} min (feature_pipeline backfill of {plan.days} days {feature_minutes:.1f} min)")
+    for dag_id, states in run_states(["feature_pipeline", "train_model", "batch_score", "drift_monitor"], env).items():
+        echo(f"{dag_id:>17} runs: {states}")
+    for name, value in lake_summary(cfg, tables.day_range(plan.start, plan.end)).items():
         echo(f"{name:>26}: {value}")
+    triggered = [d for d in decisions if d[1]]
+    for ds, _, reason, train_run in triggered:
+        echo(f"drift night {ds}: triggered train_model {train_run}: {reason[:300]}")
+    if decisions and not triggered:
+        echo(f"no retraining triggered over {len(decisions)} monitored nights: {decisions[-1][2][:300]}")
+    suppressed = [d for d in decisions if not d[1] and "suppressed" in d[2]]
+    if suppressed:
+        echo(f"retraining suppressed on {len(suppressed)} later night(s) (cooldown or training running)")
+    echo(f"first champion: v{first[1]}" if first else "first champion: none (train_model failed or the gate refused)")
+    if second and second != first:
+        echo(f"champion after the drift: v{second[1]} (promoted by the champion/challenger gate)")
+    elif first:
+        echo("champion after the drift: unchanged (the retrained challenger did not beat it: see train_model's gate)")
+    echo(_auc_line(f"drifted days {plan.drift_start} .. {plan.end}, before re-scoring", auc_before))
+    if second and second != first:
+        echo(_auc_line("drifted days, re-scored", scored_auc(cfg, summary.truth, drifted)))
+    echo(champion_summary(cfg))
     echo(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {stack.admin_password()})")
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
+    echo("Prediction tables (Postgres):\n" + EXAMPLE_SQL.format(day=plan.end, pg_host=stack.embedded_pg_host()))
     echo("The stack keeps running; `make down` stops it.")
-    scored_ok = score_states.get("failed", 0) == 0
-    return 0 if states.get("failed", 0) == 0 and train_state == "success" and scored_ok else 1
+    final = run_states(["feature_pipeline", "batch_score", "drift_monitor"], env)
+    return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1
