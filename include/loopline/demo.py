@@ -372,6 +372,9 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"whole demo {total:.1f} min (feature_pipeline backfill of {plan.days} days {feature_minutes:.1f} min)")
     for dag_id, states in run_states(["feature_pipeline", "train_model", "batch_score", "drift_monitor"], env).items():
         echo(f"{dag_id:>17} runs: {states}")
+    # train_model runs: the demo's first champion, the weekly schedule (it runs once unpaused) and drift triggers
+    for r in sorted(_airflow_json(["dags", "list-runs", "train_model"], env), key=lambda r: str(r.get("run_id"))):
+        echo(f"{'train_model':>17}  {r.get('run_id')}: {r.get('state')}")
     for name, value in lake_summary(cfg, tables.day_range(plan.start, plan.end)).items():
         echo(f"{name:>26}: {value}")
     triggered = [d for d in decisions if d[1]]
