@@ -1,10 +1,12 @@
 """``loopline demo``: the loop on embedded defaults, through the real scheduler.
 
-Brings the local stack up, generates landing drops with a drift near the end, backfills
+Brings the local stack up, generates landing drops with a drift over the last nights, backfills
 ``feature_pipeline`` with ``airflow backfill create`` while printing which runs are queued, running and
-done, trains the first champion with ``train_model``, scores the last week with a ``batch_score`` backfill,
-and ends with a summary of runs, rows at each stage, quarantined rows and where the UIs are.
-The stack keeps running afterwards (``make down`` stops it).
+done, trains the first champion with ``train_model`` as of the first monitored day, scores the monitored
+days with a ``batch_score`` backfill, replays ``drift_monitor`` over those nights (a drifted night triggers
+``train_model``), re-scores the drifted days when the champion changed, and ends with a summary of runs,
+rows at each stage, quarantined rows, the retraining and the champions' AUC against the true-probability
+AUC, and where the UIs are. The stack keeps running afterwards (``make down`` stops it).
 """
 
 from __future__ import annotations
