@@ -27,6 +27,15 @@ with ``drift.correction`` (``bonferroni``: level ``p_value / n``; ``fdr``: Benja
 ``day_of_week`` is not tested (:data:`EXCLUDED_FEATURES`): a scored day holds one weekday, so against a
 multi-day reference it would drift every day.
 
+Warm-up
+-------
+A history feature moves with the age of the lake until its window is full: 30-day counts grow while the
+lake is younger than 30 days, and the label-based risk rates keep gathering evidence until the lake holds
+``features.risk_window_days + features.label_maturity_days`` of labels. :func:`feature_horizons` says how
+many days of lake history each feature needs; :func:`warming_features` names those whose window was not
+yet full on the reference's first day. :meth:`DriftDetector.test` still tests and reports them, but they
+count as no signal (``counted=False``): their drift says how old the lake is, not that behaviour changed.
+
 Decision rule
 -------------
 Every drifted feature is one *signal*, and so are a drifted ``mmd`` and a drifted ``score_ks``. The day has
@@ -91,10 +100,12 @@ __all__ = [
     "ScipyDriftDetector",
     "build_detector",
     "correct",
+    "feature_horizons",
     "load_detector",
     "performance_drop",
     "realized_performance",
     "retrain_decision",
+    "warming_features",
 ]
 
 Backend = Literal["alibi", "scipy"]
@@ -118,7 +129,8 @@ _ARRAYS_FILE = "reference.npz"
 
 @dataclass(frozen=True)
 class DriftTest:
-    """One statistical test: ``drifted`` is ``p_value < threshold``."""
+    """One statistical test: ``drifted`` is ``p_value < threshold``; ``counted`` is False for a feature still
+    warming up (tested and reported, but no signal)."""
 
     feature: str
     test: TestName
@@ -126,6 +138,7 @@ class DriftTest:
     p_value: float
     threshold: float
     drifted: bool
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,7 @@ class DriftResult:
     current_rows: int
     p_value: float
     correction: Correction
+    warming_features: tuple[str, ...] = ()  # tested, not counted: their windows were still filling
 
     @property
     def feature_tests(self) -> tuple[DriftTest, ...]:
@@ -167,7 +181,11 @@ class DriftResult:
         if self.score_drifted is not None:
             parts.append(f"score {'drifted' if self.score_drifted else 'stable'}")
         verdict = "drift" if self.drift else "no drift"
-        return f"{verdict}: {', '.join(parts)}; {self.signals} signal(s), {self.min_drifted_features} needed"
+        line = f"{verdict}: {', '.join(parts)}; {self.signals} signal(s), {self.min_drifted_features} needed"
+        warming = [row.feature for row in self.feature_tests if not row.counted and row.drifted]
+        if warming:
+            line += f"; not counted, windows still filling: {', '.join(warming)}"
+        return line
 
     def to_frame(self) -> pd.DataFrame:
         """The test rows as a frame (feature, test, statistic, p_value, threshold, drifted)."""
@@ -178,6 +196,7 @@ class DriftResult:
         out = asdict(self)
         out["tests"] = [asdict(row) for row in self.tests]
         out["drifted_features"] = list(self.drifted_features)
+        out["warming_features"] = list(self.warming_features)
         out["summary"] = self.summary()
         return out
 
@@ -384,8 +403,12 @@ class DriftDetector(ABC):
 
     # -- tests ----------------------------------------------------------------------------------------------
 
-    def test(self, current: pd.DataFrame) -> DriftResult:
-        """Test ``current`` (feature columns, optionally ``score``) against the reference."""
+    def test(self, current: pd.DataFrame, warming: Sequence[str] = ()) -> DriftResult:
+        """Test ``current`` (feature columns, optionally ``score``) against the reference.
+
+        ``warming`` names features whose history window was still filling (:func:`warming_features`): they
+        are tested and reported with ``counted=False`` and are no signal.
+        """
         if not self._fitted:
             raise RuntimeError("fit the detector on a reference frame first")
         if len(current) == 0:
@@ -395,9 +418,16 @@ class DriftDetector(ABC):
         n_numeric = len(self.numeric_features)
         p_values, statistics, drifted, threshold = self._univariate(x)
         names = [*self.numeric_features, *self.categorical_features]
+        warming_tested = tuple(name for name in names if name in set(warming))
         rows = [
             DriftTest(
-                name, "ks" if f < n_numeric else "chi2", float(statistics[f]), float(p_values[f]), threshold, bool(d)
+                name,
+                "ks" if f < n_numeric else "chi2",
+                float(statistics[f]),
+                float(p_values[f]),
+                threshold,
+                bool(d),
+                counted=name not in warming_tested,
             )
             for f, (name, d) in enumerate(zip(names, drifted, strict=True))
         ]
@@ -413,7 +443,9 @@ class DriftDetector(ABC):
             p_score, d_score = self._score_test(score)
             score_drifted = p_score < self.p_value
             rows.append(DriftTest(SCORE_COLUMN, "score_ks", d_score, p_score, self.p_value, score_drifted))
-        drifted_features = tuple(name for name, d in zip(names, drifted, strict=True) if d)
+        drifted_features = tuple(
+            name for name, d in zip(names, drifted, strict=True) if d and name not in warming_tested
+        )
         signals = len(drifted_features) + bool(multivariate) + bool(score_drifted)
         return DriftResult(
             backend=self.backend,
@@ -428,6 +460,7 @@ class DriftDetector(ABC):
             current_rows=len(current),
             p_value=self.p_value,
             correction=self.correction,
+            warming_features=warming_tested,
         )
 
     def _build(self) -> None:  # noqa: B027 - optional hook: backends that hold objects build them here
@@ -584,6 +617,39 @@ def build_detector(cfg_drift: DriftConfig, reference: pd.DataFrame, *, seed: int
         seed=seed,
     )
     return detector.fit(reference)
+
+
+def feature_horizons(
+    *, short_window_days: int, long_window_days: int, risk_window_days: int, label_maturity_days: int
+) -> dict[str, int]:
+    """Days of lake history each history feature needs before its distribution stops depending on the lake's
+    age (features not named need none). The risk rates count labels reported in ``risk_window_days`` before
+    ``ds``, and the labels of a day keep arriving for ``label_maturity_days``."""
+    risk = risk_window_days + label_maturity_days
+    horizons = dict.fromkeys(("cnt_1h", "sum_1h", "cnt_24h", "sum_24h"), 1)
+    horizons |= dict.fromkeys(("cnt_7d", "sum_7d"), short_window_days)
+    long = (
+        "cnt_30d",
+        "sum_30d",
+        "avg_amount_30d",
+        "amount_to_avg_30d",
+        "amount_zscore_30d",
+        "seconds_since_last_txn",
+        "is_new_merchant",
+        "is_new_country",
+        "customer_history_days",
+    )
+    horizons |= dict.fromkeys(long, long_window_days)
+    horizons |= dict.fromkeys(("merchant_risk", "category_risk", "merchant_label_count"), risk)
+    return horizons
+
+
+def warming_features(horizons: Mapping[str, int], lake_start: dt.date, reference_start: dt.date) -> tuple[str, ...]:
+    """Features whose window was not yet full on the reference's first day, in ``horizons`` order.
+
+    Once the reference itself sits on a full window, the later days tested against it do too."""
+    history_days = (reference_start - lake_start).days
+    return tuple(name for name, days in horizons.items() if days > history_days)
 
 
 def load_detector(path: str | Path, backend: Backend | None = None) -> DriftDetector:

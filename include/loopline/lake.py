@@ -116,6 +116,25 @@ class Lake:
                 found[day] = uri
         return found
 
+    def first_day(self, table: str) -> dt.date | None:
+        """The oldest ``ds`` with a committed partition of ``table`` (the lake's age), or None."""
+        prefix = self._join(table) + "/"
+        if self.is_s3:
+            bucket, key = _split_s3(prefix)
+            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
+            names = [p["Prefix"][len(key) :].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+        else:
+            root = Path(prefix)
+            names = [child.name for child in root.glob("ds=*")] if root.is_dir() else []
+        for name in sorted(names):  # ISO dates sort in time order
+            try:
+                day = dt.date.fromisoformat(name.removeprefix("ds="))
+            except ValueError:
+                continue
+            if self.current_version(table, day):
+                return day
+        return None
+
     def commit(self, table: str, ds: str | dt.date, version: str, stats: dict | None = None) -> None:
         """Point the partition at ``version`` (which must be fully written), then sweep stale versions."""
         if not self.is_s3 and not (Path(self.version_uri(table, ds, version)) / "_SUCCESS").exists():

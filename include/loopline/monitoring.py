@@ -39,12 +39,12 @@ import pandas as pd
 
 from loopline import lake as tables
 from loopline.db import _IDENTIFIER
-from loopline.drift import SCORE_COLUMN, Decision, DriftResult, retrain_decision
+from loopline.drift import SCORE_COLUMN, Decision, DriftResult, feature_horizons, retrain_decision, warming_features
 from loopline.lake import Lake
 from loopline.schemas import CATEGORICAL_FEATURES, FEATURE_COLUMNS
 
 if TYPE_CHECKING:
-    from loopline.config import DriftConfig
+    from loopline.config import DriftConfig, LooplineConfig
     from loopline.drift import DriftDetector
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "realized_day",
     "record_decision",
     "render_report",
+    "warming",
     "write_drift",
     "write_performance",
 ]
@@ -181,6 +182,25 @@ def cached_detector(client: Any, run_id: str, cfg: DriftConfig, workdir: Path) -
 def reference_frame(client: Any, run_id: str, workdir: Path) -> pd.DataFrame:
     """The model run's reference sample (for the report's plots)."""
     return pd.read_parquet(client.download_artifacts(run_id, REFERENCE_ARTIFACT, str(workdir)))
+
+
+def warming(cfg: LooplineConfig, lake_root: str, reference: pd.DataFrame) -> tuple[str, ...]:
+    """The features whose history window was not yet full on the reference's first day (see
+    :func:`loopline.drift.warming_features`); none when ``drift.count_warming_features`` is set."""
+    if cfg.drift.count_warming_features or reference.empty:
+        return ()
+    lake_start = Lake(lake_root).first_day(tables.RAW_TRANSACTIONS)
+    if lake_start is None:
+        return ()
+    reference_start = pd.to_datetime(reference["event_time"], utc=True).min().date()
+    day_windows = sorted(hours // 24 for hours in cfg.features.window_hours().values() if hours >= 48) or [0]
+    horizons = feature_horizons(
+        short_window_days=day_windows[0],
+        long_window_days=day_windows[-1],
+        risk_window_days=cfg.features.risk_window_days,
+        label_maturity_days=cfg.features.label_maturity_days,
+    )
+    return warming_features(horizons, lake_start, reference_start)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -324,8 +344,8 @@ def write_drift(
                 f"""INSERT INTO {schema}.drift_runs
                 (ds, model_name, model_version, backend, drift, signals, min_signals, drifted_features,
                  multivariate_drifted, score_drifted, reference_rows, current_rows, summary, report_uri,
-                 mlflow_run_id, airflow_run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                 mlflow_run_id, airflow_run_id, warming_features)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
                 (
                     day.ds,
                     day.model_name,
@@ -343,12 +363,13 @@ def write_drift(
                     report_uri,
                     mlflow_run_id,
                     airflow_run_id,
+                    list(result.warming_features),
                 ),
             )
             cur.executemany(
                 f"""INSERT INTO {schema}.drift_reports
-                (ds, feature, test, statistic, p_value, threshold, drifted, model_version)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                (ds, feature, test, statistic, p_value, threshold, drifted, counted, model_version)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
                 [
                     (
                         day.ds,
@@ -358,6 +379,7 @@ def write_drift(
                         _finite(row.p_value),
                         row.threshold,
                         row.drifted,
+                        row.counted,
                         day.model_version,
                     )
                     for row in result.tests

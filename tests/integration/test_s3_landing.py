@@ -275,6 +275,15 @@ def test_lake_partitions_over_s3(bucket, aws_env):
     }
 
 
+def test_lake_first_day_over_s3(s3, bucket, aws_env):
+    lake = Lake(f"s3://{bucket}/lake")
+    assert lake.first_day(RAW_TRANSACTIONS) is None
+    s3.client().put_object(Bucket=bucket, Key="lake/raw/transactions/ds=2024-02-28/run=v1/part-0.parquet", Body=b"x")
+    lake.commit(RAW_TRANSACTIONS, "2024-03-02", "v2")
+    lake.commit(RAW_TRANSACTIONS, "2024-03-05", "v3")
+    assert lake.first_day(RAW_TRANSACTIONS) == dt.date(2024, 3, 2)  # 02-28 was never committed
+
+
 # -- the Airflow landing sensor ------------------------------------------------------------------------------
 
 

@@ -26,10 +26,12 @@ from loopline.drift import (
     ScipyDriftDetector,
     build_detector,
     correct,
+    feature_horizons,
     load_detector,
     performance_drop,
     realized_performance,
     retrain_decision,
+    warming_features,
 )
 from loopline.schemas import CATEGORICAL_FEATURES, FX_TO_EUR, NUMERIC_FEATURES
 from loopline.training.synthetic import CATEGORIES, synthetic_day
@@ -153,6 +155,56 @@ def test_one_drifted_feature_is_one_signal(frames):
     assert result.score_drifted is False
     assert (result.signals, result.drift) == (1, False)
     assert ScipyDriftDetector(mmd_sample_size=0, min_drifted_features=1).fit(frames["reference"]).test(current).drift
+
+
+def _young_lake(frame: pd.DataFrame) -> pd.DataFrame:
+    """What a lake a few weeks older does to the label-based rates: more evidence, rates spread from the prior."""
+    out = frame.copy()
+    for name in ("merchant_risk", "category_risk"):
+        mean = out[name].mean()
+        out[name] = mean + (out[name] - mean) * 3
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda cls: cls.backend)
+def test_warming_features_are_reported_but_no_signal(frames, backend):
+    detector = backend(mmd_sample_size=0).fit(frames["reference"])
+    current = _young_lake(frames["stable"])
+    counted = detector.test(current)
+    assert {"merchant_risk", "category_risk"} <= set(counted.drifted_features)
+    assert counted.drift is True  # counted, the lake's age alone looks like drift
+    warming = ("merchant_risk", "category_risk", "merchant_label_count")
+    result = detector.test(current, warming=warming)
+    assert result.drifted_features == ()
+    assert (result.signals, result.drift) == (counted.signals - 2, False)
+    assert result.warming_features == ("merchant_risk", "category_risk", "merchant_label_count")
+    row = result.row("merchant_risk")
+    assert (row.drifted, row.counted) == (True, False)  # still tested and reported
+    assert result.row("amount_eur").counted is True
+    assert "not counted, windows still filling: merchant_risk, category_risk" in result.summary()
+    # Real drift elsewhere still counts while the risk features warm up.
+    shifted = detector.test(_numeric_shift(current), warming=warming)
+    assert shifted.drift is True
+    assert "amount_eur" in shifted.drifted_features
+    assert "merchant_risk" not in shifted.drifted_features
+
+
+def test_warming_features_follow_the_lake_age():
+    horizons = feature_horizons(short_window_days=7, long_window_days=30, risk_window_days=90, label_maturity_days=20)
+    assert horizons["merchant_risk"] == horizons["category_risk"] == 110
+    assert horizons["cnt_30d"] == horizons["customer_history_days"] == 30
+    assert horizons["cnt_7d"] == 7
+    assert "amount_eur" not in horizons
+    start = dt.date(2026, 1, 1)
+    young = warming_features(horizons, start, start + dt.timedelta(days=20))
+    assert {"cnt_30d", "merchant_risk", "is_new_merchant"} <= set(young)
+    assert "cnt_7d" not in young
+    assert warming_features(horizons, start, start + dt.timedelta(days=40)) == (
+        "merchant_risk",
+        "category_risk",
+        "merchant_label_count",
+    )
+    assert warming_features(horizons, start, start + dt.timedelta(days=110)) == ()
 
 
 def test_unseen_categories_map_to_one_other_code(frames):

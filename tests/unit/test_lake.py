@@ -245,6 +245,18 @@ def test_partitions_returns_only_committed_days(lake):
     assert lake.partitions("features", days) == {}
 
 
+def test_first_day_is_the_oldest_committed_partition(lake):
+    assert lake.first_day(TABLE) is None
+    _write(lake, "v1", ds="2024-02-27", success=False)  # a crashed writer's first day
+    _write(lake, "v1", ds="2024-03-04")
+    lake.commit(TABLE, "2024-03-04", "v1")
+    _write(lake, "v1", ds="2024-03-02")
+    lake.commit(TABLE, "2024-03-02", "v1")
+    (Path(lake.table_uri(TABLE)) / "ds=not-a-day").mkdir()
+    assert lake.first_day(TABLE) == dt.date(2024, 3, 2)
+    assert lake.first_day("features") is None
+
+
 def test_local_uris(tmp_path):
     lake = Lake(str(tmp_path) + "/")
     assert not lake.is_s3

@@ -153,6 +153,7 @@ class DriftConfig(_Section):
     correction: Literal["bonferroni", "fdr"]
     min_drifted_features: int = Field(ge=1)
     exclude_features: list[str]
+    count_warming_features: bool
     reference_sample_size: int = Field(ge=100)
     performance_tolerance: float = Field(ge=0, le=1)
     performance_min_positives: int = Field(ge=1)

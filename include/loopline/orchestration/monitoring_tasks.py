@@ -65,8 +65,9 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         with monitoring.workdir() as tmp:
             work = Path(tmp)
             detector, built = monitoring.cached_detector(client, scored.model_run_id, cfg.drift, work)
-            result = detector.test(scored.frame)
             reference = monitoring.reference_frame(client, scored.model_run_id, work)
+            lake_root = resolve_uri(cfg.storage.lake_uri)
+            result = detector.test(scored.frame, warming=monitoring.warming(cfg, lake_root, reference))
             title = f"Drift {ds}: {scored.model_name} v{scored.model_version} ({result.backend})"
             report_dir = Path(resolve_uri(cfg.storage.reports_uri)) / "drift" / f"ds={ds}"
             report = monitoring.render_report(
