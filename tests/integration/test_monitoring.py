@@ -117,3 +117,48 @@ def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
     finally:
         conn.close()
     assert monitoring._finite(np.float32(0.25)) == 0.25
+
+
+def _commit_day(lake_root: str, day: dt.date) -> None:
+    from pathlib import Path
+
+    from loopline.lake import RAW_TRANSACTIONS, Lake
+
+    lake = Lake(lake_root)
+    folder = Path(lake.version_uri(RAW_TRANSACTIONS, day, "v1"))
+    folder.mkdir(parents=True)
+    (folder / "_SUCCESS").write_bytes(b"")
+    lake.commit(RAW_TRANSACTIONS, day, "v1")
+
+
+def test_warming_features_are_measured_from_the_lake_and_stored_as_not_counted(postgres, tmp_path):
+    cfg = load_config()
+    lake_root = str(tmp_path / "lake")
+    reference = pd.DataFrame({"event_time": pd.to_datetime(["2026-02-10T10:00Z", "2026-02-14T23:00Z"])})
+    assert monitoring.warming(cfg, lake_root, reference) == ()  # an empty lake: nothing to say
+    _commit_day(lake_root, dt.date(2026, 1, 1))  # the reference starts 40 days into the lake
+    assert monitoring.warming(cfg, lake_root, reference) == ("merchant_risk", "category_risk", "merchant_label_count")
+    _commit_day(lake_root, dt.date(2026, 1, 25))  # later days do not move the lake's start
+    assert len(monitoring.warming(cfg, lake_root, reference)) == 3
+    counting = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"count_warming_features": True})})
+    assert monitoring.warming(counting, lake_root, reference) == ()
+
+    tests = (
+        DriftTest("amount_eur", "ks", 0.3, 0.0, 0.01, True),
+        DriftTest("merchant_risk", "ks", 0.2, 0.0, 0.01, True, counted=False),
+    )
+    result = DriftResult(
+        "scipy", tests, ("amount_eur",), None, None, 1, 2, False, 100, 200, 0.05, "bonferroni", ("merchant_risk",)
+    )
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, SCHEMA)
+        monitoring.write_drift(conn, SCHEMA, _day(), result, report_uri=None, mlflow_run_id=None, airflow_run_id="w")
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT feature, drifted, counted FROM {SCHEMA}.drift_reports WHERE ds = %s ORDER BY 1", [DAY])
+            assert cur.fetchall() == [("amount_eur", True, True), ("merchant_risk", True, False)]
+            cur.execute(f"SELECT warming_features, drifted_features FROM {SCHEMA}.drift_runs WHERE ds = %s", (DAY,))
+            assert cur.fetchone() == (["merchant_risk"], ["amount_eur"])
+        conn.commit()
+    finally:
+        conn.close()
