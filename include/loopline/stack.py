@@ -172,6 +172,9 @@ def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         "AIRFLOW__TRIGGERER__DEFAULT_CAPACITY": "100",
+        # A scheduler that died (killed, laptop slept) and was started again resets the tasks it left running
+        # within a minute instead of Airflow's default five (tests/e2e/test_scheduler_crash.py).
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "60",
         # Everything is on loopback; this also spares forked task processes macOS's proxy lookup, which crashes.
         "NO_PROXY": "*",
     }
@@ -465,6 +468,7 @@ def up(cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print) -
         echo("airflow: migrating the metadata database")
         airflow_cli(["db", "migrate"], env)
         airflow_cli(["pools", "set", cfg.spark.pool, str(cfg.spark.pool_slots), "Spark jobs"], env)
+        airflow_cli(["pools", "set", cfg.training.pool, str(cfg.training.pool_slots), "Trainings (GPUs)"], env)
     for name, args in AIRFLOW_COMPONENTS.items():
         if running_pid(name) is None:
             echo(f"{name}: starting")

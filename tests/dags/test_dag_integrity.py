@@ -70,6 +70,21 @@ def test_dag_policies(dagbag, dag_id):
         assert TASK_ID.match(leaf), f"{dag_id}.{task.task_id} is not verb_noun"
 
 
+def test_spark_and_training_tasks_take_their_pools(dagbag):
+    """Pools bound what the cluster and the GPUs take at once, whatever backfills and DAGs run together."""
+    from loopline.config import get_config
+
+    cfg = get_config()
+    spark_tasks = []
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            if type(task).__name__ == "_PySparkDecoratedOperator":
+                spark_tasks.append(task.task_id)
+                assert task.pool == cfg.spark.pool, f"{dag.dag_id}.{task.task_id} is a Spark task outside the pool"
+    assert {"ingest_drop", "build_features", "score_champion"} <= set(spark_tasks)
+    assert dagbag.get_dag("train_model").get_task("train_candidate").pool == cfg.training.pool
+
+
 def test_all_dags_follow_policies(dagbag):
     # Not only the expected ones: any new DAG must follow the house style too.
     for dag_id in dagbag.dag_ids:

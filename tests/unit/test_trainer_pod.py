@@ -56,7 +56,7 @@ def _dag_tasks(runner: str) -> dict:
         "import json\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
         f"dag = DagBag(dag_folder={str(REPO / 'dags' / 'train_model.py')!r}).dags['train_model']\n"
-        "print(json.dumps({t.task_id: type(t).__name__ for t in dag.tasks}))\n"
+        "print(json.dumps({t.task_id: [type(t).__name__, t.pool] for t in dag.tasks}))\n"
     )
     env = {**os.environ, "LOOPLINE__TRAINING__RUNNER": runner}
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=REPO)
@@ -67,8 +67,9 @@ def _dag_tasks(runner: str) -> dict:
 
 
 def test_runner_is_configuration():
+    # Either runner trains in the training pool (one slot per GPU): trainings never oversubscribe the GPUs.
     assert _dag_tasks("kubernetes") == {
-        "train_candidate": "KubernetesPodOperator",
-        "gate_candidate": "_PythonDecoratedOperator",
+        "train_candidate": ["KubernetesPodOperator", "training"],
+        "gate_candidate": ["_PythonDecoratedOperator", "default_pool"],
     }
-    assert _dag_tasks("local")["train_candidate"] == "_PythonDecoratedOperator"
+    assert _dag_tasks("local")["train_candidate"] == ["_PythonDecoratedOperator", "training"]

@@ -129,6 +129,8 @@ class TrainingConfig(_Section):
     max_rounds: int = Field(ge=1)
     early_stopping_rounds: int = Field(ge=1)
     max_fraud_rate: float = Field(gt=0, le=1)
+    pool: str
+    pool_slots: int = Field(ge=1)
     kubernetes: KubernetesConfig
 
 

@@ -85,6 +85,7 @@ def trainer_pod(cfg: LooplineConfig, **kwargs: Any):
         startup_timeout_seconds=kube.startup_timeout_seconds,
         schedule_timeout_seconds=kube.schedule_timeout_seconds,
         on_finish_action="delete_succeeded_pod",  # failed pods stay for triage
+        pool=cfg.training.pool,  # one pod per GPU slot, whatever else is queued
         get_logs=True,
         do_xcom_push=True,
         **kwargs,
@@ -110,7 +111,7 @@ def train_candidate(cfg: LooplineConfig):
     """The training task's result (XComArg) for the configured runner: same arguments, same JSON."""
     if cfg.training.runner == "kubernetes":
         return trainer_pod(cfg).output
-    return train_local(TRAINER_ARGS)
+    return train_local.override(pool=cfg.training.pool)(TRAINER_ARGS)
 
 
 @task
