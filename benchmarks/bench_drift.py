@@ -106,6 +106,7 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
                 p_value=cfg.p_value,
                 correction=cfg.correction,
                 min_drifted_features=cfg.min_drifted_features,
+                min_effect=cfg.min_effect,
                 numeric_features=RAW_NUMERIC,
                 categorical_features=list(CATEGORICAL_FEATURES),
             ).fit(reference)
@@ -132,8 +133,13 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
             )
 
 
-def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: int, kinds: list[str]) -> None:
-    """Nights through ingest + features on Spark, with a trained model's score (see the module docstring)."""
+def bench_full(
+    night_rows: int, stable_nights: int, backend: str, warmup_days: int, kinds: list[str], reuse: Path | None = None
+) -> None:
+    """Nights through ingest + features on Spark, with a trained model's score (see the module docstring).
+
+    ``reuse``: the folder of an earlier ``--full`` run (printed at its start): its lakes are tested again
+    without running Spark, e.g. after changing the drift settings."""
     import os
     import sys
 
@@ -141,26 +147,30 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
     import bench_feature_pipeline as pipeline
     from pyspark.sql import SparkSession
 
+    from loopline import lake as tables
     from loopline.config import get_config
     from loopline.drift import build_detector, retrain_decision
+    from loopline.lake import Lake
     from loopline.monitoring import warming
     from loopline.schemas import FEATURE_COLUMNS
     from loopline.synth import generate
     from loopline.training.models import TrainParams, train_model
     from spark_jobs import features
 
-    root = Path(tempfile.mkdtemp(prefix="loopline-bench-drift-full-"))
+    root = reuse or Path(tempfile.mkdtemp(prefix="loopline-bench-drift-full-"))
+    print(f"[full] lakes under {root}")
     pipeline.HOME = root
     os.environ["LOOPLINE_HOME"] = str(root)
     port = pipeline.free_port()
-    server = pipeline.start_server(port)
+    server = None if reuse else pipeline.start_server(port)
     spark = None
     start, reference_days = dt.date(2026, 1, 1), 7
     first_reference = start + dt.timedelta(days=warmup_days)  # the windows have filled by then
     drift_start = first_reference + dt.timedelta(days=reference_days + stable_nights)
     days = warmup_days + reference_days + stable_nights + 3
     try:
-        spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
+        if server is not None:
+            spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
         for kind in kinds:
             home = root / kind
             os.environ["LOOPLINE__STORAGE__LANDING_URI"] = str(home / "landing")
@@ -168,19 +178,22 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
             get_config.cache_clear()
             cfg = get_config()
             began = time.perf_counter()
-            generate(
-                start, days, home / "landing", transactions_per_day=night_rows, seed=7, drift_start=drift_start,
-                drift_kind=kind,
-            )  # fmt: skip
+            if reuse is None:
+                generate(
+                    start, days, home / "landing", transactions_per_day=night_rows, seed=7, drift_start=drift_start,
+                    drift_kind=kind,
+                )  # fmt: skip
             truth = pd.concat(pd.read_csv(path) for path in sorted((home / "truth").glob("ds=*/part-*.csv*")))
             outcome = truth.set_index("transaction_id")["is_fraud"]
             frames = {}
             for offset in range(days):
                 day = start + dt.timedelta(days=offset)
-                pipeline.ingest_day(spark, day, cfg)
-                built = features.run(spark, day, cfg)
-                features.publish(day, built["version"], built["rows"], cfg=cfg)
-                frames[day] = pd.read_parquet(built["uri"])[list(FEATURE_COLUMNS)]
+                if reuse is None:
+                    pipeline.ingest_day(spark, day, cfg)
+                    built = features.run(spark, day, cfg)
+                    features.publish(day, built["version"], built["rows"], cfg=cfg)
+                uri = Lake(str(home / "lake")).partition(tables.FEATURES, day)
+                frames[day] = pd.read_parquet(uri)[list(FEATURE_COLUMNS)]
             setup_s = time.perf_counter() - began
             week = [frames[first_reference + dt.timedelta(days=i)] for i in range(reference_days)]
             train, valid = pd.concat(week[:-1], ignore_index=True), week[-1]
@@ -211,7 +224,7 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
             day, result, decision = drifted[0]
             print(
                 f"[full] {kind:>11} ({backend}, {night_rows:,} rows/night through ingest + features "
-                f"in {setup_s:.0f} s, "
+                f"{'(reused lake)' if reuse else f'in {setup_s:.0f} s'}, "
                 f"XGBoost score): {stable_nights} stable nights: {stable_drift} drifted, {stable_triggers} triggers; "
                 f"first drifted night {day}: {'TRIGGER' if decision.trigger else 'no trigger'} ({result.summary()}); "
                 f"next two nights drifted: {[r.drift for _, r, _ in drifted[1:]]}"
@@ -219,8 +232,9 @@ def bench_full(night_rows: int, stable_nights: int, backend: str, warmup_days: i
     finally:
         if spark is not None:
             spark.stop()
-        server.terminate()
-        server.wait(30)
+        if server is not None:
+            server.terminate()
+            server.wait(30)
 
 
 def main() -> None:
@@ -234,9 +248,13 @@ def main() -> None:
     parser.add_argument("--full-stable-nights", type=int, default=5)
     parser.add_argument("--full-warmup-days", type=int, default=30, help="history before the reference week")
     parser.add_argument("--full-kinds", nargs="+", choices=KINDS, default=list(KINDS))
+    parser.add_argument("--full-reuse", type=Path, help="test the lakes of an earlier --full run again (no Spark)")
     args = parser.parse_args()
     if args.full:
-        bench_full(args.full_rows, args.full_stable_nights, args.backend, args.full_warmup_days, args.full_kinds)
+        bench_full(
+            args.full_rows, args.full_stable_nights, args.backend, args.full_warmup_days, args.full_kinds,
+            args.full_reuse,
+        )  # fmt: skip
         return
     bench_night(args.rows)
     bench_decisions(args.night_rows, args.stable_nights, args.backend)

@@ -25,7 +25,9 @@ and a KS test on the score (`drift.backend`: alibi-detect, or the permissive sci
 univariate decisions). The detector is fitted once per model version and cached as an MLflow artifact of
 the model's run. Then measures the realized performance of the day whose labels matured tonight
 (`ds - features.label_maturity_days`), and decides: on drift (at least `drift.min_drifted_features`
-signals) or a realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
+signals, each a test with p below its threshold and an effect of at least `drift.min_effect`; features
+whose history windows were still filling on the reference's first day are reported, not counted) or a
+realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
 conf stating the reason, the drifted features and the day, unless a trigger happened within
 `drift.cooldown_hours` (counted in nights, so backfills behave like the nights they replay) or a training
 run is already queued or running. The decision is reported by the notifier (`drift.notify_target`).

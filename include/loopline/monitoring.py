@@ -144,6 +144,7 @@ def detector_key(cfg: DriftConfig) -> str:
         "p_value": cfg.p_value,
         "correction": cfg.correction,
         "min_drifted_features": cfg.min_drifted_features,
+        "min_effect": cfg.min_effect,
         "reference_sample_size": cfg.reference_sample_size,
         "exclude_features": sorted(cfg.exclude_features),
         "format": 1,
@@ -368,8 +369,8 @@ def write_drift(
             )
             cur.executemany(
                 f"""INSERT INTO {schema}.drift_reports
-                (ds, feature, test, statistic, p_value, threshold, drifted, counted, model_version)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                (ds, feature, test, statistic, p_value, threshold, drifted, counted, effect, model_version)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
                 [
                     (
                         day.ds,
@@ -380,6 +381,7 @@ def write_drift(
                         row.threshold,
                         row.drifted,
                         row.counted,
+                        _finite(row.effect),
                         day.model_version,
                     )
                     for row in result.tests

@@ -189,6 +189,63 @@ def test_warming_features_are_reported_but_no_signal(frames, backend):
     assert "merchant_risk" not in shifted.drifted_features
 
 
+def _tiny_shift_frames(rows: int = 20_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Many rows, a shift far too small to matter: significant by p-value, below a 0.05 effect floor."""
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame(
+        {"amount_eur": rng.normal(0, 1, rows), "channel": rng.choice(["pos", "online", "atm"], rows, p=[0.5, 0.4, 0.1])}
+    )
+    current = pd.DataFrame(
+        {
+            "amount_eur": rng.normal(0.1, 1, rows),  # KS distance ~0.04
+            "channel": rng.choice(["pos", "online", "atm"], rows, p=[0.47, 0.43, 0.1]),  # total variation 0.03
+        }
+    )
+    return reference, current
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda cls: cls.backend)
+def test_a_significant_but_tiny_shift_is_not_drift(backend):
+    reference, current = _tiny_shift_frames()
+    kwargs = {"numeric_features": ["amount_eur"], "categorical_features": ["channel"], "mmd_sample_size": 0}
+    by_p_value = backend(**kwargs).fit(reference).test(current)
+    assert by_p_value.drifted_features == ("amount_eur", "channel")  # p-values alone: both drifted
+    floored = backend(**kwargs, min_effect=0.05).fit(reference).test(current)
+    assert floored.drifted_features == ()
+    amount, channel = floored.row("amount_eur"), floored.row("channel")
+    assert amount.p_value < amount.threshold
+    assert channel.p_value < channel.threshold
+    assert 0.02 < amount.effect < 0.05
+    assert amount.effect == pytest.approx(amount.statistic)  # the KS distance
+    shares = lambda frame: frame["channel"].value_counts(normalize=True)  # noqa: E731
+    tvd = 0.5 * shares(reference).subtract(shares(current), fill_value=0).abs().sum()
+    assert channel.effect == pytest.approx(tvd)
+    # A shift that matters passes the floor.
+    moved = current.assign(amount_eur=current["amount_eur"] + 0.3)
+    assert "amount_eur" in backend(**kwargs, min_effect=0.05).fit(reference).test(moved).drifted_features
+
+
+def test_the_effect_floor_is_checked():
+    with pytest.raises(ValueError, match="min_effect"):
+        ScipyDriftDetector(min_effect=1.5)
+
+
+def test_multivariate_and_score_are_no_signal_while_features_warm_up(frames):
+    """Both mix in the warming features (the MMD's columns, the model's inputs): on a young lake they moved with
+    the label-based risk rates alone."""
+    detector = ScipyDriftDetector(mmd_sample_size=TEST_MMD_ROWS).fit(frames["reference"])
+    current = _young_lake(frames["stable"]).assign(score=frames["stable"]["score"] * 1.5)
+    counted = detector.test(current)
+    assert counted.score_drifted
+    assert counted.multivariate_drifted
+    result = detector.test(current, warming=("merchant_risk", "category_risk"))
+    assert (result.score_drifted, result.multivariate_drifted) == (True, True)  # still measured and reported
+    assert result.row("score").counted is False
+    assert result.row(MMD_FEATURE).counted is False
+    assert (result.signals, result.drift) == (0, False)
+    assert "score" in result.summary()
+
+
 def test_warming_features_follow_the_lake_age():
     horizons = feature_horizons(short_window_days=7, long_window_days=30, risk_window_days=90, label_maturity_days=20)
     assert horizons["merchant_risk"] == horizons["category_risk"] == 110
@@ -318,6 +375,7 @@ def test_save_load_round_trip(tmp_path, frames, detectors, results):
         assert state["categories"]["country"] == sorted(CATEGORIES["country"])
         loaded = load_detector(folder)
         assert type(loaded) is type(detector)
+        assert loaded.min_effect == detector.min_effect
         assert loaded.test(frames["numeric"]) == results[backend, "numeric"]
     # One artifact serves both backends: the alibi-built state loads into the permissive backend.
     crossed = ScipyDriftDetector.load(tmp_path / "alibi")
@@ -333,6 +391,7 @@ def test_build_detector_follows_the_config(frames):
     assert isinstance(detector, ScipyDriftDetector)
     assert (detector.p_value, detector.correction) == (cfg.p_value, "fdr")
     assert detector.min_drifted_features == cfg.min_drifted_features
+    assert detector.min_effect == cfg.min_effect
     assert len(detector.x_ref) == 1000
     assert build_detector(cfg, frames["reference"]).x_ref.tolist() == detector.x_ref.tolist()  # seeded sample
     alibi = build_detector(base.model_copy(update={"backend": "alibi"}), frames["reference"].head(800))

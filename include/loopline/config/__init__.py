@@ -154,6 +154,7 @@ class DriftConfig(_Section):
     p_value: float = Field(gt=0, lt=1)
     correction: Literal["bonferroni", "fdr"]
     min_drifted_features: int = Field(ge=1)
+    min_effect: float = Field(ge=0, lt=1)
     exclude_features: list[str]
     count_warming_features: bool
     reference_sample_size: int = Field(ge=100)
