@@ -203,7 +203,11 @@ class DriftResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (for XCom, MLflow ``log_dict`` and reports)."""
         out = asdict(self)
-        out["tests"] = [asdict(row) for row in self.tests]
+        # NaN (no effect for MMD, a test that could not be computed) is not JSON: None instead
+        out["tests"] = [
+            {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(row).items()}
+            for row in self.tests
+        ]
         out["drifted_features"] = list(self.drifted_features)
         out["warming_features"] = list(self.warming_features)
         out["summary"] = self.summary()

@@ -136,6 +136,7 @@ def test_a_backfill_survives_the_scheduler_killed_mid_task(tmp_path):
         time.sleep(2)  # well inside the Spark job
         scheduler = json.loads((home / "stack" / "airflow-scheduler.pid").read_text())["pid"]
         killed = _kill_group(scheduler)
+        killed_at = time.monotonic()
         assert killed >= 2, "the scheduler ran its task in a process of its own group"
         at_kill = {(day, task): state for day, task, state, _ in _task_states(home)}
         assert at_kill[second, "ingest_drop"] == "running"  # as the dead scheduler left it
@@ -149,6 +150,7 @@ def test_a_backfill_survives_the_scheduler_killed_mid_task(tmp_path):
 
         final = demo.follow_backfill("feature_pipeline", START, end, stack_env, echo=lambda line: None)
         assert final == {"success": DAYS}, _task_states(home)
+        print(f"killed {killed} processes; backfill of {DAYS} days complete {time.monotonic() - killed_at:.0f} s later")
         states = _task_states(home)
         assert all(state == "success" for _, _, state, _ in states), states
         retried = [(day, task, tries) for day, task, _, tries in states if tries > 1]

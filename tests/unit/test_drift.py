@@ -246,6 +246,14 @@ def test_multivariate_and_score_are_no_signal_while_features_warm_up(frames):
     assert "score" in result.summary()
 
 
+def test_a_result_is_strict_json_for_xcom(results):
+    """XCom serializes with allow_nan=False: MMD has no effect size, and a test may be uncomputable."""
+    out = results["alibi", "numeric"].to_dict()
+    mmd = next(row for row in out["tests"] if row["test"] == "mmd")
+    assert mmd["effect"] is None
+    json.dumps(out, allow_nan=False)
+
+
 def test_warming_features_follow_the_lake_age():
     horizons = feature_horizons(short_window_days=7, long_window_days=30, risk_window_days=90, label_maturity_days=20)
     assert horizons["merchant_risk"] == horizons["category_risk"] == 110
