@@ -191,7 +191,8 @@ class DriftResult:
             parts.append(f"score {'drifted' if self.score_drifted else 'stable'}")
         verdict = "drift" if self.drift else "no drift"
         line = f"{verdict}: {', '.join(parts)}; {self.signals} signal(s), {self.min_drifted_features} needed"
-        warming = [row.feature for row in self.tests if not row.counted and row.drifted]
+        uncounted = [row for row in self.tests if not row.counted and row.drifted]
+        warming = ["multivariate" if row.test == "mmd" else row.feature for row in uncounted]
         if warming:
             line += f"; not counted, windows still filling: {', '.join(warming)}"
         return line
