@@ -42,7 +42,8 @@ loopline-data-platform (data engineering on-call).
 
 ## Triage
 - `wait_for_*` timed out: the upstream drop never completed; the message names the missing marker.
-- `ingest_drop` failed on "history": run earlier days first (backfill days wait for the previous day: `wait_for_downstream`, `depends_on_past`).
+- `ingest_drop` failed on "history": run earlier days first (in a backfill each day waits for the previous
+  one: `wait_for_downstream` on the ingest, `depends_on_past` on the features).
 - `validate_raw` / `validate_features` failed: the message lists failed expectations and the report link;
   look at `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
 - Rerunning any day is safe: every write is a new version and a pointer flip. Re-ingesting an earlier day
