@@ -57,6 +57,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stack_test_env(home: Path) -> dict[str, str]:
+    """The environment for a throwaway local stack (``loopline up``) in ``home``: free loopback ports of its
+    own, a small Spark driver, and none of the developer's Airflow, Loopline or MLflow settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE", "MLFLOW"))}
+    env.update(
+        LOOPLINE_HOME=str(home),
+        LOOPLINE_AIRFLOW_PORT=str(free_port()),
+        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{free_port()}",
+        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
+        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    return env
+
+
+def stack_shell_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the stack's own environment (connections, metadata DB), as `source .../env.sh` gives it."""
+    out = dict(env)
+    for line in (home / "stack" / "env.sh").read_text().splitlines():
+        if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
+            name, _, value = line.removeprefix("export ").partition("=")
+            out[name] = value[1:-1].replace("'\"'\"'", "'")
+    return out
+
+
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

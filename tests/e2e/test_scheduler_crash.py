@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import BIN, REPO, free_port
+from tests.conftest import BIN, REPO, stack_shell_env, stack_test_env
 
 pytestmark = pytest.mark.e2e
 
@@ -33,16 +33,6 @@ ROWS_PER_DAY = 400
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
-def _stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """The stack's own environment, as `source .loopline/stack/env.sh` gives it."""
-    stack_env = dict(env)
-    for line in (home / "stack" / "env.sh").read_text().splitlines():
-        if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
-            name, _, value = line.removeprefix("export ").partition("=")
-            stack_env[name] = value[1:-1].replace("'\"'\"'", "'")
-    return stack_env
 
 
 def _metadata(home: Path):
@@ -95,15 +85,7 @@ def test_a_backfill_survives_the_scheduler_killed_mid_task(tmp_path):
     from loopline.lake import FEATURES, RAW_TRANSACTIONS, Lake
 
     home = tmp_path / "home"
-    airflow_port, spark_port, mlflow_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE", "MLFLOW"))}
-    env.update(
-        LOOPLINE_HOME=str(home),
-        LOOPLINE_AIRFLOW_PORT=str(airflow_port),
-        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{spark_port}",
-        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
-        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{mlflow_port}",
-    )
+    env = stack_test_env(home)
     loopline = str(BIN / "loopline")
     try:
         up = _run([loopline, "up"], env)
@@ -115,7 +97,7 @@ def test_a_backfill_survives_the_scheduler_killed_mid_task(tmp_path):
             env,
         )  # fmt: skip
         assert generated.returncode == 0, generated.stderr[-3000:]
-        stack_env = _stack_env(home, env)
+        stack_env = stack_shell_env(home, env)
         end = START + dt.timedelta(days=DAYS - 1)
         demo.wait_for_dags(["feature_pipeline"], stack_env)
         # As `make demo` does: a paused DAG's backfill runs are created but never started. (Unpaused, the

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO, free_port
+from tests.conftest import BIN, REPO, stack_shell_env, stack_test_env
 
 pytestmark = pytest.mark.e2e
 
@@ -49,24 +49,12 @@ def ui(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip("no chromium: `make test` installs Debian's package when it runs as root with apt-get")
     home = tmp_path_factory.mktemp("ui") / "home"
-    airflow_port, spark_port, mlflow_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE", "MLFLOW"))}
-    env.update(
-        LOOPLINE_HOME=str(home),
-        LOOPLINE_AIRFLOW_PORT=str(airflow_port),
-        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{spark_port}",
-        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
-        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{mlflow_port}",
-    )
+    env = stack_test_env(home)
+    airflow_port = int(env["LOOPLINE_AIRFLOW_PORT"])
     try:
         up = _run([str(BIN / "loopline"), "up"], env)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        # The stack's own environment (connections, metadata DB), as `source .loopline/stack/env.sh` gives it.
-        stack_env = dict(env)
-        for line in (home / "stack" / "env.sh").read_text().splitlines():
-            if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
-                name, _, value = line.removeprefix("export ").partition("=")
-                stack_env[name] = value[1:-1].replace("'\"'\"'", "'")
+        stack_env = stack_shell_env(home, env)
         stack_env["PYTHONPATH"] = str(REPO)
         prepare = (
             "import datetime as dt; from pathlib import Path;"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.error
@@ -13,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import BIN, free_port
+from tests.conftest import BIN, stack_test_env
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +40,9 @@ def _listening_addresses(pids: list[int]) -> set[str]:
 
 def test_stack_up_status_down(tmp_path: Path):
     home = tmp_path / "home"
-    airflow_port, spark_port, mlflow_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "LOOPLINE"))}
-    env.update(
-        LOOPLINE_HOME=str(home),
-        LOOPLINE_AIRFLOW_PORT=str(airflow_port),
-        LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{spark_port}",
-        LOOPLINE__SPARK__DRIVER_MEMORY="1g",
-        LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{mlflow_port}",
-    )
+    env = stack_test_env(home)
+    airflow_port = int(env["LOOPLINE_AIRFLOW_PORT"])
+    spark_port = int(env["LOOPLINE__SPARK__CONNECT_URL"].rsplit(":", 1)[1])
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         up = _loopline(["up"], env)
