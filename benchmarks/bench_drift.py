@@ -186,14 +186,14 @@ def bench_full(
             truth = pd.concat(pd.read_csv(path) for path in sorted((home / "truth").glob("ds=*/part-*.csv*")))
             outcome = truth.set_index("transaction_id")["is_fraud"]
             frames = {}
+            lake = Lake(str(home / "lake"))
             for offset in range(days):
                 day = start + dt.timedelta(days=offset)
                 if reuse is None:
                     pipeline.ingest_day(spark, day, cfg)
                     built = features.run(spark, day, cfg)
                     features.publish(day, built["version"], built["rows"], cfg=cfg)
-                uri = Lake(str(home / "lake")).partition(tables.FEATURES, day)
-                frames[day] = pd.read_parquet(uri)[list(FEATURE_COLUMNS)]
+                frames[day] = pd.read_parquet(lake.partition(tables.FEATURES, day))[list(FEATURE_COLUMNS)]
             setup_s = time.perf_counter() - began
             week = [frames[first_reference + dt.timedelta(days=i)] for i in range(reference_days)]
             train, valid = pd.concat(week[:-1], ignore_index=True), week[-1]

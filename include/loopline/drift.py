@@ -96,6 +96,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EXCLUDED_FEATURES",
+    "LABEL_FEATURES",
+    "LONG_WINDOW_FEATURES",
     "MMD_PERMUTATIONS",
     "MMD_SAMPLE_SIZE",
     "SCORE_COLUMN",
@@ -440,7 +442,8 @@ class DriftDetector(ABC):
         effects = self._effects(x, statistics)
         drifted = significant & (effects >= self.min_effect)
         names = [*self.numeric_features, *self.categorical_features]
-        warming_tested = tuple(name for name in names if name in set(warming))
+        asked = set(warming)
+        warming_tested = tuple(name for name in names if name in asked)
         rows = [
             DriftTest(
                 name,
@@ -665,28 +668,28 @@ def build_detector(cfg_drift: DriftConfig, reference: pd.DataFrame, *, seed: int
     return detector.fit(reference)
 
 
+# History features that span the longest window without carrying its name: the customer state behind them
+# (last transaction, merchants and countries seen, active days) covers the longest window.
+LONG_WINDOW_FEATURES: tuple[str, ...] = (
+    "seconds_since_last_txn",
+    "is_new_merchant",
+    "is_new_country",
+    "customer_history_days",
+)
+LABEL_FEATURES: tuple[str, ...] = ("merchant_risk", "category_risk", "merchant_label_count")
+
+
 def feature_horizons(
-    *, short_window_days: int, long_window_days: int, risk_window_days: int, label_maturity_days: int
+    window_hours: Mapping[str, int], *, risk_window_days: int, label_maturity_days: int
 ) -> dict[str, int]:
     """Days of lake history each history feature needs before its distribution stops depending on the lake's
-    age (features not named need none). The risk rates count labels reported in ``risk_window_days`` before
-    ``ds``, and the labels of a day keep arriving for ``label_maturity_days``."""
-    risk = risk_window_days + label_maturity_days
-    horizons = dict.fromkeys(("cnt_1h", "sum_1h", "cnt_24h", "sum_24h"), 1)
-    horizons |= dict.fromkeys(("cnt_7d", "sum_7d"), short_window_days)
-    long = (
-        "cnt_30d",
-        "sum_30d",
-        "avg_amount_30d",
-        "amount_to_avg_30d",
-        "amount_zscore_30d",
-        "seconds_since_last_txn",
-        "is_new_merchant",
-        "is_new_country",
-        "customer_history_days",
-    )
-    horizons |= dict.fromkeys(long, long_window_days)
-    horizons |= dict.fromkeys(("merchant_risk", "category_risk", "merchant_label_count"), risk)
+    age (features not named need none). ``window_hours`` is ``features.windows`` in hours (``{"30d": 720}``):
+    a feature named ``*_<window>`` needs that window; the risk rates count labels reported in
+    ``risk_window_days`` before ``ds``, and the labels of a day keep arriving for ``label_maturity_days``."""
+    days = {window: max(1, math.ceil(hours / 24)) for window, hours in window_hours.items()}
+    horizons = {name: days[window] for window in days for name in NUMERIC_FEATURES if name.endswith(f"_{window}")}
+    horizons |= dict.fromkeys(LONG_WINDOW_FEATURES, max(days.values(), default=0))
+    horizons |= dict.fromkeys(LABEL_FEATURES, risk_window_days + label_maturity_days)
     return horizons
 
 

@@ -194,10 +194,8 @@ def warming(cfg: LooplineConfig, lake_root: str, reference: pd.DataFrame) -> tup
     if lake_start is None:
         return ()
     reference_start = pd.to_datetime(reference["event_time"], utc=True).min().date()
-    day_windows = sorted(hours // 24 for hours in cfg.features.window_hours().values() if hours >= 48) or [0]
     horizons = feature_horizons(
-        short_window_days=day_windows[0],
-        long_window_days=day_windows[-1],
+        cfg.features.window_hours(),
         risk_window_days=cfg.features.risk_window_days,
         label_maturity_days=cfg.features.label_maturity_days,
     )

@@ -255,10 +255,13 @@ def test_a_result_is_strict_json_for_xcom(results):
 
 
 def test_warming_features_follow_the_lake_age():
-    horizons = feature_horizons(short_window_days=7, long_window_days=30, risk_window_days=90, label_maturity_days=20)
+    windows = {"1h": 1, "24h": 24, "7d": 168, "30d": 720}
+    horizons = feature_horizons(windows, risk_window_days=90, label_maturity_days=20)
     assert horizons["merchant_risk"] == horizons["category_risk"] == 110
     assert horizons["cnt_30d"] == horizons["customer_history_days"] == 30
+    assert horizons["amount_zscore_30d"] == horizons["is_new_merchant"] == 30
     assert horizons["cnt_7d"] == 7
+    assert horizons["cnt_1h"] == horizons["sum_24h"] == 1
     assert "amount_eur" not in horizons
     start = dt.date(2026, 1, 1)
     young = warming_features(horizons, start, start + dt.timedelta(days=20))
