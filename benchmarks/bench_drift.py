@@ -207,6 +207,7 @@ def bench_full(
             warming_up = warming(cfg, str(home / "lake"), reference)  # as drift_monitor decides it
             print(f"[full] {kind}: warming up on the reference's first day: {', '.join(warming_up) or 'none'}")
             last_trigger, stable_triggers, stable_drift, drifted = None, 0, 0, []
+            stable_excess: dict[str, float] = {}  # each segment's largest growth on a stable night
             for offset in range(warmup_days + reference_days, days):
                 day = start + dt.timedelta(days=offset)
                 night = frames[day].assign(score=model.predict_proba(frames[day]))
@@ -216,6 +217,9 @@ def bench_full(
                 if decision.trigger:
                     last_trigger = night_end
                 if day < drift_start:
+                    for row in result.tests:
+                        if row.test == "segment":
+                            stable_excess[row.feature] = max(stable_excess.get(row.feature, -1.0), row.effect)
                     stable_drift += result.drift
                     stable_triggers += decision.trigger
                     print(f"[full]   stable night {day}: {result.summary()}")
@@ -228,6 +232,15 @@ def bench_full(
                 f"XGBoost score): {stable_nights} stable nights: {stable_drift} drifted, {stable_triggers} triggers; "
                 f"first drifted night {day}: {'TRIGGER' if decision.trigger else 'no trigger'} ({result.summary()}); "
                 f"next two nights drifted: {[r.drift for _, r, _ in drifted[1:]]}"
+            )
+            first = {row.feature: row.effect for row in result.tests if row.test == "segment"}
+            print(
+                f"[full] {kind:>11} segments (share growth, floor {cfg.drift.min_segment_excess}): "
+                + "; ".join(
+                    f"{name}: largest on a stable night {stable_excess[name]:+.4f}, first drifted night "
+                    f"{first[name]:+.4f}"
+                    for name in first
+                )
             )
     finally:
         if spark is not None:

@@ -22,10 +22,13 @@ For the day `ds` just finished: tests the day's features and champion scores aga
 of the model version that scored them (logged by the trainer), with per-feature Kolmogorov-Smirnov
 (numeric) and chi-squared (categorical) tests under a multiple-testing correction, a multivariate MMD test
 and a KS test on the score (`drift.backend`: alibi-detect, or the permissive scipy twin with the same
-univariate decisions). The detector is fitted once per model version and cached as an MLflow artifact of
+univariate decisions), and chi-squared tests of the share of each `drift.segments` slice of traffic (card
+testing, rapid-fire cards, high scores: small fraud patterns that move no whole distribution). The
+detector is fitted once per model version and cached as an MLflow artifact of
 the model's run. Then measures the realized performance of the day whose labels matured tonight
 (`ds - features.label_maturity_days`), and decides: on drift (at least `drift.min_drifted_features`
-signals, each a test with p below its threshold and an effect of at least `drift.min_effect`; features
+signals, each a test with p below its threshold and an effect of at least `drift.min_effect`; a segment
+whose share grew by `drift.min_segment_excess` counts `drift.segment_signals`; features
 whose history windows were still filling on the reference's first day are reported, not counted) or a
 realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
 conf stating the reason, the drifted features and the day, unless a trigger happened within
@@ -55,6 +58,9 @@ loopline-data-platform (ML platform on-call).
 - `measure_performance` skipped: the day whose labels matured tonight was never scored.
 - `skip_retraining` ran although drift was found: see `decide_retraining`'s log (cooldown, training
   already running, or already triggered for this night); `loopline.retraining_decisions` keeps the reason.
+- A segment drifted (`drift_runs.drifted_segments`): look at that night's rows in the segment, e.g.
+  `SELECT merchant_id, count(*) ... WHERE amount_eur <= 5` for card_testing, before the retraining lands;
+  a new fraud pattern is also a case for the fraud team, not only for the model.
 - Retraining is idempotent per night: reruns reuse run id `drift_monitor__<ds>` and never start a second one.
 """
 

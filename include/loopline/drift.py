@@ -17,12 +17,26 @@ One row per test in :attr:`DriftResult.tests`:
               subsamples (at most :data:`MMD_SAMPLE_SIZE` rows a side; Gaussian RBF kernel whose bandwidth is
               fixed from the reference by the median heuristic; :data:`MMD_PERMUTATIONS` permutations)
 ``score_ks``  Kolmogorov-Smirnov on the model's ``score``, when both frames carry a ``score`` column
+``segment``   chi-squared test of the share of a :class:`Segment` (``drift.segments``: a named slice of traffic
+              such as small card-not-present charges at merchants new to the card) in the current frame
+              against its share in the reference
 ============  =================================================================================================
 
 The ``ks`` and ``chi2`` tests form one family: the configured ``drift.p_value`` is corrected over all of them
 with ``drift.correction`` (``bonferroni``: level ``p_value / n``; ``fdr``: Benjamini-Hochberg at q =
 ``p_value``), and each row's ``threshold`` is the corrected level its p-value had to be below. ``mmd`` and
-``score_ks`` are single tests at ``p_value``.
+``score_ks`` are single tests at ``p_value``. The ``segment`` tests form a second family, corrected the same way.
+
+Segments
+--------
+A new fraud pattern is rare: card testing or a surge of compromised cards touches about 1% of a night's
+transactions, which moves no feature's whole distribution by more than a few hundredths (measured through the
+real pipeline: below the largest KS distance of stable nights). It does multiply the share of its own slice
+of traffic. A :class:`Segment` names such a slice by conditions on numeric features or the ``score``
+(``feature op value``, or ``feature op`` a ``reference_quantile`` of the reference, fixed when the detector is
+fitted). A segment drifts when its share grew (current less reference) by at least ``min_segment_excess`` and
+the chi-squared p-value of its 0/1 membership is below the corrected level; a segment that shrinks never
+drifts. A segment on a warming feature is not counted, nor one on the ``score`` while any feature warms.
 
 ``day_of_week`` is not tested (:data:`EXCLUDED_FEATURES`): a scored day holds one weekday, so against a
 multi-day reference it would drift every day.
@@ -45,7 +59,9 @@ distance for numeric features and the score, the total variation distance betwee
 categorical ones. With thousands of rows a night, a p-value alone flags shifts far too small to matter
 (measured through the real pipeline: on 30 stable nights the largest effect of a feature whose window was
 full was 0.036, on drifted nights the drifted features reached 0.10-0.34). Every drifted feature is one
-*signal*, and so are a drifted ``mmd`` and a drifted ``score_ks``. The day has
+*signal*, and so are a drifted ``mmd`` and a drifted ``score_ks``; a grown segment counts
+``segment_signals`` (``drift.segment_signals``, 2 by default: it names a fraud pattern, and its floor sits
+several times above stable nights' growth, so it is enough alone). The day has
 drifted when there are at least ``drift.min_drifted_features`` signals (default 2). So one feature alone,
 which happens by chance on up to ``p_value`` of stable days, is not enough; one feature that also moves the
 model's score distribution (or the joint distribution) is; and a shift of one underlying quantity that shows
@@ -57,14 +73,15 @@ Backends
 --------
 ``alibi`` (alibi-detect, BSL 1.1: production use needs a commercial licence): ``TabularDrift`` (alibi's
 ``KSDrift`` test on the numeric columns and ``ChiSquareDrift`` test on the categorical codes, in one detector
-so that the correction spans all features), ``MMDDrift(backend="pytorch")`` and ``KSDrift`` on the score.
+so that the correction spans all features), ``MMDDrift(backend="pytorch")``, ``KSDrift`` on the score and
+``ChiSquareDrift`` on the segments' 0/1 membership columns.
 
 ``scipy`` (permissive): the same ``scipy.stats.ks_2samp(method="asymp")`` and ``chi2_contingency`` calls on the
 same encoded arrays, p-values kept as float32 and corrected exactly as alibi does
-(``alibi_detect.utils.statstest.fdr`` for FDR), so the per-feature decisions, p-values and thresholds are
-identical to alibi's. Its ``mmd`` is a numpy implementation of alibi's statistic (same kernel, same bandwidth,
-same samples, same p-value formula) with its own seeded permutations: the MMD² is the same, its p-value
-agrees up to permutation noise (about ±0.02 around 0.05 with 100 permutations).
+(``alibi_detect.utils.statstest.fdr`` for FDR), so the per-feature and per-segment decisions, p-values and
+thresholds are identical to alibi's. Its ``mmd`` is a numpy implementation of alibi's statistic (same kernel,
+same bandwidth, same samples, same p-value formula) with its own seeded permutations: the MMD² is the same,
+its p-value agrees up to permutation noise (about ±0.02 around 0.05 with 100 permutations).
 
 Persistence
 -----------
@@ -102,11 +119,13 @@ __all__ = [
     "MMD_SAMPLE_SIZE",
     "SCORE_COLUMN",
     "AlibiDriftDetector",
+    "Condition",
     "Decision",
     "DriftDetector",
     "DriftResult",
     "DriftTest",
     "ScipyDriftDetector",
+    "Segment",
     "build_detector",
     "correct",
     "feature_horizons",
@@ -119,7 +138,8 @@ __all__ = [
 
 Backend = Literal["alibi", "scipy"]
 Correction = Literal["bonferroni", "fdr"]
-TestName = Literal["ks", "chi2", "mmd", "score_ks"]
+TestName = Literal["ks", "chi2", "mmd", "score_ks", "segment"]
+Op = Literal["<", "<=", ">", ">=", "==", "!="]
 
 SCORE_COLUMN = "score"
 # A day holds a single weekday: against a multi-day reference this feature would drift every day.
@@ -128,6 +148,9 @@ MMD_SAMPLE_SIZE = 1000  # rows a side for the MMD test (its kernel matrix is (2n
 MMD_PERMUTATIONS = 100
 MMD_FEATURE = "numeric_features"  # the ``feature`` of the mmd row
 FORMAT_VERSION = 1
+_OPS: dict[str, Any] = {
+    "<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "==": np.equal, "!=": np.not_equal,
+}  # fmt: skip
 _STATE_FILE = "detector.json"
 _ARRAYS_FILE = "reference.npz"
 
@@ -137,9 +160,41 @@ _ARRAYS_FILE = "reference.npz"
 
 
 @dataclass(frozen=True)
+class Condition:
+    """``feature op value``; ``reference_quantile`` sets ``value`` from the reference when the detector is fitted."""
+
+    feature: str
+    op: Op
+    value: float | None = None
+    reference_quantile: float | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A named slice of traffic: the rows where every condition holds (see "Segments" in the module docstring)."""
+
+    name: str
+    where: tuple[Condition, ...]
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.feature for c in self.where))
+
+    def mask(self, frame: pd.DataFrame) -> np.ndarray:
+        """Boolean mask of the rows in the segment (every ``value`` must be set: fit the detector first)."""
+        inside = np.ones(len(frame), dtype=bool)
+        for c in self.where:
+            if c.value is None:
+                raise ValueError(f"segment {self.name!r}: {c.feature} has no value yet (fit on a reference first)")
+            inside &= _OPS[c.op](frame[c.feature].to_numpy(dtype=np.float64, na_value=np.nan), c.value)
+        return inside
+
+
+@dataclass(frozen=True)
 class DriftTest:
     """One statistical test: ``drifted`` is ``p_value < threshold`` and ``effect >= min_effect`` (the KS distance,
-    or the total variation distance of a categorical feature; NaN for MMD, which has no floor); ``counted`` is
+    or the total variation distance of a categorical feature; NaN for MMD, which has no floor; for a segment, its
+    share of the current frame less its share of the reference, against ``min_segment_excess``); ``counted`` is
     False for a test that is no signal while features warm up (tested and reported all the same)."""
 
     feature: str
@@ -169,6 +224,7 @@ class DriftResult:
     p_value: float
     correction: Correction
     warming_features: tuple[str, ...] = ()  # tested, not counted: their windows were still filling
+    drifted_segments: tuple[str, ...] = ()  # counted segments whose share grew (each worth segment_signals)
 
     @property
     def feature_tests(self) -> tuple[DriftTest, ...]:
@@ -191,6 +247,8 @@ class DriftResult:
             parts.append(f"multivariate {'drifted' if self.multivariate_drifted else 'stable'}")
         if self.score_drifted is not None:
             parts.append(f"score {'drifted' if self.score_drifted else 'stable'}")
+        if self.drifted_segments:
+            parts.append(f"segment(s) grown: {', '.join(self.drifted_segments)}")
         verdict = "drift" if self.drift else "no drift"
         line = f"{verdict}: {', '.join(parts)}; {self.signals} signal(s), {self.min_drifted_features} needed"
         uncounted = [row for row in self.tests if not row.counted and row.drifted]
@@ -213,6 +271,7 @@ class DriftResult:
         ]
         out["drifted_features"] = list(self.drifted_features)
         out["warming_features"] = list(self.warming_features)
+        out["drifted_segments"] = list(self.drifted_segments)
         out["summary"] = self.summary()
         return out
 
@@ -327,6 +386,9 @@ class DriftDetector(ABC):
         seed: fixes the MMD subsamples and permutations.
         mmd_sample_size: rows a side for MMD (0 turns the multivariate test off).
         min_effect: smallest KS / total variation distance that counts as drift (0: the p-value alone).
+        segments: slices of traffic whose share is tested (conditions on numeric features or ``score``).
+        min_segment_excess: smallest growth of a segment's share (current less reference) that counts as drift.
+        segment_signals: signals a grown segment counts for (``min_drifted_features``: one is enough).
     """
 
     backend: ClassVar[Backend]
@@ -343,6 +405,9 @@ class DriftDetector(ABC):
         mmd_sample_size: int = MMD_SAMPLE_SIZE,
         mmd_permutations: int = MMD_PERMUTATIONS,
         min_effect: float = 0.0,
+        segments: Sequence[Segment] = (),
+        min_segment_excess: float = 0.0,
+        segment_signals: int = 1,
     ) -> None:
         if not 0 < p_value < 1:
             raise ValueError(f"p_value must lie in (0, 1), got {p_value}")
@@ -371,6 +436,25 @@ class DriftDetector(ABC):
         if not 0 <= min_effect < 1:
             raise ValueError(f"min_effect must lie in [0, 1), got {min_effect}")
         self.min_effect = float(min_effect)
+        if not 0 <= min_segment_excess < 1:
+            raise ValueError(f"min_segment_excess must lie in [0, 1), got {min_segment_excess}")
+        self.min_segment_excess = float(min_segment_excess)
+        if segment_signals < 1:
+            raise ValueError(f"segment_signals must be at least 1, got {segment_signals}")
+        self.segment_signals = int(segment_signals)
+        allowed = {*NUMERIC_FEATURES, *self.numeric_features, SCORE_COLUMN}  # excluded features may slice too
+        names = [segment.name for segment in segments]
+        for segment in segments:
+            if names.count(segment.name) > 1:
+                raise ValueError(f"segment {segment.name!r} is defined twice")
+            if not segment.where:
+                raise ValueError(f"segment {segment.name!r} has no condition")
+            unknown = [f for f in segment.features if f not in allowed]
+            if unknown:
+                raise ValueError(
+                    f"segment {segment.name!r}: {', '.join(unknown)} is not a numeric feature or {SCORE_COLUMN!r}"
+                )
+        self.segments: tuple[Segment, ...] = tuple(segments)
         self._fitted = False
 
     # -- reference ----------------------------------------------------------------------------------------
@@ -394,6 +478,14 @@ class DriftDetector(ABC):
             self.z_ref = self._standardize(self._sample(numeric, salt=1))
             self.sigma = _median_bandwidth(self.z_ref)
         self.score_ref = _score(reference)
+        # Segments on the score need a scored reference; quantile bounds are fixed here, once per reference.
+        self.segments = tuple(
+            _resolve(segment, reference)
+            for segment in self.segments
+            if SCORE_COLUMN not in segment.features or self.score_ref is not None
+        )
+        masks = [segment.mask(reference) for segment in self.segments]
+        self.s_ref = (np.column_stack(masks) if masks else np.zeros((len(reference), 0))).astype(np.int64)
         self._fitted = True
         self._build()
         return self
@@ -475,10 +567,13 @@ class DriftDetector(ABC):
                     counted=not mixed_in, effect=d_score,
                 )
             )  # fmt: skip
+        segment_rows = self._test_segments(current, asked, mixed_in)
+        rows.extend(segment_rows)
         drifted_features = tuple(
             name for name, d in zip(names, drifted, strict=True) if d and name not in warming_tested
         )
-        signals = len(drifted_features)
+        drifted_segments = tuple(row.feature for row in segment_rows if row.drifted and row.counted)
+        signals = len(drifted_features) + self.segment_signals * len(drifted_segments)
         if not mixed_in:
             signals += bool(multivariate) + bool(score_drifted)
         return DriftResult(
@@ -495,7 +590,33 @@ class DriftDetector(ABC):
             p_value=self.p_value,
             correction=self.correction,
             warming_features=warming_tested,
+            drifted_segments=drifted_segments,
         )
+
+    def _test_segments(self, current: pd.DataFrame, warming: set[str], mixed_in: bool) -> list[DriftTest]:
+        """One ``segment`` row per segment the current frame can be tested on (a score segment needs scores).
+
+        The segments form their own family, corrected like the features; a segment drifts only by growing."""
+        usable = [i for i, segment in enumerate(self.segments) if all(f in current.columns for f in segment.features)]
+        if not usable:
+            return []
+        s = np.column_stack([self.segments[i].mask(current) for i in usable]).astype(np.int64)
+        s_ref = self.s_ref[:, usable]
+        p_values, statistics, significant, threshold = self._segment_test(s_ref, s)
+        excess = s.mean(axis=0) - s_ref.mean(axis=0)
+        rows = []
+        for k, i in enumerate(usable):
+            segment = self.segments[i]
+            uses = set(segment.features)
+            counted = not (uses & warming) and not (SCORE_COLUMN in uses and mixed_in)
+            drifted = bool(significant[k] and excess[k] >= self.min_segment_excess)
+            rows.append(
+                DriftTest(
+                    segment.name, "segment", float(statistics[k]), float(p_values[k]), threshold, drifted,
+                    counted=counted, effect=float(excess[k]),
+                )
+            )  # fmt: skip
+        return rows
 
     def _effects(self, x: np.ndarray, statistics: np.ndarray) -> np.ndarray:
         """Per feature: the KS distance (numeric; the backends' KS statistic) or the total variation distance
@@ -525,6 +646,11 @@ class DriftDetector(ABC):
     def _score_test(self, score: np.ndarray) -> tuple[float, float]:
         """(p-value, KS statistic) of the current scores against the reference's."""
 
+    @abstractmethod
+    def _segment_test(self, s_ref: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(p-values float32, chi² statistics, significant per segment, corrected threshold) of the 0/1 segment
+        membership columns: a chi-squared test of each segment's share, corrected over the segments."""
+
     # -- persistence ----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
@@ -546,11 +672,14 @@ class DriftDetector(ABC):
             "mmd_sample_size": self.mmd_sample_size,
             "mmd_permutations": self.mmd_permutations,
             "min_effect": self.min_effect,
+            "segments": [asdict(segment) for segment in self.segments],
+            "min_segment_excess": self.min_segment_excess,
+            "segment_signals": self.segment_signals,
             "sigma": None if math.isnan(self.sigma) else self.sigma,
             "created_with": _versions(),
         }
         (folder / _STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-        arrays = {"x_ref": self.x_ref, "z_ref": self.z_ref, "mean": self.mean, "std": self.std}
+        arrays = {"x_ref": self.x_ref, "z_ref": self.z_ref, "mean": self.mean, "std": self.std, "s_ref": self.s_ref}
         if self.score_ref is not None:
             arrays["score_ref"] = self.score_ref
         np.savez_compressed(folder / _ARRAYS_FILE, **arrays)
@@ -582,6 +711,11 @@ class ScipyDriftDetector(DriftDetector):
         assert self.score_ref is not None
         result = ks_2samp(self.score_ref, score, alternative="two-sided", method="asymp")
         return float(np.float32(result.pvalue)), float(np.float32(result.statistic))
+
+    def _segment_test(self, s_ref: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        p_values, statistics = _univariate_scipy(s_ref, s, 0)
+        significant, threshold = correct(p_values, self.p_value, self.correction)
+        return p_values, statistics, significant, threshold
 
 
 class AlibiDriftDetector(DriftDetector):
@@ -643,6 +777,19 @@ class AlibiDriftDetector(DriftDetector):
         data = self._score_ks.predict(score.reshape(-1, 1), return_p_val=True, return_distance=True)["data"]
         return float(data["p_val"][0]), float(data["distance"][0])
 
+    def _segment_test(self, s_ref: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        from alibi_detect.cd import ChiSquareDrift
+
+        # Built per night: the segments a night can be tested on vary (score segments need scores), and
+        # building on a few thousand 0/1 rows takes milliseconds.
+        detector = ChiSquareDrift(s_ref, p_val=self.p_value, correction=self.correction)
+        data = detector.predict(s, drift_type="batch", return_p_val=True, return_distance=True)["data"]
+        p_values = np.asarray(data["p_val"])
+        threshold = data["threshold"]
+        if np.ndim(threshold):  # FDR with nothing significant: alibi returns every bound
+            return p_values, np.asarray(data["distance"]), np.zeros(len(p_values), dtype=bool), float(threshold[0])
+        return p_values, np.asarray(data["distance"]), np.asarray(p_values < threshold), float(threshold)
+
 
 _BACKENDS: dict[str, type[DriftDetector]] = {"alibi": AlibiDriftDetector, "scipy": ScipyDriftDetector}
 
@@ -664,6 +811,12 @@ def build_detector(cfg_drift: DriftConfig, reference: pd.DataFrame, *, seed: int
         numeric_features=[f for f in NUMERIC_FEATURES if f not in excluded],
         categorical_features=[f for f in CATEGORICAL_FEATURES if f not in excluded],
         seed=seed,
+        segments=[
+            Segment(s.name, tuple(Condition(c.feature, c.op, c.value, c.reference_quantile) for c in s.where))
+            for s in cfg_drift.segments
+        ],
+        min_segment_excess=cfg_drift.min_segment_excess,
+        segment_signals=cfg_drift.segment_signals,
     )
     return detector.fit(reference)
 
@@ -718,6 +871,11 @@ def load_detector(path: str | Path, backend: Backend | None = None) -> DriftDete
         mmd_sample_size=state["mmd_sample_size"],
         mmd_permutations=state["mmd_permutations"],
         min_effect=state.get("min_effect", 0.0),  # detectors saved before the effect floor had none
+        segments=[
+            Segment(raw["name"], tuple(Condition(**c) for c in raw["where"])) for raw in state.get("segments", [])
+        ],
+        min_segment_excess=state.get("min_segment_excess", 0.0),
+        segment_signals=state.get("segment_signals", 1),
     )
     with np.load(folder / _ARRAYS_FILE, allow_pickle=False) as arrays:
         detector.x_ref = arrays["x_ref"]
@@ -725,11 +883,25 @@ def load_detector(path: str | Path, backend: Backend | None = None) -> DriftDete
         detector.mean = arrays["mean"]
         detector.std = arrays["std"]
         detector.score_ref = arrays["score_ref"] if "score_ref" in arrays.files else None
+        detector.s_ref = (
+            arrays["s_ref"] if "s_ref" in arrays.files else np.zeros((len(detector.x_ref), 0), dtype=np.int64)
+        )
     detector.categories = {name: list(values) for name, values in state["categories"].items()}
     detector.sigma = math.nan if state["sigma"] is None else float(state["sigma"])
     detector._fitted = True
     detector._build()
     return detector
+
+
+def _resolve(segment: Segment, reference: pd.DataFrame) -> Segment:
+    """``segment`` with each ``reference_quantile`` bound turned into the reference's value."""
+    where = []
+    for c in segment.where:
+        if c.reference_quantile is not None:
+            values = reference[c.feature].to_numpy(dtype=np.float64, na_value=np.nan)
+            c = Condition(c.feature, c.op, float(np.nanquantile(values, c.reference_quantile)), c.reference_quantile)
+        where.append(c)
+    return Segment(segment.name, tuple(where))
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], side: str) -> None:
@@ -841,7 +1013,7 @@ def retrain_decision(
     Datetimes must both be timezone-aware (or both naive). A trigger time in the future counts as inside the
     cooldown.
     """
-    drifted = list(result.drifted_features) if result is not None else []
+    drifted = [*result.drifted_features, *(f"segment:{name}" for name in result.drifted_segments)] if result else []
     reasons = []
     if result is not None and result.drift:
         reasons.append(f"data drift ({result.summary()})")

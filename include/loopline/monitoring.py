@@ -147,7 +147,10 @@ def detector_key(cfg: DriftConfig) -> str:
         "min_effect": cfg.min_effect,
         "reference_sample_size": cfg.reference_sample_size,
         "exclude_features": sorted(cfg.exclude_features),
-        "format": 1,
+        "segments": [segment.model_dump() for segment in cfg.segments],
+        "min_segment_excess": cfg.min_segment_excess,
+        "segment_signals": cfg.segment_signals,
+        "format": 2,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -269,7 +272,8 @@ def render_report(
     rows = "\n".join(
         f"<tr class='{'drift' if row.drifted else ''}'><td>{html.escape(row.feature)}</td><td>{row.test}</td>"
         f"<td>{row.statistic:.4g}</td><td>{row.p_value:.3g}</td><td>{row.threshold:.3g}</td>"
-        f"<td>{'yes' if row.drifted else 'no'}</td></tr>"
+        f"<td>{'' if math.isnan(row.effect) else f'{row.effect:+.4f}'}</td>"
+        f"<td>{'yes' if row.drifted else 'no'}{'' if row.counted else ' (not counted)'}</td></tr>"
         for row in sorted(result.tests, key=lambda row: row.p_value)
     )
     body = f"""<!doctype html>
@@ -279,10 +283,12 @@ tr.drift{{background:#fadbd8}} .verdict{{font-size:1.3em}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 <p class="verdict"><b>{html.escape(result.summary())}</b></p>
 <p>Backend {result.backend}; {result.reference_rows:,} reference rows, {result.current_rows:,} current rows;
-level {result.p_value} with {result.correction} correction over the per-feature tests.</p>
+level {result.p_value} with {result.correction} correction over the per-feature tests and over the segments.
+Effect: KS distance, total variation distance of the category shares, or a segment's growth in share.</p>
 <img src="pvalues.png" alt="p-values">
 {"".join(f'<img src="{name}" alt="{name}">' for name in images)}
-<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr>
+<table><tr><th>feature / segment</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>effect</th>
+<th>drifted</th></tr>
 {rows}</table></body></html>
 """
     path = out_dir / "report.html"
@@ -314,7 +320,11 @@ def log_report(client: Any, experiment_id: str, ds: dt.date, folder: Path, day: 
     from mlflow.entities import Metric
 
     now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    metrics = {"signals": result.signals, "drifted_features": len(result.drifted_features)}
+    metrics = {
+        "signals": result.signals,
+        "drifted_features": len(result.drifted_features),
+        "drifted_segments": len(result.drifted_segments),
+    }
     client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()])
     client.set_terminated(run_id)
     return run_id
@@ -343,8 +353,8 @@ def write_drift(
                 f"""INSERT INTO {schema}.drift_runs
                 (ds, model_name, model_version, backend, drift, signals, min_signals, drifted_features,
                  multivariate_drifted, score_drifted, reference_rows, current_rows, summary, report_uri,
-                 mlflow_run_id, airflow_run_id, warming_features)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                 mlflow_run_id, airflow_run_id, warming_features, drifted_segments)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
                 (
                     day.ds,
                     day.model_name,
@@ -363,6 +373,7 @@ def write_drift(
                     mlflow_run_id,
                     airflow_run_id,
                     list(result.warming_features),
+                    list(result.drifted_segments),
                 ),
             )
             cur.executemany(

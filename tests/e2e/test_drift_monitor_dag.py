@@ -138,6 +138,7 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
     assert counts["chi2"] == 3
     assert counts["mmd"] == 1
     assert counts["score_ks"] == 1
+    assert counts["segment"] == len(get_config().drift.segments)  # card_testing, night_burst, high_scores
     assert counts["ks"] > 10
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")

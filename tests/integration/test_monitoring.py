@@ -119,6 +119,36 @@ def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
     assert monitoring._finite(np.float32(0.25)) == 0.25
 
 
+def test_a_grown_segment_is_stored_with_its_excess_share(postgres):
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, SCHEMA)
+        result = DriftResult(
+            "scipy",
+            (
+                DriftTest("amount_eur", "ks", 0.02, 0.2, 0.002, False, effect=0.02),
+                DriftTest("card_testing", "segment", 48.5, 3e-12, 0.0167, True, effect=0.0104),
+                DriftTest("high_scores", "segment", 9.1, 0.003, 0.0167, True, counted=False, effect=0.006),
+            ),
+            (), None, None, 1, 2, False, 5000, 5000, 0.05, "bonferroni", drifted_segments=("card_testing",),
+        )  # fmt: skip
+        monitoring.write_drift(conn, SCHEMA, _day(), result, report_uri=None, mlflow_run_id=None, airflow_run_id="e")
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT drifted_segments, summary FROM {SCHEMA}.drift_runs WHERE ds = %s", (DAY,))
+            segments, summary = cur.fetchone()
+            assert segments == ["card_testing"]
+            assert "segment(s) grown: card_testing" in summary
+            cur.execute(
+                f"SELECT feature, effect, drifted, counted FROM {SCHEMA}.drift_reports "
+                "WHERE ds = %s AND test = 'segment' ORDER BY 1",
+                (DAY,),
+            )
+            assert cur.fetchall() == [("card_testing", 0.0104, True, True), ("high_scores", 0.006, True, False)]
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _commit_day(lake_root: str, day: dt.date) -> None:
     from pathlib import Path
 

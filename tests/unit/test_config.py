@@ -67,6 +67,21 @@ def test_schema_must_be_identifier(tmp_path):
         load_config(path, environ={})
 
 
+def test_segments_are_validated(tmp_path):
+    cfg = load_config(environ={})
+    assert [s.name for s in cfg.drift.segments] == ["card_testing", "night_burst", "high_scores"]
+    both = {"feature": "score", "op": ">", "value": 0.5, "reference_quantile": 0.99}
+    path = _write(tmp_path, lambda t: t["drift"]["segments"][0]["where"].append(both))
+    with pytest.raises(ConfigError, match="exactly one of value or reference_quantile"):
+        load_config(path, environ={})
+    path = _write(tmp_path, lambda t: t["drift"]["segments"].append(dict(t["drift"]["segments"][0])))
+    with pytest.raises(ConfigError, match=r"segment name.* used twice: card_testing"):
+        load_config(path, environ={})
+    path = _write(tmp_path, lambda t: t["drift"]["segments"][1]["where"][0].update(op="=~"))
+    with pytest.raises(ConfigError, match=r"drift\.segments\.1\.where\.0\.op"):
+        load_config(path, environ={})
+
+
 def test_unsupported_version(tmp_path):
     with pytest.raises(ConfigError, match="version 2 is not supported"):
         load_config(_write(tmp_path, lambda t: t.update(version=2)), environ={})

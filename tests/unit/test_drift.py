@@ -19,11 +19,13 @@ from loopline.drift import (
     EXCLUDED_FEATURES,
     MMD_FEATURE,
     AlibiDriftDetector,
+    Condition,
     Decision,
     DriftDetector,
     DriftResult,
     DriftTest,
     ScipyDriftDetector,
+    Segment,
     build_detector,
     correct,
     feature_horizons,
@@ -68,6 +70,26 @@ def _country_mix(frame: pd.DataFrame, *, consistent: bool = True) -> pd.DataFram
         foreign = ~out["country"].isin(HOME)
         out["is_foreign"] = foreign.astype("int32")
         out["is_new_country"] = (foreign & (rng.random(len(out)) < 0.5)).astype("int32")
+    return out
+
+
+CARD_TESTING = Segment(
+    "card_testing",
+    (Condition("amount_eur", "<=", 5.0), Condition("card_present", "==", 0.0), Condition("is_new_merchant", "==", 1.0)),
+)
+HIGH_SCORES = Segment("high_scores", (Condition("score", ">", reference_quantile=0.99),))
+
+
+def _card_testing(frame: pd.DataFrame, share: float = 0.012) -> pd.DataFrame:
+    """``share`` of the rows turned into card tests: small charges, card not present, at a merchant new to the card."""
+    rng = np.random.default_rng(3)
+    out = frame.copy()
+    rows = rng.choice(len(out), int(share * len(out)), replace=False)
+    amount = rng.uniform(0.5, 5.0, len(rows))
+    out.loc[rows, "amount_eur"] = amount
+    out.loc[rows, "log_amount"] = np.log1p(amount)
+    out.loc[rows, "card_present"] = 0
+    out.loc[rows, "is_new_merchant"] = 1
     return out
 
 
@@ -228,6 +250,92 @@ def test_a_significant_but_tiny_shift_is_not_drift(backend):
 def test_the_effect_floor_is_checked():
     with pytest.raises(ValueError, match="min_effect"):
         ScipyDriftDetector(min_effect=1.5)
+
+
+def _segment_detector(backend: type[DriftDetector], reference: pd.DataFrame) -> DriftDetector:
+    return backend(
+        mmd_sample_size=0, min_effect=0.05, segments=[CARD_TESTING, HIGH_SCORES], min_segment_excess=0.005
+    ).fit(reference)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_grown_segment_is_a_signal_where_no_distribution_moves(frames, backend):
+    detector = _segment_detector(backend, frames["reference"])
+    assert detector.test(frames["stable"]).drifted_segments == ()
+    current = _card_testing(frames["stable"])
+    result = detector.test(current)
+    assert result.drifted_features == ()  # 1.2% of the rows: no KS distance reaches the floor
+    assert result.drifted_segments == ("card_testing",)
+    assert result.signals == 1
+    assert "segment(s) grown: card_testing" in result.summary()
+    row = result.row("card_testing")
+    assert (row.test, row.drifted, row.counted) == ("segment", True, True)
+    share = CARD_TESTING.mask(current).mean() - CARD_TESTING.mask(frames["reference"]).mean()
+    assert row.effect == pytest.approx(share)
+    assert row.effect > 0.009
+    assert row.p_value < row.threshold == pytest.approx(0.05 / 2)  # Bonferroni over the two segments
+    assert result.row("high_scores").drifted is False
+
+
+def test_segment_tests_agree_across_backends(frames):
+    current = _card_testing(frames["stable"], share=0.004)  # a close call: p near the corrected level
+    alibi = _segment_detector(AlibiDriftDetector, frames["reference"]).test(current)
+    scipy = _segment_detector(ScipyDriftDetector, frames["reference"]).test(current)
+    for name in ("card_testing", "high_scores"):
+        a, s = alibi.row(name), scipy.row(name)
+        assert a.p_value == pytest.approx(s.p_value, rel=1e-6)
+        assert a.statistic == pytest.approx(s.statistic, rel=1e-6)
+        assert (a.threshold, a.drifted, a.effect) == (s.threshold, s.drifted, s.effect)
+    assert alibi.drifted_segments == scipy.drifted_segments
+
+
+def test_a_shrinking_segment_is_not_drift(frames):
+    detector = _segment_detector(ScipyDriftDetector, _card_testing(frames["reference"], share=0.02))
+    row = detector.test(frames["stable"]).row("card_testing")
+    assert row.p_value < row.threshold  # significant, but the share fell
+    assert row.effect < 0
+    assert row.drifted is False
+
+
+def test_segment_bounds_are_fixed_from_the_reference_and_saved(tmp_path, frames):
+    detector = _segment_detector(AlibiDriftDetector, frames["reference"])
+    (bound,) = detector.segments[1].where
+    assert bound.value == pytest.approx(np.quantile(frames["reference"]["score"], 0.99))
+    assert detector.s_ref[:, 1].mean() == pytest.approx(0.01, abs=0.001)
+    current = _card_testing(frames["stable"])
+    loaded = load_detector(detector.save(tmp_path / "detector"), backend="scipy")
+    assert loaded.segments == detector.segments
+    assert loaded.min_segment_excess == 0.005
+    assert loaded.test(current).drifted_segments == ("card_testing",)
+    # Without scores, the score segment cannot be fitted or tested; the others still are.
+    unscored = ScipyDriftDetector(mmd_sample_size=0, segments=[CARD_TESTING, HIGH_SCORES])
+    unscored.fit(frames["reference"].drop(columns="score"))
+    assert [s.name for s in unscored.segments] == ["card_testing"]
+    assert [r.feature for r in detector.test(current.drop(columns="score")).tests if r.test == "segment"] == [
+        "card_testing"
+    ]
+
+
+def test_segments_on_warming_features_are_no_signal(frames):
+    detector = _segment_detector(ScipyDriftDetector, frames["reference"])
+    current = _card_testing(frames["stable"])
+    result = detector.test(current, warming=["is_new_merchant"])
+    assert result.row("card_testing").drifted is True
+    assert result.row("card_testing").counted is False
+    assert result.drifted_segments == ()
+    assert result.signals == 0
+    # The score mixes every feature in: a score segment is no signal while any feature warms up.
+    assert detector.test(current, warming=["cnt_30d"]).row("high_scores").counted is False
+    assert detector.test(current, warming=["cnt_30d"]).row("card_testing").counted is True
+
+
+def test_segments_are_checked():
+    with pytest.raises(ValueError, match="not a numeric feature or 'score'"):
+        ScipyDriftDetector(segments=[Segment("odd", (Condition("channel", "==", 1.0),))])
+    with pytest.raises(ValueError, match="defined twice"):
+        ScipyDriftDetector(segments=[CARD_TESTING, CARD_TESTING])
+    with pytest.raises(ValueError, match="min_segment_excess"):
+        ScipyDriftDetector(min_segment_excess=-0.1)
 
 
 def test_multivariate_and_score_are_no_signal_while_features_warm_up(frames):
@@ -403,6 +511,8 @@ def test_build_detector_follows_the_config(frames):
     assert (detector.p_value, detector.correction) == (cfg.p_value, "fdr")
     assert detector.min_drifted_features == cfg.min_drifted_features
     assert detector.min_effect == cfg.min_effect
+    assert [s.name for s in detector.segments] == [s.name for s in cfg.segments]
+    assert detector.min_segment_excess == cfg.min_segment_excess
     assert len(detector.x_ref) == 1000
     assert build_detector(cfg, frames["reference"]).x_ref.tolist() == detector.x_ref.tolist()  # seeded sample
     alibi = build_detector(base.model_copy(update={"backend": "alibi"}), frames["reference"].head(800))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG = Path(__file__).with_name("loopline.yaml")
 ENV_PREFIX = "LOOPLINE__"
@@ -149,6 +149,36 @@ class ScoringConfig(_Section):
     shadow: bool
 
 
+class SegmentCondition(_Section):
+    """``feature op value``, or ``feature op`` the reference's ``reference_quantile`` of that feature."""
+
+    feature: str
+    op: Literal["<", "<=", ">", ">=", "==", "!="]
+    value: float | None = None
+    reference_quantile: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> SegmentCondition:
+        if (self.value is None) == (self.reference_quantile is None):
+            raise ValueError(f"condition on {self.feature!r}: give exactly one of value or reference_quantile")
+        return self
+
+
+class SegmentConfig(_Section):
+    """A named slice of traffic (all conditions hold) whose share of the night is watched."""
+
+    name: str
+    description: str
+    where: list[SegmentCondition] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"segment name {value!r} must be a lower-case identifier")
+        return value
+
+
 class DriftConfig(_Section):
     backend: Literal["alibi", "scipy"]
     p_value: float = Field(gt=0, lt=1)
@@ -157,6 +187,9 @@ class DriftConfig(_Section):
     min_effect: float = Field(ge=0, lt=1)
     exclude_features: list[str]
     count_warming_features: bool
+    segments: list[SegmentConfig]
+    min_segment_excess: float = Field(ge=0, lt=1)
+    segment_signals: int = Field(ge=1)
     reference_sample_size: int = Field(ge=100)
     performance_tolerance: float = Field(ge=0, le=1)
     performance_min_positives: int = Field(ge=1)
@@ -166,6 +199,15 @@ class DriftConfig(_Section):
     notify_target: Literal["log", "file", "webhook"]
     notify_conn_id: str
     notify_file: str
+
+    @field_validator("segments")
+    @classmethod
+    def _unique_segments(cls, value: list[SegmentConfig]) -> list[SegmentConfig]:
+        names = [segment.name for segment in value]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"segment name(s) used twice: {', '.join(twice)}")
+        return value
 
 
 class LooplineConfig(_Section):

@@ -110,6 +110,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         "drift": result.drift,
         "summary": result.summary(),
         "drifted_features": list(result.drifted_features),
+        "drifted_segments": list(result.drifted_segments),
         "signals": result.signals,
         "model_name": scored.model_name,
         "model_version": scored.model_version,
@@ -197,6 +198,7 @@ def decide_retraining(
         raw.pop("summary", None)
         raw["tests"] = tuple(DriftTest(**row) for row in raw["tests"])
         raw["drifted_features"] = tuple(raw["drifted_features"])
+        raw["drifted_segments"] = tuple(raw.get("drifted_segments", ()))
         result = DriftResult(**raw)
     model_version = drift["model_version"] if drift else None
     # A drop of a model that no longer scores is no reason to retrain the one that does.
