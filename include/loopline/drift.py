@@ -18,8 +18,8 @@ One row per test in :attr:`DriftResult.tests`:
               fixed from the reference by the median heuristic; :data:`MMD_PERMUTATIONS` permutations)
 ``score_ks``  Kolmogorov-Smirnov on the model's ``score``, when both frames carry a ``score`` column
 ``segment``   chi-squared test of the share of a :class:`Segment` (``drift.segments``: a named slice of traffic
-              such as small card-not-present charges at merchants new to the card) in the current frame
-              against its share in the reference
+              such as small card-not-present charges) in the current frame against its share in the
+              reference
 ============  =================================================================================================
 
 The ``ks`` and ``chi2`` tests form one family: the configured ``drift.p_value`` is corrected over all of them
@@ -719,7 +719,8 @@ class ScipyDriftDetector(DriftDetector):
 
 
 class AlibiDriftDetector(DriftDetector):
-    """alibi-detect backend (BSL 1.1): ``TabularDrift``, ``MMDDrift(backend="pytorch")``, ``KSDrift``."""
+    """alibi-detect backend (BSL 1.1): ``TabularDrift``, ``MMDDrift(backend="pytorch")``, ``KSDrift``,
+    ``ChiSquareDrift`` (segments)."""
 
     backend: ClassVar[Backend] = "alibi"
 
@@ -1013,7 +1014,9 @@ def retrain_decision(
     Datetimes must both be timezone-aware (or both naive). A trigger time in the future counts as inside the
     cooldown.
     """
-    drifted = [*result.drifted_features, *(f"segment:{name}" for name in result.drifted_segments)] if result else []
+    drifted = []
+    if result is not None:
+        drifted = [*result.drifted_features, *(f"segment:{name}" for name in result.drifted_segments)]
     reasons = []
     if result is not None and result.drift:
         reasons.append(f"data drift ({result.summary()})")

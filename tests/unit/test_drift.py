@@ -277,6 +277,17 @@ def test_a_grown_segment_is_a_signal_where_no_distribution_moves(frames, backend
     assert result.row("high_scores").drifted is False
 
 
+def test_a_grown_segment_alone_triggers_with_two_signals(frames):
+    detector = ScipyDriftDetector(mmd_sample_size=0, min_effect=0.05, segments=[CARD_TESTING], segment_signals=2)
+    result = detector.fit(frames["reference"]).test(_card_testing(frames["stable"]))
+    assert (result.signals, result.drift) == (2, True)
+    now = dt.datetime(2026, 3, 4, tzinfo=dt.UTC)
+    decision = retrain_decision(result, False, None, now, 72, False)
+    assert decision.trigger is True
+    assert decision.drifted_features == ["segment:card_testing"]
+    assert "segment(s) grown: card_testing" in decision.reason
+
+
 def test_segment_tests_agree_across_backends(frames):
     current = _card_testing(frames["stable"], share=0.004)  # a close call: p near the corrected level
     alibi = _segment_detector(AlibiDriftDetector, frames["reference"]).test(current)
