@@ -73,12 +73,9 @@ def stack_test_env(home: Path) -> dict[str, str]:
 
 def stack_shell_env(home: Path, env: dict[str, str]) -> dict[str, str]:
     """``env`` plus the stack's own environment (connections, metadata DB), as `source .../env.sh` gives it."""
-    out = dict(env)
-    for line in (home / "stack" / "env.sh").read_text().splitlines():
-        if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
-            name, _, value = line.removeprefix("export ").partition("=")
-            out[name] = value[1:-1].replace("'\"'\"'", "'")
-    return out
+    from loopline.stack import shell_environment
+
+    return shell_environment(home, env)
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen, log: Path) -> None:

@@ -12,7 +12,6 @@ AUC, and where the UIs are. The stack keeps running afterwards (``make down`` st
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -68,23 +67,26 @@ class DemoPlan:
             raise ValueError(f"{self.days} days cannot hold {nights} monitored nights and the history before them")
 
 
-def _airflow_json(args: list[str], env: dict[str, str]) -> list[dict]:
-    result = stack.airflow_cli([*args, "-o", "json"], env, check=False)
-    # The CLI logs to stdout too: the answer is the line holding the JSON list.
-    for line in reversed(result.stdout.splitlines()):
-        if line.startswith("["):
-            try:
-                return json.loads(line)
-            except json.JSONDecodeError:
-                continue
-    return []
+_APIS: dict[tuple[str, str], stack.AirflowApi] = {}
+
+
+def _api(env: dict[str, str]) -> stack.AirflowApi:
+    """One logged-in REST client per stack (the demo asks for run states every few seconds)."""
+    key = (env.get("LOOPLINE_AIRFLOW_PORT", ""), env.get("LOOPLINE_HOME", ""))
+    if key not in _APIS:
+        _APIS[key] = stack.AirflowApi.for_env(env)
+    return _APIS[key]
+
+
+def dag_runs(dag_id: str, env: dict[str, str]) -> list[dict]:
+    return _api(env).dag_runs(dag_id)
 
 
 def wait_for_dags(dag_ids: list[str], env: dict[str, str], timeout: float = 180) -> None:
     """Wait until the dag-processor has parsed ``dag_ids`` (a backfill needs the serialized DAG)."""
     stack.airflow_cli(["dags", "reserialize"], env, check=False)
     stack.wait_until(
-        lambda: set(dag_ids) <= {d.get("dag_id") for d in _airflow_json(["dags", "list"], env)},
+        lambda: set(dag_ids) <= _api(env).dag_ids(),
         timeout,
         f"DAGs {', '.join(dag_ids)} to be parsed",
     )
@@ -119,7 +121,7 @@ def follow_backfill(
     expected = (end - start).days + 1
     last = ""
     while True:
-        runs = [r for r in _airflow_json(["dags", "list-runs", dag_id], env) if start <= (_run_day(r) or start) <= end]
+        runs = [r for r in dag_runs(dag_id, env) if start <= (_run_day(r) or start) <= end]
         states = Counter(r.get("state") for r in runs)
         line = f"{dag_id}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())) + f" (of {expected})"
         if line != last:
@@ -141,7 +143,7 @@ def wait_for_run(dag_id: str, day: dt.date, env: dict[str, str], echo: Callable[
     """Follow the run of ``dag_id`` for ``day`` the scheduler creates itself; returns its final state."""
     last = ""
     while True:
-        runs = [r for r in _airflow_json(["dags", "list-runs", dag_id], env) if _run_day(r) == day]
+        runs = [r for r in dag_runs(dag_id, env) if _run_day(r) == day]
         state = runs[0].get("state") if runs else "not created yet"
         if state != last:
             echo(f"{dag_id} {day} (the scheduler's own run): {state}")
@@ -158,9 +160,9 @@ def _run_day(run: dict) -> dt.date | None:
 
 def trigger_and_wait(dag_id: str, conf: dict, env: dict[str, str], echo: Callable[[str], None]) -> str:
     """Trigger one run of ``dag_id`` and follow it to the end; returns its final state."""
-    stack.airflow_cli(["dags", "unpause", dag_id], env, check=False)
+    _api(env).unpause(dag_id)
     run_id = f"demo__{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}"
-    stack.airflow_cli(["dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf)], env)
+    _api(env).trigger(dag_id, run_id, conf)
     return wait_for_runs(dag_id, lambda r: r.get("run_id") == run_id, env, echo).get(run_id, "failed")
 
 
@@ -170,7 +172,7 @@ def wait_for_runs(
     """Follow the runs of ``dag_id`` that ``wanted`` selects until none is queued or running."""
     last = ""
     while True:
-        runs = {r["run_id"]: r.get("state") for r in _airflow_json(["dags", "list-runs", dag_id], env) if wanted(r)}
+        runs = {r["run_id"]: r.get("state") for r in dag_runs(dag_id, env) if wanted(r)}
         line = ", ".join(f"{run_id}: {state}" for run_id, state in sorted(runs.items())) or "none"
         if line != last:
             echo(f"{dag_id}: {line}")
@@ -184,7 +186,7 @@ def wait_for_runs(
 
 def run_states(dag_ids: list[str], env: dict[str, str]) -> dict[str, dict[str, int]]:
     """Final state counts of every run of each DAG (what the Airflow UI's grid shows)."""
-    return {d: dict(Counter(r.get("state") for r in _airflow_json(["dags", "list-runs", d], env))) for d in dag_ids}
+    return {d: dict(Counter(r.get("state") for r in dag_runs(d, env))) for d in dag_ids}
 
 
 def champion(cfg: LooplineConfig) -> tuple[str, int] | None:
@@ -323,7 +325,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo("== waiting for the dag-processor to parse the DAGs")
     wait_for_dags(["feature_pipeline", "batch_score", "train_model", "drift_monitor"], env)
     # Unpaused: the scheduler runs yesterday itself (it waits for the backfill through depends_on_past).
-    stack.airflow_cli(["dags", "unpause", "feature_pipeline"], env, check=False)
+    _api(env).unpause("feature_pipeline")
     before_end = plan.end - dt.timedelta(days=1)
     echo(f"== backfilling feature_pipeline {plan.start} .. {before_end} (airflow backfill create)")
     feature_started = time.monotonic()
@@ -347,7 +349,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     second = first
     if first is not None:
         # Unpaused: the scheduler scores yesterday once feature_pipeline has published it.
-        stack.airflow_cli(["dags", "unpause", "batch_score"], env, check=False)
+        _api(env).unpause("batch_score")
         echo(f"== scoring {plan.first_monitored} .. {plan.end} with champion v{first[1]} (batch_score backfill)")
         backfill("batch_score", plan.first_monitored, before_end, env, echo)
         wait_for_run("batch_score", plan.end, env, echo)
@@ -357,7 +359,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         # and replays the nights in order, as they happened (the cooldown counts nights).
         echo(f"== drift_monitor nightly {plan.first_monitored} .. {plan.end} (drift from {plan.drift_start})")
         create_backfill("drift_monitor", plan.first_monitored, plan.end, env)
-        stack.airflow_cli(["dags", "unpause", "drift_monitor"], env, check=False)
+        _api(env).unpause("drift_monitor")
         follow_backfill("drift_monitor", plan.first_monitored, plan.end, env, echo)
         echo("== waiting for the retraining drift_monitor triggered (train_model)")
         wait_for_runs("train_model", lambda r: str(r.get("run_id", "")).startswith("drift_monitor__"), env, echo)
@@ -375,7 +377,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     for dag_id, states in run_states(["feature_pipeline", "train_model", "batch_score", "drift_monitor"], env).items():
         echo(f"{dag_id:>17} runs: {states}")
     # train_model runs: the demo's first champion, the weekly schedule (it runs once unpaused) and drift triggers
-    for r in sorted(_airflow_json(["dags", "list-runs", "train_model"], env), key=lambda r: str(r.get("run_id"))):
+    for r in sorted(dag_runs("train_model", env), key=lambda r: str(r.get("run_id"))):
         echo(f"{'train_model':>17}  {r.get('run_id')}: {r.get('state')}")
     for name, value in lake_summary(cfg, tables.day_range(plan.start, plan.end)).items():
         echo(f"{name:>26}: {value}")

@@ -351,6 +351,10 @@ def stop_postgres() -> bool:
     return True
 
 
+def _conf(value: str | bool | int | float) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)  # YAML's true is Spark's "true"
+
+
 def spark_command(cfg: LooplineConfig) -> list[str]:
     """spark-submit the Spark Connect server bound to the configured loopback address."""
     host, port = _host_port(cfg.spark.connect_url, 15002)
@@ -378,6 +382,7 @@ def spark_command(cfg: LooplineConfig) -> list[str]:
         "spark.driver.host=127.0.0.1",
         "--conf",
         f"spark.local.dir={loopline_home() / 'spark-tmp'}",
+        *[arg for key, value in sorted(cfg.spark.server_conf.items()) for arg in ("--conf", f"{key}={_conf(value)}")],
         "spark-internal",
     ]
 
@@ -433,12 +438,89 @@ def airflow_cli(args: list[str], env: dict[str, str], check: bool = True) -> sub
     return subprocess.run([str(venv_bin() / "airflow"), *args], env=env, capture_output=True, text=True, check=check)
 
 
-def admin_password() -> str | None:
-    """The generated password of the ``admin`` user of the local Airflow UI."""
-    generated = loopline_home() / "airflow" / "simple_auth_manager_passwords.json.generated"
+def admin_password(home: Path | None = None) -> str | None:
+    """The generated password of the ``admin`` user of the local Airflow UI (of the stack in ``home``)."""
+    generated = (home or loopline_home()) / "airflow" / "simple_auth_manager_passwords.json.generated"
     if not generated.exists():
         return None
     return json.loads(generated.read_text()).get("admin")
+
+
+class AirflowApi:
+    """The local Airflow's REST API (``/api/v2``) as the ``admin`` user.
+
+    What the demo asks many times (the state of runs) goes here, not to the CLI: each ``airflow`` CLI
+    process costs about 4 CPU seconds, which a 2-core machine otherwise spends on the backfill it watches.
+    """
+
+    def __init__(self, base: str | None = None, home: Path | None = None, timeout: float = 30.0) -> None:
+        self.base = (base or f"http://127.0.0.1:{AIRFLOW_PORT}").rstrip("/")
+        self.home = home
+        self._token: str | None = None
+        self.timeout = timeout
+
+    @classmethod
+    def for_env(cls, env: dict[str, str]) -> AirflowApi:
+        """The API of the stack that ``env`` (a ``stack_environment``) talks to."""
+        port = env.get("LOOPLINE_AIRFLOW_PORT") or str(AIRFLOW_PORT)
+        home = Path(env["LOOPLINE_HOME"]) if env.get("LOOPLINE_HOME") else None
+        return cls(f"http://127.0.0.1:{port}", home)
+
+    def _login(self) -> str:
+        password = admin_password(self.home)
+        if password is None:
+            raise RuntimeError(
+                f"no admin password under {(self.home or loopline_home()) / 'airflow'}: is the stack up?"
+            )
+        body = json.dumps({"username": "admin", "password": password}).encode()
+        request = urllib.request.Request(  # noqa: S310 - the stack's own loopback server
+            f"{self.base}/auth/token", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            return json.loads(response.read())["access_token"]
+
+    def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One call; logs in first, and again once if the token has expired."""
+        for attempt in (1, 2):
+            self._token = self._token or self._login()
+            request = urllib.request.Request(  # noqa: S310 - loopback
+                f"{self.base}{path}",
+                method=method,
+                data=None if body is None else json.dumps(body).encode(),
+                headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                    return json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and attempt == 1:
+                    self._token = None
+                    continue
+                detail = exc.read().decode(errors="replace")[:500]
+                raise RuntimeError(f"Airflow API {method} {path}: HTTP {exc.code} {detail}") from exc
+        raise AssertionError("unreachable")
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        """Every run of ``dag_id`` (all pages), each with ``run_id`` as the CLI names it."""
+        runs: list[dict] = []
+        while True:
+            page = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&offset={len(runs)}&order_by=id")
+            runs += [{**run, "run_id": run["dag_run_id"]} for run in page["dag_runs"]]
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs
+
+    def dag_ids(self) -> set[str]:
+        """The DAGs the dag-processor has parsed (the first 100, more than this project has)."""
+        return {dag["dag_id"] for dag in self.request("GET", "/api/v2/dags?limit=100")["dags"]}
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict) -> None:
+        """A manual run now (no logical date, as ``airflow dags trigger`` makes in Airflow 3)."""
+        self.request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -493,6 +575,17 @@ def _write_env_file(env: dict[str, str]) -> None:
 
 def _shell_quote(value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
+
+
+def shell_environment(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the environment of the stack in ``home`` (connections, metadata DB), as ``source env.sh``
+    gives it to a shell: what a process outside the stack needs to run ``airflow`` against it."""
+    out = dict(env)
+    for line in (home / "stack" / "env.sh").read_text().splitlines():
+        if line.startswith("export ") and "=" in line and not line.startswith("export PATH="):
+            name, _, value = line.removeprefix("export ").partition("=")
+            out[name] = value[1:-1].replace("'\"'\"'", "'")
+    return out
 
 
 def down(echo: Callable[[str], None] = print) -> None:

@@ -47,6 +47,8 @@ class SparkConfig(_Section):
     pool_slots: int = Field(ge=1)
     driver_memory: str
     shuffle_partitions: int = Field(ge=1)
+    # Extra properties of the Spark Connect server that `loopline up` starts (not of a cluster's).
+    server_conf: dict[str, str | bool | int | float] = Field(default_factory=dict)
 
 
 class PostgresConfig(_Section):
