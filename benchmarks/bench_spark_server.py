@@ -8,7 +8,10 @@ gate's read (what the DAG's tasks run, without Airflow). Printed per variant: th
 (JVM, from /proc) and the wall time per day, and the ratio against Spark's defaults. Variants alternate
 over ``--rounds`` rounds so that a change in the machine's load hits both.
 
-    .venv/bin/python benchmarks/bench_spark_server.py [--rows 5000] [--rounds 2]
+    .venv/bin/python benchmarks/bench_spark_server.py [--conf spark.sql.codegen.wholeStage=false] [--rows 5000]
+
+``--conf`` (repeatable) is the variant compared with Spark's defaults; without it, the configured
+``spark.server_conf``.
 """
 
 from __future__ import annotations
@@ -91,13 +94,16 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=4, help="timed days per variant and round")
     parser.add_argument("--warm-days", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a server property")
     args = parser.parse_args()
 
     from loopline.config import get_config
     from loopline.synth import generate
 
-    configured = dict(get_config().spark.server_conf)
-    variants = {"Spark defaults": {}, f"server_conf {configured}": configured}
+    variant = dict(item.split("=", 1) for item in args.conf) or dict(get_config().spark.server_conf)
+    if not variant:
+        parser.error("spark.server_conf is empty: name the properties to compare with --conf KEY=VALUE")
+    variants = {"Spark defaults": {}, f"server_conf {variant}": variant}
     landing = Path(tempfile.mkdtemp(prefix="loopline-bench-spark-landing-"))
     generate(dt.date(2026, 1, 1), args.warm_days + args.days, landing, transactions_per_day=args.rows, seed=5)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}

@@ -6,7 +6,14 @@ server), then trains each model type with the trainer CLI (`python -m loopline.t
   (target: ratio >= 0.95), and
 - training seconds and rows/s (target: the default window in under 5 minutes on 2 cores).
 
+With ``--drift-kind KIND --drift-day N`` the days from N on are drifted (``loopline.synth``) and XGBoost is
+trained twice: as of the drift's first day (what a retraining on the first drifted night can know: no label
+of the new pattern is mature yet) and as of the last day (its training window holds label-mature drifted
+days, as a retraining triggered by the realized-performance drop once those labels mature does). Both score
+the same post-drift rows (the second model's holdout days), against the true-probability AUC.
+
     .venv/bin/python benchmarks/bench_training.py [--days 45] [--rows 5000]
+    .venv/bin/python benchmarks/bench_training.py --days 60 --drift-kind new_pattern --drift-day 30
 """
 
 from __future__ import annotations
@@ -31,7 +38,11 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=45)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--maturity", type=int, default=10, help="features.label_maturity_days for this run")
+    parser.add_argument("--drift-kind", help="generator drift from --drift-day on (compares two retrainings)")
+    parser.add_argument("--drift-day", type=int, help="first drifted day, as a day index")
     args = parser.parse_args()
+    if (args.drift_kind is None) != (args.drift_day is None):
+        parser.error("--drift-kind and --drift-day go together")
 
     import mlflow
     import pandas as pd
@@ -52,7 +63,11 @@ def main() -> None:
     spark = None
     try:
         spark = SparkSession.builder.remote(f"sc://127.0.0.1:{port}").getOrCreate()
-        generate(start, args.days, HOME / "landing", transactions_per_day=args.rows, seed=21)
+        drift_start = None if args.drift_day is None else start + dt.timedelta(days=args.drift_day)
+        generate(
+            start, args.days, HOME / "landing", transactions_per_day=args.rows, seed=21,
+            drift_start=drift_start, drift_kind=args.drift_kind,
+        )  # fmt: skip
         began = time.perf_counter()
         for offset in range(args.days):
             day = start + dt.timedelta(days=offset)
@@ -73,42 +88,51 @@ def main() -> None:
         "transaction_id"
     )["fraud_probability"]
     mlflow.set_tracking_uri(cfg.resolve(cfg.mlflow.tracking_uri))
-    for model_type in ("xgboost", "mlp"):
-        output = HOME / f"{model_type}.json"
+    from loopline.schemas import FEATURE_COLUMNS
+
+    def train(model_type: str, as_of: dt.date) -> tuple[dict, object, float]:
+        output = HOME / f"{model_type}-{as_of}.json"
         began = time.perf_counter()
         subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "loopline.training",
-                "--cutoff",
-                str(cutoff),
-                "--model-type",
-                model_type,
-                "--output-json",
-                str(output),
-                "--reason",
-                "benchmark",
+                sys.executable, "-m", "loopline.training", "--cutoff", str(as_of), "--model-type", model_type,
+                "--output-json", str(output), "--reason", "benchmark",
             ],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
         wall = time.perf_counter() - began
         result = json.loads(output.read_text())
-        holdout = pd.read_parquet(
+        return result, mlflow.pyfunc.load_model(result["model_uri"]), wall
+
+    def holdout_of(result: dict):
+        return pd.read_parquet(
             mlflow.artifacts.download_artifacts(run_id=result["run_id"], artifact_path="holdout.parquet")
         )
-        model = mlflow.pyfunc.load_model(result["model_uri"])
-        from loopline.schemas import FEATURE_COLUMNS
 
-        proba = model.predict(holdout[list(FEATURE_COLUMNS)])
-        model_auc = roc_auc_score(holdout["is_fraud"], proba)
-        true_auc = roc_auc_score(holdout["is_fraud"], truth.reindex(holdout["transaction_id"]).to_numpy())
-        print(
-            f"[{model_type}] holdout ROC AUC {model_auc:.4f} vs true-probability AUC {true_auc:.4f}: "
-            f"ratio {model_auc / true_auc:.3f} (target >= 0.95); {len(holdout)} holdout rows"
+    def auc_line(label: str, model, rows) -> str:
+        model_auc = roc_auc_score(rows["is_fraud"], model.predict(rows[list(FEATURE_COLUMNS)]))
+        true_auc = roc_auc_score(rows["is_fraud"], truth.reindex(rows["transaction_id"]).to_numpy())
+        return (
+            f"{label} ROC AUC {model_auc:.4f} vs true-probability AUC {true_auc:.4f}: "
+            f"ratio {model_auc / true_auc:.3f} (target >= 0.95); {len(rows)} rows"
         )
+
+    if drift_start is not None:
+        after, after_model, _ = train("xgboost", cutoff)
+        _, before_model, _ = train("xgboost", drift_start)
+        rows = holdout_of(after)
+        days = sorted(rows["ds"].astype(str).unique())
+        print(f"[drift] {args.drift_kind} from {drift_start}; post-drift rows: days {days[0]} .. {days[-1]}")
+        print(
+            auc_line(
+                f"[drift] retrained as of {drift_start} (first drifted night, no drifted labels):", before_model, rows
+            )
+        )
+        print(auc_line(f"[drift] retrained as of {cutoff} (drifted days' labels mature):", after_model, rows))
+        return
+    for model_type in ("xgboost", "mlp"):
+        result, model, wall = train(model_type, cutoff)
+        print(auc_line(f"[{model_type}] holdout", model, holdout_of(result)))
         print(
             f"[{model_type}] trained on {result['train_rows']} rows in {result['seconds']:.1f} s "
             f"({result['rows_per_second']:,.0f} rows/s), CLI wall {wall:.1f} s on {result['device']} "

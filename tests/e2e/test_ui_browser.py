@@ -73,22 +73,16 @@ def ui(tmp_path_factory):
             "base": f"http://127.0.0.1:{airflow_port}",
             "mlflow": env["LOOPLINE__MLFLOW__UI_URL"],
             "password": password,
+            "home": home,
         }
     finally:
         _run([str(BIN / "loopline"), "down"], env, timeout=180)
 
 
 def _api(ui: dict, path: str) -> dict:
-    login = urllib.request.Request(  # noqa: S310 - the test's own loopback server
-        f"{ui['base']}/auth/token",
-        data=json.dumps({"username": "admin", "password": ui["password"]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(login, timeout=10) as response:  # noqa: S310 - loopback
-        token = json.loads(response.read())["access_token"]
-    request = urllib.request.Request(f"{ui['base']}{path}", headers={"Authorization": f"Bearer {token}"})  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
+    from loopline.stack import AirflowApi
+
+    return AirflowApi(ui["base"], ui["home"]).request("GET", path)
 
 
 def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
