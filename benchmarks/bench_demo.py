@@ -40,7 +40,7 @@ import psutil
 
 CATEGORIES = (  # first match wins
     ("spark (JVM)", ("SparkConnectServer",)),
-    ("airflow tasks", ("airflow worker", "multiprocessing.forkserver", "task_runner")),
+    ("airflow tasks", ("airflow worker", "airflow supervisor", "LocalExecutor", "multiprocessing.forkserver")),
     ("scheduler", ("airflow scheduler",)),
     ("api-server", ("api_server", "api-server")),
     ("dag-processor", ("dag-processor", "dag_processor")),
