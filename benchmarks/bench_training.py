@@ -24,13 +24,16 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Shares the feature benchmark's helpers and its temporary LOOPLINE_HOME (set when it is imported).
-from bench_feature_pipeline import HOME, free_port, ingest_day, start_server
+import bench_feature_pipeline as pipeline  # the feature benchmark's server and day helpers
+from bench_feature_pipeline import free_port, ingest_day, start_server
+
+HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-training-"))
 
 
 def main() -> None:
@@ -53,6 +56,8 @@ def main() -> None:
     from loopline.synth import generate
     from spark_jobs import features
 
+    os.environ["LOOPLINE_HOME"] = str(HOME)  # before the configuration is read
+    pipeline.HOME = HOME  # where its Spark server logs
     os.environ["LOOPLINE__FEATURES__LABEL_MATURITY_DAYS"] = str(args.maturity)
     os.environ["LOOPLINE__TRAINING__WINDOW_DAYS"] = str(args.days - 1)
     port = free_port()
