@@ -8,6 +8,7 @@ that expires mid-run.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
@@ -21,6 +22,7 @@ RUNS = [{"dag_run_id": f"backfill__{i:03d}", "state": "success"} for i in range(
 
 
 class _Airflow(BaseHTTPRequestHandler):
+    password = ""
     logins = 0
     expire_next = False
     patched: ClassVar[list] = []
@@ -45,7 +47,7 @@ class _Airflow(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path == "/auth/token":
-            if body != {"username": "admin", "password": "s3cret"}:
+            if body != {"username": "admin", "password": type(self).password}:
                 return self._send(401, {"detail": "bad credentials"})
             type(self).logins += 1
             return self._send(201, {"access_token": f"token-{type(self).logins}"})
@@ -71,7 +73,9 @@ class _Airflow(BaseHTTPRequestHandler):
 @pytest.fixture
 def airflow(tmp_path):
     (tmp_path / "airflow").mkdir()
-    (tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated").write_text('{"admin": "s3cret"}')
+    _Airflow.password = secrets.token_urlsafe(12)  # as `airflow` generates it, and nothing for a scanner to find
+    generated = tmp_path / "airflow" / "simple_auth_manager_passwords.json.generated"
+    generated.write_text(json.dumps({"admin": _Airflow.password}))
     _Airflow.logins, _Airflow.expire_next, _Airflow.patched = 0, False, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Airflow)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -19,7 +19,10 @@ def _scan(paths: list[str]) -> set[tuple[str, str]]:
 
     found = SecretsCollection(root=str(REPO))
     with default_settings():
-        found.scan_files(*paths)
+        # One file at a time, in this process: scan_files forks a pool, and forking the test process after
+        # other tests left threads (MLflow's artifact pool) once hung the suite at the pool's shutdown.
+        for path in paths:
+            found.scan_file(path)
     return {(filename, secret.secret_hash) for filename, secret in found}
 
 
