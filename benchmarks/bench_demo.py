@@ -26,7 +26,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from collections import Counter
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_feature_pipeline import free_port, tree_cpu  # the sibling benchmark's helpers
 
 CATEGORIES = (  # first match wins
     ("spark (JVM)", ("SparkConnectServer",)),
@@ -50,12 +52,6 @@ CATEGORIES = (  # first match wins
     ("demo: airflow CLI", ("bin/airflow ",)),
     ("demo driver", ("loopline demo",)),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def category(cmdline: str) -> str:
@@ -125,13 +121,9 @@ def poll_costs(env: dict[str, str], api_server_pid: int | None) -> None:
 
     api = stack.AirflowApi.for_env(env)
     api.dag_runs("feature_pipeline")  # log in once, as the demo does
-    server = psutil.Process(api_server_pid) if api_server_pid else None
 
     def server_cpu() -> float:
-        if server is None:
-            return 0.0
-        times = server.cpu_times()
-        return times.user + times.system + sum(c.cpu_times().user + c.cpu_times().system for c in server.children())
+        return tree_cpu(api_server_pid) if api_server_pid else 0.0
 
     cli, rest = [], []
     for _ in range(3):

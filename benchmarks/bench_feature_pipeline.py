@@ -43,6 +43,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (spark-submit's JVM is its child)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def start_server(port: int) -> subprocess.Popen:
     from loopline import stack
     from loopline.config import get_config

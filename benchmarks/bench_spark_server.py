@@ -22,29 +22,13 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_feature_pipeline as fp  # the sibling benchmark: its server and helpers
-
-
-def server_cpu(process: subprocess.Popen) -> float:
-    """CPU seconds of spark-submit's tree (the JVM is its child)."""
-    root = psutil.Process(process.pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def run_variant(name: str, conf: dict[str, str], landing: Path, days: int, warm: int) -> list[tuple[float, float]]:
@@ -72,14 +56,14 @@ def run_variant(name: str, conf: dict[str, str], landing: Path, days: int, warm:
     try:
         for offset in range(warm + days):
             day = start + dt.timedelta(days=offset)
-            cpu, began = server_cpu(server), time.perf_counter()
+            cpu, began = fp.tree_cpu(server.pid), time.perf_counter()
             ingested = ingest.run(spark, day, cfg)
             spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, day, ingested["version"])).toPandas()
             ingest.publish(day, ingested["tables"], cfg=cfg)
             built = features.run(spark, day, cfg)
             spark.read.parquet(built["uri"]).toPandas()
             if offset >= warm:
-                timed.append((server_cpu(server) - cpu, time.perf_counter() - began))
+                timed.append((fp.tree_cpu(server.pid) - cpu, time.perf_counter() - began))
     finally:
         spark.stop()
         server.terminate()

@@ -71,13 +71,6 @@ def stack_test_env(home: Path) -> dict[str, str]:
     return env
 
 
-def stack_shell_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """``env`` plus the stack's own environment (connections, metadata DB), as `source .../env.sh` gives it."""
-    from loopline.stack import shell_environment
-
-    return shell_environment(home, env)
-
-
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

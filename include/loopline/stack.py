@@ -450,7 +450,7 @@ class AirflowApi:
     """The local Airflow's REST API (``/api/v2``) as the ``admin`` user.
 
     What the demo asks many times (the state of runs) goes here, not to the CLI: each ``airflow`` CLI
-    process costs about 4 CPU seconds, which a 2-core machine otherwise spends on the backfill it watches.
+    process costs about 3 CPU seconds, which a 2-core machine otherwise spends on the backfill it watches.
     """
 
     def __init__(self, base: str | None = None, home: Path | None = None, timeout: float = 30.0) -> None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import BIN, REPO, stack_shell_env, stack_test_env
+from loopline.stack import shell_environment
+from tests.conftest import BIN, REPO, stack_test_env
 
 pytestmark = pytest.mark.e2e
 
@@ -97,7 +98,7 @@ def test_a_backfill_survives_the_scheduler_killed_mid_task(tmp_path):
             env,
         )  # fmt: skip
         assert generated.returncode == 0, generated.stderr[-3000:]
-        stack_env = stack_shell_env(home, env)
+        stack_env = shell_environment(home, env)
         end = START + dt.timedelta(days=DAYS - 1)
         demo.wait_for_dags(["feature_pipeline"], stack_env)
         # As `make demo` does: a paused DAG's backfill runs are created but never started. (Unpaused, the

@@ -11,7 +11,6 @@ With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list is saved there (the README's
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO, stack_shell_env, stack_test_env
+from loopline.stack import AirflowApi, admin_password, shell_environment
+from tests.conftest import BIN, REPO, stack_test_env
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def ui(tmp_path_factory):
     try:
         up = _run([str(BIN / "loopline"), "up"], env)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        stack_env = stack_shell_env(home, env)
+        stack_env = shell_environment(home, env)
         stack_env["PYTHONPATH"] = str(REPO)
         prepare = (
             "import datetime as dt; from pathlib import Path;"
@@ -68,7 +68,7 @@ def ui(tmp_path_factory):
         assert prepared.returncode == 0, prepared.stderr[-3000:]
         night = _run([str(BIN / "airflow"), "dags", "test", "drift_monitor", str(NIGHT)], stack_env)
         assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
-        password = json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        password = admin_password(home)
         yield {
             "base": f"http://127.0.0.1:{airflow_port}",
             "mlflow": env["LOOPLINE__MLFLOW__UI_URL"],
@@ -80,8 +80,6 @@ def ui(tmp_path_factory):
 
 
 def _api(ui: dict, path: str) -> dict:
-    from loopline.stack import AirflowApi
-
     return AirflowApi(ui["base"], ui["home"]).request("GET", path)
 
 
