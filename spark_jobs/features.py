@@ -650,7 +650,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, 
     version = tables.new_version()
     uri = lake.version_uri(tables.FEATURES, ds, version)
     features.write.mode("overwrite").parquet(uri)
-    rows = spark.read.parquet(uri).count()
+    rows = lake.arrow_dataset(uri).count_rows()  # from the Parquet footers: no Spark query
     paths = {table: state["path"] for table, state in states.items()}
     return {
         "ds": str(ds),

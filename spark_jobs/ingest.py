@@ -17,7 +17,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -40,7 +40,26 @@ CORRUPT = "_corrupt_record"
 ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
 ISO_WITHOUT_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?$"
 DECIMAL = r"^-?\d{1,15}(\.\d{1,6})?$"
+CONFLICTING_ID = "conflicting_duplicate_id"  # an id that arrived with different contents
 LABEL_LOOKBACK_DAYS = 30  # labels arrive at most this many days after their transaction
+
+# The typed columns a row's identity is made of (exact duplicates agree on all of them).
+CONTENT_COLUMNS = {
+    "transactions": (
+        "transaction_id",
+        "event_time",
+        "customer_id",
+        "merchant_id",
+        "merchant_category",
+        "amount",
+        "currency",
+        "amount_eur",
+        "channel",
+        "country",
+        "card_present",
+    ),
+    "labels": ("transaction_id", "is_fraud", "reported_at"),
+}
 
 # Raw tables written (uncommitted) by ingest and committed together by publish.
 RAW_LAYER = (
@@ -72,6 +91,35 @@ class KindCounts:
     @property
     def quarantine_rate(self) -> float:
         return self.rows_quarantined / self.rows_read if self.rows_read else 0.0
+
+
+def kind_counts(tally: dict[str, int], reasons: tuple[str, ...], checks: list[FileCheck]) -> KindCounts:
+    """Row accounting of one kind from the observed row tally (``written``, ``duplicates``,
+    ``quarantined`` and ``reason_<i>`` per entry of ``reasons``) and the whole-file checks."""
+    if "written" not in tally:
+        raise RuntimeError("Spark returned no row tally for the ingest's write (observed metrics missing)")
+    by_reason: Counter[str] = Counter(
+        {reason: tally[f"reason_{i}"] for i, reason in enumerate(reasons) if tally[f"reason_{i}"]}
+    )
+    if sum(by_reason.values()) != tally["quarantined"]:
+        raise RuntimeError(
+            f"{tally['quarantined']} rows were quarantined but only {sum(by_reason.values())} under the known "
+            f"reasons {reasons}: a rule's reason is missing from row_reasons"
+        )
+    for check in checks:
+        if not check.ok:
+            by_reason[check.reason.split(":")[0]] += check.lines  # type: ignore[union-attr]
+    counts = KindCounts(
+        files=len(checks),
+        files_quarantined=sum(not c.ok for c in checks),
+        rows_written=tally["written"],
+        duplicates_dropped=tally["duplicates"],
+        rows_quarantined=sum(by_reason.values()),
+        quarantined_by_reason=dict(sorted(by_reason.items())),
+        extra_columns=sorted({name for c in checks for name in c.extra_columns}),
+    )
+    counts.rows_read = counts.rows_written + counts.duplicates_dropped + counts.rows_quarantined
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -110,11 +158,8 @@ def _timestamp_rules(column: str, ds: dt.date, what: str) -> tuple[list[tuple[Co
     return rules, parsed
 
 
-def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
-    """Type and check every row; ``reason`` is null for valid rows, else the first broken rule.
-
-    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``.
-    """
+def _transaction_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
+    """The typed columns of a transaction row and the contract's rules, in the order they are checked."""
     time_rules, event_time = _timestamp_rules("event_time", ds, "drop_day")
     amount_text = F.trim(F.col("amount"))
     amount = F.when(amount_text.rlike(DECIMAL), amount_text.try_cast("double"))
@@ -138,26 +183,42 @@ def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
         (~F.trim(F.col("country")).rlike("^[A-Z]{2}$"), "bad_country"),
         (~card_present.isin(*CARD_PRESENT_VALUES), "bad_card_present"),
     ]
+    typed = {
+        "event_time": event_time,
+        "amount": amount,
+        "currency": currency,
+        "amount_eur": amount_eur,
+        "card_present": card_present == "true",
+    }
+    return typed, rules
+
+
+def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
+    """Type and check every row; ``reason`` is null for valid rows, else the first broken rule.
+
+    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``.
+    """
+    typed, rules = _transaction_checks(ds)
     return df.select(
         F.trim("transaction_id").alias("transaction_id"),
-        event_time.alias("event_time"),
+        typed["event_time"].alias("event_time"),
         F.trim("customer_id").alias("customer_id"),
         F.trim("merchant_id").alias("merchant_id"),
         F.lower(F.trim("merchant_category")).alias("merchant_category"),
-        amount.alias("amount"),
-        currency.alias("currency"),
-        amount_eur.alias("amount_eur"),
+        typed["amount"].alias("amount"),
+        typed["currency"].alias("currency"),
+        typed["amount_eur"].alias("amount_eur"),
         F.lower(F.trim("channel")).alias("channel"),
         F.trim("country").alias("country"),
-        (card_present == "true").alias("card_present"),
+        typed["card_present"].alias("card_present"),
         "source_file",
         _first_reason(rules).alias("reason"),
         _raw_record(df, TRANSACTION_COLUMNS).alias("raw_record"),
     )
 
 
-def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
-    """Type and check label rows (``reported_at`` must fall on the drop's day)."""
+def _label_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
+    """The typed columns of a label row and the contract's rules (``reported_at`` on the drop's day)."""
     time_rules, reported_at = _timestamp_rules("reported_at", ds, "drop_day")
     is_fraud = F.trim(F.col("is_fraud"))
     rules = [
@@ -167,14 +228,27 @@ def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
         (~is_fraud.isin("0", "1") | is_fraud.isNull(), "bad_is_fraud"),
         *time_rules,
     ]
+    return {"is_fraud": is_fraud.try_cast("int"), "reported_at": reported_at}, rules
+
+
+def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
+    """Type and check label rows (``reported_at`` must fall on the drop's day)."""
+    typed, rules = _label_checks(ds)
     return df.select(
         F.trim("transaction_id").alias("transaction_id"),
-        is_fraud.try_cast("int").alias("is_fraud"),
-        reported_at.alias("reported_at"),
+        typed["is_fraud"].alias("is_fraud"),
+        typed["reported_at"].alias("reported_at"),
         "source_file",
         _first_reason(rules).alias("reason"),
         _raw_record(df, LABEL_COLUMNS).alias("raw_record"),
     )
+
+
+def row_reasons(kind: str) -> tuple[str, ...]:
+    """Every reason a row of ``kind`` can be quarantined for, in the order the rules are checked."""
+    checks = _transaction_checks if kind == "transactions" else _label_checks
+    _, rules = checks(dt.date(2000, 1, 1))  # the day only moves the bounds, never the reasons
+    return (*dict.fromkeys(reason for _, reason in rules), CONFLICTING_ID)
 
 
 def _raw_record(df: DataFrame, columns: tuple[str, ...]) -> Column:
@@ -197,7 +271,7 @@ def resolve_duplicates(checked: DataFrame, key: str, content: list[str]) -> Data
     )
     return marked.withColumn(
         "reason",
-        F.when(valid & (F.col("_variants") > 1), F.lit("conflicting_duplicate_id")).otherwise(F.col("reason")),
+        F.when(valid & (F.col("_variants") > 1), F.lit(CONFLICTING_ID)).otherwise(F.col("reason")),
     ).drop("_variants")
 
 
@@ -319,39 +393,28 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
         ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
     ):
         checked, file_quarantine, checks = _ingest_kind(spark, landing, kind, ds, columns)
-        key_content = [c for c in checked.columns if c not in ("source_file", "reason", "raw_record")]
-        resolved = resolve_duplicates(checked, "transaction_id", key_content).cache()
-        valid = resolved.where(F.col("reason").isNull() & ~F.col("is_duplicate"))
-        output = valid.drop("reason", "raw_record", "is_duplicate")
+        resolved = resolve_duplicates(checked, "transaction_id", list(CONTENT_COLUMNS[kind])).cache()
+        # The tally rides along with the first write (an observation, not a query of its own).
+        reasons = row_reasons(kind)
+        tally = Observation(f"ingest_{kind}_{version}")
+        kept, duplicate = F.col("reason").isNull(), F.col("is_duplicate")
+        observed = resolved.observe(
+            tally,
+            F.count_if(kept & ~duplicate).alias("written"),
+            F.count_if(kept & duplicate).alias("duplicates"),
+            F.count_if(~kept).alias("quarantined"),
+            *[F.count_if(F.col("reason") == reason).alias(f"reason_{i}") for i, reason in enumerate(reasons)],
+        )
+        output = observed.where(kept & ~duplicate).drop("reason", "raw_record", "is_duplicate")
         if kind == "labels":
             output = output.select("transaction_id", "is_fraud", "reported_at", "source_file")
-        bad = resolved.where(F.col("reason").isNotNull()).select("source_file", "reason", "raw_record")
+        bad = resolved.where(~kept).select("source_file", "reason", "raw_record")
         if file_quarantine is not None:
             bad = bad.unionByName(file_quarantine)
 
-        tally = {
-            (row["reason"], row["is_duplicate"]): row["n"]
-            for row in resolved.groupBy("reason", "is_duplicate").agg(F.count("*").alias("n")).collect()
-        }
-        counts = KindCounts(files=len(checks), files_quarantined=sum(not c.ok for c in checks))
-        by_reason: Counter[str] = Counter()
-        for (reason, duplicate), n in tally.items():
-            if reason is not None:
-                by_reason[reason] += n
-            elif duplicate:
-                counts.duplicates_dropped += n
-            else:
-                counts.rows_written += n
-        for check in checks:
-            if not check.ok:
-                by_reason[check.reason.split(":")[0]] += check.lines  # type: ignore[union-attr]
-        counts.quarantined_by_reason = dict(sorted(by_reason.items()))
-        counts.rows_quarantined = sum(by_reason.values())
-        counts.rows_read = counts.rows_written + counts.duplicates_dropped + counts.rows_quarantined
-        counts.extra_columns = sorted({name for c in checks for name in c.extra_columns})
-
-        _write(output, lake, table, ds, version)
+        _write(output, lake, table, ds, version)  # computes the day, fills the cache and the tally
         _write(bad, lake, quarantine_table, ds, version)
+        counts = kind_counts(tally.get, reasons, checks)
         lake.commit(quarantine_table, ds, version, stats={"rows": counts.rows_quarantined})
         result[kind] = counts.__dict__ | {"quarantine_rate": round(counts.quarantine_rate, 6)}
         result["tables"][table] = version
@@ -372,7 +435,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
     _write(labeled, lake, tables.LABELED_TRANSACTIONS, ds, version)
     labeled = spark.read.parquet(lake.version_uri(tables.LABELED_TRANSACTIONS, ds, version))
     _write(merchant_label_daily(labeled), lake, tables.MERCHANT_LABEL_DAILY, ds, version)
-    labels_matched = labeled.count()
+    labels_matched = lake.arrow_dataset(lake.version_uri(tables.LABELED_TRANSACTIONS, ds, version)).count_rows()
     result["labels"]["labels_matched"] = labels_matched
     # Labels whose transaction is not in the lake (older than the lake, or unknown) stay in raw labels.
     result["labels"]["labels_unmatched"] = result["labels"]["rows_written"] - labels_matched

@@ -92,7 +92,15 @@ def wait_for_dags(dag_ids: list[str], env: dict[str, str], timeout: float = 180)
     )
 
 
-def create_backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str]) -> None:
+# Runs of a backfill the scheduler keeps active at once (Airflow's default is 10). The demo's DAGs run their
+# days in order (depends_on_past, wait_for_downstream), so only two neighbouring days can overlap; every
+# further active run only makes the scheduler re-check dependencies that cannot be met yet, each loop.
+BACKFILL_MAX_ACTIVE_RUNS = 2
+
+
+def create_backfill(
+    dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], max_active_runs: int = BACKFILL_MAX_ACTIVE_RUNS
+) -> None:
     """``airflow backfill create`` over ``start`` .. ``end``, completed runs included (reruns are idempotent)."""
     created = stack.airflow_cli(
         [
@@ -106,6 +114,8 @@ def create_backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, st
             str(end),
             "--reprocess-behavior",
             "completed",
+            "--max-active-runs",
+            str(max_active_runs),
         ],
         env,
         check=False,

@@ -150,6 +150,8 @@ def test_every_broken_row_is_counted_and_valid_rows_kept(spark, drop):
     quarantine = spark.read.parquet(lake.partition(tables.QUARANTINE_TRANSACTIONS, DS))
     reasons = [r.reason for r in quarantine.collect()]
     assert reasons.count("bad_amount") == 3
+    # the tally observed during the write agrees with what was written: a row per row, one per whole file
+    assert len(reasons) == tx["rows_quarantined"] - expected["missing_columns"] + tx["files_quarantined"]
     assert sorted(r for r in reasons if r.startswith(("empty", "truncated", "missing_col"))) == [
         "empty_file",
         "missing_columns:amount",
@@ -248,3 +250,13 @@ def test_files_written_after_the_marker_stop_the_ingest(spark, odd_drop):
         ingest.run(spark, DS, odd_drop)
     os.utime(marker, ns=(stamp + 2_000_000_000, stamp + 2_000_000_000))  # the producer marks the drop again
     assert ingest.run(spark, DS, odd_drop)["transactions"]["rows_written"] == 6
+
+
+def test_quarantine_reasons_follow_the_rules(spark):
+    labels = ingest.row_reasons("labels")
+    assert labels[0] == "malformed_row"
+    assert labels[-1] == "conflicting_duplicate_id"
+    assert "reported_at_without_timezone" in labels
+    transactions = ingest.row_reasons("transactions")
+    assert set(BAD) <= set(transactions)  # every broken row the corpus holds has its reason
+    assert len(set(transactions)) == len(transactions)
