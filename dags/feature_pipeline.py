@@ -21,6 +21,10 @@ per-row quarantine with reasons), gates the raw data with Great Expectations, pu
 builds per-transaction features (velocity windows, amount vs history, novelty flags, label-based risk),
 gates them and publishes the feature partition (Asset `loopline_features`).
 
+Tasks: `wait_for_transactions`, `wait_for_labels` → `ingest_drop` → `publish_raw` (GX gate, then commit) →
+`build_features` → `publish_features` (GX gate, then commit and Asset event). Write-audit-publish: each
+publish task validates the uncommitted version and flips the pointer only when every suite passed.
+
 ## Inputs
 - Landing: `<landing>/transactions/ds=<ds>/*.csv[.gz]`, `<landing>/labels/ds=<ds>/*.csv[.gz]`, each with `_SUCCESS`.
 - Lake: yesterday's raw transactions and rolling state (`state/customer_window`, `state/customer_merchants`,
@@ -44,8 +48,9 @@ loopline-data-platform (data engineering on-call).
 - `wait_for_*` timed out: the upstream drop never completed; the message names the missing marker.
 - `ingest_drop` failed on "history": run earlier days first (in a backfill each day waits for the previous
   one: `wait_for_downstream` on the ingest, `depends_on_past` on the features).
-- `validate_raw` / `validate_features` failed: the message lists failed expectations and the report link;
-  look at `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
+- `publish_raw` / `publish_features` failed on a GX gate (each task gates, then commits only what passed):
+  the message lists failed expectations and the task's **Validation report** link; look at
+  `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
 - Rerunning any day is safe: every write is a new version and a pointer flip. Re-ingesting an earlier day
   makes the next feature run rebuild its state (logged and in the task's return value: `state_path`).
 - Backfill: `airflow backfill create --dag-id feature_pipeline --from-date 2026-01-01 --to-date 2026-01-31`.
@@ -71,9 +76,7 @@ with DAG(
     chain(
         [landing_sensor(cfg, "transactions"), landing_sensor(cfg, "labels")],
         ingested,
-        attach(t.validate_raw(ingested), ValidationReportLink()),
-        t.publish_raw(ingested),
+        attach(t.publish_raw(ingested), ValidationReportLink()),
         built,
-        attach(t.validate_features(built), ValidationReportLink()),
-        t.publish_features(built),
+        attach(t.publish_features(built), ValidationReportLink()),
     )

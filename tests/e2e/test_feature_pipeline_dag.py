@@ -98,8 +98,8 @@ def test_failed_gate_publishes_nothing(pipeline, capfd):
 
     dagrun, states = run_day(dag, day)
     assert dagrun.state == "failed"
-    assert states["validate_raw"] == "failed"
-    assert states["publish_raw"] == "upstream_failed"
+    assert states["publish_raw"] == "failed"  # the gate failed inside it, before the commit
+    assert states["build_features"] == "upstream_failed"
     assert states["publish_features"] == "upstream_failed"
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
     assert lake.partition(tables.RAW_TRANSACTIONS, day) is None

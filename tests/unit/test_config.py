@@ -138,6 +138,9 @@ def test_spark_server_conf_reaches_the_local_server_command():
 
     default = spark_command(load_config())
     assert not any("codegen" in part for part in default)
+    # the shipped default: C2 compiles later (benchmarks/README.md, "Spark server settings")
+    java_options = next(part for part in default if part.startswith("spark.driver.extraJavaOptions="))
+    assert "-XX:Tier4InvocationThreshold=50000" in java_options
     extra = load_config(environ={"LOOPLINE__SPARK__SERVER_CONF": "{spark.sql.codegen.wholeStage: false, x.y: 3}"})
     command = spark_command(extra)
     assert command[command.index("spark.sql.codegen.wholeStage=false") - 1] == "--conf"  # YAML false, not False

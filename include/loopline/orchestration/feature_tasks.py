@@ -60,8 +60,8 @@ def _fail_on_data_errors(call, *args, **kwargs):
 
 
 # wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published
-# transactions and its features roll their aggregates, so it starts only once D-1's ingest, gate and
-# publish_raw succeeded. Runs of a backfill still overlap in their later steps.
+# transactions and its features roll their aggregates, so it starts only once D-1's ingest and publish_raw
+# (gate and commit) succeeded. Runs of a backfill still overlap in their later steps.
 @task.pyspark(**SPARK, wait_for_downstream=True)
 def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
     """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting."""
@@ -89,9 +89,12 @@ def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
     return result
 
 
+# Write-audit-publish: the gate and the commit are one task, so a passed gate and its publish cannot be
+# separated (and a backfilled day pays for one task process, not two).
 @task.pyspark(**SPARK)
-def validate_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dict:
-    """GX gate on the uncommitted raw versions and on the ingest's quarantine rate."""
+def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dict:
+    """GX gate on the uncommitted raw versions and on the ingest's quarantine rate; when every suite
+    passes, commit the raw layer (one atomic pointer flip per table). A failed gate commits nothing."""
     import pandas as pd
 
     from loopline import lake as tables
@@ -128,17 +131,11 @@ def validate_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> di
         result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
     links.record(links.REPORT_KEY, links.report_url(results["raw_transactions"]["report_uri"]))
-    return results
 
-
-@task
-def publish_raw(ingested: dict, ds: str | None = None) -> None:
-    """Commit the raw layer: one atomic pointer flip per table, after the gate passed."""
     from spark_jobs import ingest
 
-    ingest.publish(
-        dt.date.fromisoformat(ds), ingested["tables"], stats={"rows": ingested["transactions"]["rows_written"]}
-    )
+    ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
+    return results
 
 
 @task.pyspark(**SPARK, depends_on_past=True)  # features are published day after day, in order
@@ -149,23 +146,17 @@ def build_features(ds: str | None = None, spark: Any = None) -> dict:
     return _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
 
 
-@task.pyspark(**SPARK)
-def validate_features(built: dict, ds: str | None = None, spark: Any = None) -> dict:
-    """GX gate on the features version: nulls, ranges and distribution sanity."""
+@task.pyspark(**SPARK, outlets=[FEATURES_ASSET])
+def publish_features(built: dict, ds: str | None = None, spark: Any = None, outlet_events: Any = None) -> dict:
+    """GX gate on the features version (nulls, ranges, distribution sanity); when it passes, commit the
+    partition and announce it on the Asset (with the day and row count). A failed gate commits nothing."""
     from loopline.validation import check_gate
+    from spark_jobs import features
 
     frame = _gate_frame(spark, built["uri"])
     result = _fail_on_data_errors(
         check_gate, frame, "features", ds=ds, params={"min_rows": 1}, report_dir=_reports_dir("gx")
     )
-    return {"evaluated": result.evaluated, "report_uri": result.report_uri}
-
-
-@task(outlets=[FEATURES_ASSET])
-def publish_features(built: dict, ds: str | None = None, outlet_events: Any = None) -> str:
-    """Commit the features partition and announce it on the Asset (with the day and row count)."""
-    from spark_jobs import features
-
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
     outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
-    return uri
+    return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}
