@@ -260,3 +260,15 @@ def test_quarantine_reasons_follow_the_rules(spark):
     transactions = ingest.row_reasons("transactions")
     assert set(BAD) <= set(transactions)  # every broken row the corpus holds has its reason
     assert len(set(transactions)) == len(transactions)
+
+
+def test_duplicates_are_judged_on_every_validated_column(spark):
+    from loopline.schemas import LABEL_COLUMNS, TRANSACTION_COLUMNS
+
+    for kind, columns, validate in (
+        ("transactions", TRANSACTION_COLUMNS, ingest.validate_transactions),
+        ("labels", LABEL_COLUMNS, ingest.validate_labels),
+    ):
+        raw = spark.createDataFrame([], ", ".join(f"{c} string" for c in (*columns, ingest.CORRUPT, "source_file")))
+        validated = [c for c in validate(raw, DS).columns if c not in ("source_file", "reason", "raw_record")]
+        assert validated == list(ingest.CONTENT_COLUMNS[kind])
