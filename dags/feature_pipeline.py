@@ -21,7 +21,7 @@ per-row quarantine with reasons), gates the raw data with Great Expectations, pu
 builds per-transaction features (velocity windows, amount vs history, novelty flags, label-based risk),
 gates them and publishes the feature partition (Asset `loopline_features`).
 
-Tasks: `wait_for_transactions`, `wait_for_labels` → `ingest_drop` → `publish_raw` (GX gate, then commit) →
+Tasks: `wait_for_drop` (both markers) → `ingest_drop` → `publish_raw` (GX gate, then commit) →
 `build_features` → `publish_features` (GX gate, then commit and Asset event). Write-audit-publish: each
 publish task validates the uncommitted version and flips the pointer only when every suite passed.
 
@@ -45,7 +45,7 @@ publish task validates the uncommitted version and flips the pointer only when e
 loopline-data-platform (data engineering on-call).
 
 ## Triage
-- `wait_for_*` timed out: the upstream drop never completed; the message names the missing marker.
+- `wait_for_drop` timed out: the upstream drop never completed; the message names the missing marker.
 - `ingest_drop` failed on "history": run earlier days first (in a backfill each day waits for the previous
   one: `wait_for_downstream` on the ingest, `depends_on_past` on the features).
 - `publish_raw` / `publish_features` failed on a GX gate (each task gates, then commits only what passed):
@@ -74,7 +74,7 @@ with DAG(
     ingested = t.ingest_drop()
     built = t.build_features()
     chain(
-        [landing_sensor(cfg, "transactions"), landing_sensor(cfg, "labels")],
+        landing_sensor(cfg),
         ingested,
         attach(t.publish_raw(ingested), ValidationReportLink()),
         built,

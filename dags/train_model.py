@@ -22,6 +22,9 @@ the model and moves **one** alias: `champion` only if it beats the current champ
 by `gate.min_improvement` without breaking guard-rails (the first model needs `gate.absolute_floor`),
 otherwise `challenger`.
 
+Runs on `training.schedule` (weekly by default; null turns routine retraining off), when `drift_monitor`
+triggers it, or from the trigger form.
+
 ## Inputs
 - Lake: `features/ds=*` and `labels/labeled_transactions/ds=*` of the window.
 - Trigger form (Params): model type, window, rounds, learning rate, cut-off, reason. `drift_monitor`
@@ -48,7 +51,7 @@ cfg = get_config()
 with DAG(
     dag_id="train_model",
     description="Train → evaluate against the champion on the same holdout → register, promote via the gate",
-    schedule="@weekly",
+    schedule=cfg.training.schedule,  # routine retraining; drift_monitor triggers the rest
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # concurrent triggers queue rather than race for the alias

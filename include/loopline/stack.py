@@ -513,6 +513,9 @@ class AirflowApi:
         """The DAGs the dag-processor has parsed (the first 100, more than this project has)."""
         return {dag["dag_id"] for dag in self.request("GET", "/api/v2/dags?limit=100")["dags"]}
 
+    def dag(self, dag_id: str) -> dict:
+        return self.request("GET", f"/api/v2/dags/{dag_id}")
+
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 

@@ -118,7 +118,7 @@ def test_incomplete_drop_times_out_naming_the_marker(pipeline, capfd):
     marker.unlink()
     dagrun, states = run_day(dag, day)
     assert dagrun.state == "failed"
-    assert states["wait_for_transactions"] == "failed"
+    assert states["wait_for_drop"] == "failed"
     assert states["ingest_drop"] == "upstream_failed"
     log = capfd.readouterr().out
     assert f"landing drop incomplete: {marker} did not appear within" in log

@@ -289,69 +289,76 @@ def test_lake_first_day_over_s3(s3, bucket, aws_env):
 
 def _s3_sensor(bucket: str):
     cfg = load_config(environ={"LOOPLINE__STORAGE__LANDING_URI": f"s3://{bucket}/landing"})
-    return cfg, landing_sensor(cfg, "transactions")
+    return cfg, landing_sensor(cfg)
+
+
+def _markers(root: str, ds: str = "{{ ds }}") -> list[str]:
+    return [f"{root}/{kind}/ds={ds}/_SUCCESS" for kind in ("transactions", "labels")]
 
 
 def test_s3_sensor_shape():
     cfg, sensor = _s3_sensor("bucket")
     assert isinstance(sensor, S3KeySensor)
     assert sensor.deferrable is True
-    assert sensor.task_id == "wait_for_transactions"
+    assert sensor.task_id == "wait_for_drop"
     assert sensor.aws_conn_id == "loopline_s3" == cfg.storage.aws_conn_id
-    assert "ds={{ ds }}/_SUCCESS" in sensor.bucket_key
-    assert sensor.bucket_key == "s3://bucket/landing/transactions/ds={{ ds }}/_SUCCESS"
+    assert sensor.bucket_key == _markers("s3://bucket/landing")  # S3KeySensor waits for every key of a list
     assert sensor.timeout == cfg.validation.sensor_timeout_seconds
     assert sensor.poke_interval == cfg.validation.sensor_poke_seconds
     assert sensor.retries == 0
 
 
-def test_s3_sensor_pokes_the_marker_through_the_connection(s3, bucket, monkeypatch):
+def test_s3_sensor_pokes_every_marker_through_the_connection(s3, bucket, monkeypatch):
     # No AWS_* environment here: only the loopline_s3 connection knows the endpoint and credentials.
     for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     _, sensor = _s3_sensor(bucket)
-    sensor.bucket_key = sensor.bucket_key.replace("{{ ds }}", DS)
-    assert sensor.bucket_key == f"s3://{bucket}/landing/transactions/ds={DS}/_SUCCESS"
+    sensor.bucket_key = [key.replace("{{ ds }}", DS) for key in sensor.bucket_key]
+    assert sensor.bucket_key == _markers(f"s3://{bucket}/landing", DS)
 
     _put(s3, bucket, f"landing/transactions/ds={DS}/part-0.csv", HEADER + ROW)
     assert sensor.poke(context={}) is False
     _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}", b"")
+    assert sensor.poke(context={}) is False  # labels still missing
+    _put(s3, bucket, f"landing/labels/ds={DS}/{MARKER}", b"")
     assert sensor.poke(context={}) is True
 
 
 def test_local_sensor_shape():
     cfg = load_config(environ={})
-    sensor = landing_sensor(cfg, "labels")
+    sensor = landing_sensor(cfg)
     assert isinstance(sensor, FileSensor)
     assert isinstance(sensor, LandingFileSensor)
     assert not isinstance(sensor, S3KeySensor)
     assert sensor.deferrable is True
-    assert sensor.task_id == "wait_for_labels"
+    assert sensor.task_id == "wait_for_drop"
     assert sensor.fs_conn_id == LANDING_FS_CONN_ID == "loopline_landing_fs"
-    assert sensor.filepath == f"{loopline_home()}/landing/labels/ds={{{{ ds }}}}/_SUCCESS"
-    assert sensor.marker_path == sensor.filepath
+    assert sensor.markers == _markers(f"{loopline_home()}/landing")
+    assert "markers" in sensor.template_fields
+    assert sensor.marker_path == sensor.filepath == sensor.markers[0]
 
 
 def test_sensor_kwargs_override_defaults():
-    sensor = landing_sensor(load_config(environ={}), "labels", task_id="custom", timeout=5)
+    sensor = landing_sensor(load_config(environ={}), ("labels",), task_id="custom", timeout=5)
     assert sensor.task_id == "custom"
     assert sensor.timeout == 5
+    assert sensor.markers == _markers(f"{loopline_home()}/landing")[1:]
 
 
-def test_timeout_message_names_the_missing_marker():
+def test_timeout_message_names_the_markers():
     cfg, sensor = _s3_sensor("bucket")
-    sensor.bucket_key = f"s3://bucket/landing/transactions/ds={DS}/_SUCCESS"
+    sensor.bucket_key = _markers("s3://bucket/landing", DS)
     error = sensor._explain(AirflowSensorTimeout("x"))
     assert isinstance(error, AirflowSensorTimeout)
     message = str(error)
-    assert f"s3://bucket/landing/transactions/ds={DS}/_SUCCESS" in message
+    assert " or ".join(_markers("s3://bucket/landing", DS)) + " did not appear" in message
     assert str(dt.timedelta(seconds=cfg.validation.sensor_timeout_seconds)) in message  # 6:00:00
     assert "clear this task" in message
     assert message.endswith("(x)")
 
 
 def test_local_timeout_message_names_the_missing_marker():
-    sensor = landing_sensor(load_config(environ={}), "labels", timeout=90)
+    sensor = landing_sensor(load_config(environ={}), ("labels",), timeout=90)
     message = str(sensor._explain(AirflowSensorTimeout("poke timed out")))
     assert f"{loopline_home()}/landing/labels/ds={{{{ ds }}}}/_SUCCESS did not appear within 0:01:30" in message
     assert "(poke timed out)" in message

@@ -101,6 +101,17 @@ def test_env_overrides_are_typed():
     assert cfg.training.kubernetes.gpus == 2
 
 
+@pytest.mark.parametrize(("value", "expected"), [("null", None), ("'0 3 * * 0'", "0 3 * * 0"), ("'@daily'", "@daily")])
+def test_training_schedule_is_a_cron_a_preset_or_off(value, expected):
+    assert load_config(environ={}).training.schedule == "@weekly"
+    assert load_config(environ={"LOOPLINE__TRAINING__SCHEDULE": value}).training.schedule == expected
+
+
+def test_bad_training_schedule_is_named():
+    with pytest.raises(ConfigError, match=r"training\.schedule: .*cron expression of 5 fields.*'every sunday'"):
+        load_config(environ={"LOOPLINE__TRAINING__SCHEDULE": "every sunday"})
+
+
 def test_env_override_of_unknown_key_fails():
     with pytest.raises(ConfigError, match=r"LOOPLINE__STORAGE__LAKE: unknown config key 'storage.lake'"):
         load_config(environ={"LOOPLINE__STORAGE__LAKE": "x"})

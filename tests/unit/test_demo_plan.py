@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from loopline import stack
-from loopline.demo import DemoPlan
+from loopline.config import load_config
+from loopline.demo import DEMO_ENVIRONMENT, DemoPlan
+from loopline.training.dataset import plan_splits
 
 
 def test_plan_monitors_the_last_nights_and_trains_before_them():
@@ -18,6 +20,33 @@ def test_plan_monitors_the_last_nights_and_trains_before_them():
     assert plan.drift_start == dt.date(2026, 2, 27)  # three drifted nights, the last one yesterday
     assert plan.first_monitored == dt.date(2026, 2, 24)  # three stable nights before them
     assert (plan.end - plan.first_monitored).days + 1 == 6
+
+
+def test_first_champion_has_less_history_than_the_retraining():
+    cfg = load_config(environ={})
+    plan = DemoPlan(start=dt.date(2026, 1, 1))
+    first, retrained = (
+        plan_splits(
+            cutoff,
+            window,
+            cfg.training.validation_days,
+            cfg.training.holdout_days,
+            cfg.features.label_maturity_days,
+        )
+        for cutoff, window in (
+            (plan.first_monitored, plan.first_champion_window_days),
+            (plan.drift_start + dt.timedelta(days=1), cfg.training.window_days),  # the first drifted night's
+        )
+    )
+    assert len(first.train.days) == 4
+    assert len(retrained.train.days) == 19
+    # both models' drift references (validation + holdout days) lie in the generated history
+    assert first.validation.start >= plan.start
+
+
+def test_demo_stack_has_no_routine_retraining():
+    assert load_config(environ={}).training.schedule == "@weekly"
+    assert load_config(environ=DEMO_ENVIRONMENT).training.schedule is None
 
 
 @pytest.mark.parametrize(("stable", "drifted", "days"), [(0, 3, 60), (3, 0, 60), (5, 5, 10)])

@@ -121,9 +121,13 @@ class KubernetesConfig(_Section):
     schedule_timeout_seconds: int = Field(ge=1)
 
 
+SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
 class TrainingConfig(_Section):
     model_type: Literal["xgboost", "mlp"]
     runner: Literal["local", "kubernetes"]
+    schedule: str | None  # train_model's routine retraining; None: only triggered runs
     window_days: int = Field(ge=2)
     validation_days: int = Field(ge=1)
     holdout_days: int = Field(ge=1)
@@ -134,6 +138,13 @@ class TrainingConfig(_Section):
     pool: str
     pool_slots: int = Field(ge=1)
     kubernetes: KubernetesConfig
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron_or_preset(cls, value: str | None) -> str | None:
+        if value is None or value in SCHEDULE_PRESETS or len(value.split()) == 5:
+            return value
+        raise ValueError(f"a cron expression of 5 fields, one of {', '.join(SCHEDULE_PRESETS)}, or null")
 
 
 class GateConfig(_Section):

@@ -3,11 +3,14 @@
 Which sensor is configuration: a local landing or lake folder uses the standard provider's ``FileSensor``,
 ``s3://`` the amazon provider's ``S3KeySensor``. Both defer to the triggerer while they
 wait (or, with ``validation.sensor_mode: reschedule``, give the slot back between pokes), so a drop that is
-late never holds a worker slot.
+late never holds a worker slot. A landing drop is several markers (one per kind) behind one sensor: a task
+instance costs the scheduler and a worker about a CPU second whether it waits or not, and a backfilled day
+has nothing to wait for.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -15,7 +18,7 @@ from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from loopline.config import LooplineConfig, resolve_uri
-from loopline.landing import MARKER
+from loopline.landing import KINDS, MARKER
 
 LANDING_FS_CONN_ID = "loopline_landing_fs"
 
@@ -65,7 +68,34 @@ class _NamesMissingDrop:
 
 
 class LandingFileSensor(_NamesMissingDrop, FileSensor):
-    """``FileSensor`` for a local landing folder."""
+    """``FileSensor`` over every marker of a local landing drop: done when all exist.
+
+    ``filepath`` is the first missing marker: the one a deferral waits for and a timeout names. When it
+    appears, the sensor checks the others again and defers on the next missing one, if any.
+    """
+
+    template_fields: Sequence[str] = (*FileSensor.template_fields, "markers")
+
+    def __init__(self, *, markers: Sequence[str], **kwargs: Any) -> None:
+        if not markers:
+            raise ValueError("LandingFileSensor needs at least one marker")
+        super().__init__(filepath=markers[0], **kwargs)
+        self.markers = list(markers)
+
+    def _wait_for(self, marker: str) -> None:
+        self.filepath = marker
+        self.__dict__.pop("path", None)  # FileSensor caches the joined path
+
+    def poke(self, context: Any) -> bool:
+        for marker in self.markers:
+            self._wait_for(marker)
+            if not super().poke(context):
+                return False
+        return True
+
+    def execute_complete(self, context: Any, event: bool | None = None) -> None:
+        super().execute_complete(context, event)
+        self.execute(context)  # the other markers: defers again on the next missing one
 
     @property
     def marker_path(self) -> str:  # type: ignore[override]
@@ -90,10 +120,11 @@ class PublishedFileSensor(_NamesMissingPartition, FileSensor):
         return self.filepath
 
 
-def landing_sensor(cfg: LooplineConfig, kind: str, **kwargs: Any):
-    """The sensor for ``<landing>/<kind>/ds={{ ds }}/_SUCCESS`` that fits the configured landing URI."""
-    marker = f"{resolve_uri(cfg.storage.landing_uri).rstrip('/')}/{kind}/ds={{{{ ds }}}}/{MARKER}"
-    return _marker_sensor(cfg, marker, kwargs.pop("task_id", f"wait_for_{kind}"), published=False, **kwargs)
+def landing_sensor(cfg: LooplineConfig, kinds: Sequence[str] = KINDS, **kwargs: Any):
+    """One sensor for every ``<landing>/<kind>/ds={{ ds }}/_SUCCESS`` of a drop, fitting the landing URI."""
+    root = resolve_uri(cfg.storage.landing_uri).rstrip("/")
+    markers = [f"{root}/{kind}/ds={{{{ ds }}}}/{MARKER}" for kind in kinds]
+    return _marker_sensor(cfg, markers, kwargs.pop("task_id", "wait_for_drop"), published=False, **kwargs)
 
 
 def published_sensor(cfg: LooplineConfig, table: str, task_id: str, **kwargs: Any):
@@ -105,10 +136,10 @@ def published_sensor(cfg: LooplineConfig, table: str, task_id: str, **kwargs: An
     from loopline.lake import POINTER
 
     marker = f"{resolve_uri(cfg.storage.lake_uri).rstrip('/')}/{table}/ds={{{{ ds }}}}/{POINTER}"
-    return _marker_sensor(cfg, marker, task_id, published=True, **kwargs)
+    return _marker_sensor(cfg, [marker], task_id, published=True, **kwargs)
 
 
-def _marker_sensor(cfg: LooplineConfig, marker: str, task_id: str, *, published: bool, **kwargs: Any):
+def _marker_sensor(cfg: LooplineConfig, markers: list[str], task_id: str, *, published: bool, **kwargs: Any):
     common: dict[str, Any] = {
         "task_id": task_id,
         "deferrable": cfg.validation.sensor_mode == "deferrable",
@@ -118,17 +149,21 @@ def _marker_sensor(cfg: LooplineConfig, marker: str, task_id: str, *, published:
         "retries": 0,  # a timeout is the answer; retrying would only double the wait
         **kwargs,
     }
-    if marker.startswith("s3://"):
+    if markers[0].startswith("s3://"):
         # imported only when configured: the amazon provider costs half a second of every DAG parse
         from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 
         class MarkerS3Sensor(_NamesMissingPartition if published else _NamesMissingDrop, S3KeySensor):
-            """``S3KeySensor`` for a marker object."""
+            """``S3KeySensor`` for marker objects (it waits for every key of a list)."""
 
             @property
             def marker_path(self) -> str:  # type: ignore[override]
-                return str(self.bucket_key)
+                keys = [self.bucket_key] if isinstance(self.bucket_key, str) else self.bucket_key
+                return " or ".join(keys)
 
-        return MarkerS3Sensor(bucket_key=marker, aws_conn_id=cfg.storage.aws_conn_id, **common)
-    sensor = PublishedFileSensor if published else LandingFileSensor
-    return sensor(filepath=marker, fs_conn_id=LANDING_FS_CONN_ID, **common)
+        keys: str | list[str] = markers[0] if len(markers) == 1 else markers
+        return MarkerS3Sensor(bucket_key=keys, aws_conn_id=cfg.storage.aws_conn_id, **common)
+    if published:
+        (marker,) = markers
+        return PublishedFileSensor(filepath=marker, fs_conn_id=LANDING_FS_CONN_ID, **common)
+    return LandingFileSensor(markers=markers, fs_conn_id=LANDING_FS_CONN_ID, **common)
