@@ -1,7 +1,7 @@
 """The champion/challenger gate the demo replays, over several dates: does the drift's retraining win?
 
 For each first-champion cut-off C and window W: trains the first champion (cut-off C, window W) and the
-retraining of the first drifted night (cut-off C + 4 days, the configured window) with the trainer,
+retraining of the demo's first drifted night (cut-off C + stable nights + 1, the configured window),
 registers both in a scratch MLflow store and lets the real gate (``registry.register_and_gate``) decide,
 exactly as ``train_model`` does. Prints the challenger's alias and the gate's reason per pair.
 
@@ -23,10 +23,6 @@ from pathlib import Path
 
 from loopline.config import get_config, resolve_uri
 
-# The demo's first drifted night comes stable_nights (3) after the first monitored day; drift_monitor trains
-# as of the morning after it.
-RETRAIN_AFTER_DAYS = 4
-
 
 def _dates(text: str) -> list[dt.date]:
     return [dt.date.fromisoformat(part) for part in text.split(",") if part]
@@ -36,7 +32,7 @@ def _ints(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part]
 
 
-def gate(lake: str, cutoff: dt.date, window: int, scratch: Path) -> tuple[str, str]:
+def gate(lake: str, cutoff: dt.date, window: int, retrain_cutoff: dt.date, scratch: Path) -> tuple[str, str]:
     """Train the first champion and the retraining into ``scratch``; the retraining's alias and the reason."""
     from mlflow import MlflowClient
 
@@ -47,7 +43,6 @@ def gate(lake: str, cutoff: dt.date, window: int, scratch: Path) -> tuple[str, s
     uri = f"sqlite:///{scratch}/mlflow.db"
     client = MlflowClient(uri)
     decision = ("", "")
-    retrain_cutoff = cutoff + dt.timedelta(days=RETRAIN_AFTER_DAYS)
     for train_cutoff, window_days in ((cutoff, window), (retrain_cutoff, cfg.training.window_days)):
         options = TrainingOptions.from_config(
             cfg,
@@ -76,11 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     from loopline.demo import DemoPlan
 
     plan = DemoPlan()
+    # drift_monitor trains as of the morning after the first drifted night
+    retrain_after = plan.drift_start + dt.timedelta(days=1) - plan.first_monitored
     default_cutoffs = ",".join(str(plan.first_monitored - dt.timedelta(days=n)) for n in range(5, -1, -1))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lake", default=resolve_uri(get_config().storage.lake_uri))
     parser.add_argument("--cutoffs", type=_dates, default=_dates(default_cutoffs))
-    parser.add_argument("--windows", type=_ints, default=[get_config().training.window_days, 35])
+    windows = [get_config().training.window_days, plan.first_champion_window_days]
+    parser.add_argument("--windows", type=_ints, default=windows)
     args = parser.parse_args(argv)
     if "://" not in args.lake and not (Path(args.lake) / "features").is_dir():
         print(f"no features under {args.lake}: run `make demo` first or pass --lake", file=sys.stderr)
@@ -89,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for window in args.windows:
         for cutoff in args.cutoffs:
             with tempfile.TemporaryDirectory(prefix="replay-gate-") as scratch:
-                alias, reason = gate(args.lake, cutoff, window, Path(scratch))
+                alias, reason = gate(args.lake, cutoff, window, cutoff + retrain_after, Path(scratch))
             promoted[window] = promoted.get(window, 0) + (alias == "champion")
             print(f"[gate] first champion {cutoff}, {window:>3}-day window: retraining -> {alias}: {reason}")
     for window, count in promoted.items():

@@ -100,6 +100,7 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
     from loopline import lake as tables
     from loopline.lake import Lake
     from loopline.validation import check_gate, row_count_bounds
+    from spark_jobs import ingest
 
     cfg = get_config()
     day = dt.date.fromisoformat(ds)
@@ -131,9 +132,6 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
         result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
     links.record(links.REPORT_KEY, links.report_url(results["raw_transactions"]["report_uri"]))
-
-    from spark_jobs import ingest
-
     ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
     return results
 
