@@ -160,7 +160,7 @@ def main() -> None:
     try:
         stack.up(cfg, echo=lambda line: print(f"[up] {line}"))
         pg_host = stack.embedded_pg_host()
-        env = stack.stack_environment(cfg, pg_host)
+        env = stack.stack_environment(cfg, stack.embedded_pg())
         synth.generate(start, args.days, Path(resolve_uri(cfg.storage.landing_uri)), transactions_per_day=args.rows)
         demo.wait_for_dags(["feature_pipeline", "batch_score", "drift_monitor", "train_model"], env)
         for dag_id in ("feature_pipeline", "batch_score", "drift_monitor"):

@@ -7,6 +7,10 @@ missing columns) are quarantined as files and counted. Writes new, uncommitted v
 and the daily aggregates derived from them; ``publish`` commits them once the GX gate has passed.
 Quarantine partitions are committed at once: they are the evidence an operator triages with.
 
+With an object-store landing and ``storage.stage_uri`` set, the day's data files are first copied to that
+shared folder and Spark reads the copies (a Spark without hadoop-aws cannot read ``s3a://``); records and
+logs still name the original ``s3://`` objects.
+
     python -m spark_jobs.ingest --ds 2026-01-05          # or spark-submit spark_jobs/ingest.py --ds ...
 """
 
@@ -24,7 +28,7 @@ from pyspark.sql import types as T
 from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
-from loopline.landing import FileCheck, Landing, check_file
+from loopline.landing import DropChanged, FileCheck, Landing, check_file
 from loopline.schemas import (
     CARD_PRESENT_VALUES,
     CHANNELS,
@@ -315,8 +319,18 @@ def merchant_label_daily(labeled: DataFrame) -> DataFrame:
 # I/O around the pure functions.
 
 
-def _read_files(spark: SparkSession, landing: Landing, checks: list[FileCheck], columns: tuple[str, ...]):
-    """Read readable files as strings (schema = each file's own header) and align them on the contract."""
+def _read_files(
+    spark: SparkSession,
+    landing: Landing,
+    checks: list[FileCheck],
+    columns: tuple[str, ...],
+    staged: dict[str, str] | None = None,
+):
+    """Read readable files as strings (schema = each file's own header) and align them on the contract.
+
+    ``staged`` maps a landing URI to its staged copy, which Spark reads instead; ``source_file`` stays the URI.
+    """
+    staged = staged or {}
     frames = []
     for check in checks:
         schema = T.StructType(
@@ -333,7 +347,7 @@ def _read_files(spark: SparkSession, landing: Landing, checks: list[FileCheck], 
                 encoding="UTF-8",
                 enforceSchema=True,
             )
-            .csv(landing.spark_uri(check.uri))
+            .csv(staged.get(check.uri) or landing.spark_uri(check.uri))
             .select(*[F.col(c) for c in columns], F.col(CORRUPT), F.lit(check.uri).alias("source_file"))
         )
         frames.append(frame)
@@ -353,11 +367,38 @@ def _file_quarantine(spark: SparkSession, checks: list[FileCheck]) -> DataFrame 
     return spark.createDataFrame(rows, "source_file string, reason string, raw_record string")
 
 
+def _check_kind(
+    landing: Landing, kind: str, ds: dt.date, columns: tuple[str, ...], stage_root: str | None
+) -> tuple[list[FileCheck], dict[str, str]]:
+    """The whole-file checks of a kind's data files and, with ``stage_root``, their staged copies (URI -> path).
+
+    Everything read from the landing before Spark runs happens here, so an unreachable object store fails the
+    day before anything is written.
+    """
+    files = landing.data_files(kind, str(ds))
+    staged: dict[str, str] = {}
+    if stage_root:
+        try:
+            staged = landing.stage(stage_root, kind, str(ds), files)
+        except DropChanged as exc:
+            raise DropIncomplete(
+                f"landing drop for ds={ds} changed after its _SUCCESS marker: {exc}. Once it is complete, write "
+                "the marker again and rerun the day."
+            ) from exc
+    checks = [check_file(landing, uri, size, columns, local=staged.get(uri)) for uri, size in files]
+    return checks, staged
+
+
 def _ingest_kind(
-    spark: SparkSession, landing: Landing, kind: str, ds: dt.date, columns: tuple[str, ...]
+    spark: SparkSession,
+    landing: Landing,
+    kind: str,
+    ds: dt.date,
+    columns: tuple[str, ...],
+    checked_files: tuple[list[FileCheck], dict[str, str]],
 ) -> tuple[DataFrame, DataFrame | None, list[FileCheck]]:
-    checks = [check_file(landing, uri, size, columns) for uri, size in landing.data_files(kind, str(ds))]
-    raw = _read_files(spark, landing, [c for c in checks if c.ok], columns)
+    checks, staged = checked_files
+    raw = _read_files(spark, landing, [c for c in checks if c.ok], columns, staged)
     checked = validate_transactions(raw, ds) if kind == "transactions" else validate_labels(raw, ds)
     return checked, _file_quarantine(spark, checks), checks
 
@@ -371,7 +412,7 @@ def _write(df: DataFrame, lake: Lake, table: str, ds: dt.date, version: str) -> 
 def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
     """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer."""
     cfg = cfg or get_config()
-    landing = Landing(resolve_uri(cfg.storage.landing_uri))
+    landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
     missing = [k for k in ("transactions", "labels") if not landing.is_complete(k, str(ds))]
     if missing:
@@ -385,6 +426,12 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
             "_SUCCESS last; the files may still be arriving. Once they are complete, write the marker again "
             "and rerun the day."
         )
+    # An object-store drop is copied to a shared folder first when Spark cannot read the object store.
+    stage_root = resolve_uri(cfg.storage.stage_uri) if landing.is_s3 and cfg.storage.stage_uri else None
+    checked_files = {
+        kind: _check_kind(landing, kind, ds, columns, stage_root)
+        for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
+    }
     version = tables.new_version()
     result: dict = {"ds": str(ds), "version": version, "tables": {}}
 
@@ -392,7 +439,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
         ("transactions", TRANSACTION_COLUMNS, tables.RAW_TRANSACTIONS, tables.QUARANTINE_TRANSACTIONS),
         ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
     ):
-        checked, file_quarantine, checks = _ingest_kind(spark, landing, kind, ds, columns)
+        checked, file_quarantine, checks = _ingest_kind(spark, landing, kind, ds, columns, checked_files[kind])
         resolved = resolve_duplicates(checked, "transaction_id", list(CONTENT_COLUMNS[kind])).cache()
         # The tally rides along with the first write (an observation, not a query of its own).
         reasons = row_reasons(kind)

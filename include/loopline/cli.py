@@ -20,7 +20,7 @@ def _date(value: str) -> dt.date:
 def _cmd_up(args: argparse.Namespace) -> int:
     from loopline import stack
 
-    report = stack.up()
+    report = stack.up(profile=args.profile)
     _print_health(report)
     password = stack.admin_password()
     print(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {password or '?'})")
@@ -110,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("up", help="start the local stack (Airflow, Spark Connect, PostgreSQL, MLflow)")
+    up = commands.add_parser("up", help="start the local stack (Airflow, Spark Connect, PostgreSQL, MLflow)")
+    up.add_argument(
+        "--profile",
+        choices=["embedded", "cluster"],
+        help="embedded (default: LocalExecutor, Spark local[*], local folders) or cluster (the production "
+        "topology as processes: Celery workers, a Spark standalone cluster, S3, authenticated MLflow); "
+        "default: the profile this home last ran",
+    )
     commands.add_parser("down", help="stop what `up` started")
     commands.add_parser("status", help="report each component's health")
 

@@ -334,7 +334,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo("== starting the local stack (train_model without its weekly schedule: the demo replays past nights)")
     os.environ.update(DEMO_ENVIRONMENT)
     stack.up(cfg, echo=echo)
-    env = stack.stack_environment(cfg, stack.embedded_pg_host())
+    env = stack.stack_environment(cfg, stack.embedded_pg())
 
     landing = Path(resolve_uri(cfg.storage.landing_uri))
     echo(

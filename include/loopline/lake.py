@@ -7,7 +7,8 @@ that folder complete or absent of a ``_SUCCESS``), then replaces the pointer in 
 the new one, never a mix, and a crashed writer leaves only an unreferenced folder that the next commit
 sweeps. The previous version is kept one commit longer for readers that resolved it just before a flip.
 
-Analysts never read the lake directly (they use Postgres); jobs read through :meth:`Lake.partition`.
+Analysts never read the lake directly (they use Postgres); jobs read through :meth:`Lake.partition`. An
+object-store lake is reached through the Airflow connection ``storage.aws_conn_id`` (:mod:`loopline.objectstore`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from loopline import objectstore
+from loopline.objectstore import split as _split_s3
 
 POINTER = "_CURRENT"
 
@@ -52,9 +56,13 @@ def day_range(start: dt.date, end: dt.date) -> list[dt.date]:
 
 @dataclass(frozen=True)
 class Lake:
-    """A lake rooted at a local folder or an ``s3://bucket/prefix`` URI."""
+    """A lake rooted at a local folder or an ``s3://bucket/prefix`` URI.
+
+    An object store is reached through the Airflow connection ``aws_conn_id`` (default: ``storage.aws_conn_id``).
+    """
 
     root: str
+    aws_conn_id: str | None = None
 
     @property
     def is_s3(self) -> bool:
@@ -81,17 +89,19 @@ class Lake:
     def _read_text(self, uri: str) -> str | None:
         if self.is_s3:
             bucket, key = _split_s3(uri)
-            try:
-                return _s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-            except _s3().exceptions.NoSuchKey:
-                return None
+            with objectstore.s3(self.aws_conn_id) as s3:
+                try:
+                    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+                except s3.exceptions.NoSuchKey:
+                    return None
         path = Path(uri)
         return path.read_text() if path.exists() else None
 
     def _write_text_atomic(self, uri: str, text: str) -> None:
         if self.is_s3:
             bucket, key = _split_s3(uri)
-            _s3().put_object(Bucket=bucket, Key=key, Body=text.encode())
+            with objectstore.s3(self.aws_conn_id) as s3:
+                s3.put_object(Bucket=bucket, Key=key, Body=text.encode())
             return
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +131,9 @@ class Lake:
         prefix = self._join(table) + "/"
         if self.is_s3:
             bucket, key = _split_s3(prefix)
-            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
-            names = [p["Prefix"][len(key) :].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
+            with objectstore.s3(self.aws_conn_id) as s3:
+                pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
+                names = [p["Prefix"][len(key) :].rstrip("/") for page in pages for p in page.get("CommonPrefixes", [])]
         else:
             root = Path(prefix)
             names = [child.name for child in root.glob("ds=*")] if root.is_dir() else []
@@ -169,34 +180,7 @@ class Lake:
 
         if self.is_s3:
             # Spark's _SUCCESS / .crc files start with '_' or '.', which pyarrow skips by default.
-            return pads.dataset(uri.split("://", 1)[1], format="parquet", filesystem=_arrow_s3(), partitioning=None)
+            path, filesystem = uri.split("://", 1)[1], objectstore.arrow_filesystem(self.aws_conn_id)
+            with objectstore.s3(self.aws_conn_id):  # its first request: an unreachable store fails here, named
+                return pads.dataset(path, format="parquet", filesystem=filesystem, partitioning=None)
         return pads.dataset(uri, format="parquet", partitioning=None)
-
-
-def _split_s3(uri: str) -> tuple[str, str]:
-    rest = uri.split("://", 1)[1]
-    bucket, _, key = rest.partition("/")
-    return bucket, key
-
-
-def _arrow_s3():  # pragma: no cover - exercised only against real object storage
-    from pyarrow import fs
-
-    # The standard AWS environment, as boto3 reads it (AWS_ENDPOINT_URL[_S3] for MinIO / moto).
-    kwargs: dict = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        scheme, sep, host = endpoint.partition("://")
-        kwargs["endpoint_override"] = host.rstrip("/") if sep else scheme
-        kwargs["scheme"] = scheme if sep else "https"
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    if region:
-        kwargs["region"] = region
-    return fs.S3FileSystem(**kwargs)
-
-
-def _s3():
-    import boto3
-
-    # Credentials and endpoint come from the standard AWS environment (AWS_ENDPOINT_URL for MinIO).
-    return boto3.client("s3")

@@ -4,6 +4,11 @@ This module inspects a day's drop before Spark reads it: which files exist, whet
 and which files are unreadable as a whole (empty, truncated gzip, undecodable or missing header columns).
 Whole-file problems become counted file quarantines with a reason; Spark then reads only files whose rows
 can be judged one by one.
+
+An object-store landing is reached through the Airflow connection ``storage.aws_conn_id``
+(:mod:`loopline.objectstore`). Where Spark cannot read the object store itself, :meth:`Landing.stage` copies
+a day's data files to a folder every executor sees (``storage.stage_uri``); checks and records still name
+the original ``s3://`` objects.
 """
 
 from __future__ import annotations
@@ -11,23 +16,44 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import logging
+import os
+import shutil
 import tempfile
+import uuid
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopline import objectstore
+from loopline.objectstore import split as _split
+
 MARKER = "_SUCCESS"
 KINDS = ("transactions", "labels")
+_log = logging.getLogger(__name__)
 _OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+class DropChanged(RuntimeError):
+    """An object changed between the drop's listing and its staging copy (the producer is still writing)."""
 
 
 @dataclass(frozen=True)
 class Landing:
-    """A landing zone rooted at a local folder or ``s3://bucket/prefix``."""
+    """A landing zone rooted at a local folder or ``s3://bucket/prefix`` (``s3a://`` is read as ``s3://``).
+
+    An object store is reached through the Airflow connection ``aws_conn_id`` (default: ``storage.aws_conn_id``).
+    """
 
     root: str
+    aws_conn_id: str | None = None
+
+    def __post_init__(self) -> None:
+        # One spelling for object URIs: listings, checks and quarantine records name s3:// objects.
+        if self.root.startswith("s3a://"):
+            object.__setattr__(self, "root", "s3://" + self.root.removeprefix("s3a://"))
 
     @property
     def is_s3(self) -> bool:
@@ -48,12 +74,13 @@ class Landing:
             import botocore.exceptions
 
             bucket, key = _split(self.marker_uri(kind, ds))
-            try:
-                _s3().head_object(Bucket=bucket, Key=key)  # the exact key: `_SUCCESS.tmp` is not a marker
-            except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return False
-                raise
+            with objectstore.s3(self.aws_conn_id) as s3:
+                try:
+                    s3.head_object(Bucket=bucket, Key=key)  # the exact key: `_SUCCESS.tmp` is not a marker
+                except botocore.exceptions.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                        return False
+                    raise
             return True
         return Path(self.marker_uri(kind, ds)).exists()
 
@@ -62,14 +89,15 @@ class Landing:
         included; modification times compare within one landing (nanoseconds locally, S3's LastModified)."""
         if self.is_s3:
             bucket, prefix = _split(self.day_uri(kind, ds) + "/")
-            pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-            return {
-                name: (f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"])
-                for page in pages
-                for obj in page.get("Contents", [])
-                # top-level files only, as locally: no folder placeholders, no _temporary/ contents
-                if (name := obj["Key"][len(prefix) :]) and "/" not in name
-            }
+            with objectstore.s3(self.aws_conn_id) as s3:
+                pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                return {
+                    name: (f"s3://{bucket}/{obj['Key']}", obj["Size"], obj["LastModified"])
+                    for page in pages
+                    for obj in page.get("Contents", [])
+                    # top-level files only, as locally: no folder placeholders, no _temporary/ contents
+                    if (name := obj["Key"][len(prefix) :]) and "/" not in name
+                }
         folder = Path(self.day_uri(kind, ds))
         if not folder.is_dir():
             return {}
@@ -96,12 +124,63 @@ class Landing:
         if self.is_s3:
             bucket, key = _split(uri)
             spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-            body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
-            for chunk in body.iter_chunks(1 << 20):
-                spool.write(chunk)
+            try:
+                with objectstore.s3(self.aws_conn_id) as s3:
+                    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+                    for chunk in body.iter_chunks(1 << 20):
+                        spool.write(chunk)
+            except BaseException:
+                spool.close()
+                raise
             spool.seek(0)
             return spool  # type: ignore[return-value]
         return open(uri, "rb")
+
+    def stage_folder(self, stage_root: str, kind: str, ds: str) -> Path:
+        """Where :meth:`stage` puts a day's copies: ``<stage_root>/<kind>/ds=<ds>``."""
+        return Path(stage_root.removeprefix("file://")) / kind / f"ds={ds}"
+
+    def stage(self, stage_root: str, kind: str, ds: str, files: list[tuple[str, int]] | None = None) -> dict[str, str]:
+        """Copy an object-store drop's data files to :meth:`stage_folder`, for a Spark that cannot read S3.
+
+        ``files`` are ``(uri, size)`` as :meth:`data_files` lists them (the default); only they are copied,
+        under their own names. Returns each object's URI -> the local path of its copy. The copies go to a
+        fresh hidden folder that then replaces the day's previous copy, so a rerun replaces the staged day
+        and a failed copy leaves nothing behind. Raises :class:`DropChanged` when an object's size differs
+        from the listing (it is being rewritten).
+        """
+        if not self.is_s3:
+            raise ValueError(f"only an object-store landing is staged, not {self.root}")
+        files = self.data_files(kind, ds) if files is None else files
+        target = self.stage_folder(stage_root, kind, ds)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for debris in target.parent.glob(f".{target.name}.*"):  # a crashed earlier copy of this day
+            shutil.rmtree(debris, ignore_errors=True)
+        fresh = target.parent / f".{target.name}.{uuid.uuid4().hex}"  # hidden: never read as a day
+        fresh.mkdir()
+        try:
+            staged = {}
+            with objectstore.s3(self.aws_conn_id) as s3:
+                for uri, size in files:
+                    bucket, key = _split(uri)
+                    name = key.rsplit("/", 1)[-1]
+                    s3.download_file(bucket, key, str(fresh / name))
+                    copied = (fresh / name).stat().st_size
+                    if copied != size:
+                        raise DropChanged(f"{uri} changed while it was staged: listed {size} bytes, copied {copied}")
+                    staged[uri] = str(target / name)
+            if target.exists():
+                old = target.parent / f".{target.name}.{uuid.uuid4().hex}.old"
+                os.replace(target, old)
+                os.replace(fresh, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(fresh, target)
+        except BaseException:
+            shutil.rmtree(fresh, ignore_errors=True)
+            raise
+        _log.info("staged %d data files of %s to %s", len(staged), self.day_uri(kind, ds), target)
+        return staged
 
 
 @dataclass
@@ -125,18 +204,19 @@ def _iter_lines(raw: io.BufferedIOBase, gzipped: bool) -> Iterator[bytes]:
     yield from io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
 
 
-def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...]) -> FileCheck:
+def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...], local: str | None = None) -> FileCheck:
     """Scan a file once: decompressibility, header, data line count.
 
     Truncated gzip, a missing or undecodable header and missing required columns quarantine the whole file
-    (its rows cannot be judged one by one); extra columns are reported and ignored.
+    (its rows cannot be judged one by one); extra columns are reported and ignored. ``local`` is a staged
+    copy of ``uri`` to scan instead (:meth:`Landing.stage`); the check still names ``uri``.
     """
     check = FileCheck(uri=uri, size=size)
     if size == 0:
         check.reason = "empty_file"
         return check
     gzipped = uri.endswith(".gz")
-    with landing.open_binary(uri) as raw:
+    with open(local, "rb") if local else landing.open_binary(uri) as raw:
         lines = _iter_lines(raw, gzipped)
         try:
             first = next(lines, b"")
@@ -170,14 +250,3 @@ def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...])
 def _is_data(name: str) -> bool:
     """Data files are every file but the marker and hidden ones (``_temporary``, ``.crc``, ...)."""
     return not name.startswith(("_", "."))
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.split("://", 1)[1].partition("/")
-    return bucket, key
-
-
-def _s3():
-    import boto3
-
-    return boto3.client("s3")

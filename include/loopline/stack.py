@@ -19,13 +19,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from loopline.config import LooplineConfig, get_config, loopline_home, repo_root, resolve_uri
+from loopline.config import LooplineConfig, get_config, load_config, loopline_home, repo_root, resolve_uri
 
+EMBEDDED, CLUSTER = "embedded", "cluster"
+PROFILES = (EMBEDDED, CLUSTER)
 AIRFLOW_PORT = int(os.environ.get("LOOPLINE_AIRFLOW_PORT", "8080"))
 DEV_ENV_FILE = Path(__file__).parent / "config" / "dev" / "airflow.env"
 POSTGRES_CONN_VAR = "AIRFLOW_CONN_LOOPLINE_POSTGRES"
@@ -91,7 +93,7 @@ TASK_PRELOAD_MODULES = (
 )
 
 
-def _host_port(url: str, default_port: int) -> tuple[str, int]:
+def host_port(url: str, default_port: int) -> tuple[str, int]:
     parsed = urlparse(url)
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
@@ -118,16 +120,29 @@ def http_ok(url: str, timeout: float = 2.0) -> tuple[bool, str]:
 # Environment shared by every component: dev connections/variables and Airflow's settings.
 
 
-def dev_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str, str]:
+def fill(value: str, values: Mapping[str, str]) -> str:
+    """``${NAME}`` placeholders of a settings file filled in (unknown ones are left as they are)."""
+    return string.Template(value).safe_substitute(values)
+
+
+@dataclass(frozen=True)
+class PgAddress:
+    """Where the embedded PostgreSQL listens: its Unix socket folder, and the port (the socket's name)."""
+
+    host: str
+    port: int = 5432
+
+
+def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[str, str]:
     """The checked-in dev connections and variables with placeholders filled in.
 
     Values already present in the process environment win, so a configured connection (for example an
     external Postgres in ``AIRFLOW_CONN_LOOPLINE_POSTGRES``) is never replaced by the embedded default.
     """
-    spark_host, spark_port = _host_port(cfg.spark.connect_url, 15002)
+    spark_host, spark_port = host_port(cfg.spark.connect_url, 15002)
     values = {
         "LOOPLINE_HOME": str(loopline_home()),
-        "PG_HOST": pg_host or "",
+        "PG_HOST": pg.host if pg else "",
         "SPARK_HOST": spark_host,
         "SPARK_PORT": str(spark_port),
     }
@@ -137,13 +152,13 @@ def dev_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str
         if not line or line.startswith("#"):
             continue
         name, _, value = line.partition("=")
-        if name == POSTGRES_CONN_VAR and not pg_host:
+        if name == POSTGRES_CONN_VAR and not pg:
             continue
-        env[name] = string.Template(value).safe_substitute(values)
+        env[name] = fill(value, values)
     return {name: value for name, value in env.items() if name not in os.environ}
 
 
-def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str]:
+def airflow_environment(home: Path, pg: PgAddress | None = None) -> dict[str, str]:
     """Airflow settings for the embedded stack: LocalExecutor, repo folders, loopback only.
 
     The metadata database is the embedded PostgreSQL (SQLite locks under a scheduler, a dag-processor and
@@ -151,8 +166,10 @@ def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str
     """
     root = repo_root()
     database = {}
-    if pg_host:
-        database["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"postgresql+psycopg2://postgres@/airflow?host={pg_host}"
+    if pg:
+        database["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+            f"postgresql+psycopg2://postgres@/airflow?host={pg.host}&port={pg.port}"
+        )
     return {
         **database,
         "AIRFLOW_HOME": str(home),
@@ -182,11 +199,20 @@ def airflow_environment(home: Path, pg_host: str | None = None) -> dict[str, str
     }
 
 
-def stack_environment(cfg: LooplineConfig, pg_host: str | None = None) -> dict[str, str]:
+def stack_environment(cfg: LooplineConfig, pg: PgAddress | None = None, profile: str = EMBEDDED) -> dict[str, str]:
     """The full environment the stack's processes (and ``airflow`` CLI calls) run with."""
     env = dict(os.environ)
-    env.update(dev_environment(cfg, pg_host))
-    env.update(airflow_environment(loopline_home() / "airflow", pg_host))
+    if profile == CLUSTER:
+        from loopline import cluster
+
+        if pg is None:
+            raise ValueError("the cluster profile needs the embedded PostgreSQL's address")
+        env.update(cluster.cluster_environment(cfg, pg))
+        cfg = load_config(environ=env)
+    env.update(dev_environment(cfg, pg))
+    env.update(airflow_environment(loopline_home() / "airflow", pg))
+    if profile == CLUSTER:
+        env.update(cluster.cluster_environment(cfg, pg))  # the executor and the rest win over the embedded defaults
     env["SPARK_HOME"] = str(spark_home())
     env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
     env["PYSPARK_PYTHON"] = sys.executable
@@ -201,7 +227,7 @@ def _pid_file(name: str) -> Path:
     return state_dir() / f"{name}.pid"
 
 
-def _log_file(name: str) -> Path:
+def log_file(name: str) -> Path:
     path = state_dir() / "logs"
     path.mkdir(exist_ok=True)
     return path / f"{name}.log"
@@ -236,7 +262,7 @@ def running_pid(name: str) -> int | None:
 
 def spawn(name: str, command: list[str], env: dict[str, str]) -> int:
     """Start ``command`` detached in its own session, logging to ``logs/<name>.log``."""
-    log = _log_file(name).open("ab")
+    log = log_file(name).open("ab")
     process = subprocess.Popen(
         command,
         env=env,
@@ -290,41 +316,86 @@ def pg_data_dir() -> Path:
     return loopline_home() / "postgres"
 
 
-def start_postgres() -> str:
+def psql(pg: PgAddress, sql: str, database: str = "postgres") -> str:
+    """Run ``sql`` as the superuser over the embedded server's socket; returns psql's unaligned output."""
+    connection = ["-h", pg.host, "-p", str(pg.port), "-U", "postgres", "-d", database]
+    result = subprocess.run(
+        [str(Path(_pgserver_bin()) / "psql"), *connection, "-At", "-v", "ON_ERROR_STOP=1"],
+        input=sql,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"psql on {pg.host}:{pg.port} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+# Socket connections stay trusted (the socket folder is the stack's own); TCP needs a password.
+_PG_HBA = """local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+"""
+
+
+def start_postgres(tcp_port: int | None = None) -> PgAddress:
     """Start the embedded PostgreSQL (pgserver) with databases ``airflow`` and ``loopline``.
 
     ``airflow`` holds Airflow's metadata; ``loopline`` the analysts' tables unless a Postgres connection is
-    configured. Returns the Unix socket directory to use as host. ``cleanup_mode=None`` keeps the server
-    running after this CLI exits.
+    configured. pgserver listens on a Unix socket only; with ``tcp_port`` the server is restarted to also
+    listen on 127.0.0.1 with password authentication, so a BI tool (or the cluster's tasks) can connect.
+    ``cleanup_mode=None`` keeps the server running after this CLI exits.
     """
     import pgserver
+    from pgserver import _commands
+    from pgserver.utils import PostmasterInfo
 
     pgdata = pg_data_dir()
     pgdata.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    existing = server.psql("SELECT datname FROM pg_database;")
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or not info.is_running():
+        info = pgserver.get_server(pgdata, cleanup_mode=None).get_postmaster_info()
+    pg = PgAddress(str(info.socket_dir), info.port or 5432)
+    if tcp_port is not None and pg.port != tcp_port:
+        (pgdata / "pg_hba.conf").write_text(_PG_HBA)
+        user = "pgserver" if os.geteuid() == 0 else None  # pgserver refuses to run postgres as root
+        options = ["-o", f"-h 127.0.0.1 -p {tcp_port} -k {pg.host}"]
+        log = str(pgdata / "log")  # written by the server's own system user
+        _commands.pg_ctl(["-w", *options, "-l", log, "restart"], pgdata=pgdata, user=user, timeout=60)
+        pg = PgAddress(pg.host, tcp_port)
+    existing = psql(pg, "SELECT datname FROM pg_database;").split()
     for database in ("airflow", "loopline"):
-        if database not in existing.split():
-            server.psql(f"CREATE DATABASE {database};")
-    info = server.get_postmaster_info()
-    host = str(info.socket_dir)
-    (state_dir() / "postgres.json").write_text(json.dumps({"host": host, "pid": info.pid}))
-    return host
+        if database not in existing:
+            psql(pg, f"CREATE DATABASE {database};")
+    pid = PostmasterInfo.read_from_pgdata(pgdata).pid
+    (state_dir() / "postgres.json").write_text(json.dumps({"host": pg.host, "port": pg.port, "pid": pid}))
+    return pg
+
+
+def embedded_pg() -> PgAddress | None:
+    """The socket folder and port of the embedded PostgreSQL when ``up`` started one."""
+    record = state_dir() / "postgres.json"
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text())
+    return PgAddress(saved["host"], saved.get("port", 5432))
 
 
 def embedded_pg_host() -> str | None:
     """The socket directory of the embedded PostgreSQL when ``up`` started one."""
-    record = state_dir() / "postgres.json"
-    return json.loads(record.read_text())["host"] if record.exists() else None
+    pg = embedded_pg()
+    return pg.host if pg else None
 
 
 def postgres_health() -> Health:
-    host = embedded_pg_host()
-    if not host:
+    pg = embedded_pg()
+    if not pg:
         return Health("postgres", False, "not started")
+    host = pg.host
     pg_isready = Path(_pgserver_bin()) / "pg_isready"
     result = subprocess.run(
-        [str(pg_isready), "-h", host, "-d", "loopline", "-U", "postgres"], capture_output=True, text=True
+        [str(pg_isready), "-h", host, "-p", str(pg.port), "-d", "loopline", "-U", "postgres"],
+        capture_output=True,
+        text=True,
     )
     predictions = f"predictions in {POSTGRES_CONN_VAR}" if POSTGRES_CONN_VAR in os.environ else "predictions here"
     detail = f"embedded, socket {host} (Airflow metadata; {predictions}): {result.stdout.strip()}"
@@ -357,7 +428,7 @@ def _conf(value: str | bool | int | float) -> str:
 
 def spark_command(cfg: LooplineConfig) -> list[str]:
     """spark-submit the Spark Connect server bound to the configured loopback address."""
-    host, port = _host_port(cfg.spark.connect_url, 15002)
+    host, port = host_port(cfg.spark.connect_url, 15002)
     return [
         str(spark_home() / "bin" / "spark-submit"),
         "--class",
@@ -388,13 +459,13 @@ def spark_command(cfg: LooplineConfig) -> list[str]:
 
 
 def spark_health(cfg: LooplineConfig) -> Health:
-    host, port = _host_port(cfg.spark.connect_url, 15002)
+    host, port = host_port(cfg.spark.connect_url, 15002)
     ok = port_open(host, port)
     return Health("spark-connect", ok, f"{cfg.spark.connect_url} {'accepting' if ok else 'not answering'}")
 
 
 def mlflow_command(cfg: LooplineConfig) -> list[str]:
-    host, port = _host_port(cfg.mlflow.ui_url, 5000)
+    host, port = host_port(cfg.mlflow.ui_url, 5000)
     artifacts = Path(resolve_uri(cfg.mlflow.artifact_uri))
     artifacts.mkdir(parents=True, exist_ok=True)
     backend = resolve_uri(cfg.mlflow.tracking_uri)
@@ -530,27 +601,73 @@ class AirflowApi:
 # up / down / status.
 
 
-def up(cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print) -> list[Health]:
-    """Start every component that is not already running, then wait until each is healthy."""
-    cfg = cfg or get_config()
+def saved_profile() -> str | None:
+    """The profile of the stack ``up`` last started in this home, if any."""
+    path = state_dir() / "profile"
+    return path.read_text().strip() if path.exists() else None
+
+
+def _choose_profile(profile: str | None) -> str:
+    saved = saved_profile()
+    chosen = profile or saved or EMBEDDED
+    if chosen not in PROFILES:
+        raise ValueError(f"unknown stack profile {chosen!r}: choose one of {', '.join(PROFILES)}")
+    running = [name for name in all_components() if running_pid(name)]
+    if saved and saved != chosen and running:
+        raise RuntimeError(
+            f"a {saved} stack is running in {loopline_home()} ({', '.join(running)}): "
+            f"run `loopline down` first, or use another LOOPLINE_HOME"
+        )
+    return chosen
+
+
+def all_components() -> list[str]:
+    """Every supervised process of either profile, in the order ``down`` stops them (Airflow first)."""
+    from loopline import cluster
+
+    return [
+        *AIRFLOW_COMPONENTS,
+        *cluster.WORKERS,
+        "mlflow",
+        "spark-connect",
+        *cluster.SPARK_WORKERS,
+        "spark-master",
+        "s3",
+        "redis",
+    ]
+
+
+def up(
+    cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print, profile: str | None = None
+) -> list[Health]:
+    """Start every component of the profile that is not already running, then wait until each is healthy."""
+    from loopline import cluster
+
+    profile = _choose_profile(profile)
     home = loopline_home()
     home.mkdir(parents=True, exist_ok=True)
+    (state_dir() / "profile").write_text(profile)
+
+    tcp_port = cluster.Ports.from_env().postgres if profile == CLUSTER else None
+    pg = start_postgres(tcp_port)
+    echo(f"postgres: embedded PostgreSQL on socket {pg.host}" + (f" and 127.0.0.1:{tcp_port}" if tcp_port else ""))
+    if POSTGRES_CONN_VAR in os.environ:
+        echo(f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}")
+    env = stack_environment(cfg or get_config(), pg, profile)
+    cfg = load_config(environ=env) if profile == CLUSTER else (cfg or get_config())
     for folder in (cfg.storage.landing_uri, cfg.storage.lake_uri, cfg.storage.reports_uri):
         if "://" not in resolve_uri(folder):
             Path(resolve_uri(folder)).mkdir(parents=True, exist_ok=True)
 
-    pg_host = start_postgres()
-    echo(f"postgres: embedded PostgreSQL on socket {pg_host}")
-    if POSTGRES_CONN_VAR in os.environ:
-        echo(f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}")
-    env = stack_environment(cfg, pg_host)
-
-    if running_pid("spark-connect") is None:
-        echo("spark-connect: starting")
-        spawn("spark-connect", spark_command(cfg), env)
-    if running_pid("mlflow") is None:
-        echo("mlflow: starting")
-        spawn("mlflow", mlflow_command(cfg), env)
+    if profile == CLUSTER:
+        cluster.start(cfg, pg, env, echo)
+    else:
+        if running_pid("spark-connect") is None:
+            echo("spark-connect: starting")
+            spawn("spark-connect", spark_command(cfg), env)
+        if running_pid("mlflow") is None:
+            echo("mlflow: starting")
+            spawn("mlflow", mlflow_command(cfg), env)
     if not any(running_pid(name) for name in AIRFLOW_COMPONENTS):
         echo("airflow: migrating the metadata database")
         airflow_cli(["db", "migrate"], env)
@@ -560,10 +677,12 @@ def up(cfg: LooplineConfig | None = None, echo: Callable[[str], None] = print) -
         if running_pid(name) is None:
             echo(f"{name}: starting")
             spawn(name, [str(venv_bin() / "airflow"), *args], env)
+    if profile == CLUSTER:
+        cluster.start_workers(env, echo)
 
-    wait_until(lambda: spark_health(cfg).healthy, 120, "Spark Connect", _log_file("spark-connect"))
-    wait_until(lambda: mlflow_health(cfg).healthy, 120, "MLflow", _log_file("mlflow"))
-    wait_until(lambda: airflow_health().healthy, 180, "Airflow", _log_file("airflow-scheduler"))
+    wait_until(lambda: spark_health(cfg).healthy, 180, "Spark Connect", log_file("spark-connect"))
+    wait_until(lambda: mlflow_health(cfg).healthy, 120, "MLflow", log_file("mlflow"))
+    wait_until(lambda: airflow_health().healthy, 180, "Airflow", log_file("airflow-scheduler"))
     _write_env_file(env)
     return status(cfg)
 
@@ -573,7 +692,12 @@ def _write_env_file(env: dict[str, str]) -> None:
     keys = sorted(k for k in env if k.startswith(("AIRFLOW", "LOOPLINE", "SPARK_HOME", "PYSPARK")))
     lines = [f"export {key}={_shell_quote(env[key])}" for key in keys]
     lines.append(f'export PATH="{venv_bin()}:$PATH"')
-    (state_dir() / "env.sh").write_text("\n".join(lines) + "\n")
+    # mode 0600: in the cluster profile the connections carry the generated passwords
+    path = state_dir() / "env.sh"
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write("\n".join(lines) + "\n")
 
 
 def _shell_quote(value: str) -> str:
@@ -593,12 +717,21 @@ def shell_environment(home: Path, env: dict[str, str]) -> dict[str, str]:
 
 def down(echo: Callable[[str], None] = print) -> None:
     """Stop what ``up`` started, Airflow first so no task starts against a stopping service."""
-    for name in [*AIRFLOW_COMPONENTS, "mlflow", "spark-connect"]:
-        echo(f"{name}: {'stopped' if stop_process(name) else 'was not running'}")
+    for name in all_components():
+        if stop_process(name):
+            echo(f"{name}: stopped")
+        elif name in (*AIRFLOW_COMPONENTS, "mlflow", "spark-connect"):
+            echo(f"{name}: was not running")
     echo(f"postgres: {'stopped' if stop_postgres() else 'not started by the stack'}")
 
 
 def status(cfg: LooplineConfig | None = None) -> list[Health]:
     """Each component's health, as reported by the component itself."""
-    cfg = cfg or get_config()
-    return [airflow_health(), spark_health(cfg), postgres_health(), mlflow_health(cfg)]
+    report = [airflow_health(), spark_health(cfg or get_config()), postgres_health()]
+    if saved_profile() == CLUSTER:
+        from loopline import cluster
+
+        env = stack_environment(cfg or get_config(), embedded_pg(), CLUSTER)
+        cfg = load_config(environ=env)
+        return [*report, mlflow_health(cfg), *cluster.health(cfg)]
+    return [*report, mlflow_health(cfg or get_config())]

@@ -46,6 +46,7 @@ __all__ = [
     "check_gate",
     "default_params",
     "load_suite",
+    "report_folder",
     "row_count_bounds",
     "run_gate",
     "suite_names",
@@ -361,7 +362,9 @@ def _describe_failure(item: ExpectationValidationResult) -> FailedExpectation:
     )
 
 
-def _site_dir(report_dir: Path, suite: str, ds: str) -> Path:
+def report_folder(report_dir: Path, suite: str, ds: str) -> Path:
+    """The folder of one gate's Data Docs, ``<report_dir>/<suite>/ds=<ds>``: a whole site (index, pages, assets),
+    so it can be published on its own (``loopline.orchestration.reports``)."""
     if not _PATH_SAFE.match(ds):
         raise ValueError(f"ds {ds!r} cannot name a report folder (letters, digits and _ . : + - only)")
     return Path(report_dir).resolve() / suite / f"ds={ds}"
@@ -403,7 +406,7 @@ def run_gate(
     batch. ``ds`` names the day (shown in messages and in the report path). ``params`` override
     :func:`default_params`. With ``report_dir`` (a local folder), Data Docs are rendered into
     ``<report_dir>/<suite>/ds=<ds>/`` and ``report_uri`` is the ``file://`` URL of this run's validation
-    page; upload the folder yourself if reports live on object storage.
+    page; upload that folder (:func:`report_folder`) yourself if reports live on object storage.
 
     A Spark frame is persisted for the duration of the gate (GX scans it once per metric batch) and
     unpersisted afterwards, unless it was already cached or ``persist=False``. Errors that are not about
@@ -414,7 +417,7 @@ def run_gate(
 
     started = time.monotonic()
     expectation_suite = load_suite(suite, params)
-    site_dir = _site_dir(report_dir, suite, ds) if report_dir is not None else None
+    site_dir = report_folder(report_dir, suite, ds) if report_dir is not None else None
     context = _context(site_dir)
     if _is_pandas(df):
         source = context.data_sources.add_pandas(name=_DATASOURCE)

@@ -1,28 +1,36 @@
-"""Landing, lake and the landing sensor against an S3-compatible server (the session ``moto_server``).
+"""Landing, lake, staging and the sensors against an S3-compatible server (the session ``moto_server``).
 
-``Landing`` and ``Lake`` use boto3's default client, configured here through the standard AWS environment;
-the Airflow sensor uses the ``loopline_s3`` connection the ``s3`` fixture exports.
+Everything reaches the server through the ``loopline_s3`` Airflow connection the ``s3`` fixture exports
+(``AIRFLOW_CONN_LOOPLINE_S3``), outside any task, as the Spark job CLIs do: the tests run with no ``AWS_*``
+endpoint or credentials in the environment.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
+import os
 import time
 import uuid
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.providers.standard.sensors.filesystem import FileSensor
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-import loopline.landing as landing_module
+from loopline import objectstore
 from loopline.config import load_config, loopline_home
-from loopline.lake import POINTER, RAW_TRANSACTIONS, Lake
-from loopline.landing import MARKER, Landing, check_file
-from loopline.orchestration.sensors import LANDING_FS_CONN_ID, LandingFileSensor, landing_sensor
+from loopline.lake import FEATURES, POINTER, RAW_TRANSACTIONS, Lake
+from loopline.landing import MARKER, DropChanged, Landing, check_file
+from loopline.objectstore import ObjectStoreError
+from loopline.orchestration.sensors import LANDING_FS_CONN_ID, LandingFileSensor, landing_sensor, published_sensor
 from loopline.schemas import LABEL_COLUMNS, TRANSACTION_COLUMNS
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +48,29 @@ def bucket(s3) -> str:
 
 @pytest.fixture
 def aws_env(s3, monkeypatch, tmp_path):
-    """boto3's default client pointed at moto, isolated from any developer AWS config."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
+    """No AWS endpoint, credentials or region in the environment: only the ``loopline_s3`` Airflow connection
+    knows where moto is, so a test passes only if the code under test goes through that connection."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    # nor a developer's ~/.aws files or an instance-metadata probe
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    assert json.loads(os.environ["AIRFLOW_CONN_LOOPLINE_S3"])["extra"]["endpoint_url"] == s3.endpoint_url
+
+
+def _connection(endpoint: str) -> str:
+    """An ``aws`` Airflow connection (as ``AIRFLOW_CONN_*`` JSON) to the S3 server at ``endpoint``."""
+    extra = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    return json.dumps({"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra})
+
+
+@pytest.fixture
+def s3_down(aws_env, monkeypatch) -> str:
+    """The ``loopline_s3`` connection pointed at a closed loopback port; returns that endpoint."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there once the probe socket closed
+    monkeypatch.setenv("AIRFLOW_CONN_LOOPLINE_S3", _connection(endpoint))
+    return endpoint
 
 
 def _put(s3, bucket: str, key: str, body: bytes) -> None:
@@ -132,14 +154,14 @@ def test_data_files_follows_every_page(s3, bucket, aws_env, monkeypatch):
         client.put_object(Bucket=bucket, Key=f"landing/labels/ds={DS}/part-{6 - i}.csv", Body=b"a" * i)
     client.put_object(Bucket=bucket, Key=f"landing/labels/ds={DS}/_SUCCESS", Body=b"")
 
-    real = landing_module._s3
+    real = objectstore.client
     pages_served = []
 
     class SmallPages:
-        """boto3's default client, but the paginator serves pages of 2 keys (a drop of 1000s, cheaply)."""
+        """The connection's client, but the paginator serves pages of 2 keys (a drop of 1000s, cheaply)."""
 
-        def __init__(self):
-            self._client = real()
+        def __init__(self, conn_id=None):
+            self._client = real(conn_id)
 
         def __getattr__(self, name):
             return getattr(self._client, name)
@@ -155,7 +177,7 @@ def test_data_files_follows_every_page(s3, bucket, aws_env, monkeypatch):
 
             return Paginator()
 
-    monkeypatch.setattr(landing_module, "_s3", SmallPages)
+    monkeypatch.setattr(objectstore, "client", SmallPages)
     found = Landing(f"s3://{bucket}/landing").data_files("labels", DS)
     assert len(pages_served) == 4
     assert found == [(f"s3://{bucket}/landing/labels/ds={DS}/part-{i}.csv", 6 - i) for i in range(7)]
@@ -362,3 +384,264 @@ def test_local_timeout_message_names_the_missing_marker():
     message = str(sensor._explain(AirflowSensorTimeout("poke timed out")))
     assert f"{loopline_home()}/landing/labels/ds={{{{ ds }}}}/_SUCCESS did not appear within 0:01:30" in message
     assert "(poke timed out)" in message
+
+
+# -- the Airflow connection, and what an operator sees when the store is down --------------------------------
+
+
+def test_the_client_is_built_from_the_airflow_connection(s3, aws_env):
+    assert not [name for name in os.environ if name.startswith("AWS_ENDPOINT")]
+    client = objectstore.client()
+    assert client.meta.endpoint_url == s3.endpoint_url
+    assert client.meta.region_name == "us-east-1"
+    assert objectstore.client("loopline_s3") is client  # built once per connection
+
+
+def test_a_changed_connection_gets_a_new_client(s3, s3_down):
+    assert objectstore.client().meta.endpoint_url == s3_down
+
+
+def _unreachable(exc: pytest.ExceptionInfo, endpoint: str) -> str:
+    message = str(exc.value)
+    assert f"S3 at {endpoint} (Airflow connection loopline_s3) is not reachable" in message
+    assert not isinstance(exc.value, AirflowFailException)  # an infrastructure error: Airflow retries it
+    return message
+
+
+def test_an_unreachable_landing_names_the_connection_and_endpoint(s3_down):
+    landing = Landing("s3://loopline-landing/landing")
+    with pytest.raises(ObjectStoreError) as exc:
+        landing.is_complete("transactions", DS)
+    _unreachable(exc, s3_down)
+    with pytest.raises(ObjectStoreError) as exc:
+        landing.data_files("transactions", DS)
+    _unreachable(exc, s3_down)
+    with pytest.raises(ObjectStoreError) as exc:
+        landing.open_binary(f"s3://loopline-landing/landing/transactions/ds={DS}/part-0.csv")
+    _unreachable(exc, s3_down)
+
+
+def test_an_unreachable_lake_names_the_connection_and_endpoint(s3_down):
+    lake = Lake("s3a://loopline-lake/lake")
+    with pytest.raises(ObjectStoreError) as exc:
+        lake.current_version(RAW_TRANSACTIONS, DS)
+    _unreachable(exc, s3_down)
+    with pytest.raises(ObjectStoreError) as exc:
+        lake.commit(RAW_TRANSACTIONS, DS, "v1")
+    _unreachable(exc, s3_down)
+    with pytest.raises(ObjectStoreError) as exc:
+        lake.first_day(RAW_TRANSACTIONS)
+    _unreachable(exc, s3_down)
+    with pytest.raises(ObjectStoreError) as exc:  # pyarrow's own S3 client, from the same connection
+        lake.arrow_dataset(lake.version_uri(RAW_TRANSACTIONS, DS, "v1"))
+    _unreachable(exc, s3_down)
+
+
+def test_an_explicit_connection_id_is_used(s3, bucket, s3_down, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_OTHER_S3", _connection(s3.endpoint_url))
+    _put(s3, bucket, f"landing/labels/ds={DS}/{MARKER}", b"")
+    assert Landing(f"s3://{bucket}/landing", aws_conn_id="other_s3").is_complete("labels", DS)
+    with pytest.raises(ObjectStoreError) as exc:
+        Landing(f"s3://{bucket}/landing").is_complete("labels", DS)
+    _unreachable(exc, s3_down)
+
+
+# -- staging an S3 drop for a Spark that cannot read S3 ------------------------------------------------------
+
+
+def test_stage_copies_only_the_data_files_under_their_names(s3, drop, tmp_path):
+    landing, bucket, files = drop
+    _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}", b"")
+    staged = landing.stage(str(tmp_path / "stage"), "transactions", DS)
+    folder = tmp_path / "stage" / "transactions" / f"ds={DS}"
+    assert staged == {uri: str(folder / uri.rsplit("/", 1)[-1]) for uri in files}
+    assert sorted(path.name for path in folder.iterdir()) == sorted(uri.rsplit("/", 1)[-1] for uri in files)
+    client = s3.client()
+    for uri, path in staged.items():
+        assert Path(path).read_bytes() == client.get_object(Bucket=bucket, Key=uri.split("/", 3)[3])["Body"].read()
+    assert not (tmp_path / "stage" / "labels").exists()  # per kind
+    assert [p.name for p in folder.parent.iterdir()] == [f"ds={DS}"]  # no hidden work folder left
+
+
+def test_stage_a_rerun_replaces_the_days_copy(s3, drop, tmp_path):
+    landing, bucket, _ = drop
+    stage = str(tmp_path / "stage")
+    landing.stage(stage, "transactions", DS)
+    folder = tmp_path / "stage" / "transactions" / f"ds={DS}"
+    _put(s3, bucket, f"landing/transactions/ds={DS}/part-0.csv", HEADER + ROW)  # corrected upstream
+    s3.client().delete_object(Bucket=bucket, Key=f"landing/transactions/ds={DS}/part-4.csv")
+    staged = landing.stage(stage, "transactions", DS)
+    assert (folder / "part-0.csv").read_bytes() == HEADER + ROW
+    assert not (folder / "part-4.csv").exists()
+    assert sorted(Path(path).name for path in staged.values()) == sorted(p.name for p in folder.iterdir())
+    assert [p.name for p in folder.parent.iterdir()] == [f"ds={DS}"]
+
+
+def test_stage_is_relative_to_loopline_home_through_the_config():
+    from loopline.config import resolve_uri
+
+    cfg = load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": "staging"})
+    assert resolve_uri(cfg.storage.stage_uri) == str(loopline_home() / "staging")
+    assert load_config(environ={}).storage.stage_uri is None
+
+
+def test_stage_checks_name_the_s3_object(drop, tmp_path):
+    landing, _, files = drop
+    staged = landing.stage(str(tmp_path / "stage"), "transactions", DS)
+    checks = {
+        uri.rsplit("/", 1)[-1]: check_file(landing, uri, size, TRANSACTION_COLUMNS, local=staged[uri])
+        for uri, size in files.items()
+    }
+    truncated = checks["part-2.csv.gz"]
+    assert truncated.reason == "truncated_or_corrupt_gzip"
+    assert truncated.uri == f"s3://{landing.root.split('/')[2]}/landing/transactions/ds={DS}/part-2.csv.gz"
+    assert [checks[name].lines for name in ("part-0.csv", "part-1.csv.gz") if checks[name].ok] == [40, 40]
+    assert checks["part-3.csv"].reason == "empty_file"
+    assert checks["part-4.csv"].reason.startswith("missing_columns:")
+
+
+def test_stage_refuses_an_object_that_changed_since_the_listing(drop, tmp_path):
+    landing, _, files = drop
+    stage = tmp_path / "stage"
+    landing.stage(str(stage), "transactions", DS)
+    before = sorted(p.name for p in (stage / "transactions" / f"ds={DS}").iterdir())
+    listed = [(uri, size + 1 if uri.endswith("part-1.csv.gz") else size) for uri, size in sorted(files.items())]
+    with pytest.raises(DropChanged, match=r"part-1\.csv\.gz changed while it was staged"):
+        landing.stage(str(stage), "transactions", DS, listed)
+    # the previous copy stands, and no half-written folder is left beside it
+    assert sorted(p.name for p in (stage / "transactions" / f"ds={DS}").iterdir()) == before
+    assert [p.name for p in (stage / "transactions").iterdir()] == [f"ds={DS}"]
+
+
+def test_stage_with_the_store_down_leaves_the_previous_copy(drop, tmp_path, monkeypatch):
+    landing, _, files = drop
+    stage = tmp_path / "stage"
+    landing.stage(str(stage), "transactions", DS)
+    folder = stage / "transactions" / f"ds={DS}"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_LOOPLINE_S3", _connection(endpoint))
+    with pytest.raises(ObjectStoreError) as exc:
+        landing.stage(str(stage), "transactions", DS, sorted(files.items()))
+    _unreachable(exc, endpoint)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert [p.name for p in folder.parent.iterdir()] == [f"ds={DS}"]
+
+
+def test_ingest_fails_before_writing_when_the_store_is_down(s3_down, tmp_path):
+    from spark_jobs import ingest
+
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LANDING_URI": "s3://loopline-landing/landing",
+            "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake"),
+            "LOOPLINE__STORAGE__STAGE_URI": str(tmp_path / "stage"),
+        }
+    )
+    with pytest.raises(ObjectStoreError) as exc:
+        ingest.run(None, dt.date.fromisoformat(DS), cfg)  # no Spark: nothing may get as far as using it
+    _unreachable(exc, s3_down)
+    assert not (tmp_path / "lake").exists()
+
+
+def test_ingest_stages_both_kinds_before_spark_runs(s3, bucket, aws_env, tmp_path, monkeypatch):
+    """A store failing on the labels' copy fails the day before the transactions are read or written."""
+    from spark_jobs import ingest
+
+    for kind in ("transactions", "labels"):
+        _put(s3, bucket, f"landing/{kind}/ds={DS}/part-0.csv", HEADER + ROW)
+        _put(s3, bucket, f"landing/{kind}/ds={DS}/{MARKER}", b"")
+    real = Landing.stage
+
+    def stage(self, stage_root, kind, ds, files=None):
+        if kind == "labels":
+            raise ObjectStoreError("S3 went away")
+        return real(self, stage_root, kind, ds, files)
+
+    monkeypatch.setattr(Landing, "stage", stage)
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LANDING_URI": f"s3://{bucket}/landing",
+            "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake"),
+            "LOOPLINE__STORAGE__STAGE_URI": str(tmp_path / "stage"),
+        }
+    )
+    with pytest.raises(ObjectStoreError, match="S3 went away"):
+        ingest.run(None, dt.date.fromisoformat(DS), cfg)  # Spark would be the next thing used
+    assert (tmp_path / "stage" / "transactions" / f"ds={DS}" / "part-0.csv").exists()
+    assert not (tmp_path / "lake").exists()
+
+
+# -- the lake through pyarrow --------------------------------------------------------------------------------
+
+
+def test_arrow_dataset_reads_through_the_connection(s3, bucket, aws_env):
+    lake = Lake(f"s3a://{bucket}/lake")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"transaction_id": ["t1", "t2", "t3"]}), buffer)
+    prefix = f"lake/{FEATURES}/ds={DS}/run=v1"
+    _put(s3, bucket, f"{prefix}/part-0.parquet", buffer.getvalue())
+    _put(s3, bucket, f"{prefix}/_SUCCESS", b"")
+    dataset = lake.arrow_dataset(lake.version_uri(FEATURES, DS, "v1"))
+    assert dataset.count_rows() == 3
+    assert dataset.to_table().column("transaction_id").to_pylist() == ["t1", "t2", "t3"]
+
+
+# -- the published-partition sensor of an s3a:// lake --------------------------------------------------------
+
+
+def test_published_sensor_of_an_s3a_lake_pokes_the_pointer(s3, bucket, aws_env):
+    cfg = load_config(environ={"LOOPLINE__STORAGE__LAKE_URI": f"s3a://{bucket}/lake"})
+    sensor = published_sensor(cfg, FEATURES, "wait_for_features")
+    assert isinstance(sensor, S3KeySensor)
+    assert sensor.bucket_key == f"s3://{bucket}/lake/{FEATURES}/ds={{{{ ds }}}}/{POINTER}"
+    sensor.bucket_key = sensor.bucket_key.replace("{{ ds }}", DS)  # as rendered for the run
+    assert sensor.poke(context={}) is False
+    Lake(f"s3a://{bucket}/lake").commit(FEATURES, DS, "v1")  # writes the _CURRENT object
+    assert sensor.poke(context={}) is True
+
+
+# -- the whole ingest of a staged S3 drop --------------------------------------------------------------------
+
+
+@pytest.mark.spark
+def test_ingest_of_a_staged_s3_drop_names_the_s3_objects(spark, s3, drop, tmp_path):
+    landing, bucket, _ = drop
+    labels = ",".join(LABEL_COLUMNS).encode() + b"\nt1,1,2024-03-01T12:00:00Z\n"
+    _put(s3, bucket, f"landing/labels/ds={DS}/part-0.csv", labels)
+    _put(s3, bucket, f"landing/transactions/ds={DS}/{MARKER}", b"")
+    _put(s3, bucket, f"landing/labels/ds={DS}/{MARKER}", b"")
+    # one good row and one without a timezone (row quarantine), beside drop's file-level breakages
+    good = ROW.replace(b"2024-03-01T10:00:00", b"2024-03-01T10:00:00Z")
+    _put(s3, bucket, f"landing/transactions/ds={DS}/part-0.csv", HEADER + good + ROW.replace(b"t1,", b"t2,"))
+    from pyspark.sql import functions as F
+
+    from loopline.lake import QUARANTINE_TRANSACTIONS
+    from spark_jobs import ingest
+
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LANDING_URI": landing.root,
+            "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake"),
+            "LOOPLINE__STORAGE__STAGE_URI": str(tmp_path / "stage"),
+        }
+    )
+    day = dt.date.fromisoformat(DS)
+    result = ingest.run(spark, day, cfg)
+    tx = result["transactions"]
+    assert tx["files"] == 5
+    assert tx["files_quarantined"] == 3  # truncated gzip, empty file, missing columns
+    assert tx["rows_written"] == 1  # part-0's good row; part-1.csv.gz's 40 rows have no timezone
+    assert tx["quarantined_by_reason"]["event_time_without_timezone"] == 41
+    assert (tmp_path / "stage" / "transactions" / f"ds={DS}" / "part-1.csv.gz").exists()
+
+    lake = Lake(str(tmp_path / "lake"))
+    quarantined = spark.read.parquet(lake.partition(QUARANTINE_TRANSACTIONS, day))
+    sources = {row.source_file: row.reason for row in quarantined.select("source_file", "reason").distinct().collect()}
+    prefix = f"s3://{bucket}/landing/transactions/ds={DS}"
+    assert sources[f"{prefix}/part-2.csv.gz"] == "truncated_or_corrupt_gzip"
+    assert sources[f"{prefix}/part-3.csv"] == "empty_file"
+    assert sources[f"{prefix}/part-0.csv"] == "event_time_without_timezone"  # a row's record, too
+    assert not quarantined.where(~F.col("source_file").startswith("s3://")).count()
+    raw = spark.read.parquet(lake.version_uri(RAW_TRANSACTIONS, day, result["version"]))
+    assert {row.source_file for row in raw.select("source_file").collect()} == {f"{prefix}/part-0.csv"}

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -299,3 +300,74 @@ def test_day_range_is_inclusive():
     assert day_range(dt.date(2024, 3, 1), dt.date(2024, 3, 1)) == [dt.date(2024, 3, 1)]
     assert day_range(dt.date(2024, 3, 2), dt.date(2024, 3, 1)) == []
     assert len(day_range(dt.date(2023, 12, 31), dt.date(2024, 12, 31))) == 367
+
+
+# -- the object store's errors -------------------------------------------------------------------------------
+
+
+class _Client:
+    """Stands in for a boto3 client: only the endpoint an error message names."""
+
+    meta = SimpleNamespace(endpoint_url="http://127.0.0.1:9000")
+
+
+def _client_error(code: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
+
+
+@pytest.mark.parametrize(
+    ("error", "wording"),
+    [
+        ("unreachable", "is not reachable"),
+        ("InvalidAccessKeyId", "refused the credentials"),
+        ("SignatureDoesNotMatch", "refused the credentials"),
+        ("403", "refused the credentials"),
+        ("no-credentials", "has no usable credentials"),
+        ("arrow-unreachable", "is not reachable"),
+        ("arrow-refused", "refused the credentials"),
+    ],
+)
+def test_object_store_failures_name_the_connection_and_endpoint(error, wording):
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
+
+    from loopline.objectstore import ObjectStoreError, translate
+
+    exc = {
+        "unreachable": EndpointConnectionError(endpoint_url="http://127.0.0.1:9000/b/k"),
+        "no-credentials": NoCredentialsError(),
+        "arrow-unreachable": OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7"),
+        "arrow-refused": OSError("AWS Error ACCESS_DENIED during HeadObject operation"),
+    }.get(error) or _client_error(error)
+    translated = translate(exc, _Client(), "loopline_s3")
+    assert isinstance(translated, ObjectStoreError)
+    assert str(translated).startswith(f"S3 at http://127.0.0.1:9000 (Airflow connection loopline_s3) {wording}: ")
+
+
+@pytest.mark.parametrize("code", ["NoSuchKey", "404", "NoSuchBucket"])
+def test_other_object_store_errors_pass_through(code):
+    from loopline.objectstore import translate
+
+    assert translate(_client_error(code), _Client(), "loopline_s3") is None
+    assert translate(FileNotFoundError("key"), _Client(), "loopline_s3") is None
+    assert translate(ValueError("x"), _Client(), "loopline_s3") is None
+
+
+def test_s3_block_reraises_translated_errors_and_passes_others(monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from loopline import objectstore
+
+    monkeypatch.setattr(objectstore, "client", lambda conn_id=None: _Client())
+    unreachable = r"\(Airflow connection other\) is not reachable"
+    with pytest.raises(objectstore.ObjectStoreError, match=unreachable) as exc, objectstore.s3("other"):
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9000")
+    assert isinstance(exc.value.__cause__, EndpointConnectionError)  # the original stays in the traceback
+    with pytest.raises(KeyError), objectstore.s3("other"):
+        raise KeyError("missing")
+
+
+def test_lake_names_its_connection():
+    assert Lake("s3://bucket/lake").aws_conn_id is None  # storage.aws_conn_id
+    assert Lake("s3://bucket/lake", aws_conn_id="other").aws_conn_id == "other"

@@ -258,3 +258,56 @@ def test_open_binary_reads_local_files(landing):
     uri, _ = _drop(landing, "part-0.csv", HEADER)
     with landing.open_binary(uri) as raw:
         assert raw.read() == HEADER
+
+
+# -- object-store URIs and staging ---------------------------------------------------------------------------
+
+
+def test_an_s3a_landing_is_read_as_s3():
+    landing = Landing("s3a://bucket/landing")
+    assert landing.is_s3
+    assert landing.root == "s3://bucket/landing"  # listings and quarantine records name s3:// objects
+    assert landing.spark_uri("s3://bucket/landing/a.csv") == "s3a://bucket/landing/a.csv"
+    assert Landing("s3://bucket/landing", aws_conn_id="other").aws_conn_id == "other"
+
+
+def test_check_file_scans_the_staged_copy_but_names_the_object(tmp_path):
+    copy = tmp_path / "stage" / "part-0.csv.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(gzip.compress(HEADER + ROWS)[:-10])  # a truncated upload, as staged
+    uri = "s3://bucket/landing/transactions/ds=2024-03-01/part-0.csv.gz"
+    check = check_file(Landing("s3://bucket/landing"), uri, copy.stat().st_size, REQUIRED, local=str(copy))
+    assert check.uri == uri
+    assert check.reason == "truncated_or_corrupt_gzip"
+    copy.write_bytes(gzip.compress(HEADER + ROWS))
+    check = check_file(Landing("s3://bucket/landing"), uri, copy.stat().st_size, REQUIRED, local=str(copy))
+    assert check.ok
+    assert check.lines == 3
+
+
+def test_stage_folder_is_per_kind_and_day(tmp_path):
+    landing = Landing("s3://bucket/landing")
+    expected = tmp_path / "transactions" / f"ds={DS}"
+    assert landing.stage_folder(str(tmp_path), "transactions", DS) == expected
+    assert landing.stage_folder(f"file://{tmp_path}", "transactions", DS) == expected
+
+
+def test_a_local_landing_is_never_staged(landing, tmp_path):
+    with pytest.raises(ValueError, match="only an object-store landing is staged"):
+        landing.stage(str(tmp_path / "stage"), "transactions", DS)
+
+
+@pytest.mark.parametrize("value", ["s3://bucket/stage", "s3a://bucket/stage", "hdfs://nn/stage"])
+def test_stage_uri_must_be_a_folder(value):
+    from loopline.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"storage\.stage_uri: .*not an object-store URI"):
+        load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": value})
+
+
+def test_stage_uri_defaults_to_none_and_takes_a_folder():
+    from loopline.config import load_config
+
+    assert load_config(environ={}).storage.stage_uri is None
+    assert load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": "staging"}).storage.stage_uri == "staging"
+    assert load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": "file:///shared/stage"}).storage.stage_uri

@@ -38,6 +38,16 @@ class StorageConfig(_Section):
     reports_uri: str
     reports_url: str
     aws_conn_id: str
+    # A folder every Spark executor sees where an object-store landing drop is copied before Spark reads it;
+    # None: Spark reads the object store itself (s3a, needs hadoop-aws in the Spark image).
+    stage_uri: str | None = None
+
+    @field_validator("stage_uri")
+    @classmethod
+    def _stage_is_a_folder(cls, value: str | None) -> str | None:
+        if value and "://" in value and not value.startswith("file://"):
+            raise ValueError("a folder (a path or file://), not an object-store URI: Spark reads the copies there")
+        return value
 
 
 class SparkConfig(_Section):
@@ -70,6 +80,9 @@ class MlflowConfig(_Section):
     experiment: str
     registered_model: str
     ui_url: str
+    # Airflow connection (type http) of a tracking server with basic auth; when it exists, tasks use its URL
+    # and login/password instead of tracking_uri (loopline.orchestration.mlflow_access).
+    conn_id: str = "loopline_mlflow"
 
 
 class FeaturesConfig(_Section):
@@ -119,6 +132,11 @@ class KubernetesConfig(_Section):
     secret_name: str
     startup_timeout_seconds: int = Field(ge=1)
     schedule_timeout_seconds: int = Field(ge=1)
+    # The pod's non-root identity: the image's `trainer` user (1000:1000) unless the cluster assigns a range.
+    run_as_user: int = Field(default=1000, ge=1)
+    run_as_group: int = Field(default=1000, ge=1)
+    # The writable emptyDir (HOME, TMPDIR, caches): the rest of the root filesystem is read-only.
+    scratch_size: str = "20Gi"
 
 
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")

@@ -11,14 +11,18 @@ message an operator needs; infrastructure errors keep the DAG's retries.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import get_config, resolve_uri
-from loopline.orchestration import links
+from loopline.orchestration import links, reports
+
+if TYPE_CHECKING:
+    from loopline.validation import GateResult
 
 _CFG = get_config()  # a local YAML read: no network, no Airflow Variables
 SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
@@ -27,8 +31,30 @@ SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
 FEATURES_ASSET = Asset(name="loopline_features", group="loopline")
 
 
-def _reports_dir(kind: str) -> Path:
-    return Path(resolve_uri(get_config().storage.reports_uri)) / kind
+def _reports_dir(space: reports.ReportSpace, kind: str) -> Path:
+    """Where ``kind`` reports are rendered: under ``storage.reports_uri``, or its scratch stand-in (object storage)."""
+    return space.root / kind
+
+
+def _gate(frame: Any, suite: str, *, ds: str, params: dict[str, Any]) -> GateResult:
+    """:func:`loopline.validation.check_gate` with its Data Docs kept under ``storage.reports_uri``.
+
+    Rendered locally; with object storage the day's site is uploaded, a failing gate's too (its report is
+    what the operator opens first), and ``report_uri`` names the object. Raises ``GateFailed`` as the gate does.
+    """
+    from loopline.validation import GateFailed, check_gate, report_folder
+
+    with reports.report_space() as space:
+        report_dir = _reports_dir(space, "gx")
+        try:
+            result = check_gate(frame, suite, ds=ds, params=params, report_dir=report_dir)
+        except GateFailed as exc:
+            if not space.remote:
+                raise
+            space.publish(report_folder(report_dir, suite, ds))
+            raise GateFailed(replace(exc.result, report_uri=space.stored_uri(exc.result.report_uri))) from None
+        space.publish(report_folder(report_dir, suite, ds))
+        return replace(result, report_uri=space.stored_uri(result.report_uri))
 
 
 def _gate_frame(spark: Any, uri: str):
@@ -99,7 +125,7 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
 
     from loopline import lake as tables
     from loopline.lake import Lake
-    from loopline.validation import check_gate, row_count_bounds
+    from loopline.validation import row_count_bounds
     from spark_jobs import ingest
 
     cfg = get_config()
@@ -116,7 +142,6 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
         max_ratio=cfg.validation.row_count_max_ratio,
         min_rows=cfg.validation.min_rows,
     )
-    reports = _reports_dir("gx")
     results = {}
     tx = ingested["transactions"]
     stats = pd.DataFrame([{k: tx[k] for k in ("rows_read", "rows_written", "rows_quarantined", "quarantine_rate")}])
@@ -129,7 +154,7 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
         ),
         ("raw_labels", _gate_frame(spark, lake.version_uri(tables.RAW_LABELS, day, version)), {"min_rows": 0}),
     ):
-        result = _fail_on_data_errors(check_gate, frame, suite, ds=ds, params=params, report_dir=reports)
+        result = _fail_on_data_errors(_gate, frame, suite, ds=ds, params=params)
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
     links.record(links.REPORT_KEY, links.report_url(results["raw_transactions"]["report_uri"]))
     ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
@@ -148,13 +173,10 @@ def build_features(ds: str | None = None, spark: Any = None) -> dict:
 def publish_features(built: dict, ds: str | None = None, spark: Any = None, outlet_events: Any = None) -> dict:
     """GX gate on the features version (nulls, ranges, distribution sanity); when it passes, commit the
     partition and announce it on the Asset (with the day and row count). A failed gate commits nothing."""
-    from loopline.validation import check_gate
     from spark_jobs import features
 
     frame = _gate_frame(spark, built["uri"])
-    result = _fail_on_data_errors(
-        check_gate, frame, "features", ds=ds, params={"min_rows": 1}, report_dir=_reports_dir("gx")
-    )
+    result = _fail_on_data_errors(_gate, frame, "features", ds=ds, params={"min_rows": 1})
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
     outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
     return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}

@@ -38,17 +38,27 @@ def mlflow_url(value: Any) -> str | None:
 
 
 def report_url(uri: str | None) -> str | None:
-    """The browser URL of a report under ``storage.reports_uri`` (``file://`` or a path), via ``reports_url``."""
+    """The browser URL of a report under ``storage.reports_uri``, via ``storage.reports_url``.
+
+    ``uri`` is a path or ``file://`` URL under a local reports folder, or an ``s3://`` object under an
+    object-store one; anything else (another bucket, an https URL) is returned as it is.
+    """
     if not uri:
         return None
     cfg = get_config().storage
-    path = Path(uri.removeprefix("file://"))
-    root = Path(resolve_uri(cfg.reports_uri))
-    try:
-        relative = path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return uri  # not under the reports folder (e.g. already an s3/https URL): as it is
-    return f"{cfg.reports_url.rstrip('/')}/{quote(relative.as_posix(), safe='/=')}"
+    root = resolve_uri(cfg.reports_uri)
+    if "://" in root and not root.startswith("file://"):  # object storage: the key below the prefix
+        prefix = root.rstrip("/") + "/"
+        if not uri.startswith(prefix):
+            return uri
+        relative = uri.removeprefix(prefix)
+    else:
+        path = Path(uri.removeprefix("file://"))
+        try:
+            relative = path.resolve().relative_to(Path(root.removeprefix("file://")).resolve()).as_posix()
+        except ValueError:
+            return uri  # not under the reports folder (e.g. already an s3/https URL): as it is
+    return f"{cfg.reports_url.rstrip('/')}/{quote(relative, safe='/=')}"
 
 
 def record(key: str, url: str | None) -> None:

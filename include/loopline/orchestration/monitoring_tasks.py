@@ -17,7 +17,7 @@ from airflow.sdk import BaseNotifier, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 from loopline.config import get_config
-from loopline.orchestration import links
+from loopline.orchestration import links, reports
 
 TRAIN_DAG_ID = "train_model"
 TRIGGER_TASK_ID = "trigger_training"
@@ -27,11 +27,9 @@ log = logging.getLogger(__name__)
 
 
 def _client():
-    from mlflow import MlflowClient
+    from loopline.orchestration.mlflow_access import mlflow_client
 
-    from loopline.training.tracking import tracking_uri
-
-    return MlflowClient(tracking_uri=tracking_uri(get_config().mlflow.tracking_uri))
+    return mlflow_client()
 
 
 def _conn():
@@ -55,26 +53,29 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
     """Test the day's features and scores against the scoring model's reference; report to MLflow and Postgres."""
     from loopline import monitoring
     from loopline.config import resolve_uri
-    from loopline.training.tracking import ensure_experiment, tracking_uri
+    from loopline.training.tracking import ensure_experiment
 
     cfg = get_config()
     day = dt.date.fromisoformat(ds)
     try:
         scored = monitoring.day_frame(resolve_uri(cfg.storage.lake_uri), day)
         client = _client()
-        with monitoring.workdir() as tmp:
+        with monitoring.workdir() as tmp, reports.report_space(cfg) as space:
             work = Path(tmp)
             detector, built = monitoring.cached_detector(client, scored.model_run_id, cfg.drift, work)
             reference = monitoring.reference_frame(client, scored.model_run_id, work)
             lake_root = resolve_uri(cfg.storage.lake_uri)
             result = detector.test(scored.frame, warming=monitoring.warming(cfg, lake_root, reference))
             title = f"Drift {ds}: {scored.model_name} v{scored.model_version} ({result.backend})"
-            report_dir = Path(resolve_uri(cfg.storage.reports_uri)) / "drift" / f"ds={ds}"
-            report = monitoring.render_report(
+            report_dir = space.root / "drift" / f"ds={ds}"  # a scratch folder when reports_uri is object storage
+            rendered = monitoring.render_report(
                 result, reference, scored.frame, report_dir, title=title, top=cfg.drift.report_features
             )
-            uri = tracking_uri(cfg.mlflow.tracking_uri)
-            experiment_id = ensure_experiment(cfg.drift.experiment, uri, resolve_uri(cfg.mlflow.artifact_uri))
+            space.publish(report_dir)  # only this night's folder; nothing when reports_uri is local
+            report = space.stored_uri(rendered)
+            experiment_id = ensure_experiment(
+                cfg.drift.experiment, client.tracking_uri, resolve_uri(cfg.mlflow.artifact_uri)
+            )
             mlflow_run_id = monitoring.log_report(client, experiment_id, day, report_dir, scored, result)
     except monitoring.MissingInput as exc:
         raise AirflowSkipException(f"drift not measured for ds={ds}: {exc}") from exc
@@ -85,7 +86,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
             cfg.postgres.schema_,
             scored,
             result,
-            report_uri=str(report),
+            report_uri=report,
             mlflow_run_id=mlflow_run_id,
             airflow_run_id=run_id,
         )
@@ -93,7 +94,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         conn.close()
     run_url = f"{cfg.mlflow.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
     links.record(links.MLFLOW_KEY, run_url)
-    links.record(links.REPORT_KEY, links.report_url(str(report)))
+    links.record(links.REPORT_KEY, links.report_url(report))
     log.info(
         "ds=%s v%s: %s (detector %s); %d tests -> %s.drift_reports; report %s; MLflow run %s",
         ds,
@@ -115,7 +116,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         "model_name": scored.model_name,
         "model_version": scored.model_version,
         "model_run_id": scored.model_run_id,
-        "report_uri": str(report),
+        "report_uri": report,
         "mlflow_run_id": mlflow_run_id,
         "mlflow_run_url": run_url,
         "result": result.to_dict(),

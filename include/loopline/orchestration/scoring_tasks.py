@@ -21,11 +21,9 @@ SCORES_ASSET = Asset(name="loopline_scores", group="loopline")
 
 
 def _client():
-    from mlflow import MlflowClient
+    from loopline.orchestration.mlflow_access import mlflow_client
 
-    from loopline.training.tracking import tracking_uri
-
-    return MlflowClient(tracking_uri=tracking_uri(get_config().mlflow.tracking_uri))
+    return mlflow_client()
 
 
 @task  # no champion fails at once (AirflowFailException); registry outages keep the retries
@@ -54,13 +52,13 @@ def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
     import logging
 
     from loopline import lake as tables
+    from loopline.orchestration.mlflow_access import configure_mlflow
     from loopline.scoring import ModelRef, package_model
-    from loopline.training.tracking import tracking_uri
     from spark_jobs import score
 
     cfg = get_config()
     model = ModelRef(**models[role])
-    blob = package_model(model, tracking_uri(cfg.mlflow.tracking_uri))
+    blob = package_model(model, configure_mlflow(cfg))
     table = tables.SCORES if role == "champion" else tables.SCORES_SHADOW
     try:
         result = score.run(spark, dt.date.fromisoformat(ds), model, blob, cfg, table)

@@ -1,11 +1,11 @@
 """Waiting for a landing drop or a published lake partition: provider sensors with an actionable timeout.
 
-Which sensor is configuration: a local landing or lake folder uses the standard provider's ``FileSensor``,
-``s3://`` the amazon provider's ``S3KeySensor``. Both defer to the triggerer while they
-wait (or, with ``validation.sensor_mode: reschedule``, give the slot back between pokes), so a drop that is
-late never holds a worker slot. A landing drop is several markers (one per kind) behind one sensor: a task
-instance costs the scheduler and a worker about a CPU second whether it waits or not, and a backfilled day
-has nothing to wait for.
+Which sensor is configuration: a local landing or lake folder (a path or ``file://``) uses the standard
+provider's ``FileSensor``, ``s3://`` or ``s3a://`` (Spark's spelling of a lake) the amazon provider's
+``S3KeySensor``. Both defer to the triggerer while they wait (or, with ``validation.sensor_mode: reschedule``,
+give the slot back between pokes), so a drop that is late never holds a worker slot. A landing drop is
+several markers (one per kind) behind one sensor: a task instance costs the scheduler and a worker about a
+CPU second whether it waits or not, and a backfilled day has nothing to wait for.
 """
 
 from __future__ import annotations
@@ -21,6 +21,17 @@ from loopline.config import LooplineConfig, resolve_uri
 from loopline.landing import KINDS, MARKER
 
 LANDING_FS_CONN_ID = "loopline_landing_fs"
+S3_SCHEMES = ("s3://", "s3a://")
+
+
+def _s3_key(uri: str) -> str:
+    """The ``s3://`` form of an object URI, the only one ``S3KeySensor`` parses."""
+    return "s3://" + uri.split("://", 1)[1]
+
+
+def _local_path(uri: str) -> str:
+    """A local marker as ``FileSensor`` wants it: a path, not a ``file://`` URI."""
+    return uri.removeprefix("file://")
 
 
 class _NamesMissingDrop:
@@ -149,7 +160,7 @@ def _marker_sensor(cfg: LooplineConfig, markers: list[str], task_id: str, *, pub
         "retries": 0,  # a timeout is the answer; retrying would only double the wait
         **kwargs,
     }
-    if markers[0].startswith("s3://"):
+    if markers[0].startswith(S3_SCHEMES):
         # imported only when configured: the amazon provider costs half a second of every DAG parse
         from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 
@@ -161,9 +172,11 @@ def _marker_sensor(cfg: LooplineConfig, markers: list[str], task_id: str, *, pub
                 keys = [self.bucket_key] if isinstance(self.bucket_key, str) else self.bucket_key
                 return " or ".join(keys)
 
-        keys: str | list[str] = markers[0] if len(markers) == 1 else markers
+        s3_keys = [_s3_key(marker) for marker in markers]
+        keys: str | list[str] = s3_keys[0] if len(s3_keys) == 1 else s3_keys
         return MarkerS3Sensor(bucket_key=keys, aws_conn_id=cfg.storage.aws_conn_id, **common)
+    paths = [_local_path(marker) for marker in markers]
     if published:
-        (marker,) = markers
-        return PublishedFileSensor(filepath=marker, fs_conn_id=LANDING_FS_CONN_ID, **common)
-    return LandingFileSensor(markers=markers, fs_conn_id=LANDING_FS_CONN_ID, **common)
+        (path,) = paths
+        return PublishedFileSensor(filepath=path, fs_conn_id=LANDING_FS_CONN_ID, **common)
+    return LandingFileSensor(markers=paths, fs_conn_id=LANDING_FS_CONN_ID, **common)

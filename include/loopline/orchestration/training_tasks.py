@@ -3,23 +3,30 @@
 The trainer is ``python -m loopline.training`` with the same arguments everywhere. ``training.runner``
 picks where it runs: ``local`` runs it as a child process of the task (the embedded default, CPU), and
 ``kubernetes`` runs it in a pod built by :func:`trainer_pod` (GPU requests/limits, tolerations, node
-selector, non-root, credentials from a Kubernetes secret). Both hand back the trainer's JSON result.
+selector, the restricted Pod Security Standard, credentials from a Kubernetes secret). Both hand back the
+trainer's JSON result. :mod:`loopline.orchestration.podcheck` checks the pod offline.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import LooplineConfig, get_config
+
+if TYPE_CHECKING:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
 
 # The trainer's command line, rendered by Airflow per run (conf from drift_monitor overrides params).
 # run_after, not ds: a run triggered from the UI or the CLI in Airflow 3 may have no logical date.
@@ -34,6 +41,36 @@ TRAINER_ARGS = [
     "--run-name", "{{ dag.dag_id }}__{{ run_id }}__try{{ ti.try_number }}",
 ]  # fmt: skip
 XCOM_RESULT = "/airflow/xcom/return.json"  # where KubernetesPodOperator collects a pod's XCom
+
+# The trainer pod's root filesystem is read-only; its one writable place is an emptyDir mounted here (the
+# pod's own /tmp, so tools that hard-code /tmp work too), and everything that writes is pointed at it.
+SCRATCH = "/tmp"  # noqa: S108 - a volume of the pod, not a directory shared with other users
+SCRATCH_ENV = {
+    "HOME": SCRATCH,
+    "TMPDIR": SCRATCH,
+    "XDG_CACHE_HOME": f"{SCRATCH}/.cache",  # torch, triton, pip
+    "XDG_CONFIG_HOME": f"{SCRATCH}/.config",
+    "MPLCONFIGDIR": f"{SCRATCH}/matplotlib",  # matplotlib's font cache (the MLflow plots)
+    "LOOPLINE_HOME": f"{SCRATCH}/loopline",  # relative config paths resolve here, not in site-packages
+}
+# What the pod inherits from the environment building it (fnmatch patterns): overrides of the settings the
+# trainer reads (TrainingOptions.from_config). Nothing else of the worker's environment reaches the pod;
+# credentials come only from the Kubernetes secret (training.kubernetes.secret_name).
+TRAINER_ENV_ALLOWLIST = (
+    "LOOPLINE__TRAINING__*",
+    "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS",
+    "LOOPLINE__STORAGE__LAKE_URI",
+    "LOOPLINE__MLFLOW__TRACKING_URI",
+    "LOOPLINE__MLFLOW__ARTIFACT_URI",
+    "LOOPLINE__MLFLOW__EXPERIMENT",
+    "LOOPLINE__SCORING__THRESHOLD",
+    "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE",
+)
+TRAINER_ENV_EXCLUDED = ("LOOPLINE__TRAINING__KUBERNETES__*",)  # how to build the pod: not the trainer's business
+# The worker's MLflow server goes in as a config override, not as MLFLOW_TRACKING_URI itself: an env var would
+# beat the secret's variable of that name (env wins over envFrom), while the trainer prefers the variable to the
+# config, so a URI in the secret still decides and the worker's is the fallback.
+TRAINER_ENV_AS_CONFIG = {"MLFLOW_TRACKING_URI": "LOOPLINE__MLFLOW__TRACKING_URI"}
 
 
 def params(cfg: LooplineConfig) -> dict[str, Param]:
@@ -54,15 +91,49 @@ def params(cfg: LooplineConfig) -> dict[str, Param]:
     }  # fmt: skip
 
 
-def trainer_pod(cfg: LooplineConfig, **kwargs: Any):
-    """The production runner: a KubernetesPodOperator running the trainer image on a GPU node."""
+def trainer_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The trainer pod's environment: the allowlisted variables of ``environ`` (default ``os.environ``), the runner
+    and the scratch locations. Never credentials: the pod reads those from the secret.
+    """
+    environ = os.environ if environ is None else environ
+    forwarded = {
+        name: environ[name]
+        for name in sorted(environ)
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in TRAINER_ENV_ALLOWLIST)
+        and not any(fnmatch.fnmatchcase(name, pattern) for pattern in TRAINER_ENV_EXCLUDED)
+    }
+    for name, override in TRAINER_ENV_AS_CONFIG.items():
+        if environ.get(name):  # the worker prefers it to the config too
+            forwarded[override] = environ[name]
+    return {**forwarded, "LOOPLINE__TRAINING__RUNNER": "kubernetes", **SCRATCH_ENV}
+
+
+def _container_security_context() -> k8s.V1SecurityContext:
+    """The restricted profile for one container: no escalation, no capabilities, read-only root filesystem."""
+    from kubernetes.client import models as k8s
+
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        privileged=False,
+        read_only_root_filesystem=True,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+    )
+
+
+def trainer_pod(cfg: LooplineConfig, environ: Mapping[str, str] | None = None, **kwargs: Any) -> KubernetesPodOperator:
+    """The production runner: a KubernetesPodOperator running the trainer image on a GPU node.
+
+    The pod meets the restricted Pod Security Standard (non-root, seccomp RuntimeDefault, no privilege
+    escalation, all capabilities dropped, read-only root filesystem with an emptyDir for scratch, no service
+    account token) and gets only :func:`trainer_env` of ``environ`` plus the secret. ``kwargs`` go to the operator.
+    """
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
     kube = cfg.training.kubernetes
     limits = {"cpu": kube.cpu, "memory": kube.memory}
     if kube.gpus:
-        limits["nvidia.com/gpu"] = str(kube.gpus)
+        limits["nvidia.com/gpu"] = str(kube.gpus)  # an extended resource: the request must equal the limit
     return KubernetesPodOperator(
         task_id="train_candidate",
         name="loopline-trainer",
@@ -71,17 +142,22 @@ def trainer_pod(cfg: LooplineConfig, **kwargs: Any):
         cmds=["python", "-m", "loopline.training"],
         arguments=[*TRAINER_ARGS, "--output-json", XCOM_RESULT],
         service_account_name=kube.service_account,
+        automount_service_account_token=False,  # the trainer never talks to the Kubernetes API
         container_resources=k8s.V1ResourceRequirements(requests=dict(limits), limits=limits),
         node_selector=dict(kube.node_selector),
         tolerations=[k8s.V1Toleration(**t) for t in kube.tolerations],
-        security_context=k8s.V1PodSecurityContext(run_as_non_root=True, run_as_user=1000, fs_group=1000),
-        container_security_context=k8s.V1SecurityContext(
-            allow_privilege_escalation=False, read_only_root_filesystem=False,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        security_context=k8s.V1PodSecurityContext(
+            run_as_non_root=True, run_as_user=kube.run_as_user, run_as_group=kube.run_as_group,
+            fs_group=kube.run_as_group, seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
         ),
+        container_security_context=_container_security_context(),
+        # The XCom sidecar is a container of the same pod: the restricted profile applies to it as well.
+        xcom_sidecar_container_security_context=_container_security_context(),
+        volumes=[k8s.V1Volume(name="scratch", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=kube.scratch_size))],
+        volume_mounts=[k8s.V1VolumeMount(name="scratch", mount_path=SCRATCH)],
         # MLflow and object-store credentials come from a Kubernetes secret, never from Airflow.
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=kube.secret_name))],
-        env_vars={"LOOPLINE__TRAINING__RUNNER": "kubernetes"},
+        env_vars=trainer_env(environ),
         startup_timeout_seconds=kube.startup_timeout_seconds,
         schedule_timeout_seconds=kube.schedule_timeout_seconds,
         on_finish_action="delete_succeeded_pod",  # failed pods stay for triage
@@ -94,7 +170,14 @@ def trainer_pod(cfg: LooplineConfig, **kwargs: Any):
 
 @task(task_id="train_candidate")
 def train_local(args: list[str]) -> dict:
-    """The embedded runner: the same trainer command as a child process; returns its JSON result."""
+    """The embedded runner: the same trainer command as a child process; returns its JSON result.
+
+    The child inherits MLflow's URI and credentials (:func:`~loopline.orchestration.mlflow_access.configure_mlflow`)
+    through its environment, never its command line, which every user of the machine sees in ``ps``.
+    """
+    from loopline.orchestration.mlflow_access import configure_mlflow
+
+    configure_mlflow()
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "loopline.training", *args, "--output-json", str(output)]
@@ -123,14 +206,12 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     """
     import logging
 
-    from mlflow import MlflowClient
-
     from loopline import registry
-    from loopline.config import resolve_uri
+    from loopline.orchestration.mlflow_access import mlflow_client
 
     cfg = get_config()
     log = logging.getLogger(__name__)
-    client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.mlflow.tracking_uri))
+    client = mlflow_client(cfg)
     triggered_by = (dag_run.conf or {}).get("triggered_by") or str(dag_run.run_type)
     try:
         decision, move = registry.register_and_gate(

