@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from loopline.config import ConfigError, get_config, resolve_uri
+from loopline.config import ConfigError, get_config, load_config, resolve_uri
 
 
 def _date(value: str) -> dt.date:
@@ -24,7 +24,16 @@ def _cmd_up(args: argparse.Namespace) -> int:
     _print_health(report)
     password = stack.admin_password()
     print(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {password or '?'})")
-    print(f"MLflow UI:  {get_config().mlflow.ui_url}")
+    if stack.saved_profile() == stack.CLUSTER:
+        from loopline import cluster
+
+        env = stack.shell_environment(stack.loopline_home(), {})
+        mlflow_url = load_config(environ=env).mlflow.ui_url
+        secrets = stack.state_dir() / "secrets.json"
+        print(f"MLflow UI:  {mlflow_url}  (user admin, password MLFLOW_ADMIN_PASSWORD in {secrets})")
+        print(f"Spark:      master UI http://127.0.0.1:{cluster.Ports.from_env().spark_master_ui}")
+    else:
+        print(f"MLflow UI:  {get_config().mlflow.ui_url}")
     print(f"Shell:      source {stack.state_dir() / 'env.sh'}  # then `airflow ...` talks to this stack")
     return 0 if all(item.healthy for item in report) else 1
 
@@ -89,15 +98,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_model_rollback(args: argparse.Namespace) -> int:
     """Point ``champion`` back at the previous champion, record the move, say what happened."""
     import getpass
-    import os
-
-    from mlflow import MlflowClient
 
     from loopline import registry
+    from loopline.orchestration.mlflow_access import mlflow_client
     from loopline.orchestration.training_tasks import save_move
 
     cfg = get_config()
-    client = MlflowClient(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(cfg.mlflow.tracking_uri))
+    client = mlflow_client(cfg)  # the loopline_mlflow connection when set (the cluster profile's login)
     move = registry.rollback(
         client, cfg.mlflow.registered_model, triggered_by=f"rollback by {getpass.getuser()}", reason=args.reason
     )

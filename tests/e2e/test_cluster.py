@@ -42,6 +42,7 @@ SETTINGS = {
     "LOOPLINE__TRAINING__SCHEDULE": "null",
     "LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.55",
     "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "5",
+    "LOOPLINE__RETRY__DELAY_SECONDS": "5",  # the killed task's retry starts at once (default: 2 minutes)
     # A killed worker's task is noticed after 30 s without heartbeat instead of Airflow's default 5 minutes.
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
@@ -288,8 +289,9 @@ def test_analyst_tables_hold_the_day_over_tcp_with_a_password(cluster, loop):
         assert cur.fetchone()[0] == cluster.landed[cluster.end]
         cur.execute("SELECT count(*) FROM loopline.drift_runs WHERE ds = %s", (cluster.end,))
         assert cur.fetchone()[0] == 1
+    wrong = "not-" + cluster.secrets["PG_PASSWORD"]
     with pytest.raises(psycopg2.OperationalError, match="password"):
-        psycopg2.connect(host="127.0.0.1", port=port, user="loopline", password="wrong", dbname="loopline")
+        psycopg2.connect(host="127.0.0.1", port=port, user="loopline", password=wrong, dbname="loopline")
 
 
 def test_mlflow_refuses_anonymous_requests_and_holds_the_champion(cluster, loop):

@@ -50,7 +50,8 @@ EXPECTED_SERVICES = AIRFLOW_SERVICES | {
 ONE_SHOT = {"airflow-init", "minio-init", "airflow-cli"}
 # Airflow components that run Loopline tasks and therefore need the Loopline services up first.
 TASK_RUNNERS = {"airflow-worker", "airflow-triggerer"}
-BUCKETS = {"loopline-landing", "loopline-lake", "mlflow"}
+SERVICES_ENV = ROOT / "include" / "loopline" / "config" / "services.env"
+BUCKETS = {"loopline-landing", "loopline-lake", "loopline-reports", "loopline-mlflow"}
 
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|KEY|TOKEN")
 # One required interpolation and nothing else: ${NAME:?message} (or ${NAME?message}).
@@ -109,11 +110,21 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     return INTERPOLATION.sub(replace, text)
 
 
+def _env_file(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def _environment(service: Mapping[str, Any]) -> dict[str, str]:
+    """What a container gets: its env files, then its environment (which wins, as in compose)."""
+    files = service.get("env_file") or []
+    merged: dict[str, str] = {}
+    for entry in [files] if isinstance(files, str) else files:
+        merged.update(_env_file(ROOT / (entry if isinstance(entry, str) else entry["path"])))
     env = service.get("environment") or {}
     if isinstance(env, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {key: "" if value is None else str(value) for key, value in env.items()}
+        return merged | dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return merged | {key: "" if value is None else str(value) for key, value in env.items()}
 
 
 def _instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -370,8 +381,9 @@ def test_airflow_services_get_the_loopline_connections(
         config.postgres.conn_id: "postgres",
         config.storage.aws_conn_id: "aws",
         config.spark.conn_id: "spark_connect",
+        config.mlflow.conn_id: "http",
     }
-    assert set(expected) == {"loopline_postgres", "loopline_s3", "loopline_spark"}
+    assert set(expected) == {"loopline_postgres", "loopline_s3", "loopline_spark", "loopline_mlflow"}
     for name in AIRFLOW_SERVICES:
         env = _environment(services[name])
         for conn_id, conn_type in expected.items():
@@ -398,9 +410,25 @@ def test_loopline_overrides_validate_and_point_at_the_services(airflow_env: dict
     assert config.storage.lake_uri == "s3a://loopline-lake/lake"
     assert config.mlflow.tracking_uri == "http://mlflow:5000"
     assert config.spark.connect_url == "sc://spark-connect:15002"
-    assert airflow_env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        assert REQUIRED_INTERPOLATION.match(airflow_env[variable]), variable
+    # S3 only through the loopline_s3 connection, MLflow artifacts only through the tracking server.
+    assert not [name for name in airflow_env if name.startswith(("AWS_", "MLFLOW_"))]
+
+
+def test_compose_and_the_cluster_profile_share_the_service_settings(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    from loopline import cluster
+
+    assert cluster.SERVICES_ENV.resolve() == SERVICES_ENV.resolve()
+    shared = _env_file(SERVICES_ENV)
+    assert {"AIRFLOW__CORE__EXECUTOR", "LOOPLINE__STORAGE__LANDING_URI", "LOOPLINE_BUCKETS"} <= set(shared)
+    assert compose["x-airflow-common"]["env_file"] == ["include/loopline/config/services.env"]
+    for name, service in services.items():
+        redefined = set(shared) & set(service.get("environment") or {})
+        assert not redefined, f"{name} redefines {sorted(redefined)}: change include/loopline/config/services.env"
+    for name in AIRFLOW_SERVICES | {"minio-init", "mlflow"}:
+        env = _environment(services[name])
+        assert {key: env[key] for key in shared} == shared, name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -411,12 +439,14 @@ def test_minio_init_creates_every_bucket_the_stack_uses(
     services: dict[str, dict[str, Any]], airflow_env: dict[str, str]
 ) -> None:
     script = " ".join(_strings(services["minio-init"].get("command")))
-    for bucket in BUCKETS:
-        assert bucket in script, f"minio-init does not create {bucket}"
+    created = set(_environment(services["minio-init"])["LOOPLINE_BUCKETS"].split())
+    assert "$${LOOPLINE_BUCKETS}" in script
+    created |= {bucket for bucket in BUCKETS if bucket in script}
+    assert created == BUCKETS, f"minio-init creates {sorted(created)}"
     assert "mc mb" in script
     used = {
         urlparse(value).netloc
-        for value in [*airflow_env.values(), _environment(services["mlflow"])["MLFLOW_DEFAULT_ARTIFACT_ROOT"]]
+        for value in [*airflow_env.values(), *_environment(services["mlflow"]).values()]
         if value.startswith(("s3://", "s3a://"))
     }
     assert used == BUCKETS, f"buckets referenced {sorted(used)} vs created {sorted(BUCKETS)}"
@@ -432,7 +462,12 @@ def test_mlflow_uses_its_own_postgres_and_minio(
     assert backend.hostname == "mlflow-db"
     assert backend.path == "/mlflow"
     assert backend.password == env_example["MLFLOW_POSTGRES_PASSWORD"]
-    assert env["MLFLOW_DEFAULT_ARTIFACT_ROOT"].startswith("s3://mlflow/")
+    command = " ".join(_strings(mlflow["command"]))
+    assert "--app-name basic-auth" in command, "MLflow must refuse anonymous requests"
+    assert "--serve-artifacts" in command
+    assert '--artifacts-destination "$${LOOPLINE__MLFLOW__ARTIFACT_URI}"' in command
+    assert env["LOOPLINE__MLFLOW__ARTIFACT_URI"].startswith("s3://loopline-mlflow/")
+    assert REQUIRED_INTERPOLATION.match(env["MLFLOW_AUTH_ADMIN_PASSWORD"])
     assert env["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert "/health" in " ".join(mlflow["healthcheck"]["test"])
     assert "mlflow" in env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")

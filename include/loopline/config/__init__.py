@@ -172,6 +172,14 @@ class GateConfig(_Section):
     guardrails: dict[str, float]
 
 
+class RetryConfig(_Section):
+    """Retries of every task whose failure may be transient (infrastructure), with exponential backoff."""
+
+    retries: int = Field(default=2, ge=0)
+    delay_seconds: int = Field(default=120, ge=1)
+    max_delay_seconds: int = Field(default=1200, ge=1)
+
+
 class ScoringConfig(_Section):
     threshold: float = Field(gt=0, lt=1)
     reason_codes: int = Field(ge=0)
@@ -253,6 +261,7 @@ class LooplineConfig(_Section):
     gate: GateConfig
     scoring: ScoringConfig
     drift: DriftConfig
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
     @field_validator("version")
     @classmethod

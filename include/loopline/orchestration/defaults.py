@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from loopline.config import get_config
+
 OWNER = "loopline-data-platform"
 
 # The one tag vocabulary. DAG integrity tests fail on any tag outside it.
@@ -24,12 +26,13 @@ TAGS = frozenset(
     }
 )
 
+_RETRY = get_config().retry  # a local YAML read: no network, no Airflow Variables
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": OWNER,
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
+    "retries": _RETRY.retries,
+    "retry_delay": timedelta(seconds=_RETRY.delay_seconds),
     "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=20),
+    "max_retry_delay": timedelta(seconds=_RETRY.max_delay_seconds),
 }
 
 # Every DAG's doc_md carries these sections, so triage always starts from the same place.
