@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from pyspark.sql import types as T
 from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
-from loopline.landing import DropChanged, FileCheck, Landing, check_file
+from loopline.landing import DropChanged, FileCheck, Landing, ScanLimits, check_file
 from loopline.schemas import (
     CARD_PRESENT_VALUES,
     CHANNELS,
@@ -319,6 +320,15 @@ def merchant_label_daily(labeled: DataFrame) -> DataFrame:
 # I/O around the pure functions.
 
 
+_GLOB = re.compile(r"([\\*?\[\]{}])")
+
+
+def spark_path(path: str) -> str:
+    """``path`` with Hadoop's glob characters escaped: Spark globs every path it reads, so ``part[1].csv``
+    would silently read ``part1.csv`` instead, and ``a*.csv`` every file it matches."""
+    return _GLOB.sub(r"\\\1", path)
+
+
 def _read_files(
     spark: SparkSession,
     landing: Landing,
@@ -347,7 +357,7 @@ def _read_files(
                 encoding="UTF-8",
                 enforceSchema=True,
             )
-            .csv(staged.get(check.uri) or landing.spark_uri(check.uri))
+            .csv(spark_path(staged.get(check.uri) or landing.spark_uri(check.uri)))
             .select(*[F.col(c) for c in columns], F.col(CORRUPT), F.lit(check.uri).alias("source_file"))
         )
         frames.append(frame)
@@ -368,7 +378,12 @@ def _file_quarantine(spark: SparkSession, checks: list[FileCheck]) -> DataFrame 
 
 
 def _check_kind(
-    landing: Landing, kind: str, ds: dt.date, columns: tuple[str, ...], stage_root: str | None
+    landing: Landing,
+    kind: str,
+    ds: dt.date,
+    columns: tuple[str, ...],
+    stage_root: str | None,
+    limits: ScanLimits | None = None,
 ) -> tuple[list[FileCheck], dict[str, str]]:
     """The whole-file checks of a kind's data files and, with ``stage_root``, their staged copies (URI -> path).
 
@@ -385,7 +400,7 @@ def _check_kind(
                 f"landing drop for ds={ds} changed after its _SUCCESS marker: {exc}. Once it is complete, write "
                 "the marker again and rerun the day."
             ) from exc
-    checks = [check_file(landing, uri, size, columns, local=staged.get(uri)) for uri, size in files]
+    checks = [check_file(landing, uri, size, columns, staged.get(uri), limits) for uri, size in files]
     return checks, staged
 
 
@@ -429,7 +444,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
     # An object-store drop is copied to a shared folder first when Spark cannot read the object store.
     stage_root = resolve_uri(cfg.storage.stage_uri) if landing.is_s3 and cfg.storage.stage_uri else None
     checked_files = {
-        kind: _check_kind(landing, kind, ds, columns, stage_root)
+        kind: _check_kind(landing, kind, ds, columns, stage_root, ScanLimits.from_config(cfg.validation))
         for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
     }
     version = tables.new_version()

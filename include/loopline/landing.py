@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,17 +198,66 @@ class FileCheck:
         return self.reason is None
 
 
-def _iter_lines(raw: io.BufferedIOBase, gzipped: bool) -> Iterator[bytes]:
-    stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[assignment]
-    yield from io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+@dataclass(frozen=True)
+class ScanLimits:
+    """How much one landing file may make the ingest read (``validation.max_*_bytes``)."""
+
+    max_line_bytes: int = 16 * 2**20
+    max_field_bytes: int = 8 * 2**20
+    max_decompressed_bytes: int = 2 * 2**30
+
+    @classmethod
+    def from_config(cls, validation: Any) -> ScanLimits:
+        return cls(validation.max_line_bytes, validation.max_field_bytes, validation.max_decompressed_bytes)
 
 
-def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...], local: str | None = None) -> FileCheck:
-    """Scan a file once: decompressibility, header, data line count.
+class _Unbounded(Exception):
+    """A file broke a scan limit: the reason it is quarantined with."""
+
+
+def _scan(stream: io.BufferedIOBase, limits: ScanLimits) -> tuple[bytes, int]:
+    """The header line and the number of data lines, reading at most one bounded line at a time.
+
+    Tracks the quote parity of the CSV (``""`` is an escaped quote and keeps it): a quoted field that stays
+    open across lines is one field to Spark's multi-line reader, so its length is bounded too.
+    """
+    header, lines, total, open_field = b"", 0, 0, -1  # open_field: bytes since the open quote, -1 when closed
+    while True:
+        line = stream.readline(limits.max_line_bytes + 1)
+        if not line:
+            return header, max(lines - 1, 0)
+        total += len(line)
+        if total > limits.max_decompressed_bytes:
+            raise _Unbounded("decompressed_too_large")
+        if len(line) > limits.max_line_bytes:
+            raise _Unbounded("line_too_long")
+        if not header:
+            header = line
+        lines += 1
+        quotes = line.count(b'"')
+        if open_field >= 0:
+            open_field += len(line)
+        if quotes % 2:
+            open_field = -1 if open_field >= 0 else len(line) - line.index(b'"')
+        if open_field > limits.max_field_bytes:  # counted from the first quote of the line: never too little
+            raise _Unbounded("field_too_long")
+
+
+def check_file(
+    landing: Landing,
+    uri: str,
+    size: int,
+    required: tuple[str, ...],
+    local: str | None = None,
+    limits: ScanLimits | None = None,
+) -> FileCheck:
+    """Scan a file once: decompressibility, header, data line count, and the scan limits.
 
     Truncated gzip, a missing or undecodable header and missing required columns quarantine the whole file
-    (its rows cannot be judged one by one); extra columns are reported and ignored. ``local`` is a staged
-    copy of ``uri`` to scan instead (:meth:`Landing.stage`); the check still names ``uri``.
+    (its rows cannot be judged one by one); extra columns are reported and ignored. A line, a field or a
+    decompressed size beyond ``limits`` quarantines the file too, found without holding more than one bounded
+    line in memory. ``local`` is a staged copy of ``uri`` to scan instead (:meth:`Landing.stage`); the check
+    still names ``uri``.
     """
     check = FileCheck(uri=uri, size=size)
     if size == 0:
@@ -217,12 +265,15 @@ def check_file(landing: Landing, uri: str, size: int, required: tuple[str, ...],
         return check
     gzipped = uri.endswith(".gz")
     with open(local, "rb") if local else landing.open_binary(uri) as raw:
-        lines = _iter_lines(raw, gzipped)
+        stream = gzip.GzipFile(fileobj=raw) if gzipped else raw
         try:
-            first = next(lines, b"")
-            count = sum(1 for _ in lines)
+            first, count = _scan(io.BufferedReader(stream, buffer_size=1 << 20), limits or ScanLimits())
         except (EOFError, OSError, zlib.error):
             check.reason = "truncated_or_corrupt_gzip"
+            return check
+        except _Unbounded as exc:
+            check.reason = str(exc)
+            _log.warning("%s quarantined whole: %s (limits: %s)", uri, check.reason, limits or ScanLimits())
             return check
     check.lines = count
     try:

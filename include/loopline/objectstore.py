@@ -5,6 +5,10 @@ names ``endpoint_url`` for MinIO or moto), the same connection the S3 sensors us
 variables. The amazon provider's ``S3Hook`` reads it inside a task and outside one alike: Spark job CLIs and
 tests find it as ``AIRFLOW_CONN_<ID>`` in the environment through Airflow's SDK connection lookup.
 
+The trainer's image has no Airflow: where the amazon provider is not installed, the same functions use boto3's
+and pyarrow's standard AWS environment (``AWS_*``, ``AWS_ENDPOINT_URL_S3``: what the training pod's Kubernetes
+secret provides).
+
 An unreachable server or refused credentials become :class:`ObjectStoreError`, naming the connection and the
 endpoint so the operator knows what to check. It is an ordinary exception, so Airflow retries the task like
 any other infrastructure failure.
@@ -70,12 +74,24 @@ def client(conn_id: str | None = None) -> Any:
     return _client(conn_id, os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}"))
 
 
+def _s3_hook_class() -> Any:
+    """The amazon provider's ``S3Hook``, or None where it is not installed (the trainer's image)."""
+    try:
+        # imported here: the amazon provider costs a second of import, and DAG files parse this module
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    except ImportError:
+        return None
+    return S3Hook
+
+
 @lru_cache(maxsize=8)
 def _client(conn_id: str, _environ_value: str | None) -> Any:
-    # imported here: the amazon provider costs a second of import, and DAG files parse this module
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    hook = _s3_hook_class()
+    if hook is None:
+        import boto3
 
-    return S3Hook(aws_conn_id=conn_id).get_conn()
+        return boto3.client("s3")  # the standard AWS environment, endpoint included
+    return hook(aws_conn_id=conn_id).get_conn()
 
 
 def describe(s3_client: Any, conn_id: str) -> str:
@@ -133,11 +149,15 @@ def s3(conn_id: str | None = None) -> Iterator[Any]:
 
 def arrow_filesystem(conn_id: str | None = None) -> Any:
     """A ``pyarrow.fs.S3FileSystem`` with the endpoint, credentials and region of the Airflow connection."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from pyarrow import fs
 
+    hook_class = _s3_hook_class()
+    if hook_class is None:  # no Airflow: the standard AWS environment, as boto3 reads it
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        scheme, sep, host = (endpoint or "").partition("://")
+        return fs.S3FileSystem(**({"endpoint_override": host, "scheme": scheme} if sep else {}))
     conn_id = conn_id_or_default(conn_id)
-    hook = S3Hook(aws_conn_id=conn_id)
+    hook = hook_class(aws_conn_id=conn_id)
     kwargs: dict[str, Any] = {}
     with s3(conn_id) as s3_client:
         # Frozen now: pyarrow cannot refresh them, and a read takes seconds, not the hour they last.

@@ -242,6 +242,14 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter of ``pid`` (field 3 of /proc/PID/stat): ``Z`` for a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
 def running_pid(name: str) -> int | None:
     """The PID ``up`` recorded for ``name`` if that very process (same start time) is still alive."""
     pid_file = _pid_file(name)
@@ -257,6 +265,8 @@ def running_pid(name: str) -> int | None:
         pass
     if Path("/proc").exists() and _start_time(pid) != record["started"]:
         return None  # the PID now belongs to some other process: never signal it
+    if _state(pid) == "Z":
+        return None  # killed, and its parent (init, once `up` has exited) has not reaped it yet
     return pid
 
 
@@ -651,7 +661,7 @@ def up(
     tcp_port = cluster.Ports.from_env().postgres if profile == CLUSTER else None
     pg = start_postgres(tcp_port)
     echo(f"postgres: embedded PostgreSQL on socket {pg.host}" + (f" and 127.0.0.1:{tcp_port}" if tcp_port else ""))
-    if POSTGRES_CONN_VAR in os.environ:
+    if POSTGRES_CONN_VAR in os.environ and profile == EMBEDDED:
         echo(f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}")
     env = stack_environment(cfg or get_config(), pg, profile)
     cfg = load_config(environ=env) if profile == CLUSTER else (cfg or get_config())

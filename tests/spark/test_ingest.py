@@ -272,3 +272,37 @@ def test_duplicates_are_judged_on_every_validated_column(spark):
         raw = spark.createDataFrame([], ", ".join(f"{c} string" for c in (*columns, ingest.CORRUPT, "source_file")))
         validated = [c for c in validate(raw, DS).columns if c not in ("source_file", "reason", "raw_record")]
         assert validated == list(ingest.CONTENT_COLUMNS[kind])
+
+
+def test_hostile_files_are_quarantined_whole_and_the_rest_is_kept(spark, tmp_path):
+    """File names with glob characters read exactly themselves; a line past the limit and a gzip bomb are
+    quarantined whole before Spark reads them (a small limit here stands for a multi-gigabyte line)."""
+    landing = tmp_path / "landing"
+    day = landing / "transactions" / f"ds={DS}"
+    write(day / "part[1].csv", "\n".join([HEADER, row("g1"), row("g2")]) + "\n")
+    write(day / "part1.csv", "\n".join([HEADER, row("h1")]) + "\n")  # what the glob part[1] would match
+    write(day / "we{ird}*.csv", "\n".join([HEADER, row("w1")]) + "\n")
+    write(day / "part-huge.csv", "\n".join([HEADER, row("x1", merchant_id="m" * 200_000), row("x2")]) + "\n")
+    write(day / "part-bomb.csv.gz", HEADER + "\n" + (row("z1") + "\n") * 40_000, gz=True)
+    (day / "_SUCCESS").touch()
+    labels = landing / "labels" / f"ds={DS}"
+    write(labels / "part-0.csv", "transaction_id,is_fraud,reported_at\n")
+    (labels / "_SUCCESS").touch()
+    cfg = load_config(
+        environ={
+            "LOOPLINE__STORAGE__LANDING_URI": str(landing),
+            "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / "lake"),
+            "LOOPLINE__VALIDATION__MAX_LINE_BYTES": "65536",
+            "LOOPLINE__VALIDATION__MAX_DECOMPRESSED_BYTES": str(2**20),
+        }
+    )
+    result = ingest.run(spark, DS, cfg)
+    tx = result["transactions"]
+    lake = Lake(cfg.storage.lake_uri)
+    raw = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, DS, result["version"]))
+    assert sorted(r.transaction_id for r in raw.collect()) == ["g1", "g2", "h1", "w1"]
+    quarantine = spark.read.parquet(lake.version_uri(tables.QUARANTINE_TRANSACTIONS, DS, result["version"]))
+    whole = {Path(r.source_file).name: r.reason for r in quarantine.where("reason like '%_too_%'").collect()}
+    assert whole == {"part-huge.csv": "line_too_long", "part-bomb.csv.gz": "decompressed_too_large"}
+    assert tx["files_quarantined"] == 2
+    assert tx["duplicates_dropped"] == 0

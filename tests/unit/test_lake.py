@@ -371,3 +371,18 @@ def test_s3_block_reraises_translated_errors_and_passes_others(monkeypatch):
 def test_lake_names_its_connection():
     assert Lake("s3://bucket/lake").aws_conn_id is None  # storage.aws_conn_id
     assert Lake("s3://bucket/lake", aws_conn_id="other").aws_conn_id == "other"
+
+
+def test_without_the_amazon_provider_the_standard_aws_environment_is_used(monkeypatch):
+    """The trainer's image has no Airflow: the lake is still read, through boto3's own environment."""
+    from loopline import objectstore
+
+    monkeypatch.setattr(objectstore, "_s3_hook_class", lambda: None)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    objectstore._client.cache_clear()
+    try:
+        assert objectstore.client("pod-without-airflow").meta.endpoint_url == "http://127.0.0.1:9"
+        assert objectstore.arrow_filesystem("pod-without-airflow").type_name == "s3"
+    finally:
+        objectstore._client.cache_clear()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from loopline.landing import MARKER, FileCheck, Landing, check_file
+from loopline.landing import MARKER, FileCheck, Landing, ScanLimits, check_file
 
 REQUIRED = ("transaction_id", "amount", "currency")
 HEADER = b"transaction_id,amount,currency\n"
@@ -311,3 +312,70 @@ def test_stage_uri_defaults_to_none_and_takes_a_folder():
     assert load_config(environ={}).storage.stage_uri is None
     assert load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": "staging"}).storage.stage_uri == "staging"
     assert load_config(environ={"LOOPLINE__STORAGE__STAGE_URI": "file:///shared/stage"}).storage.stage_uri
+
+
+# -- hostile drops: bounded scans --------------------------------------------------------------------------
+
+SMALL = ScanLimits(max_line_bytes=4096, max_field_bytes=2048, max_decompressed_bytes=1 << 20)
+
+
+def _bounded(landing: Landing, name: str, data: bytes, limits: ScanLimits = SMALL) -> tuple[FileCheck, int]:
+    """The check under ``limits`` and the peak memory it allocated (tracemalloc)."""
+    uri, size = _drop(landing, name, data)
+    tracemalloc.start()
+    try:
+        check = check_file(landing, uri, size, REQUIRED, limits=limits)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return check, peak
+
+
+def test_a_line_past_the_limit_quarantines_the_file_without_loading_it(landing):
+    huge = HEADER + b"t1," + b"9" * (50 * SMALL.max_line_bytes) + b",EUR\n" + ROWS
+    check, peak = _bounded(landing, "part-0.csv", huge)
+    assert check.reason == "line_too_long"
+    assert peak < 4 * (1 << 20), f"the scan held {peak} bytes"  # the read buffer, never the line
+
+
+def test_a_runaway_quote_past_the_field_limit_quarantines_the_file(landing):
+    # An opened quote that never closes: Spark's multi-line reader would make the rest of the file one field.
+    lines = [HEADER, b't1,"1.50,EUR\n', *[b"t9,1.00,EUR\n"] * 400]
+    check, _ = _bounded(landing, "part-0.csv", b"".join(lines))
+    assert check.reason == "field_too_long"
+
+
+def test_quoted_fields_and_escaped_quotes_within_the_limits_pass(landing):
+    data = HEADER + b't1,"1.50",EUR\nt2,"a ""quoted"" word\nacross lines",EUR\n' + b"t3,2.00,EUR\n" * 300
+    check, _ = _bounded(landing, "part-0.csv", data)
+    assert check.ok, check.reason
+    assert check.lines == 303  # physical lines after the header: the quoted newline makes 302 records
+
+
+def test_a_gzip_bomb_stops_at_the_decompressed_limit(landing, tmp_path):
+    # 256 MiB of rows in a ~0.3 MiB gzip: the scan stops at the limit, holding its buffers only.
+    source = tmp_path / "bomb.csv.gz"
+    with gzip.GzipFile(source, "wb", mtime=0) as out:
+        out.write(HEADER)
+        for _ in range(256):
+            out.write(b"t1,1.50,EUR\n" * ((1 << 20) // 12 + 1))
+    check, peak = _bounded(landing, "part-0.csv.gz", source.read_bytes())
+    assert check.reason == "decompressed_too_large"
+    assert peak < 8 * (1 << 20), f"the scan held {peak} bytes"
+
+
+def test_the_limits_come_from_the_configuration():
+    from loopline.config import load_config
+
+    cfg = load_config(environ={"LOOPLINE__VALIDATION__MAX_LINE_BYTES": "65536"})
+    limits = ScanLimits.from_config(cfg.validation)
+    assert limits.max_line_bytes == 65536
+    assert limits.max_field_bytes == cfg.validation.max_field_bytes
+
+
+def test_glob_characters_in_file_names_are_escaped_for_spark():
+    from spark_jobs.ingest import spark_path
+
+    assert spark_path("/l/ds=2024-03-01/part[1].csv") == r"/l/ds=2024-03-01/part\[1\].csv"
+    assert spark_path("s3a://b/l/we{ird}*?.csv") == r"s3a://b/l/we\{ird\}\*\?.csv"
+    assert spark_path("/plain/part-0.csv.gz") == "/plain/part-0.csv.gz"

@@ -21,9 +21,25 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
+def _optional(tree: ast.AST) -> set[int]:
+    """Ids of the import nodes inside ``try: ... except ImportError``: optional, the module works without them."""
+    optional = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+            isinstance(handler.type, ast.Name) and handler.type.id in ("ImportError", "ModuleNotFoundError")
+            for handler in node.handlers
+        ):
+            optional |= {id(inner) for statement in node.body for inner in ast.walk(statement)}
+    return optional
+
+
 def _imports(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    optional = _optional(tree)
+    for node in ast.walk(tree):
+        if id(node) in optional:
+            continue
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -118,6 +118,11 @@ class ValidationConfig(_Section):
     sensor_poke_seconds: int = Field(ge=1)
     sensor_mode: Literal["deferrable", "reschedule"]
     engine: Literal["pandas", "spark"]
+    # Bounds on what one landing file may make the ingest read: a hostile or broken drop (a multi-gigabyte
+    # line, a runaway quote, a gzip bomb) is quarantined whole before Spark reads it, never loaded.
+    max_line_bytes: int = Field(default=16 * 2**20, ge=1024)
+    max_field_bytes: int = Field(default=8 * 2**20, ge=1024)
+    max_decompressed_bytes: int = Field(default=2 * 2**30, ge=2**20)
 
 
 class KubernetesConfig(_Section):

@@ -20,12 +20,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import get_config, resolve_uri
 from loopline.orchestration import links, reports
+from loopline.orchestration.spark_access import SPARK_TASK
 
 if TYPE_CHECKING:
     from loopline.validation import GateResult
 
-_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
-SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
 # Name-only on purpose: a URI with a scheme makes Airflow load every provider's URI handlers (amazon's S3
 # hook among them), which costs ~0.6 s on every parse of every DAG that declares the Asset.
 FEATURES_ASSET = Asset(name="loopline_features", group="loopline")
@@ -88,7 +87,7 @@ def _fail_on_data_errors(call, *args, **kwargs):
 # wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published
 # transactions and its features roll their aggregates, so it starts only once D-1's ingest and publish_raw
 # (gate and commit) succeeded. Runs of a backfill still overlap in their later steps.
-@task.pyspark(**SPARK, wait_for_downstream=True)
+@task.pyspark(**SPARK_TASK, wait_for_downstream=True)
 def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
     """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting."""
     import logging
@@ -117,7 +116,7 @@ def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
 
 # Write-audit-publish: the gate and the commit are one task, so a passed gate and its publish cannot be
 # separated (and a backfilled day pays for one task process, not two).
-@task.pyspark(**SPARK)
+@task.pyspark(**SPARK_TASK)
 def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dict:
     """GX gate on the uncommitted raw versions and on the ingest's quarantine rate; when every suite
     passes, commit the raw layer (one atomic pointer flip per table). A failed gate commits nothing."""
@@ -161,7 +160,7 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
     return results
 
 
-@task.pyspark(**SPARK, depends_on_past=True)  # features are published day after day, in order
+@task.pyspark(**SPARK_TASK, depends_on_past=True)  # features are published day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
     from spark_jobs import features
@@ -169,7 +168,7 @@ def build_features(ds: str | None = None, spark: Any = None) -> dict:
     return _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
 
 
-@task.pyspark(**SPARK, outlets=[FEATURES_ASSET])
+@task.pyspark(**SPARK_TASK, outlets=[FEATURES_ASSET])
 def publish_features(built: dict, ds: str | None = None, spark: Any = None, outlet_events: Any = None) -> dict:
     """GX gate on the features version (nulls, ranges, distribution sanity); when it passes, commit the
     partition and announce it on the Asset (with the day and row count). A failed gate commits nothing."""

@@ -14,9 +14,8 @@ from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
+from loopline.orchestration.spark_access import SPARK_TASK
 
-_CFG = get_config()  # a local YAML read: no network, no Airflow Variables
-SPARK = {"conn_id": _CFG.spark.conn_id, "pool": _CFG.spark.pool}
 SCORES_ASSET = Asset(name="loopline_scores", group="loopline")
 
 
@@ -78,13 +77,13 @@ def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
     return result
 
 
-@task.pyspark(**SPARK)
+@task.pyspark(**SPARK_TASK)
 def score_champion(models: dict, ds: str | None = None, spark: Any = None) -> dict:
     """Score the day's features with the pinned champion into a new committed ``scores`` partition."""
     return _score(models, "champion", ds, spark)
 
 
-@task.pyspark(**SPARK)
+@task.pyspark(**SPARK_TASK)
 def score_challenger(models: dict, ds: str | None = None, spark: Any = None) -> dict:
     """Shadow-score the day with the pinned challenger (skipped when there is none)."""
     if not models.get("challenger"):
