@@ -28,15 +28,17 @@ import pytest
 
 from tests.conftest import BIN, free_port, stack_test_env
 
-pytestmark = pytest.mark.e2e
+# One module-wide stack and loop: the first test carries their setup (about ten minutes on two cores).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 DAYS = 10
-ROWS_PER_DAY = 2000
-# The shortest training that still sees frauds: labels mature in 5 days (a third of the frauds are reported by
-# then), one holdout, one validation and three training days, so the landing holds 10 days ending yesterday.
+ROWS_PER_DAY = 3000
+# The shortest training that still sees frauds: trained today on the 10 days ending yesterday, labels mature in
+# 6 days (the generator reports most frauds within a week), so one holdout, one validation and three training
+# days; the holdout day has about 20 reported frauds.
 SETTINGS = {
-    "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": "5",
-    "LOOPLINE__TRAINING__WINDOW_DAYS": "9",
+    "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": "6",
+    "LOOPLINE__TRAINING__WINDOW_DAYS": "10",
     "LOOPLINE__TRAINING__VALIDATION_DAYS": "1",
     "LOOPLINE__TRAINING__HOLDOUT_DAYS": "1",
     "LOOPLINE__TRAINING__SCHEDULE": "null",
@@ -199,7 +201,10 @@ def loop(cluster: Cluster) -> dict:
     states = demo.follow_backfill("feature_pipeline", cluster.start, cluster.end - dt.timedelta(days=1), env, echo)
     last = demo.wait_for_run("feature_pipeline", cluster.end, env, echo)
     trained = demo.trigger_and_wait(
-        "train_model", {"cutoff": str(cluster.end), "max_rounds": 60, "reason": "cluster e2e"}, env, echo
+        "train_model",
+        {"cutoff": str(cluster.end + dt.timedelta(days=1)), "max_rounds": 60, "reason": "cluster e2e"},
+        env,
+        echo,
     )
     api.unpause("batch_score")
     scored = demo.wait_for_run("batch_score", cluster.end, env, echo)
