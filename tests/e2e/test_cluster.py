@@ -258,11 +258,12 @@ def test_spark_work_ran_on_executors_of_both_standalone_workers(cluster, loop):
         assert finished > 0, f"no task of {app['id']} finished on {worker}: {logs}"
 
 
-def test_no_partition_half_published_and_no_row_lost(cluster, loop):
+def test_no_partition_half_published_and_no_row_lost(cluster, loop, monkeypatch):
     from loopline import lake as tables
     from loopline.config import load_config
     from loopline.lake import Lake
 
+    monkeypatch.setenv("LOOPLINE_HOME", str(cluster.home))  # the lake's relative path resolves there
     cfg = load_config(environ=cluster.env)
     lake = Lake(cfg.resolve(cfg.storage.lake_uri))
     for day, rows in cluster.landed.items():
