@@ -7,7 +7,7 @@ warm-up day first (executors started, classes loaded, the JIT warm), then the me
 (ingest, publish raw, feature job, publish features) are timed as the tasks run them. The GX gates and
 Airflow's own overhead are left out: the gates read the lake with Arrow in the task process, the same in both
 profiles. For each run, Spark's REST API gives the task time its executors spent (what ran on executors)
-against the wall time (the rest is the driver: planning, scheduling, commits and the client).
+against their cores' wall time (the rest is the driver: planning, scheduling, commits and the client).
 
     .venv/bin/python benchmarks/bench_cluster.py [--rows 200000] [--home DIR]
 
@@ -135,6 +135,12 @@ class SparkSetup:
                 os.killpg(process.pid, signal.SIGKILL)
 
 
+def cluster_cores() -> int:
+    from loopline.cluster import SPARK_WORKER_CORES
+
+    return SPARK_WORKER_CORES
+
+
 def run_day(spark, day: dt.date) -> dict[str, float]:
     """The Spark stages of one feature_pipeline run, in order, timed."""
     from loopline.config import get_config
@@ -176,14 +182,18 @@ def measure(name: str, workers: int, root: Path, landing: Path, start: dt.date) 
     finally:
         setup.stop()
     wall = sum(stages.values())
-    task = {k: round(v - before.get(k, 0.0), 2) for k, v in after.items() if v - before.get(k, 0.0) > 0}
-    cores = max(1, workers) if workers else os.cpu_count() or 1
+    # Executors only: the driver's entry does not count task time (it tracks the wall clock in both modes), and
+    # in local mode the tasks run inside the driver, so the embedded run has no executor figure.
+    task = {
+        k: round(v - before.get(k, 0.0), 2) for k, v in after.items() if k != "driver" and v - before.get(k, 0.0) > 0
+    }
+    cores = workers * cluster_cores()
     return {
         "workers": workers,
         "wall_seconds": round(wall, 2),
         "stages": {k: round(v, 2) for k, v in stages.items()},
         "executor_task_seconds": task,
-        "executor_share": round(sum(task.values()) / cores / wall, 3),
+        "executor_share": round(sum(task.values()) / cores / wall, 3) if cores else None,
         "spark_cpu_seconds": round(cpu_after - cpu_before, 1),
     }
 
@@ -208,10 +218,11 @@ def main() -> None:
     for name, workers in CONFIGS.items():
         results[name] = measure(name, workers, root, landing, start)
         line = results[name]
+        share = line["executor_share"]
+        busy = f"executors busy {share:.0%} of their cores' time" if share is not None else "tasks in the driver"
         print(
-            f"{name:>20}: {line['wall_seconds']:6.1f} s ({args.rows / line['wall_seconds']:,.0f} rows/s), "
-            f"executors busy {line['executor_share']:.0%} of their cores' time, Spark CPU "
-            f"{line['spark_cpu_seconds']} s; stages {line['stages']}",
+            f"{name:>20}: {line['wall_seconds']:6.1f} s ({args.rows / line['wall_seconds']:,.0f} rows/s), {busy}, "
+            f"Spark CPU {line['spark_cpu_seconds']} s; stages {line['stages']}",
             flush=True,
         )
     embedded, one, two = (results[name]["wall_seconds"] for name in CONFIGS)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -441,13 +442,32 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
             "_SUCCESS last; the files may still be arriving. Once they are complete, write the marker again "
             "and rerun the day."
         )
-    # An object-store drop is copied to a shared folder first when Spark cannot read the object store.
-    stage_root = resolve_uri(cfg.storage.stage_uri) if landing.is_s3 and cfg.storage.stage_uri else None
-    checked_files = {
-        kind: _check_kind(landing, kind, ds, columns, stage_root, ScanLimits.from_config(cfg.validation))
-        for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
-    }
     version = tables.new_version()
+    # An object-store drop is copied to a shared folder first when Spark cannot read the object store: a folder
+    # of this run's own (a retry never shares it with a try still running), removed once the day is written.
+    stage_root = None
+    if landing.is_s3 and cfg.storage.stage_uri:
+        stage_root = f"{resolve_uri(cfg.storage.stage_uri).rstrip('/')}/run={version}"
+    try:
+        checked_files = {
+            kind: _check_kind(landing, kind, ds, columns, stage_root, ScanLimits.from_config(cfg.validation))
+            for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
+        }
+        return _ingest_day(spark, ds, lake, landing, checked_files, version)
+    finally:
+        if stage_root:
+            shutil.rmtree(stage_root, ignore_errors=True)
+
+
+def _ingest_day(
+    spark: SparkSession,
+    ds: dt.date,
+    lake: Lake,
+    landing: Landing,
+    checked_files: dict[str, tuple[list[FileCheck], dict[str, str]]],
+    version: str,
+) -> dict:
+    """Write the checked files of both kinds and the derived daily tables as the uncommitted ``version``."""
     result: dict = {"ds": str(ds), "version": version, "tables": {}}
 
     for kind, columns, table, quarantine_table in (

@@ -90,14 +90,6 @@ class Ports:
         return f"http://127.0.0.1:{self.s3}"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to a file only the user can read (created that way, never briefly world-readable)."""
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text)
-
-
 def stack_secrets() -> dict[str, str]:
     """The cluster's secrets, generated on first start and kept in ``<state>/secrets.json`` (mode 0600)."""
     path = stack.state_dir() / "secrets.json"
@@ -109,19 +101,8 @@ def stack_secrets() -> dict[str, str]:
             base64.urlsafe_b64encode(os.urandom(32)).decode() if name == "FERNET_KEY" else secrets.token_hex(24)
         )
     if missing or (path.stat().st_mode & 0o077):
-        _write_private(path, json.dumps(known, indent=2))
+        stack.write_private(path, json.dumps(known, indent=2))
     return known
-
-
-def read_env_file(path: Path, values: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``NAME=value`` lines of ``path`` (comments and blanks skipped), ``${...}`` filled in from ``values``."""
-    env: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            name, _, value = line.partition("=")
-            env[name.strip()] = stack.fill(value.strip(), values or {})
-    return env
 
 
 def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mapping[str, str] | None = None) -> dict:
@@ -141,7 +122,7 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
         "SPARK_PORT": str(spark_port),
         "MLFLOW_PORT": str(mlflow_port),
     }
-    env = {**read_env_file(SERVICES_ENV), **read_env_file(CLUSTER_ENV, values)}
+    env = {**stack.read_env_file(SERVICES_ENV), **stack.read_env_file(CLUSTER_ENV, values)}
     return {name: value for name, value in env.items() if name not in environ}
 
 
@@ -161,7 +142,7 @@ def redis_command(ports: Ports, password: str) -> list[str]:
     folder = stack.state_dir() / "redis"
     folder.mkdir(exist_ok=True)
     conf = stack.state_dir() / "redis.conf"
-    _write_private(
+    stack.write_private(
         conf,
         "\n".join(
             [
@@ -243,7 +224,7 @@ def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
 def mlflow_auth_config(pg: stack.PgAddress, admin_password: str) -> Path:
     """The basic-auth app's settings: users in PostgreSQL, new users may only read by default."""
     path = stack.state_dir() / "mlflow-auth.ini"
-    _write_private(
+    stack.write_private(
         path,
         "[mlflow]\n"
         "default_permission = READ\n"
@@ -278,7 +259,8 @@ def mlflow_command(cfg: LooplineConfig, pg: stack.PgAddress) -> list[str]:
 
 
 def mlflow_server_env(env: dict[str, str], ports: Ports, keys: Mapping[str, str], auth_ini: Path) -> dict[str, str]:
-    """The tracking server's own environment: it alone holds S3 credentials for the artifacts it proxies."""
+    """The tracking server's own environment: of the services, it alone gets S3 credentials (for the artifacts
+    it proxies); the Airflow processes have them in their ``loopline_s3`` connection."""
     return {
         **env,
         "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
@@ -321,7 +303,7 @@ def _s3_client(ports: Ports, keys: Mapping[str, str]):
 
 
 def buckets() -> list[str]:
-    return read_env_file(SERVICES_ENV)["LOOPLINE_BUCKETS"].split()
+    return stack.read_env_file(SERVICES_ENV)["LOOPLINE_BUCKETS"].split()
 
 
 def create_buckets(ports: Ports, keys: Mapping[str, str]) -> None:
@@ -335,26 +317,30 @@ def create_buckets(ports: Ports, keys: Mapping[str, str]) -> None:
 
 def create_mlflow_user(cfg: LooplineConfig, keys: Mapping[str, str]) -> None:
     """The ``loopline`` user the tasks log in as (not the admin); new experiments and models are its own."""
-    import base64 as b64
-
     base = cfg.mlflow.ui_url.rstrip("/")
-    admin = b64.b64encode(f"admin:{keys['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
+    admin = base64.b64encode(f"admin:{keys['MLFLOW_ADMIN_PASSWORD']}".encode()).decode()
     headers = {"Authorization": f"Basic {admin}", "Content-Type": "application/json"}
     lookup = urllib.request.Request(f"{base}/api/2.0/mlflow/users/get?username={MLFLOW_USER}", headers=headers)  # noqa: S310
+    body = json.dumps({"username": MLFLOW_USER, "password": keys["MLFLOW_PASSWORD"]}).encode()
     try:
         with urllib.request.urlopen(lookup, timeout=30):  # noqa: S310 - the stack's own loopback server
-            return
+            # it exists: its password follows secrets.json, as the Postgres role's does
+            update = urllib.request.Request(  # noqa: S310
+                f"{base}/api/2.0/mlflow/users/update-password", data=body, headers=headers, method="PATCH"
+            )
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
             raise
-    body = json.dumps({"username": MLFLOW_USER, "password": keys["MLFLOW_PASSWORD"]}).encode()
-    create = urllib.request.Request(f"{base}/api/2.0/mlflow/users/create", data=body, headers=headers)  # noqa: S310
-    with urllib.request.urlopen(create, timeout=30):  # noqa: S310
+        update = urllib.request.Request(f"{base}/api/2.0/mlflow/users/create", data=body, headers=headers)  # noqa: S310
+    with urllib.request.urlopen(update, timeout=30):  # noqa: S310
         pass
 
 
-def prepare_postgres(pg: stack.PgAddress, keys: Mapping[str, str]) -> None:
-    """Databases of MLflow and its users, and the analysts' database owned by the password role ``loopline``."""
+def prepare_postgres(pg: stack.PgAddress, keys: Mapping[str, str], schema: str) -> None:
+    """Databases of MLflow and its users, and the analysts' database owned by the password role ``loopline``.
+
+    A home that ran the embedded profile first has the analysts' schema owned by the superuser: it and its
+    tables and views pass to ``loopline``, which migrates and loads them from now on."""
     existing = stack.psql(pg, "SELECT datname FROM pg_database;").split()
     for database in ("mlflow", "mlflow_auth"):
         if database not in existing:
@@ -365,6 +351,20 @@ def prepare_postgres(pg: stack.PgAddress, keys: Mapping[str, str]) -> None:
         f"CREATE ROLE {PG_ROLE} LOGIN; END IF; END $$;\n"
         f"ALTER ROLE {PG_ROLE} PASSWORD '{keys['PG_PASSWORD']}';\n"
         f"ALTER DATABASE loopline OWNER TO {PG_ROLE};\n",
+    )
+    # the schema name is an identifier the config validated; the role is a constant
+    stack.psql(
+        pg,
+        "DO $$ DECLARE item record; BEGIN\n"  # noqa: S608
+        f"IF EXISTS (SELECT FROM pg_namespace WHERE nspname = '{schema}') THEN\n"
+        f"  EXECUTE format('ALTER SCHEMA %I OWNER TO {PG_ROLE}', '{schema}');\n"
+        "END IF;\n"
+        "FOR item IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n"
+        f"  WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p', 'v', 'm') LOOP\n"
+        f"  EXECUTE format('ALTER %s %I.%I OWNER TO {PG_ROLE}', CASE item.relkind WHEN 'v' THEN 'VIEW'\n"
+        f"    WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, '{schema}', item.relname);\n"
+        "END LOOP; END $$;\n",
+        database="loopline",
     )
 
 
@@ -407,11 +407,7 @@ def _spark_cluster_health(ports: Ports) -> Health:
 
 def _celery_health() -> Health:
     """Both workers running and ready (the worker logs its readiness once connected to the broker)."""
-    ready = []
-    for name in WORKERS:
-        log = stack.log_file(name)
-        if stack.running_pid(name) and log.exists() and "ready." in log.read_text(encoding="utf-8", errors="replace"):
-            ready.append(name)
+    ready = [name for name in WORKERS if stack.running_pid(name) and "ready." in stack.log_since_start(name)]
     return Health("celery-workers", len(ready) == len(WORKERS), f"ready: {', '.join(ready) or 'none'}")
 
 
@@ -432,11 +428,18 @@ def health(cfg: LooplineConfig) -> list[Health]:
     ]
 
 
-def start(cfg: LooplineConfig, pg: stack.PgAddress, env: dict[str, str], echo: Callable[[str], None]) -> None:
+def service_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` without Airflow's connections and settings (passwords, Fernet and JWT keys among them): the
+    non-Airflow services (Redis, S3, Spark, MLflow) get only the secrets they use, added by the caller."""
+    return {name: value for name, value in env.items() if not name.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
+
+
+def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str], echo: Callable[[str], None]) -> None:
     """Start the cluster's own services (before Airflow, whose workers need them) and wait for each."""
+    env = service_environment(airflow_env)
     ports = Ports.from_env(env)
     keys = stack_secrets()
-    prepare_postgres(pg, keys)
+    prepare_postgres(pg, keys, cfg.postgres.schema)
     starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
         ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
         ("s3", lambda: s3_command(ports), env),

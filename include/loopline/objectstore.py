@@ -67,7 +67,7 @@ def split(uri: str) -> tuple[str, str]:
 def client(conn_id: str | None = None) -> Any:
     """A boto3 S3 client built from the Airflow connection ``conn_id`` (default: ``storage.aws_conn_id``).
 
-    Building one through the hook costs tens of milliseconds, so it is kept per connection for the process.
+    Building one through the hook costs a connection lookup and a session, so it is kept per connection for the process.
     A connection given in the environment is part of the key: a changed ``AIRFLOW_CONN_<ID>`` gets a new client.
     """
     conn_id = conn_id_or_default(conn_id)
@@ -77,7 +77,7 @@ def client(conn_id: str | None = None) -> Any:
 def _s3_hook_class() -> Any:
     """The amazon provider's ``S3Hook``, or None where it is not installed (the trainer's image)."""
     try:
-        # imported here: the amazon provider costs a second of import, and DAG files parse this module
+        # imported here: the amazon provider is slow to import, and DAG files parse this module
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     except ImportError:
         return None

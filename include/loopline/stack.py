@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from loopline.config import LooplineConfig, get_config, load_config, loopline_home, repo_root, resolve_uri
 
 EMBEDDED, CLUSTER = "embedded", "cluster"
+START_MARKER = "--- loopline: started"
 PROFILES = (EMBEDDED, CLUSTER)
 AIRFLOW_PORT = int(os.environ.get("LOOPLINE_AIRFLOW_PORT", "8080"))
 DEV_ENV_FILE = Path(__file__).parent / "config" / "dev" / "airflow.env"
@@ -125,6 +126,25 @@ def fill(value: str, values: Mapping[str, str]) -> str:
     return string.Template(value).safe_substitute(values)
 
 
+def read_env_file(path: Path, values: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``NAME=value`` lines of ``path`` (comments and blanks skipped), ``${...}`` filled in from ``values``."""
+    env: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            env[name.strip()] = fill(value.strip(), values or {})
+    return env
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only the user can read (created that way, never briefly world-readable)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 @dataclass(frozen=True)
 class PgAddress:
     """Where the embedded PostgreSQL listens: its Unix socket folder, and the port (the socket's name)."""
@@ -146,15 +166,9 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
         "SPARK_HOST": spark_host,
         "SPARK_PORT": str(spark_port),
     }
-    env: dict[str, str] = {}
-    for raw in DEV_ENV_FILE.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.partition("=")
-        if name == POSTGRES_CONN_VAR and not pg:
-            continue
-        env[name] = fill(value, values)
+    env = read_env_file(DEV_ENV_FILE, values)
+    if not pg:
+        env.pop(POSTGRES_CONN_VAR)
     return {name: value for name, value in env.items() if name not in os.environ}
 
 
@@ -207,12 +221,12 @@ def stack_environment(cfg: LooplineConfig, pg: PgAddress | None = None, profile:
 
         if pg is None:
             raise ValueError("the cluster profile needs the embedded PostgreSQL's address")
-        env.update(cluster.cluster_environment(cfg, pg))
-        cfg = load_config(environ=env)
+        profile_env = cluster.cluster_environment(cfg, pg)
+        cfg = load_config(environ={**env, **profile_env})
     env.update(dev_environment(cfg, pg))
     env.update(airflow_environment(loopline_home() / "airflow", pg))
     if profile == CLUSTER:
-        env.update(cluster.cluster_environment(cfg, pg))  # the executor and the rest win over the embedded defaults
+        env.update(profile_env)  # the executor and the rest win over the embedded defaults
     env["SPARK_HOME"] = str(spark_home())
     env["PATH"] = f"{venv_bin()}{os.pathsep}{env.get('PATH', '')}"
     env["PYSPARK_PYTHON"] = sys.executable
@@ -271,8 +285,11 @@ def running_pid(name: str) -> int | None:
 
 
 def spawn(name: str, command: list[str], env: dict[str, str]) -> int:
-    """Start ``command`` detached in its own session, logging to ``logs/<name>.log``."""
+    """Start ``command`` detached in its own session, logging to ``logs/<name>.log`` after a start marker
+    (:func:`log_since_start` reads what this start wrote)."""
     log = log_file(name).open("ab")
+    log.write(f"\n{START_MARKER} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+    log.flush()
     process = subprocess.Popen(
         command,
         env=env,
@@ -285,6 +302,13 @@ def spawn(name: str, command: list[str], env: dict[str, str]) -> int:
     record = {"pid": process.pid, "started": _start_time(process.pid), "command": command}
     _pid_file(name).write_text(json.dumps(record))
     return process.pid
+
+
+def log_since_start(name: str) -> str:
+    """What the component's log holds since its last start by :func:`spawn`."""
+    path = log_file(name)
+    text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+    return text.rsplit(START_MARKER, 1)[-1]
 
 
 def stop_process(name: str, grace: float = 30.0) -> bool:
@@ -703,11 +727,7 @@ def _write_env_file(env: dict[str, str]) -> None:
     lines = [f"export {key}={_shell_quote(env[key])}" for key in keys]
     lines.append(f'export PATH="{venv_bin()}:$PATH"')
     # mode 0600: in the cluster profile the connections carry the generated passwords
-    path = state_dir() / "env.sh"
-    path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n")
+    write_private(state_dir() / "env.sh", "\n".join(lines) + "\n")
 
 
 def _shell_quote(value: str) -> str:
@@ -741,6 +761,8 @@ def status(cfg: LooplineConfig | None = None) -> list[Health]:
     if saved_profile() == CLUSTER:
         from loopline import cluster
 
+        if embedded_pg() is None:  # stopped: nothing else to ask
+            return [*report, Health("cluster", False, "not started: loopline up --profile cluster")]
         env = stack_environment(cfg or get_config(), embedded_pg(), CLUSTER)
         cfg = load_config(environ=env)
         return [*report, mlflow_health(cfg), *cluster.health(cfg)]

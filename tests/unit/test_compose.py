@@ -111,8 +111,9 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
 
 
 def _env_file(path: Path) -> dict[str, str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    from loopline.stack import read_env_file
+
+    return read_env_file(path)
 
 
 def _environment(service: Mapping[str, Any]) -> dict[str, str]:
@@ -421,6 +422,7 @@ def test_compose_and_the_cluster_profile_share_the_service_settings(
 
     assert cluster.SERVICES_ENV.resolve() == SERVICES_ENV.resolve()
     shared = _env_file(SERVICES_ENV)
+    assert not set(shared) & set(_env_file(cluster.CLUSTER_ENV)), "dev/cluster.env redefines a shared setting"
     assert {"AIRFLOW__CORE__EXECUTOR", "LOOPLINE__STORAGE__LANDING_URI", "LOOPLINE_BUCKETS"} <= set(shared)
     assert compose["x-airflow-common"]["env_file"] == ["include/loopline/config/services.env"]
     for name, service in services.items():

@@ -30,7 +30,7 @@ __all__ = ["OBJECT_SCHEMES", "ReportSpace", "is_object_store", "read_object", "r
 
 OBJECT_SCHEMES = ("s3://", "s3a://")
 # The plugin's reads reuse a hook per server thread for this long: a page pulls a dozen assets, and a new hook
-# costs a connection lookup and a boto3 session each (~0.1 s); boto3 resources are not shared across threads.
+# costs a connection lookup and a boto3 session each; boto3 resources are not shared across threads.
 _READER_SECONDS = 300.0
 _readers = threading.local()
 
