@@ -439,7 +439,7 @@ def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str],
     env = service_environment(airflow_env)
     ports = Ports.from_env(env)
     keys = stack_secrets()
-    prepare_postgres(pg, keys, cfg.postgres.schema)
+    prepare_postgres(pg, keys, cfg.postgres.schema_)
     starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
         ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
         ("s3", lambda: s3_command(ports), env),

@@ -554,11 +554,14 @@ def test_ingest_stages_both_kinds_before_spark_runs(s3, bucket, aws_env, tmp_pat
         _put(s3, bucket, f"landing/{kind}/ds={DS}/part-0.csv", HEADER + ROW)
         _put(s3, bucket, f"landing/{kind}/ds={DS}/{MARKER}", b"")
     real = Landing.stage
+    staged: list[Path] = []
 
     def stage(self, stage_root, kind, ds, files=None):
         if kind == "labels":
             raise ObjectStoreError("S3 went away")
-        return real(self, stage_root, kind, ds, files)
+        copies = real(self, stage_root, kind, ds, files)
+        staged.extend(Path(path) for path in copies.values())
+        return copies
 
     monkeypatch.setattr(Landing, "stage", stage)
     cfg = load_config(
@@ -570,7 +573,9 @@ def test_ingest_stages_both_kinds_before_spark_runs(s3, bucket, aws_env, tmp_pat
     )
     with pytest.raises(ObjectStoreError, match="S3 went away"):
         ingest.run(None, dt.date.fromisoformat(DS), cfg)  # Spark would be the next thing used
-    assert (tmp_path / "stage" / "transactions" / f"ds={DS}" / "part-0.csv").exists()
+    assert [path.name for path in staged] == ["part-0.csv"]  # the transactions were staged first
+    assert staged[0].is_relative_to(tmp_path / "stage")
+    assert not any((tmp_path / "stage").iterdir()), "the run's staged copies are removed, also on failure"
     assert not (tmp_path / "lake").exists()
 
 
@@ -635,7 +640,7 @@ def test_ingest_of_a_staged_s3_drop_names_the_s3_objects(spark, s3, drop, tmp_pa
     assert tx["files_quarantined"] == 3  # truncated gzip, empty file, missing columns
     assert tx["rows_written"] == 1  # part-0's good row; part-1.csv.gz's 40 rows have no timezone
     assert tx["quarantined_by_reason"]["event_time_without_timezone"] == 41
-    assert (tmp_path / "stage" / "transactions" / f"ds={DS}" / "part-1.csv.gz").exists()
+    assert not any((tmp_path / "stage").iterdir()), "the staged copies are removed once the day is written"
 
     lake = Lake(str(tmp_path / "lake"))
     quarantined = spark.read.parquet(lake.partition(QUARANTINE_TRANSACTIONS, day))
