@@ -260,7 +260,8 @@ def retraining_decisions(cfg: LooplineConfig, days: list[dt.date]) -> list[tuple
     """drift_monitor's decision per night: (ds, triggered, reason, train_run_id)."""
     import psycopg2
 
-    conn = psycopg2.connect(host=stack.embedded_pg_host(), user="postgres", dbname="loopline")
+    pg = stack.embedded_pg()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
     try:
         with conn.cursor() as cur:
             cur.execute(
@@ -311,7 +312,7 @@ EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first
    WHERE ds = '{day}' AND decision = 'flag' ORDER BY score DESC LIMIT 20;
   -- drift and retraining, night by night
   SELECT ds, triggered, reason FROM loopline.retraining_decisions ORDER BY ds;
-  (psql -h {pg_host} -U postgres -d loopline)"""
+  (psql -h {pg_host} -p {pg_port} -U postgres -d loopline)"""
 
 
 def _auc_line(label: str, auc: dict) -> str:
@@ -442,7 +443,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {stack.admin_password()})")
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
-    echo("Prediction tables (Postgres):\n" + EXAMPLE_SQL.format(day=plan.end, pg_host=stack.embedded_pg_host()))
+    pg = stack.embedded_pg()
+    echo("Prediction tables (Postgres):\n" + EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port))
     echo("The stack keeps running; `make down` stops it.")
     final = run_states(["feature_pipeline", "batch_score", "drift_monitor"], env)
     return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1

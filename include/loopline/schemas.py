@@ -5,7 +5,7 @@ Plain Python data so that the Spark jobs, the GX suites, the generator and the t
 
 from __future__ import annotations
 
-# Landing contract (ARCHITECTURE.md): header row, these columns, in this order.
+# Landing contract (README, "The landing contract"): header row, these columns, in this order.
 TRANSACTION_COLUMNS: tuple[str, ...] = (
     "transaction_id",
     "event_time",

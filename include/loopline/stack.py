@@ -163,6 +163,7 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
     values = {
         "LOOPLINE_HOME": str(loopline_home()),
         "PG_HOST": pg.host if pg else "",
+        "PG_PORT": str(pg.port if pg else 5432),  # the socket's name: 5432 unless the cluster profile moved it
         "SPARK_HOST": spark_host,
         "SPARK_PORT": str(spark_port),
     }
