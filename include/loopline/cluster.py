@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loopline import stack
-from loopline.config import LooplineConfig, load_config, loopline_home, resolve_uri
+from loopline.config import LooplineConfig, loopline_home, resolve_uri
 from loopline.stack import Health
 
 SERVICES_ENV = Path(__file__).parent / "config" / "services.env"
@@ -124,11 +124,6 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
     }
     env = {**stack.read_env_file(SERVICES_ENV), **stack.read_env_file(CLUSTER_ENV, values)}
     return {name: value for name, value in env.items() if name not in environ}
-
-
-def profile_config(env: Mapping[str, str]) -> LooplineConfig:
-    """The configuration the cluster's processes see (the YAML with the profile's overrides)."""
-    return load_config(environ=dict(env))
 
 
 # ---------------------------------------------------------------------------------------------------------
