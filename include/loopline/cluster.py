@@ -233,20 +233,11 @@ def mlflow_auth_config(pg: stack.PgAddress, admin_password: str) -> Path:
 
 def mlflow_command(cfg: LooplineConfig, pg: stack.PgAddress) -> list[str]:
     """The tracking server with basic auth; runs in PostgreSQL, artifacts proxied to ``mlflow.artifact_uri``."""
-    host, port = stack.host_port(cfg.mlflow.ui_url, 5000)
+    backend = f"postgresql+psycopg2://postgres@/mlflow?host={pg.host}&port={pg.port}"
     return [
-        str(stack.venv_bin() / "mlflow"),
-        "server",
+        *stack.mlflow_server(cfg, backend),
         "--app-name",
         "basic-auth",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"postgresql+psycopg2://postgres@/mlflow?host={pg.host}&port={pg.port}",
         "--artifacts-destination",
         resolve_uri(cfg.mlflow.artifact_uri),
         "--serve-artifacts",

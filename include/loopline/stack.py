@@ -500,26 +500,20 @@ def spark_health(cfg: LooplineConfig) -> Health:
 
 
 def mlflow_command(cfg: LooplineConfig) -> list[str]:
-    host, port = host_port(cfg.mlflow.ui_url, 5000)
     artifacts = Path(resolve_uri(cfg.mlflow.artifact_uri))
     artifacts.mkdir(parents=True, exist_ok=True)
     backend = resolve_uri(cfg.mlflow.tracking_uri)
     if backend.startswith("sqlite:///"):
         Path(backend.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return [
-        str(venv_bin() / "mlflow"),
-        "server",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        backend,
-        "--default-artifact-root",
-        str(artifacts),
-    ]
+    return [*mlflow_server(cfg, backend), "--default-artifact-root", str(artifacts)]
+
+
+def mlflow_server(cfg: LooplineConfig, backend: str) -> list[str]:
+    """``mlflow server`` on the configured UI address with one worker and ``backend`` as its store; each profile
+    adds how artifacts are stored (and the cluster its auth app)."""
+    host, port = host_port(cfg.mlflow.ui_url, 5000)
+    command = [str(venv_bin() / "mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1"]
+    return [*command, "--backend-store-uri", backend]
 
 
 def mlflow_health(cfg: LooplineConfig) -> Health:
