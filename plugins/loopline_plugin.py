@@ -3,10 +3,11 @@
 - Extra links (``loopline.orchestration.links``): "MLflow" on training, gating, scoring and drift tasks,
   "Validation report" on the Great Expectations gates and the drift report.
 - ``/loopline/reports``: what ``storage.reports_uri`` holds (Data Docs, drift reports), so the links open in
-  the browser (``storage.reports_url`` points here). A local folder is served as static files; an object-store
+  the browser (``storage.reports_url`` points here). A local folder is served file by file; an object-store
   one (``s3://bucket/prefix``) object by object through the amazon provider's ``S3Hook`` (connection
   ``storage.aws_conn_id``), so browsers need no credentials of the bucket. Or point ``reports_url`` at a web
-  front of the bucket, and this mount goes unused.
+  front of the bucket, and this mount goes unused. Every request needs the API server's own login (the UI's
+  session cookie or a bearer token); an anonymous one gets 401, an invalid token 403.
 
 Importing the plugin reads the config and nothing else: the object store is reached only per request.
 """
@@ -18,9 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from fastapi.staticfiles import StaticFiles
+from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from loopline.config import get_config, resolve_uri
@@ -32,17 +32,43 @@ INDEX = "index.html"
 _CHUNK = 256 * 1024
 
 
+def _missing(path: str) -> HTTPException:
+    return HTTPException(status_code=404, detail=f"no report at {path or '/'}")
+
+
+def _parts(path: str) -> list[str]:
+    """The request path's segments; one that could climb out of the reports root is a 404."""
+    parts = [part for part in path.split("/") if part]
+    if any(part in (".", "..") or "\\" in part for part in parts):
+        raise _missing(path)
+    return parts
+
+
+def _folder_app(app: FastAPI, folder: Path) -> None:
+    """Serve the local ``folder`` at the app's root: ``index.html`` for folders, 404 when missing."""
+    root = folder.resolve()
+
+    @app.get("/{path:path}", include_in_schema=False)
+    def serve(path: str) -> Response:
+        parts = _parts(path)
+        target = root.joinpath(*parts).resolve()
+        if not target.is_relative_to(root):
+            raise _missing(path)  # a link inside the folder pointing out of it
+        if target.is_dir():
+            if parts and not path.endswith("/"):
+                return RedirectResponse(f"{parts[-1]}/", status_code=307)
+            target = target / INDEX
+        if not target.is_file():
+            raise _missing(path)
+        return FileResponse(target, media_type=mimetypes.guess_type(target.name)[0])
+
+
 def _object_app(app: FastAPI, reports_uri: str, conn_id: str) -> None:
     """Serve ``reports_uri`` (object storage) at the app's root: ``index.html`` for folders, 404 when missing."""
 
-    def _missing(path: str) -> HTTPException:
-        return HTTPException(status_code=404, detail=f"no report at {path or '/'}")
-
     @app.get("/{path:path}", include_in_schema=False)
     def serve(path: str) -> Response:  # sync: FastAPI runs it (and S3's blocking reads) in its thread pool
-        parts = [part for part in path.split("/") if part]
-        if any(part in (".", "..") or "\\" in part for part in parts):
-            raise _missing(path)  # never a key outside the reports prefix
+        parts = _parts(path)  # never a key outside the reports prefix
         relative = "/".join(parts)
         folder = not relative or path.endswith("/")
         if folder:
@@ -65,8 +91,12 @@ def _object_app(app: FastAPI, reports_uri: str, conn_id: str) -> None:
 
 
 def reports_app() -> FastAPI:
-    """The app mounted at :data:`REPORTS_PREFIX`: static files of a local ``reports_uri``, or its S3 objects."""
-    app = FastAPI(title="Loopline reports")
+    """The app mounted at :data:`REPORTS_PREFIX`: the files of a local ``reports_uri``, or its S3 objects, to
+    whoever the API server's auth manager lets see the website."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+
+    app = FastAPI(title="Loopline reports", dependencies=[Depends(requires_access_view(AccessView.WEBSITE))])
     storage = get_config().storage
     reports = resolve_uri(storage.reports_uri)
     if is_object_store(reports):
@@ -74,7 +104,7 @@ def reports_app() -> FastAPI:
     elif "://" not in reports or reports.startswith("file://"):
         folder = Path(reports.removeprefix("file://"))
         folder.mkdir(parents=True, exist_ok=True)
-        app.mount("/", StaticFiles(directory=folder, html=True), name="reports")
+        _folder_app(app, folder)
     return app
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -45,19 +44,6 @@ PG_ROLE = "loopline"
 SPARK_WORKER_CORES = 1
 SPARK_WORKER_MEMORY = "1536m"
 SPARK_EXECUTOR_MEMORY = "1g"
-_SECRETS = (
-    "REDIS_PASSWORD",
-    "S3_ACCESS_KEY",
-    "S3_SECRET_KEY",
-    "PG_PASSWORD",
-    "SPARK_TOKEN",
-    "MLFLOW_PASSWORD",
-    "MLFLOW_ADMIN_PASSWORD",
-    "MLFLOW_FLASK_SECRET",
-    "FERNET_KEY",
-    "JWT_SECRET",
-    "API_SECRET",
-)
 
 
 @dataclass(frozen=True)
@@ -90,21 +76,6 @@ class Ports:
         return f"http://127.0.0.1:{self.s3}"
 
 
-def stack_secrets() -> dict[str, str]:
-    """The cluster's secrets, generated on first start and kept in ``<state>/secrets.json`` (mode 0600)."""
-    path = stack.state_dir() / "secrets.json"
-    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    missing = [name for name in _SECRETS if name not in known]
-    for name in missing:
-        # Fernet wants 32 url-safe base64 bytes; the others end up in URLs, so letters and digits only.
-        known[name] = (
-            base64.urlsafe_b64encode(os.urandom(32)).decode() if name == "FERNET_KEY" else secrets.token_hex(24)
-        )
-    if missing or (path.stat().st_mode & 0o077):
-        stack.write_private(path, json.dumps(known, indent=2))
-    return known
-
-
 def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mapping[str, str] | None = None) -> dict:
     """The settings the cluster adds to the embedded stack's environment (a value already in ``environ`` wins,
     as for the dev files): the shared service settings, then the cluster's connections."""
@@ -113,7 +84,7 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
     _, spark_port = stack.host_port(cfg.spark.connect_url, 15002)
     _, mlflow_port = stack.host_port(cfg.mlflow.ui_url, 5000)
     values = {
-        **stack_secrets(),
+        **stack.stack_secrets(),
         "LOOPLINE_HOME": str(loopline_home()),
         "S3_PORT": str(ports.s3),
         "REDIS_PORT": str(ports.redis),
@@ -216,28 +187,11 @@ def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
     return [*command[:-1], *extra, command[-1]]
 
 
-def mlflow_auth_config(pg: stack.PgAddress, admin_password: str) -> Path:
-    """The basic-auth app's settings: users in PostgreSQL, new users may only read by default."""
-    path = stack.state_dir() / "mlflow-auth.ini"
-    stack.write_private(
-        path,
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = postgresql+psycopg2://postgres@/mlflow_auth?host={pg.host}&port={pg.port}\n"
-        "admin_username = admin\n"
-        f"admin_password = {admin_password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
-    )
-    return path
-
-
 def mlflow_command(cfg: LooplineConfig, pg: stack.PgAddress) -> list[str]:
     """The tracking server with basic auth; runs in PostgreSQL, artifacts proxied to ``mlflow.artifact_uri``."""
     backend = f"postgresql+psycopg2://postgres@/mlflow?host={pg.host}&port={pg.port}"
     return [
         *stack.mlflow_server(cfg, backend),
-        "--app-name",
-        "basic-auth",
         "--artifacts-destination",
         resolve_uri(cfg.mlflow.artifact_uri),
         "--serve-artifacts",
@@ -248,9 +202,7 @@ def mlflow_server_env(env: dict[str, str], ports: Ports, keys: Mapping[str, str]
     """The tracking server's own environment: of the services, it alone gets S3 credentials (for the artifacts
     it proxies); the Airflow processes have them in their ``loopline_s3`` connection."""
     return {
-        **env,
-        "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": keys["MLFLOW_FLASK_SECRET"],
+        **stack.mlflow_auth_env(env, keys, auth_ini),
         "MLFLOW_S3_ENDPOINT_URL": ports.s3_endpoint,
         "AWS_ACCESS_KEY_ID": keys["S3_ACCESS_KEY"],
         "AWS_SECRET_ACCESS_KEY": keys["S3_SECRET_KEY"],
@@ -404,7 +356,7 @@ def _pg_tcp_health(ports: Ports) -> Health:
 
 def health(cfg: LooplineConfig) -> list[Health]:
     ports = Ports.from_env()
-    keys = stack_secrets()
+    keys = stack.stack_secrets()
     return [
         _redis_health(ports, keys["REDIS_PASSWORD"]),
         _s3_health(ports, keys),
@@ -424,7 +376,7 @@ def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str],
     """Start the cluster's own services (before Airflow, whose workers need them) and wait for each."""
     env = service_environment(airflow_env)
     ports = Ports.from_env(env)
-    keys = stack_secrets()
+    keys = stack.stack_secrets()
     prepare_postgres(pg, keys, cfg.postgres.schema_)
     starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
         ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
@@ -455,7 +407,8 @@ def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str],
         stack.spawn("spark-connect", spark_connect_command(cfg, ports), connect_env)
     if stack.running_pid("mlflow") is None:
         echo("mlflow: starting (basic auth, artifacts proxied to S3)")
-        auth_ini = mlflow_auth_config(pg, keys["MLFLOW_ADMIN_PASSWORD"])
+        users = f"postgresql+psycopg2://postgres@/mlflow_auth?host={pg.host}&port={pg.port}"
+        auth_ini = stack.mlflow_auth_config(users, keys["MLFLOW_ADMIN_PASSWORD"])
         stack.spawn("mlflow", mlflow_command(cfg, pg), mlflow_server_env(env, ports, keys, auth_ini))
     stack.wait_until(lambda: stack.mlflow_health(cfg).healthy, 180, "MLflow", stack.log_file("mlflow"))
     create_mlflow_user(cfg, keys)
@@ -481,10 +434,3 @@ def start_workers(env: dict[str, str], echo: Callable[[str], None]) -> None:
             }
             stack.spawn(name, celery_worker_command(name), worker_env)
     stack.wait_until(lambda: _celery_health().healthy, 180, "Celery workers", stack.log_file(WORKERS[0]))
-
-
-def spark_connect_url(cfg: LooplineConfig) -> str:
-    """The Connect URL with the token, for clients outside Airflow (tests, benchmarks): ``localhost``, since the
-    Python client sends a token without TLS only to that host."""
-    _, port = stack.host_port(cfg.spark.connect_url, 15002)
-    return f"sc://localhost:{port}/;token={stack_secrets()['SPARK_TOKEN']}"

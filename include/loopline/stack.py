@@ -4,13 +4,20 @@ Everything runs as plain processes on 127.0.0.1, with PIDs, logs and data under 
 (``$LOOPLINE_HOME``, default ``<repo>/.loopline``). ``down`` stops only what ``up`` started (it
 reads the PID files and checks each PID still runs the command it started), and ``status`` asks each
 component for its health. No Docker, no cloud.
+
+Every service that listens authenticates, in this profile too: Airflow's UI and API (its generated admin
+password), Spark Connect (a token), the MLflow UI (MLflow's basic-auth app, user ``admin``). The secrets are
+generated on first start into ``<state>/secrets.json`` (mode 0600) and reach each process through its
+environment or a file only the user can read, never its command line.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import string
@@ -145,6 +152,37 @@ def write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
+# The stack's generated secrets: what both profiles use, then the cluster profile's own services.
+SECRET_NAMES = (
+    "SPARK_TOKEN",
+    "MLFLOW_PASSWORD",
+    "MLFLOW_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SECRET",
+    "PG_PASSWORD",
+    "REDIS_PASSWORD",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+    "FERNET_KEY",
+    "JWT_SECRET",
+    "API_SECRET",
+)
+
+
+def stack_secrets() -> dict[str, str]:
+    """The stack's secrets, generated on first start and kept in ``<state>/secrets.json`` (mode 0600)."""
+    path = state_dir() / "secrets.json"
+    known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    missing = [name for name in SECRET_NAMES if name not in known]
+    for name in missing:
+        # Fernet wants 32 url-safe base64 bytes; the others end up in URLs, so letters and digits only.
+        known[name] = (
+            base64.urlsafe_b64encode(os.urandom(32)).decode() if name == "FERNET_KEY" else secrets.token_hex(24)
+        )
+    if missing or (path.stat().st_mode & 0o077):
+        write_private(path, json.dumps(known, indent=2))
+    return known
+
+
 @dataclass(frozen=True)
 class PgAddress:
     """Where the embedded PostgreSQL listens: its Unix socket folder, and the port (the socket's name)."""
@@ -159,12 +197,12 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
     Values already present in the process environment win, so a configured connection (for example an
     external Postgres in ``AIRFLOW_CONN_LOOPLINE_POSTGRES``) is never replaced by the embedded default.
     """
-    spark_host, spark_port = host_port(cfg.spark.connect_url, 15002)
+    _, spark_port = host_port(cfg.spark.connect_url, 15002)
     values = {
         "LOOPLINE_HOME": str(loopline_home()),
+        "SPARK_TOKEN": stack_secrets()["SPARK_TOKEN"],
         "PG_HOST": pg.host if pg else "",
         "PG_PORT": str(pg.port if pg else 5432),  # the socket's name: 5432 unless the cluster profile moved it
-        "SPARK_HOST": spark_host,
         "SPARK_PORT": str(spark_port),
     }
     env = read_env_file(DEV_ENV_FILE, values)
@@ -509,11 +547,58 @@ def mlflow_command(cfg: LooplineConfig) -> list[str]:
 
 
 def mlflow_server(cfg: LooplineConfig, backend: str) -> list[str]:
-    """``mlflow server`` on the configured UI address with one worker and ``backend`` as its store; each profile
-    adds how artifacts are stored (and the cluster its auth app)."""
+    """``mlflow server`` behind MLflow's basic-auth app on the configured UI address, with one worker and
+    ``backend`` as its store; each profile adds how artifacts are stored."""
     host, port = host_port(cfg.mlflow.ui_url, 5000)
     command = [str(venv_bin() / "mlflow"), "server", "--host", host, "--port", str(port), "--workers", "1"]
-    return [*command, "--backend-store-uri", backend]
+    return [*command, "--app-name", "basic-auth", "--backend-store-uri", backend]
+
+
+def mlflow_auth_config(users_db: str, admin_password: str) -> Path:
+    """The basic-auth app's settings (mode 0600): its users in ``users_db``, new users may only read."""
+    path = state_dir() / "mlflow-auth.ini"
+    write_private(
+        path,
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {users_db}\n"
+        "admin_username = admin\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+    )
+    return path
+
+
+def mlflow_auth_env(env: Mapping[str, str], keys: Mapping[str, str], auth_ini: Path) -> dict[str, str]:
+    """The tracking server's environment: its auth settings file and the secret that signs its sessions."""
+    secret = keys["MLFLOW_FLASK_SECRET"]
+    return {**env, "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": secret}
+
+
+def start_embedded_services(cfg: LooplineConfig, env: dict[str, str], echo: Callable[[str], None]) -> None:
+    """Spark Connect (token) and the MLflow UI (basic auth) of the embedded profile. Tasks of this profile use
+    the tracking store directly (``mlflow.tracking_uri``); the server is the people's way in."""
+    from loopline.cluster import service_environment
+
+    keys = stack_secrets()
+    services = service_environment(env)  # no Airflow connection or key for a non-Airflow process
+    if running_pid("spark-connect") is None:
+        echo("spark-connect: starting (token authentication)")
+        token = {"SPARK_CONNECT_AUTHENTICATE_TOKEN": keys["SPARK_TOKEN"]}
+        spawn("spark-connect", spark_command(cfg), {**services, **token})
+    if running_pid("mlflow") is None:
+        echo("mlflow: starting (basic auth)")
+        users = Path(resolve_uri(cfg.mlflow.artifact_uri)).parent / "users.db"
+        users.parent.mkdir(parents=True, exist_ok=True)
+        auth_ini = mlflow_auth_config(f"sqlite:///{users}", keys["MLFLOW_ADMIN_PASSWORD"])
+        spawn("mlflow", mlflow_command(cfg), mlflow_auth_env(services, keys, auth_ini))
+
+
+def spark_client_url(cfg: LooplineConfig) -> str:
+    """The Connect URL with the stack's token, for clients outside Airflow (tests, benchmarks): ``localhost``,
+    since the Python client sends a token without TLS only to that host."""
+    _, port = host_port(cfg.spark.connect_url, 15002)
+    return f"sc://localhost:{port}/;token={stack_secrets()['SPARK_TOKEN']}"
 
 
 def mlflow_health(cfg: LooplineConfig) -> Health:
@@ -691,12 +776,7 @@ def up(
     if profile == CLUSTER:
         cluster.start(cfg, pg, env, echo)
     else:
-        if running_pid("spark-connect") is None:
-            echo("spark-connect: starting")
-            spawn("spark-connect", spark_command(cfg), env)
-        if running_pid("mlflow") is None:
-            echo("mlflow: starting")
-            spawn("mlflow", mlflow_command(cfg), env)
+        start_embedded_services(cfg, env, echo)
     if not any(running_pid(name) for name in AIRFLOW_COMPONENTS):
         echo("airflow: migrating the metadata database")
         airflow_cli(["db", "migrate"], env)

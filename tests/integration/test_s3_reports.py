@@ -59,18 +59,27 @@ def _plugin():
     return module
 
 
-def _served():
-    """The reports app mounted where the API server mounts it, in a test client."""
+@pytest.fixture(scope="module")
+def login(airflow_db) -> str:
+    """A bearer token of the API server's auth manager, as the UI's login leaves in its session cookie."""
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return init_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+
+
+def _served(token: str | None):
+    """The reports app mounted where the API server mounts it, in a test client logged in with ``token``."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
     plugin = _plugin()
     api = FastAPI()
     api.mount(plugin.REPORTS_PREFIX, plugin.reports_app())
-    return TestClient(api)
+    return TestClient(api, cookies={"_token": token} if token else None)
 
 
-def test_a_gate_leaves_its_data_docs_in_the_bucket_and_the_plugin_serves_them(bucket):
+def test_a_gate_leaves_its_data_docs_in_the_bucket_and_the_plugin_serves_them(bucket, login):
     from loopline.orchestration import links
     from loopline.orchestration.feature_tasks import _gate
 
@@ -87,7 +96,7 @@ def test_a_gate_leaves_its_data_docs_in_the_bucket_and_the_plugin_serves_them(bu
 
     url = links.report_url(result.report_uri)
     assert url == f"/loopline/reports/{page_key.removeprefix(PREFIX + '/')}"
-    with _served() as client:
+    with _served(login) as client:
         page = client.get(url)
         assert page.status_code == 200, page.text
         assert page.headers["content-type"].startswith("text/html")
@@ -137,7 +146,7 @@ def test_a_rerun_replaces_only_its_own_day(bucket):
     assert kept in keys  # another day is not this gate's business
 
 
-def test_the_drift_report_folder_is_uploaded_and_linked(bucket):
+def test_the_drift_report_folder_is_uploaded_and_linked(bucket, login):
     from loopline import monitoring
     from loopline.drift import DriftResult, DriftTest
     from loopline.orchestration import links, reports
@@ -166,7 +175,7 @@ def test_the_drift_report_folder_is_uploaded_and_linked(bucket):
     assert bucket.head_object(Bucket=BUCKET, Key=f"{day_prefix}pvalues.png")["ContentType"] == "image/png"
     assert uri == f"s3://{BUCKET}/{day_prefix}report.html"
     assert links.report_url(uri) == f"/loopline/reports/drift/ds={DS}/report.html"
-    with _served() as client:
+    with _served(login) as client:
         image = client.get(f"/loopline/reports/drift/ds={DS}/pvalues.png")
         assert (image.status_code, image.headers["content-type"]) == (200, "image/png")
         assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
@@ -179,16 +188,38 @@ def test_only_one_report_folder_is_published_at_a_time(bucket):
         space.publish(space.root)
 
 
-def test_a_local_reports_folder_is_still_served_as_files(tmp_path):
+def test_a_local_reports_folder_is_still_served_as_files(tmp_path, login):
     os.environ["LOOPLINE__STORAGE__REPORTS_URI"] = str(tmp_path / "reports")
     get_config.cache_clear()
     try:
         page = Path(tmp_path / "reports" / "drift" / f"ds={DS}" / "report.html")
         page.parent.mkdir(parents=True)
         page.write_text("<html>drift</html>")
-        with _served() as client:
+        with _served(login) as client:
             assert client.get(f"/loopline/reports/drift/ds={DS}/report.html").text == "<html>drift</html>"
             assert client.get("/loopline/reports/drift/ds=1999-01-01/report.html").status_code == 404
     finally:
         os.environ.pop("LOOPLINE__STORAGE__REPORTS_URI", None)
         get_config.cache_clear()
+
+
+@pytest.mark.parametrize("where", ["bucket", "folder"])
+def test_reports_are_refused_without_the_api_servers_login(where, bucket, tmp_path, login):
+    """Anonymous: 401; a forged token: 403; climbing out of the reports root: 404, logged in or not."""
+    if where == "folder":
+        os.environ["LOOPLINE__STORAGE__REPORTS_URI"] = str(tmp_path / "reports")
+        get_config.cache_clear()
+        (tmp_path / "reports" / "drift").mkdir(parents=True)
+        (tmp_path / "reports" / "drift" / "report.html").write_text("<html>drift</html>")
+        (tmp_path / "secret.txt").write_text("outside the reports folder")
+    else:
+        bucket.put_object(Bucket=BUCKET, Key=f"{PREFIX}/drift/report.html", Body=b"<html>drift</html>")
+    with _served(None) as client:
+        assert client.get("/loopline/reports/drift/report.html").status_code == 401
+    with _served("not-a-token") as client:
+        assert client.get("/loopline/reports/drift/report.html").status_code == 403
+    with _served(login) as client:
+        assert client.get("/loopline/reports/drift/report.html").text == "<html>drift</html>"
+        if where == "folder":
+            assert client.get("/loopline/reports/drift", follow_redirects=False).status_code == 307
+        assert client.get("/loopline/reports/drift/%2E%2E/%2E%2E/secret.txt").status_code == 404

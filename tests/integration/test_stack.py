@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -38,6 +39,24 @@ def _listening_addresses(pids: list[int]) -> set[str]:
     return addresses
 
 
+def _spark_count(url: str) -> subprocess.CompletedProcess[str]:
+    """One query through a fresh Spark Connect client (its own process: the session's client stays untouched)."""
+    code = f"from pyspark.sql import SparkSession as S; print(S.builder.remote({url!r}).create().range(3).count())"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def _mlflow_get(url: str, user: str | None = None, password: str | None = None) -> int:
+    """The status of one API call to the stack's own loopback MLflow."""
+    headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()} if user else {}
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    request = urllib.request.Request(search, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_stack_up_status_down(tmp_path: Path):
     home = tmp_path / "home"
     env = stack_test_env(home)
@@ -71,6 +90,26 @@ def test_stack_up_status_down(tmp_path: Path):
         with pytest.raises(urllib.error.HTTPError) as denied:
             urllib.request.urlopen(f"http://127.0.0.1:{airflow_port}/api/v2/dags", timeout=10)
         assert denied.value.code in (401, 403)
+
+        # The other services refuse anonymous clients too; the secrets are generated, private, on no command line.
+        secrets_file = home / "stack" / "secrets.json"
+        assert secrets_file.stat().st_mode & 0o777 == 0o600
+        keys = json.loads(secrets_file.read_text())
+        mlflow = env["LOOPLINE__MLFLOW__UI_URL"]
+        assert _mlflow_get(mlflow) == 401
+        assert _mlflow_get(mlflow, "admin", "wrong") == 401
+        assert _mlflow_get(mlflow, "admin", keys["MLFLOW_ADMIN_PASSWORD"]) == 200
+        anonymous = _spark_count(f"sc://localhost:{spark_port}")
+        assert anonymous.returncode != 0
+        assert "UNAUTHENTICATED" in anonymous.stderr, anonymous.stderr[-2000:]
+        wrong = _spark_count(f"sc://localhost:{spark_port}/;token=guess")
+        assert wrong.returncode != 0
+        assert "UNAUTHENTICATED" in wrong.stderr, wrong.stderr[-2000:]
+        allowed = _spark_count(f"sc://localhost:{spark_port}/;token={keys['SPARK_TOKEN']}")
+        assert allowed.stdout.strip() == "3", allowed.stderr[-2000:]
+        command_lines = " ".join(" ".join(psutil.Process(pid).cmdline()) for pid in pids)
+        for name in ("SPARK_TOKEN", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET"):
+            assert keys[name] not in command_lines, f"{name} is on a command line"
 
         # The dev connections reach the processes, filled in from the config.
         env_sh = (home / "stack" / "env.sh").read_text()
