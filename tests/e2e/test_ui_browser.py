@@ -11,6 +11,7 @@ With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list is saved there (the README's
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -69,10 +70,12 @@ def ui(tmp_path_factory):
         night = _run([str(BIN / "airflow"), "dags", "test", "drift_monitor", str(NIGHT)], stack_env)
         assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
         password = admin_password(home)
+        secrets = json.loads((home / "stack" / "secrets.json").read_text())
         yield {
             "base": f"http://127.0.0.1:{airflow_port}",
             "mlflow": env["LOOPLINE__MLFLOW__UI_URL"],
             "password": password,
+            "mlflow_password": secrets["MLFLOW_ADMIN_PASSWORD"],
             "home": home,
         }
     finally:
@@ -94,7 +97,10 @@ def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            # MLflow's basic auth answers the browser's challenge with its admin login, and only on its origin.
+            mlflow_login = {"username": "admin", "password": ui["mlflow_password"], "origin": ui["mlflow"]}
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, http_credentials=mlflow_login)
+            page = context.new_page()
             page.goto(f"{ui['base']}/")
             page.wait_for_url("**/auth/login**", timeout=30_000)  # the UI requires a login
             page.fill("input[name=username]", "admin")

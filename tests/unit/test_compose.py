@@ -8,6 +8,7 @@ secrets only from .env, the Loopline wiring of the Airflow containers); the Dock
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -47,7 +48,7 @@ EXPECTED_SERVICES = AIRFLOW_SERVICES | {
     "spark-connect",
 }
 # Jobs that run to completion (or on demand, like the CLI): no healthcheck, nothing waits for them healthy.
-ONE_SHOT = {"airflow-init", "minio-init", "airflow-cli"}
+ONE_SHOT = {"check-secrets", "airflow-init", "minio-init", "airflow-cli"}
 # Airflow components that run Loopline tasks and therefore need the Loopline services up first.
 TASK_RUNNERS = {"airflow-worker", "airflow-triggerer"}
 SERVICES_ENV = ROOT / "include" / "loopline" / "config" / "services.env"
@@ -121,7 +122,9 @@ def _environment(service: Mapping[str, Any]) -> dict[str, str]:
     files = service.get("env_file") or []
     merged: dict[str, str] = {}
     for entry in [files] if isinstance(files, str) else files:
-        merged.update(_env_file(ROOT / (entry if isinstance(entry, str) else entry["path"])))
+        path = entry if isinstance(entry, str) else entry["path"]
+        # .env is the operator's own (git-ignored): its names are .env.example's
+        merged.update(_env_file(ENV_EXAMPLE if path == ".env" else ROOT / path))
     env = service.get("environment") or {}
     if isinstance(env, list):
         return merged | dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
@@ -274,6 +277,43 @@ def test_depends_on_waits_for_health_or_completion(services: dict[str, dict[str,
                 assert condition == "service_healthy", f"{name} -> {target}: {condition}"
 
 
+def _waits_for(services: dict[str, dict[str, Any]], name: str, target: str, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether ``name`` starts only after ``target``, directly or through what it depends on."""
+    depends_on = services[name].get("depends_on", {})
+    return target in depends_on or any(
+        _waits_for(services, other, target, seen | {name}) for other in depends_on if other not in seen
+    )
+
+
+def test_every_service_waits_for_the_secrets_check(services: dict[str, dict[str, Any]]) -> None:
+    for name in set(services) - {"check-secrets"}:
+        assert _waits_for(services, name, "check-secrets"), f"{name} can start with a change-me secret"
+
+
+def _run_secrets_check(services: dict[str, dict[str, Any]], env: Mapping[str, str]) -> subprocess.CompletedProcess:
+    """The check-secrets service's own command, run by a local shell with ``env`` as its .env file gives it."""
+    command = [part.replace("$$", "$") for part in services["check-secrets"]["command"]]
+    return subprocess.run(command, env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True)
+
+
+def test_the_secrets_check_refuses_change_me_values_and_names_them(
+    services: dict[str, dict[str, Any]], env_example: dict[str, str]
+) -> None:
+    assert services["check-secrets"]["env_file"] == [{"path": ".env", "required": True}]
+    refused = _run_secrets_check(services, env_example)
+    assert refused.returncode == 1
+    assert "AIRFLOW_JWT_SECRET" in refused.stderr
+    assert "change-me" not in refused.stderr.replace("change-me values", ""), "a value leaked into the message"
+    one_left = {name: ("x" + name.lower() if "change-me" in value else value) for name, value in env_example.items()}
+    one_left["MINIO_ROOT_PASSWORD"] = "change-me-minio-root-password"
+    still = _run_secrets_check(services, one_left)
+    assert still.returncode == 1
+    assert "MINIO_ROOT_PASSWORD" in still.stderr
+    assert "AIRFLOW_JWT_SECRET" not in still.stderr
+    filled = {name: ("x" + name.lower() if "change-me" in value else value) for name, value in env_example.items()}
+    assert _run_secrets_check(services, filled).returncode == 0
+
+
 def test_airflow_components_wait_for_core_services_and_init(services: dict[str, dict[str, Any]]) -> None:
     for name in AIRFLOW_SERVICES - ONE_SHOT:
         depends_on = services[name]["depends_on"]
@@ -325,6 +365,8 @@ def test_the_whole_file_interpolates_with_the_example_values(
 def test_secret_environment_values_are_required_interpolations(services: dict[str, dict[str, Any]]) -> None:
     checked = 0
     for name, service in services.items():
+        if name == "check-secrets":
+            continue  # it reads .env itself, to check its values
         for key, value in _environment(service).items():
             if SECRET_NAME.search(key):
                 checked += 1
