@@ -29,11 +29,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
         env = stack.shell_environment(stack.loopline_home(), {})
         mlflow_url = load_config(environ=env).mlflow.ui_url
-        secrets = stack.state_dir() / "secrets.json"
-        print(f"MLflow UI:  {mlflow_url}  (user admin, password MLFLOW_ADMIN_PASSWORD in {secrets})")
+        print(f"MLflow UI:  {mlflow_url}  {stack.mlflow_login_hint()}")
         print(f"Spark:      master UI http://127.0.0.1:{cluster.Ports.from_env().spark_master_ui}")
     else:
-        print(f"MLflow UI:  {get_config().mlflow.ui_url}")
+        print(f"MLflow UI:  {get_config().mlflow.ui_url}  {stack.mlflow_login_hint()}")
     print(f"Shell:      source {stack.state_dir() / 'env.sh'}  # then `airflow ...` talks to this stack")
     return 0 if all(item.healthy for item in report) else 1
 

@@ -441,7 +441,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         echo(_auc_line("drifted days, re-scored", scored_auc(cfg, summary.truth, drifted)))
     echo(champion_summary(cfg))
     echo(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {stack.admin_password()})")
-    echo(f"MLflow UI:  {cfg.mlflow.ui_url}")
+    echo(f"MLflow UI:  {cfg.mlflow.ui_url}  {stack.mlflow_login_hint()}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
     pg = stack.embedded_pg()
     echo("Prediction tables (Postgres):\n" + EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port))

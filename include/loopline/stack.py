@@ -594,6 +594,11 @@ def start_embedded_services(cfg: LooplineConfig, env: dict[str, str], echo: Call
         spawn("mlflow", mlflow_command(cfg), mlflow_auth_env(services, keys, auth_ini))
 
 
+def mlflow_login_hint() -> str:
+    """Where a person finds the MLflow UI's login (never the password itself: it would land in logs)."""
+    return f"(user admin, password MLFLOW_ADMIN_PASSWORD in {state_dir() / 'secrets.json'})"
+
+
 def spark_client_url(cfg: LooplineConfig) -> str:
     """The Connect URL with the stack's token, for clients outside Airflow (tests, benchmarks): ``localhost``,
     since the Python client sends a token without TLS only to that host."""
