@@ -8,6 +8,8 @@ stack's PostgreSQL it starts, each on 127.0.0.1 and supervised like the other co
   with the buckets of ``config/services.env``; Airflow reaches it through the ``loopline_s3`` connection;
 - a Spark standalone master and two workers from the pyspark wheel, and the Spark Connect server submitting
   to that master with an authentication token, so every Spark task's work runs on executors in other JVMs.
+  The master, its workers and the Connect server's application share a secret (``spark.authenticate``): a
+  worker or an application without it cannot join the cluster.
   The lake is a folder every executor sees (what EFS/NFS is for a real cluster);
 - an MLflow tracking server behind MLflow's basic-auth app, its store in PostgreSQL and its artifacts
   proxied to S3; tasks log in as the ``loopline`` user from the ``loopline_mlflow`` connection;
@@ -131,8 +133,17 @@ def s3_command(ports: Ports) -> list[str]:
     return [str(stack.venv_bin() / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]
 
 
+def spark_auth_properties() -> Path:
+    """The cluster's shared secret as a Spark properties file only the user can read (never a command line)."""
+    path = stack.state_dir() / "spark-auth.conf"
+    secret = stack.stack_secrets()["SPARK_CLUSTER_SECRET"]
+    stack.write_private(path, f"spark.authenticate true\nspark.authenticate.secret {secret}\n")
+    return path
+
+
 def _spark_class(main_class: str, *args: str) -> list[str]:
-    return [str(stack.spark_home() / "bin" / "spark-class"), main_class, *args]
+    properties = ["--properties-file", str(spark_auth_properties())]
+    return [str(stack.spark_home() / "bin" / "spark-class"), main_class, *properties, *args]
 
 
 def spark_master_command(ports: Ports) -> list[str]:
@@ -171,6 +182,8 @@ def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
     (``SPARK_CONNECT_AUTHENTICATE_TOKEN``), so it is not on the command line."""
     command = stack.spark_command(cfg)
     extra = [
+        "--properties-file",
+        str(spark_auth_properties()),
         "--master",
         ports.master_url,
         "--conf",

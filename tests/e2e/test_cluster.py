@@ -258,6 +258,45 @@ def test_spark_work_ran_on_executors_of_both_standalone_workers(cluster, loop):
         assert finished > 0, f"no task of {app['id']} finished on {worker}: {logs}"
 
 
+def test_spark_refuses_a_worker_without_the_cluster_secret_and_a_client_without_the_token(cluster, loop):
+    from loopline import cluster as profile
+    from loopline import stack
+
+    log = cluster.home / "intruder.log"
+    command = [str(stack.spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker"]
+    command += ["--host", "127.0.0.1", "--webui-port", "0", "--cores", "1", "--memory", "512m"]
+    env = {**cluster.env, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(stack.spark_home())}
+    with log.open("w") as out:
+        intruder = subprocess.Popen([*command, cluster.ports.master_url], stdout=out, stderr=out, env=env)
+    try:
+        _wait(lambda: "Failed to connect to master" in log.read_text(errors="replace"), 120, "the intruder's refusal")
+        alive = [w for w in profile.spark_master_status(cluster.ports)["workers"] if w["state"] == "ALIVE"]
+        assert len(alive) == len(profile.SPARK_WORKERS), alive
+    finally:
+        intruder.kill()
+        intruder.wait(timeout=30)
+
+    _, port = stack.host_port(load_cfg(cluster).spark.connect_url, 15002)
+    code = "from pyspark.sql import SparkSession as S; print(S.builder.remote({!r}).create().range(3).count())"
+    for url, allowed in (
+        (f"sc://localhost:{port}", False),
+        (f"sc://localhost:{port}/;token={cluster.secrets['SPARK_TOKEN']}", True),
+    ):
+        probe = subprocess.run(
+            [str(BIN / "python"), "-c", code.format(url)], capture_output=True, text=True, timeout=180, env=cluster.env
+        )
+        if allowed:
+            assert probe.stdout.strip() == "3", probe.stderr[-2000:]
+        else:
+            assert "UNAUTHENTICATED" in probe.stderr, probe.stderr[-2000:]
+
+
+def load_cfg(cluster: Cluster):
+    from loopline.config import load_config
+
+    return load_config(environ=cluster.env)
+
+
 def test_no_partition_half_published_and_no_row_lost(cluster, loop, monkeypatch):
     from loopline import lake as tables
     from loopline.config import load_config
