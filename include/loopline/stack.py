@@ -600,13 +600,6 @@ def mlflow_login_hint() -> str:
     return f"(user admin, password MLFLOW_ADMIN_PASSWORD in {state_dir() / 'secrets.json'})"
 
 
-def spark_client_url(cfg: LooplineConfig) -> str:
-    """The Connect URL with the stack's token, for clients outside Airflow (tests, benchmarks): ``localhost``,
-    since the Python client sends a token without TLS only to that host."""
-    _, port = host_port(cfg.spark.connect_url, 15002)
-    return f"sc://localhost:{port}/;token={stack_secrets()['SPARK_TOKEN']}"
-
-
 def mlflow_health(cfg: LooplineConfig) -> Health:
     ok, body = http_ok(f"{cfg.mlflow.ui_url.rstrip('/')}/health")
     return Health("mlflow", ok, f"{cfg.mlflow.ui_url} {body.strip()[:60]}")
