@@ -1,7 +1,10 @@
 """Session-wide fixtures: real services started once per test session.
 
 - ``postgres``: the system PostgreSQL on 127.0.0.1:5432 when it answers, else an embedded pgserver; a fresh
-  database per session either way, exported as ``AIRFLOW_CONN_LOOPLINE_POSTGRES``.
+  database per session either way, with the session's own owner, loader and analyst roles (roles are
+  cluster-wide, so their names carry the session's id, also in ``LOOPLINE__POSTGRES__*_ROLE``), exported as
+  ``AIRFLOW_CONN_LOOPLINE_POSTGRES`` logging in as the loader: every task of every test proves the loader's
+  privileges are enough. Tasks no longer migrate: a test migrates its schema with ``postgres.migrate``.
 - ``spark``: a Spark Connect server on a free loopback port and a thin client session.
 - ``s3``: an S3-compatible ``moto_server`` on loopback, exported as ``AIRFLOW_CONN_LOOPLINE_S3``.
 - ``airflow_db``: a migrated Airflow SQLite home whose dags folder is the repo's ``dags/``.
@@ -47,6 +50,10 @@ os.environ.update(
 os.environ.pop("LOOPLINE_CONFIG", None)
 for _name in [name for name in os.environ if name.startswith("LOOPLINE__")]:
     os.environ.pop(_name)  # a developer's overrides must not change what the tests see
+ROLE_PREFIX = f"lt{uuid.uuid4().hex[:8]}"
+SESSION_ROLES = {kind: f"{ROLE_PREFIX}_{kind}" for kind in ("owner", "loader", "analyst")}
+for _kind, _role in SESSION_ROLES.items():
+    os.environ[f"LOOPLINE__POSTGRES__{_kind.upper()}_ROLE"] = _role
 
 BIN = Path(sys.executable).parent
 
@@ -106,13 +113,39 @@ def session_home() -> Path:
 class Postgres:
     host: str
     port: int
-    user: str
+    user: str  # the administrator (superuser): setup and assertions
     database: str
 
-    def connect(self):
+    @property
+    def roles(self):
+        from loopline.db import Roles
+
+        return Roles(SESSION_ROLES["owner"], SESSION_ROLES["loader"], SESSION_ROLES["analyst"])
+
+    @property
+    def loader(self) -> str:
+        return self.roles.loader
+
+    def connect(self, user: str | None = None, password: str | None = None):
         import psycopg2
 
-        return psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname=self.database)
+        return psycopg2.connect(
+            host=self.host, port=self.port, user=user or self.user, password=password, dbname=self.database
+        )
+
+    def connect_loader(self):
+        """A connection as the role Airflow's tasks log in as."""
+        return self.connect(self.loader)
+
+    def migrate(self, schema: str) -> list[str]:
+        """Migrate ``schema`` as the owner and grant the loader and analyst (what `loopline migrate` does)."""
+        from loopline import db
+
+        conn = self.connect()
+        try:
+            return db.migrate(conn, schema, roles=self.roles)
+        finally:
+            conn.close()
 
     def query(self, sql: str, *args) -> list[tuple]:
         """All rows of one query on a fresh connection."""
@@ -127,7 +160,13 @@ class Postgres:
     @property
     def airflow_conn(self) -> str:
         return json.dumps(
-            {"conn_type": "postgres", "host": self.host, "port": self.port, "login": self.user, "schema": self.database}
+            {
+                "conn_type": "postgres",
+                "host": self.host,
+                "port": self.port,
+                "login": self.loader,
+                "schema": self.database,
+            }
         )
 
 
@@ -165,6 +204,14 @@ def postgres() -> Iterator[Postgres]:
         cur.execute(f'CREATE DATABASE "{database}"')
     conn.close()
     pg = Postgres(admin.host, admin.port, admin.user, database)
+    from loopline import db
+    from loopline.config import get_config
+
+    get_config.cache_clear()
+    conn = pg.connect()
+    db.bootstrap(conn, get_config(), roles=pg.roles)  # trusted connections here: no passwords
+    conn.close()
+    pg.migrate(get_config().postgres.schema_)
     os.environ["AIRFLOW_CONN_LOOPLINE_POSTGRES"] = pg.airflow_conn
     yield pg
     os.environ.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES", None)
@@ -172,6 +219,9 @@ def postgres() -> Iterator[Postgres]:
     conn.autocommit = True
     with conn.cursor() as cur, contextlib.suppress(psycopg2.Error):
         cur.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    for role in SESSION_ROLES.values():  # owned objects and grants went with the database
+        with conn.cursor() as cur, contextlib.suppress(psycopg2.Error):
+            cur.execute(f"DROP ROLE IF EXISTS {role}")
     conn.close()
     if server is not None:
         server.cleanup()

@@ -33,8 +33,60 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"Spark:      master UI http://127.0.0.1:{cluster.Ports.from_env().spark_master_ui}")
     else:
         print(f"MLflow UI:  {get_config().mlflow.ui_url}  {stack.mlflow_login_hint()}")
+    print(f"Postgres:   {stack.postgres_login_hint(get_config(), stack.embedded_pg().port)}")
     print(f"Shell:      source {stack.state_dir() / 'env.sh'}  # then `airflow ...` talks to this stack")
     return 0 if all(item.healthy for item in report) else 1
+
+
+# Where `loopline migrate --admin-conn-id` reads the roles' passwords (compose passes its .env values in).
+PASSWORD_VARS = {
+    "owner_role": "LOOPLINE_PG_OWNER_PASSWORD",
+    "loader_role": "LOOPLINE_PG_LOADER_PASSWORD",
+    "analyst_role": "LOOPLINE_PG_ANALYST_PASSWORD",
+}
+
+
+def _hook_conn(conn_id: str):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    import os
+
+    from loopline import db, stack
+
+    cfg = get_config()
+    schema = cfg.postgres.schema_
+    roles = db.Roles.from_config(cfg)
+    try:
+        if args.admin_conn_id:
+            passwords = {
+                getattr(cfg.postgres, key): os.environ[var] for key, var in PASSWORD_VARS.items() if os.environ.get(var)
+            }
+            conn = _hook_conn(args.admin_conn_id)
+            try:
+                db.bootstrap(conn, cfg, passwords, roles)
+                print(f"roles {roles.owner}, {roles.loader}, {roles.analyst}: ready ({len(passwords)} passwords set)")
+                applied = db.migrate(conn, schema, roles=roles)
+            finally:
+                conn.close()
+        elif args.conn_id or stack.POSTGRES_CONN_VAR in os.environ or stack.embedded_pg() is None:
+            conn = _hook_conn(args.conn_id or cfg.postgres.owner_conn_id)
+            try:
+                applied = db.migrate(conn, schema, roles=roles)
+            finally:
+                conn.close()
+        else:
+            applied = stack.migrate_embedded(cfg, stack.embedded_pg())
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] in ("psycopg2", "psycopg", "airflow"):
+            raise RuntimeError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        raise
+    done = f"applied {', '.join(applied)}" if applied else "nothing to apply"
+    print(f"schema {schema} at {db.latest_version()}: {done}; grants of {roles.loader} and {roles.analyst} re-applied")
+    return 0
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -126,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands.add_parser("down", help="stop what `up` started")
     commands.add_parser("status", help="report each component's health")
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply the predictions database's migrations as the owner role and re-grant the loader and analyst",
+        description="Without options: the embedded stack's database (bootstrapping its roles), or, when no stack "
+        "runs here or AIRFLOW_CONN_LOOPLINE_POSTGRES points elsewhere, the connection postgres.owner_conn_id.",
+    )
+    migrate.add_argument("--conn-id", help="Airflow connection that logs in as the owner role")
+    migrate.add_argument(
+        "--admin-conn-id",
+        help="Airflow connection of an administrator: first create/update the three roles (passwords from "
+        + ", ".join(PASSWORD_VARS.values())
+        + ") and give the owner the schema, then migrate as the owner",
+    )
 
     gen = commands.add_parser("generate", help="write synthetic landing drops (the landing contract)")
     gen.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD")
@@ -154,6 +219,7 @@ HANDLERS = {
     "up": _cmd_up,
     "down": _cmd_down,
     "status": _cmd_status,
+    "migrate": _cmd_migrate,
     "generate": _cmd_generate,
     "demo": _cmd_demo,
     "model": lambda args: {"rollback": _cmd_model_rollback}[args.model_command](args),

@@ -13,7 +13,8 @@ stack's PostgreSQL it starts, each on 127.0.0.1 and supervised like the other co
   The lake is a folder every executor sees (what EFS/NFS is for a real cluster);
 - an MLflow tracking server behind MLflow's basic-auth app, its store in PostgreSQL and its artifacts
   proxied to S3; tasks log in as the ``loopline`` user from the ``loopline_mlflow`` connection;
-- the analysts' PostgreSQL on a TCP port with password authentication (role ``loopline``);
+- the analysts' PostgreSQL on a TCP port with password authentication (tasks log in as the loader role,
+  see ``loopline.db``; the embedded profile listens there too);
 - Airflow with the CeleryExecutor: api-server, scheduler, dag-processor, triggerer and two Celery workers.
 
 Secrets are generated on first start into ``<state>/secrets.json`` (mode 0600) and reach the processes only
@@ -40,7 +41,7 @@ CLUSTER_ENV = Path(__file__).parent / "config" / "dev" / "cluster.env"
 WORKERS = ("airflow-worker-1", "airflow-worker-2")
 SPARK_WORKERS = ("spark-worker-1", "spark-worker-2")
 MLFLOW_USER = "loopline"
-PG_ROLE = "loopline"
+LEGACY_PG_ROLE = "loopline"  # owned the analysts' database before the owner/loader/analyst roles
 # What a Spark worker offers and what each executor of the Connect server's application takes: one
 # executor per worker, so a job's tasks run in two executor JVMs beside the driver.
 SPARK_WORKER_CORES = 1
@@ -94,6 +95,7 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
         "PG_SOCKET": pg.host,
         "SPARK_PORT": str(spark_port),
         "MLFLOW_PORT": str(mlflow_port),
+        "PG_LOADER_ROLE": cfg.postgres.loader_role,
     }
     env = {**stack.read_env_file(SERVICES_ENV), **stack.read_env_file(CLUSTER_ENV, values)}
     return {name: value for name, value in env.items() if name not in environ}
@@ -287,35 +289,19 @@ def create_mlflow_user(cfg: LooplineConfig, keys: Mapping[str, str]) -> None:
         pass
 
 
-def prepare_postgres(pg: stack.PgAddress, keys: Mapping[str, str], schema: str) -> None:
-    """Databases of MLflow and its users, and the analysts' database owned by the password role ``loopline``.
-
-    A home that ran the embedded profile first has the analysts' schema owned by the superuser: it and its
-    tables and views pass to ``loopline``, which migrates and loads them from now on."""
+def prepare_postgres(pg: stack.PgAddress, cfg: LooplineConfig) -> None:
+    """Databases of MLflow and its users. The analysts' database is already bootstrapped and migrated by
+    ``loopline up`` (:func:`loopline.stack.migrate_embedded`, both profiles); it is owned by the owner role.
+    A home from before the three roles has a ``loopline`` role that owned it: it may no longer log in."""
     existing = stack.psql(pg, "SELECT datname FROM pg_database;").split()
     for database in ("mlflow", "mlflow_auth"):
         if database not in existing:
             stack.psql(pg, f"CREATE DATABASE {database};")
     stack.psql(
         pg,
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PG_ROLE}') THEN "
-        f"CREATE ROLE {PG_ROLE} LOGIN; END IF; END $$;\n"
-        f"ALTER ROLE {PG_ROLE} PASSWORD '{keys['PG_PASSWORD']}';\n"
-        f"ALTER DATABASE loopline OWNER TO {PG_ROLE};\n",
-    )
-    # the schema name is an identifier the config validated; the role is a constant
-    stack.psql(
-        pg,
-        "DO $$ DECLARE item record; BEGIN\n"  # noqa: S608
-        f"IF EXISTS (SELECT FROM pg_namespace WHERE nspname = '{schema}') THEN\n"
-        f"  EXECUTE format('ALTER SCHEMA %I OWNER TO {PG_ROLE}', '{schema}');\n"
-        "END IF;\n"
-        "FOR item IN SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n"
-        f"  WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p', 'v', 'm') LOOP\n"
-        f"  EXECUTE format('ALTER %s %I.%I OWNER TO {PG_ROLE}', CASE item.relkind WHEN 'v' THEN 'VIEW'\n"
-        f"    WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, '{schema}', item.relname);\n"
-        "END LOOP; END $$;\n",
-        database="loopline",
+        f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{LEGACY_PG_ROLE}') THEN "
+        f"ALTER ROLE {LEGACY_PG_ROLE} NOLOGIN PASSWORD NULL; END IF; END $$;\n"
+        f"ALTER DATABASE loopline OWNER TO {cfg.postgres.owner_role};\n",
     )
 
 
@@ -362,9 +348,9 @@ def _celery_health() -> Health:
     return Health("celery-workers", len(ready) == len(WORKERS), f"ready: {', '.join(ready) or 'none'}")
 
 
-def _pg_tcp_health(ports: Ports) -> Health:
+def _pg_tcp_health(ports: Ports, cfg: LooplineConfig) -> Health:
     ok = stack.port_open("127.0.0.1", ports.postgres)
-    return Health("postgres-tcp", ok, f"127.0.0.1:{ports.postgres} role {PG_ROLE} (password)")
+    return Health("postgres-tcp", ok, f"127.0.0.1:{ports.postgres} role {cfg.postgres.loader_role} (password)")
 
 
 def health(cfg: LooplineConfig) -> list[Health]:
@@ -374,7 +360,7 @@ def health(cfg: LooplineConfig) -> list[Health]:
         _redis_health(ports, keys["REDIS_PASSWORD"]),
         _s3_health(ports, keys),
         _spark_cluster_health(ports),
-        _pg_tcp_health(ports),
+        _pg_tcp_health(ports, cfg),
         _celery_health(),
     ]
 
@@ -390,7 +376,7 @@ def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str],
     env = service_environment(airflow_env)
     ports = Ports.from_env(env)
     keys = stack.stack_secrets()
-    prepare_postgres(pg, keys, cfg.postgres.schema_)
+    prepare_postgres(pg, cfg)
     starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
         ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
         ("s3", lambda: s3_command(ports), env),

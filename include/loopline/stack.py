@@ -158,7 +158,9 @@ SECRET_NAMES = (
     "MLFLOW_PASSWORD",
     "MLFLOW_ADMIN_PASSWORD",
     "MLFLOW_FLASK_SECRET",
-    "PG_PASSWORD",
+    "PG_OWNER_PASSWORD",
+    "PG_LOADER_PASSWORD",
+    "PG_ANALYST_PASSWORD",
     "REDIS_PASSWORD",
     "SPARK_CLUSTER_SECRET",
     "S3_ACCESS_KEY",
@@ -205,6 +207,7 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
         "PG_HOST": pg.host if pg else "",
         "PG_PORT": str(pg.port if pg else 5432),  # the socket's name: 5432 unless the cluster profile moved it
         "SPARK_PORT": str(spark_port),
+        "PG_LOADER_ROLE": cfg.postgres.loader_role,
     }
     env = read_env_file(DEV_ENV_FILE, values)
     if not pg:
@@ -415,8 +418,10 @@ def start_postgres(tcp_port: int | None = None) -> PgAddress:
     """Start the embedded PostgreSQL (pgserver) with databases ``airflow`` and ``loopline``.
 
     ``airflow`` holds Airflow's metadata; ``loopline`` the analysts' tables unless a Postgres connection is
-    configured. pgserver listens on a Unix socket only; with ``tcp_port`` the server is restarted to also
-    listen on 127.0.0.1 with password authentication, so a BI tool (or the cluster's tasks) can connect.
+    configured. pgserver listens on a Unix socket only; with ``tcp_port`` (``loopline up`` passes
+    ``LOOPLINE_POSTGRES_PORT``, default 15432, in both profiles) the server is restarted to also listen on
+    127.0.0.1 with scram-sha-256 password authentication, so a BI tool (or the cluster's tasks) can connect;
+    the socket stays in its folder, trusted, for the stack's own processes.
     ``cleanup_mode=None`` keeps the server running after this CLI exits.
     """
     import pgserver
@@ -443,6 +448,45 @@ def start_postgres(tcp_port: int | None = None) -> PgAddress:
     pid = PostmasterInfo.read_from_pgdata(pgdata).pid
     (state_dir() / "postgres.json").write_text(json.dumps({"host": pg.host, "port": pg.port, "pid": pid}))
     return pg
+
+
+def role_passwords(cfg: LooplineConfig) -> dict[str, str]:
+    """The generated password of each predictions-database role, by role name (see ``secrets.json``)."""
+    keys = stack_secrets()
+    return {
+        cfg.postgres.owner_role: keys["PG_OWNER_PASSWORD"],
+        cfg.postgres.loader_role: keys["PG_LOADER_PASSWORD"],
+        cfg.postgres.analyst_role: keys["PG_ANALYST_PASSWORD"],
+    }
+
+
+def migrate_embedded(cfg: LooplineConfig, pg: PgAddress) -> list[str]:
+    """Roles, ownership and migrations of the embedded server's ``loopline`` database (idempotent).
+
+    The superuser (over the stack's own socket) creates or updates the roles with their generated passwords
+    and hands the schema to the owner; the owner then migrates and re-grants. Returns the versions applied."""
+    import psycopg2
+
+    from loopline import db
+
+    admin = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    try:
+        roles = db.bootstrap(admin, cfg, role_passwords(cfg))
+    finally:
+        admin.close()
+    owner = psycopg2.connect(host=pg.host, port=pg.port, user=roles.owner, dbname="loopline")
+    try:
+        return db.migrate(owner, cfg.postgres.schema_, roles=roles)
+    finally:
+        owner.close()
+
+
+def postgres_login_hint(cfg: LooplineConfig, port: int) -> str:
+    """Where a person finds the analysts' login (never the password itself: it would land in logs)."""
+    return (
+        f"analysts: psql -h 127.0.0.1 -p {port} -U {cfg.postgres.analyst_role} loopline "
+        f"(password PG_ANALYST_PASSWORD in {state_dir() / 'secrets.json'}; see docs/analysts.md)"
+    )
 
 
 def embedded_pg() -> PgAddress | None:
@@ -761,13 +805,22 @@ def up(
     home.mkdir(parents=True, exist_ok=True)
     (state_dir() / "profile").write_text(profile)
 
-    tcp_port = cluster.Ports.from_env().postgres if profile == CLUSTER else None
+    tcp_port = cluster.Ports.from_env().postgres
     pg = start_postgres(tcp_port)
-    echo(f"postgres: embedded PostgreSQL on socket {pg.host}" + (f" and 127.0.0.1:{tcp_port}" if tcp_port else ""))
-    if POSTGRES_CONN_VAR in os.environ and profile == EMBEDDED:
-        echo(f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}")
+    echo(f"postgres: embedded PostgreSQL on socket {pg.host} and 127.0.0.1:{tcp_port} (password)")
     env = stack_environment(cfg or get_config(), pg, profile)
     cfg = load_config(environ=env) if profile == CLUSTER else (cfg or get_config())
+    applied = migrate_embedded(cfg, pg)
+    echo(
+        f"postgres: schema {cfg.postgres.schema_} at {db_latest()}"
+        + (f" (applied {', '.join(applied)})" if applied else "")
+    )
+    echo(f"postgres: {postgres_login_hint(cfg, tcp_port)}")
+    if POSTGRES_CONN_VAR in os.environ and profile == EMBEDDED:
+        echo(
+            f"postgres: analysts' tables go to the configured connection in {POSTGRES_CONN_VAR}: "
+            f"migrate it with `loopline migrate` (AIRFLOW_CONN_{cfg.postgres.owner_conn_id.upper()} as the owner)"
+        )
     for folder in (cfg.storage.landing_uri, cfg.storage.lake_uri, cfg.storage.reports_uri):
         if "://" not in resolve_uri(folder):
             Path(resolve_uri(folder)).mkdir(parents=True, exist_ok=True)
@@ -793,6 +846,12 @@ def up(
     wait_until(lambda: airflow_health().healthy, 180, "Airflow", log_file("airflow-scheduler"))
     _write_env_file(env)
     return status(cfg)
+
+
+def db_latest() -> str:
+    from loopline import db
+
+    return db.latest_version()
 
 
 def _write_env_file(env: dict[str, str]) -> None:

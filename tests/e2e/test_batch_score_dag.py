@@ -41,6 +41,7 @@ def scoring(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     }
     os.environ.update(overrides)
     get_config.cache_clear()
+    postgres.migrate("scores_e2e")  # deploy time, as the owner: the tasks log in as the loader and run no DDL
     write_synthetic_lake(root / "lake", START, 2, rows_per_day=ROWS, seed=4)
     from airflow.dag_processing.dagbag import DagBag
 

@@ -55,6 +55,7 @@ def monitor(airflow_db, postgres, tmp_path_factory):
     }
     os.environ.update(overrides)
     get_config.cache_clear()
+    postgres.migrate(SCHEMA)  # deploy time, as the owner: the tasks log in as the loader and run no DDL
     run_id = scored_lake(
         root / "lake",
         f"sqlite:///{root / 'mlflow.db'}",

@@ -238,18 +238,15 @@ OLD_ROWS, NEW_ROWS = 5_000, 200_000
 
 
 def test_score_load_killed_mid_transaction(postgres, tmp_path):
-    from loopline import db
     from tests.integration.test_score_load import DS as LOAD_DS
 
     schema = f"crash_{uuid.uuid4().hex[:8]}"
-    conn = postgres.connect()
-    db.migrate(conn, schema)
-    conn.close()
+    postgres.migrate(schema)
     app = f"loopline-crash-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
 
     def load(version: int, rows: int) -> list[str]:
-        args = {"ds": LOAD_DS.isoformat(), "host": postgres.host, "port": postgres.port, "user": postgres.user}
+        args = {"ds": LOAD_DS.isoformat(), "host": postgres.host, "port": postgres.port, "user": postgres.loader}
         args |= {"db": postgres.database, "schema": schema, "app": app, "version": version, "rows": rows}
         return [sys.executable, "-c", LOAD_CHILD, json.dumps(args)]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline import db, monitoring
+from loopline import monitoring
 from loopline.config import load_config
 from loopline.drift import DriftResult, DriftTest
 from loopline.training.synthetic import synthetic_day
@@ -63,9 +63,9 @@ def _day() -> monitoring.ScoredDay:
 
 
 def test_a_day_is_replaced_whole_and_a_failed_write_keeps_the_previous_one(postgres):
-    conn = postgres.connect()
+    postgres.migrate(SCHEMA)
+    conn = postgres.connect_loader()
     try:
-        db.migrate(conn, SCHEMA)
         monitoring.write_drift(
             conn, SCHEMA, _day(), _result(False, 5), report_uri=None, mlflow_run_id=None, airflow_run_id="a"
         )
@@ -96,9 +96,9 @@ def test_a_day_is_replaced_whole_and_a_failed_write_keeps_the_previous_one(postg
 
 
 def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
-    conn = postgres.connect()
+    postgres.migrate(SCHEMA)
+    conn = postgres.connect_loader()
     try:
-        db.migrate(conn, SCHEMA)
         odd = DriftResult(
             "scipy",
             (
@@ -120,9 +120,9 @@ def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
 
 
 def test_a_grown_segment_is_stored_with_its_excess_share(postgres):
-    conn = postgres.connect()
+    postgres.migrate(SCHEMA)
+    conn = postgres.connect_loader()
     try:
-        db.migrate(conn, SCHEMA)
         result = DriftResult(
             "scipy",
             (
@@ -180,9 +180,9 @@ def test_warming_features_are_measured_from_the_lake_and_stored_as_not_counted(p
     result = DriftResult(
         "scipy", tests, ("amount_eur",), None, None, 1, 2, False, 100, 200, 0.05, "bonferroni", ("merchant_risk",)
     )
-    conn = postgres.connect()
+    postgres.migrate(SCHEMA)
+    conn = postgres.connect_loader()
     try:
-        db.migrate(conn, SCHEMA)
         monitoring.write_drift(conn, SCHEMA, _day(), result, report_uri=None, mlflow_run_id=None, airflow_run_id="w")
         with conn.cursor() as cur:
             cur.execute(f"SELECT feature, drifted, counted FROM {SCHEMA}.drift_reports WHERE ds = %s ORDER BY 1", [DAY])

@@ -135,9 +135,9 @@ def test_first_better_worse_rerun_and_rollback(client, cfg, tmp_path, postgres):
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
 
     schema = f"gate_{uuid.uuid4().hex[:8]}"  # its own schema: other tests migrate `loopline` in this database
-    with postgres.connect() as conn:
-        assert db.migrate(conn, schema) == [path.name.split("__")[0] for path in db.migration_files()]
-        assert db.migrate(conn, schema) == []  # idempotent
+    assert postgres.migrate(schema) == [path.name.split("__")[0] for path in db.migration_files()]
+    assert postgres.migrate(schema) == []  # idempotent
+    with postgres.connect_loader() as conn:  # the role the save_move task logs in as
         registry.record_move(conn, schema, move)
         registry.record_move(conn, schema, rolled)
         with conn.cursor() as cur:

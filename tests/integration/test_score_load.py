@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from loopline import db
 from loopline.score_load import LoadError, ScoringRun, load_day
 
 pytestmark = pytest.mark.integration
@@ -55,24 +54,27 @@ def run_row(ds: dt.date = DS, version: int = 1, role: str = "champion") -> Scori
 
 
 def connect(postgres, driver: str):
+    """A connection as the loader role, the one Airflow's tasks log in as."""
     if driver == "psycopg2":
-        return postgres.connect()
+        return postgres.connect_loader()
     import psycopg  # what the postgres provider's hook returns with SQLAlchemy 2
 
-    return psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database)
+    return psycopg.connect(host=postgres.host, port=postgres.port, user=postgres.loader, dbname=postgres.database)
 
 
 @pytest.fixture(params=["psycopg", "psycopg2"])
 def conn(postgres, request):
     schema = f"scores_{uuid.uuid4().hex[:8]}"
+    postgres.migrate(schema)  # as the owner, as `loopline migrate` does: the loader may not
     connection = connect(postgres, request.param)
-    db.migrate(connection, schema)
     yield connection, schema
     connection.rollback()
-    with connection.cursor() as cur:
-        cur.execute(f"DROP SCHEMA {schema} CASCADE")
-    connection.commit()
     connection.close()
+    admin = postgres.connect()
+    with admin.cursor() as cur:
+        cur.execute(f"DROP SCHEMA {schema} CASCADE")
+    admin.commit()
+    admin.close()
 
 
 def fetch(connection, sql: str, *args):
@@ -175,7 +177,7 @@ def test_concurrent_loads_of_one_day_serialise(conn, postgres):
     errors = []
 
     def load(version: int):
-        other = postgres.connect()
+        other = postgres.connect_loader()
         try:
             load_day(other, schema, run_row(version=version), scores(DS, 2000, version=version))
         except Exception as exc:  # pragma: no cover - the assertion below reports it

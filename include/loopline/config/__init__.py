@@ -64,14 +64,28 @@ class SparkConfig(_Section):
 class PostgresConfig(_Section):
     conn_id: str
     schema_: str = Field(alias="schema")
+    # Least privilege (loopline.db): the owner runs the migrations, the loader is what conn_id logs in as
+    # (DML only), the analyst reads the analyst-facing tables and views (docs/analysts.md).
+    owner_role: str = "loopline_owner"
+    loader_role: str = "loopline_loader"
+    analyst_role: str = "loopline_analyst"
+    # Airflow connection that logs in as the owner, for `loopline migrate` against a database the stack did
+    # not start (compose, a managed Postgres); the embedded stack's database needs none.
+    owner_conn_id: str = "loopline_postgres_owner"
 
-    @field_validator("schema_")
+    @field_validator("schema_", "owner_role", "loader_role", "analyst_role")
     @classmethod
     def _identifier(cls, value: str) -> str:
-        # The schema name is interpolated into DDL as an identifier, so only plain identifiers pass.
+        # Schema and role names are interpolated into DDL as identifiers, so only plain identifiers pass.
         if not _IDENTIFIER.match(value):
             raise ValueError(f"{value!r} is not a plain lower-case SQL identifier")
         return value
+
+    @model_validator(mode="after")
+    def _distinct_roles(self) -> PostgresConfig:
+        if len({self.owner_role, self.loader_role, self.analyst_role}) != 3:
+            raise ValueError("owner_role, loader_role and analyst_role must be three different roles")
+        return self
 
 
 class MlflowConfig(_Section):

@@ -39,7 +39,11 @@ def _conn():
 
     cfg = get_config()
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    db.migrate(conn, cfg.postgres.schema_)
+    try:
+        db.require_current(conn, cfg.postgres.schema_)
+    except Exception:
+        conn.close()
+        raise
     return conn
 
 

@@ -119,7 +119,7 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     )
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
     try:
-        db.migrate(conn, cfg.postgres.schema_)
+        db.require_current(conn, cfg.postgres.schema_)
         result = load_day(conn, cfg.postgres.schema_, run, rows)
     finally:
         conn.close()

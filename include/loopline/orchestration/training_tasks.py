@@ -238,14 +238,14 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
 
 
 def save_move(cfg: LooplineConfig, move: Any) -> None:
-    """Append an alias move to the history table of the predictions database (DDL applied first)."""
+    """Append an alias move to the history table of the predictions database (its schema must be current)."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from loopline import db, registry
 
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
     try:
-        db.migrate(conn, cfg.postgres.schema_)
+        db.require_current(conn, cfg.postgres.schema_)
         registry.record_move(conn, cfg.postgres.schema_, move)
     finally:
         conn.close()
