@@ -6,7 +6,6 @@ each schema migrated by the owner (``postgres.migrate``), as ``loopline migrate`
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 import uuid
 
@@ -165,8 +164,8 @@ def test_migrate_is_idempotent_and_bootstrap_can_run_again(postgres, schema):
             cur.execute(f"SELECT count(*) FROM {schema}.schema_migrations")
             assert cur.fetchone() == (len(db.migration_files()),)
             cur.execute(
-                "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = %s",
+                "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
                 (schema,),
             )
             assert cur.fetchall() == [(postgres.roles.owner,)]
@@ -210,9 +209,10 @@ def test_a_load_against_an_unmigrated_schema_asks_for_loopline_migrate(postgres,
             assert cur.fetchone() == (0, 0)
         admin.rollback()
 
+        loader = postgres.connect_loader()
         with pytest.raises(db.SchemaOutdatedError, match=r"is not migrated .*run `loopline migrate`"):
-            with postgres.connect_loader() as loader:
-                db.require_current(loader, f"nothing_{uuid.uuid4().hex[:8]}")
+            db.require_current(loader, f"nothing_{uuid.uuid4().hex[:8]}")
+        loader.close()
 
         # once migrated (deploy time, as the owner), the same task loads the day as the loader
         db.migrate(admin, name, roles=postgres.roles)
