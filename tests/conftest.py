@@ -71,6 +71,7 @@ def stack_test_env(home: Path) -> dict[str, str]:
     env.update(
         LOOPLINE_HOME=str(home),
         LOOPLINE_AIRFLOW_PORT=str(free_port()),
+        LOOPLINE_POSTGRES_PORT=str(free_port()),  # the embedded PostgreSQL's TCP listener (BI tools)
         LOOPLINE__SPARK__CONNECT_URL=f"sc://127.0.0.1:{free_port()}",
         LOOPLINE__SPARK__DRIVER_MEMORY="1g",
         LOOPLINE__MLFLOW__UI_URL=f"http://127.0.0.1:{free_port()}",

@@ -39,7 +39,8 @@ def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess
 def _metadata(home: Path):
     import psycopg2
 
-    return psycopg2.connect(dbname="airflow", user="postgres", host=str(home / "postgres"))
+    port = json.loads((home / "stack" / "postgres.json").read_text())["port"]  # the socket's name: the TCP port
+    return psycopg2.connect(dbname="airflow", user="postgres", host=str(home / "postgres"), port=port)
 
 
 def _task_states(home: Path) -> list[tuple[str, str, str | None, int]]:

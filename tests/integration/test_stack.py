@@ -57,6 +57,55 @@ def _mlflow_get(url: str, user: str | None = None, password: str | None = None) 
         return exc.code
 
 
+def _postgres_tcp(env: dict[str, str], keys: dict[str, str], up_stdout: str) -> None:
+    import psycopg2
+
+    port = int(env["LOOPLINE_POSTGRES_PORT"])
+    home = Path(env["LOOPLINE_HOME"])
+    postmaster = json.loads((home / "stack" / "postgres.json").read_text())
+    assert _listening_addresses([postmaster["pid"]]) <= {"127.0.0.1", "::ffff:127.0.0.1"}
+    assert f"127.0.0.1:{port}" in up_stdout
+    assert "PG_ANALYST_PASSWORD" in up_stdout  # where the password is, never what it is
+    for name in ("PG_OWNER_PASSWORD", "PG_LOADER_PASSWORD", "PG_ANALYST_PASSWORD"):
+        assert keys[name] not in up_stdout
+
+    def connect(user: str, password: str | None):
+        return psycopg2.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="loopline")
+
+    for user, password in (
+        ("loopline_analyst", "not-" + keys["PG_ANALYST_PASSWORD"]),
+        ("loopline_analyst", keys["PG_LOADER_PASSWORD"]),  # another role's password
+        ("loopline_owner", None),
+        ("postgres", None),  # the superuser is trusted on the socket only
+        ("postgres", keys["PG_OWNER_PASSWORD"]),
+    ):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            connect(user, password).close()
+    analyst = connect("loopline_analyst", keys["PG_ANALYST_PASSWORD"])
+    try:
+        with analyst.cursor() as cur:
+            cur.execute("SELECT count(*) FROM loopline.latest_scores")
+            assert cur.fetchone() == (0,)
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("DELETE FROM loopline.transaction_scores")
+    finally:
+        analyst.close()
+    loader = connect("loopline_loader", keys["PG_LOADER_PASSWORD"])
+    try:
+        with loader.cursor() as cur:
+            cur.execute("SELECT max(version) FROM loopline.schema_migrations")
+            from loopline import db
+
+            assert cur.fetchone() == (db.latest_version(),)  # `up` migrated, as the owner
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("CREATE TABLE loopline.mine (v int)")
+    finally:
+        loader.close()
+    migrate = _loopline(["migrate"], env)  # idempotent, on the running stack
+    assert migrate.returncode == 0, migrate.stdout + migrate.stderr
+    assert "nothing to apply" in migrate.stdout
+
+
 def test_stack_up_status_down(tmp_path: Path):
     home = tmp_path / "home"
     env = stack_test_env(home)
@@ -111,10 +160,14 @@ def test_stack_up_status_down(tmp_path: Path):
         for name in ("SPARK_TOKEN", "MLFLOW_ADMIN_PASSWORD", "MLFLOW_FLASK_SECRET"):
             assert keys[name] not in command_lines, f"{name} is on a command line"
 
+        # PostgreSQL also listens on 127.0.0.1 for BI tools, with scram passwords; the roles are least privilege.
+        _postgres_tcp(env, keys, up.stdout)
+
         # The dev connections reach the processes, filled in from the config.
         env_sh = (home / "stack" / "env.sh").read_text()
         assert f'"port": {spark_port}' in env_sh
         assert "AIRFLOW_CONN_LOOPLINE_POSTGRES" in env_sh
+        assert '"login": "loopline_loader"' in env_sh  # tasks log in as the loader, not the superuser
 
         status = _loopline(["status"], env)
         assert status.returncode == 0, status.stdout + status.stderr

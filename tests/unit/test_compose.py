@@ -45,10 +45,11 @@ EXPECTED_SERVICES = AIRFLOW_SERVICES | {
     "minio",
     "minio-init",
     "predictions-db",
+    "predictions-migrate",
     "spark-connect",
 }
 # Jobs that run to completion (or on demand, like the CLI): no healthcheck, nothing waits for them healthy.
-ONE_SHOT = {"check-secrets", "airflow-init", "minio-init", "airflow-cli"}
+ONE_SHOT = {"check-secrets", "airflow-init", "minio-init", "airflow-cli", "predictions-migrate"}
 # Airflow components that run Loopline tasks and therefore need the Loopline services up first.
 TASK_RUNNERS = {"airflow-worker", "airflow-triggerer"}
 SERVICES_ENV = ROOT / "include" / "loopline" / "config" / "services.env"
@@ -320,7 +321,7 @@ def test_airflow_components_wait_for_core_services_and_init(services: dict[str, 
         assert {"postgres", "redis", "airflow-init"} <= set(depends_on), name
     for name in TASK_RUNNERS:
         depends_on = services[name]["depends_on"]
-        needed = {"minio", "minio-init", "mlflow", "predictions-db", "spark-connect"}
+        needed = {"minio", "minio-init", "mlflow", "predictions-db", "predictions-migrate", "spark-connect"}
         assert needed <= set(depends_on), f"{name} misses {sorted(needed - set(depends_on))}"
 
 
@@ -438,7 +439,10 @@ def test_airflow_services_get_the_loopline_connections(
     env = _environment(services["airflow-worker"])
     postgres = json.loads(interpolate(env["AIRFLOW_CONN_LOOPLINE_POSTGRES"], env_example))
     assert (postgres["host"], postgres["port"], postgres["schema"]) == ("predictions-db", 5432, "loopline")
-    assert postgres["password"] == env_example["PREDICTIONS_POSTGRES_PASSWORD"]
+    # the tasks log in as the loader role, never as the database's superuser
+    assert postgres["login"] == env_example["PREDICTIONS_LOADER_USER"] == config.postgres.loader_role
+    assert postgres["password"] == env_example["PREDICTIONS_LOADER_PASSWORD"]
+    assert postgres["login"] != env_example["PREDICTIONS_POSTGRES_USER"]
     s3 = json.loads(interpolate(env["AIRFLOW_CONN_LOOPLINE_S3"], env_example))
     assert s3["extra"]["endpoint_url"] == "http://minio:9000"
     assert s3["password"] == env_example["LOOPLINE_S3_SECRET_ACCESS_KEY"]
@@ -583,3 +587,45 @@ def test_spark_image_hadoop_aws_matches_pyspark_hadoop() -> None:
     bundled = jars[0].name.removeprefix("hadoop-client-api-").removesuffix(".jar")
     assert match.group(1) == bundled, f"hadoop-aws {match.group(1)} vs pyspark's Hadoop {bundled}"
     assert pyspark.__version__ == _pin("pyspark"), "the venv's pyspark is not the pinned one"
+
+
+def test_predictions_migrate_bootstraps_the_roles_and_migrates_before_any_task(
+    services: dict[str, dict[str, Any]], env_example: dict[str, str]
+) -> None:
+    """The one-shot that alone holds the predictions superuser: roles with their .env passwords, then the
+    migrations as the owner (`loopline migrate --admin-conn-id`); the task runners wait for it."""
+    from loopline import cli
+
+    job = services["predictions-migrate"]
+    command = " ".join(job["command"])
+    assert "loopline migrate --admin-conn-id loopline_postgres_admin" in command
+    env = _environment(job)
+    admin = json.loads(interpolate(env["AIRFLOW_CONN_LOOPLINE_POSTGRES_ADMIN"], env_example))
+    assert (admin["host"], admin["login"]) == ("predictions-db", env_example["PREDICTIONS_POSTGRES_USER"])
+    for key, variable in cli.PASSWORD_VARS.items():
+        kind = key.removesuffix("_role").upper()
+        assert interpolate(env[variable], env_example) == env_example[f"PREDICTIONS_{kind}_PASSWORD"]
+    roles = load_config(environ={k: interpolate(v, env_example) for k, v in env.items() if k.startswith("LOOPLINE__")})
+    assert (roles.postgres.owner_role, roles.postgres.loader_role, roles.postgres.analyst_role) == (
+        env_example["PREDICTIONS_OWNER_USER"],
+        env_example["PREDICTIONS_LOADER_USER"],
+        env_example["PREDICTIONS_ANALYST_USER"],
+    )
+    assert job["depends_on"]["predictions-db"]["condition"] == "service_healthy"
+    for name in TASK_RUNNERS:
+        assert services[name]["depends_on"]["predictions-migrate"]["condition"] == "service_completed_successfully"
+    # the superuser's password reaches no Airflow component
+    for name in AIRFLOW_SERVICES:
+        assert "PREDICTIONS_POSTGRES_PASSWORD" not in json.dumps(services[name].get("environment", {}))
+
+
+def test_the_secrets_check_refuses_the_role_password_placeholders(
+    services: dict[str, dict[str, Any]], env_example: dict[str, str]
+) -> None:
+    filled = {name: "s3cretvalue" for name in env_example}
+    for kind in ("OWNER", "LOADER", "ANALYST"):
+        name = f"PREDICTIONS_{kind}_PASSWORD"
+        assert "change-me" in env_example[name]
+        result = _run_secrets_check(services, {**filled, name: env_example[name]})
+        assert result.returncode != 0
+        assert name in result.stderr
