@@ -34,11 +34,13 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOCK_KEY = 0x10_0915  # advisory lock id for migrations
 
 
-# What analysts may read (SELECT only): the scores, the runs that produced them and the monitoring tables.
-# Internal tables (schema_migrations, transaction_scores_shadow, model_artifact_digests, ...) stay unreadable;
-# a relation listed here that a migration has not created yet is skipped.
+# What analysts may read (SELECT only): the scores (the challenger's shadow scores too, for the comparison
+# before a promotion), the runs that produced them, the model history and the monitoring tables (docs/
+# analysts.md). Anything else (schema_migrations, model_artifact_digests, a table a future migration adds) stays
+# unreadable until it is listed here; a relation listed that no migration has created yet is skipped.
 ANALYST_RELATIONS = (
     "transaction_scores",
+    "transaction_scores_shadow",
     "latest_scores",
     "scoring_runs",
     "champion_by_day",

@@ -312,7 +312,7 @@ EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first
    WHERE ds = '{day}' AND decision = 'flag' ORDER BY score DESC LIMIT 20;
   -- drift and retraining, night by night
   SELECT ds, triggered, reason FROM loopline.retraining_decisions ORDER BY ds;
-  (psql -h {pg_host} -p {pg_port} -U postgres -d loopline)"""
+  (psql -h 127.0.0.1 -p {pg_port} -U loopline_analyst -d loopline: read-only, see docs/analysts.md)"""
 
 
 def _auc_line(label: str, auc: dict) -> str:

@@ -324,19 +324,21 @@ def test_analyst_tables_hold_the_day_over_tcp_with_a_password(cluster, loop):
     import psycopg2
 
     port = cluster.ports.postgres
-    with (
-        psycopg2.connect(
-            host="127.0.0.1", port=port, user="loopline", password=cluster.secrets["PG_PASSWORD"], dbname="loopline"
-        ) as conn,
-        conn.cursor() as cur,
-    ):
+
+    def connect(user: str, password: str):
+        return psycopg2.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="loopline")
+
+    # the analyst (read-only) sees what the tasks, logged in as the loader, wrote
+    with connect("loopline_analyst", cluster.secrets["PG_ANALYST_PASSWORD"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM loopline.transaction_scores WHERE ds = %s", (cluster.end,))
         assert cur.fetchone()[0] == cluster.landed[cluster.end]
         cur.execute("SELECT count(*) FROM loopline.drift_runs WHERE ds = %s", (cluster.end,))
         assert cur.fetchone()[0] == 1
-    wrong = "not-" + cluster.secrets["PG_PASSWORD"]
+    wrong = "not-" + cluster.secrets["PG_LOADER_PASSWORD"]
     with pytest.raises(psycopg2.OperationalError, match="password"):
-        psycopg2.connect(host="127.0.0.1", port=port, user="loopline", password=wrong, dbname="loopline")
+        connect("loopline_loader", wrong)
+    with pytest.raises(psycopg2.OperationalError):
+        connect("loopline", cluster.secrets["PG_LOADER_PASSWORD"])  # the old single role may no longer log in
 
 
 def test_mlflow_refuses_anonymous_requests_and_holds_the_champion(cluster, loop):

@@ -76,7 +76,6 @@ def test_the_analyst_reads_the_analyst_relations_and_nothing_else(postgres, sche
             f"CREATE TABLE {schema}.mine (v int)",
             f"CREATE VIEW {schema}.mine AS SELECT 1",
             f"SELECT * FROM {schema}.schema_migrations",
-            f"SELECT * FROM {schema}.transaction_scores_shadow",
             f"SELECT * FROM {other}.secrets",
             f"SELECT * FROM public.{other}",
             f"CREATE TABLE public.analyst_{other} (v int)",
