@@ -235,3 +235,41 @@ def test_latest_version_comes_from_the_files(tmp_path):
         db.Roles("a", "a", "b")
     with pytest.raises(ValueError, match="identifier"):
         db.Roles("a; DROP", "b", "c")
+
+
+@pytest.mark.parametrize("how", ["owner", "admin"])
+def test_loopline_migrate_through_a_connection(postgres, monkeypatch, capsys, how):
+    """`loopline migrate` against a database the stack did not start: as the owner (postgres.owner_conn_id), or
+    through an administrator's connection that first bootstraps the roles (compose's predictions-migrate)."""
+    import json
+
+    from loopline import cli
+
+    name = f"cli_{uuid.uuid4().hex[:8]}"
+    login = postgres.roles.owner if how == "owner" else postgres.user
+    connection = {"conn_type": "postgres", "host": postgres.host, "port": postgres.port, "login": login}
+    variable = "AIRFLOW_CONN_LOOPLINE_POSTGRES_OWNER" if how == "owner" else "AIRFLOW_CONN_LOOPLINE_POSTGRES_ADMIN"
+    monkeypatch.setenv(variable, json.dumps({**connection, "schema": postgres.database}))
+    monkeypatch.setenv("LOOPLINE__POSTGRES__SCHEMA", name)
+    get_config.cache_clear()
+    args = ["migrate"] if how == "owner" else ["migrate", "--admin-conn-id", "loopline_postgres_admin"]
+    try:
+        assert cli.main(args) == 0
+        assert f"schema {name} at {db.latest_version()}: applied V001" in capsys.readouterr().out
+        assert cli.main(args) == 0
+        assert "nothing to apply" in capsys.readouterr().out
+        with postgres.connect_loader() as loader:
+            assert db.require_current(loader, name) == db.latest_version()
+        owners = postgres.query(
+            "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+            name,
+        )
+        assert owners == [(postgres.roles.owner,)]
+    finally:
+        get_config.cache_clear()
+        admin = postgres.connect()
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        admin.close()

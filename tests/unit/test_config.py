@@ -157,3 +157,16 @@ def test_spark_server_conf_reaches_the_local_server_command():
     assert command[command.index("spark.sql.codegen.wholeStage=false") - 1] == "--conf"  # YAML false, not False
     assert "x.y=3" in command
     assert command[-1] == "spark-internal"  # properties before the application
+
+
+def test_postgres_roles_are_distinct_plain_identifiers() -> None:
+    cfg = load_config(environ={})
+    assert (cfg.postgres.owner_role, cfg.postgres.loader_role, cfg.postgres.analyst_role) == (
+        "loopline_owner",
+        "loopline_loader",
+        "loopline_analyst",
+    )
+    with pytest.raises(ConfigError, match="loader_role"):
+        load_config(environ={"LOOPLINE__POSTGRES__LOADER_ROLE": "x; DROP TABLE y"})
+    with pytest.raises(ConfigError, match="three different roles"):
+        load_config(environ={"LOOPLINE__POSTGRES__ANALYST_ROLE": "loopline_owner"})
