@@ -114,7 +114,9 @@ def require_current(conn: Any, schema: str, sql_dir: Path = SQL_DIR) -> str:
     What load tasks call instead of migrating: they log in as the loader, which may not run DDL. Only
     reads, and leaves the connection's transaction as it found it (rolled back when it opened one)."""
     expected = latest_version(sql_dir)
-    opened = not getattr(conn, "autocommit", True)
+    # a transaction this call opens is rolled back after; one the caller had open is left alone
+    status = getattr(getattr(conn, "info", None), "transaction_status", 0)
+    opened = not getattr(conn, "autocommit", True) and int(status) == 0
     try:
         found = current_version(conn, schema)
         missing = []

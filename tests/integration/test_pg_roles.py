@@ -97,6 +97,7 @@ def test_the_loader_loads_but_runs_no_ddl_and_never_writes_the_ledger(postgres, 
         move = registry.AliasMove("fraud", "champion", 2, 1, "run2", "manual", "test", "promoted", {"roc_auc": 0.9})
         registry.record_move(loader, schema, move)  # a bigserial: USAGE on the sequence
         assert db.require_current(loader, schema) == db.latest_version()  # reads the ledger
+        assert loader.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE  # left no transaction
         for sql in (
             f"CREATE TABLE {schema}.mine (v int)",
             f"CREATE INDEX mine ON {schema}.transaction_scores (score)",
