@@ -1,0 +1,236 @@
+"""The races and crash windows of retraining, each forced against real Postgres and a real lake folder.
+
+1. A trigger is recorded ``pending`` and confirmed only once the triggered run exists: a failed trigger stays
+   pending, a rerun of the night triggers again, and the cooldown counts only confirmed triggers.
+2. Two decides for the same model running at once (a backfill may ignore ``max_active_runs``) cannot both
+   trigger: the check-and-record holds a per-model advisory lock.
+3. The lake's version sweep keeps versions pinned by an unfinished training run or a registered model's data
+   fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import uuid
+
+import pytest
+
+from loopline import db, monitoring
+from loopline.drift import DriftResult, DriftTest
+
+MODEL = "races-model"
+NIGHT = dt.date(2026, 3, 10)
+
+
+def _drifted() -> DriftResult:
+    tests = tuple(DriftTest(f"f{i}", "ks", 0.5, 1e-9, 0.01, True) for i in range(3))
+    return DriftResult("scipy", tests, ("f0", "f1", "f2"), None, None, 3, 2, True, 100, 200, 0.05, "bonferroni")
+
+
+@pytest.fixture
+def schema(postgres):
+    name = f"races_{uuid.uuid4().hex[:8]}"
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, name)
+    finally:
+        conn.close()
+    return name
+
+
+def _decide(postgres, schema: str, ds: dt.date, **overrides):
+    conn = postgres.connect()
+    try:
+        kwargs = {
+            "ds": ds,
+            "model_name": MODEL,
+            "model_version": 1,
+            "result": _drifted(),
+            "performance_drop": False,
+            "cooldown_hours": 72,
+            "training_active": False,
+            "train_run_id": f"drift_monitor__{ds}",
+            "airflow_run_id": f"scheduled__{ds}",
+            **overrides,
+        }
+        return monitoring.decide_and_record(conn, schema, **kwargs)
+    finally:
+        conn.close()
+
+
+def _row(postgres, schema: str, ds: dt.date) -> tuple:
+    rows = postgres.query(
+        f"SELECT triggered, trigger_state, train_run_id, triggered_run_id, confirmed_at IS NOT NULL "
+        f"FROM {schema}.retraining_decisions WHERE ds = %s",
+        ds,
+    )
+    return rows[0] if rows else None
+
+
+def _confirm(postgres, schema: str, ds: dt.date) -> bool:
+    conn = postgres.connect()
+    try:
+        return monitoring.confirm_trigger(conn, schema, ds=ds, triggered_run_id=f"drift_monitor__{ds}")
+    finally:
+        conn.close()
+
+
+# -- 1. two-phase trigger -------------------------------------------------------------------------------------
+
+
+def test_a_failed_trigger_stays_pending_and_a_rerun_of_the_night_triggers_again(postgres, schema):
+    decision, already = _decide(postgres, schema, NIGHT)
+    assert decision.trigger
+    assert not already
+    # The trigger task failed here: nothing confirmed it.
+    assert _row(postgres, schema, NIGHT) == (False, "pending", f"drift_monitor__{NIGHT}", None, False)
+
+    # The rerun (or the retry) of the night is not suppressed by its own pending row.
+    decision, already = _decide(postgres, schema, NIGHT, airflow_run_id="manual__rerun")
+    assert decision.trigger, decision.reason
+    assert not already
+    assert _row(postgres, schema, NIGHT)[:2] == (False, "pending")
+
+    # This time the run exists: confirmed.
+    assert _confirm(postgres, schema, NIGHT) is True
+    run = f"drift_monitor__{NIGHT}"
+    assert _row(postgres, schema, NIGHT) == (True, "confirmed", run, run, True)
+    assert _confirm(postgres, schema, NIGHT) is True  # idempotent
+
+    # A further rerun of the night never triggers twice.
+    decision, already = _decide(postgres, schema, NIGHT)
+    assert not decision.trigger
+    assert already
+    assert decision.reason.startswith("already triggered for this night")
+    assert _row(postgres, schema, NIGHT)[:2] == (True, "confirmed")
+
+
+def test_a_rerun_whose_earlier_trigger_did_create_the_run_confirms_instead_of_triggering(postgres, schema):
+    _decide(postgres, schema, NIGHT)  # pending; the trigger worked but the confirmation never ran
+    decision, already = _decide(postgres, schema, NIGHT, training_active=True, triggered_run_exists=True)
+    assert not decision.trigger
+    assert already
+    run = f"drift_monitor__{NIGHT}"
+    assert _row(postgres, schema, NIGHT)[:4] == (True, "confirmed", run, run)
+
+
+def test_the_cooldown_counts_only_confirmed_triggers(postgres, schema):
+    earlier = NIGHT - dt.timedelta(days=1)
+    _decide(postgres, schema, earlier)  # pending: its trigger failed and nobody reran it
+    # Age the failed trigger past the lease: it is no longer a trigger in flight.
+    conn = postgres.connect()
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE {schema}.retraining_decisions SET decided_at = now() - interval '2 hours' WHERE ds = %s",
+            (earlier,),
+        )
+    conn.close()
+    decision, _ = _decide(postgres, schema, NIGHT)
+    assert decision.trigger, decision.reason  # a failed trigger a night before is no cooldown
+
+    _confirm(postgres, schema, NIGHT)
+    decision, _ = _decide(postgres, schema, NIGHT + dt.timedelta(days=1))
+    assert not decision.trigger
+    assert "cooldown" in decision.reason
+    assert _row(postgres, schema, NIGHT + dt.timedelta(days=1))[:3] == (False, None, None)
+
+
+def test_a_fresh_pending_trigger_of_another_night_suppresses_a_second_one(postgres, schema):
+    _decide(postgres, schema, NIGHT)  # pending, the trigger in flight
+    other = NIGHT + dt.timedelta(days=5)  # outside the cooldown even if NIGHT were confirmed
+    decision, _ = _decide(postgres, schema, other, cooldown_hours=0)
+    assert not decision.trigger
+    assert f"the trigger of night {NIGHT} is pending" in decision.reason
+    assert _row(postgres, schema, other)[:2] == (False, None)
+
+
+def test_the_migration_keeps_old_triggers_as_confirmed(postgres):
+    name = f"races_old_{uuid.uuid4().hex[:8]}"
+    conn = postgres.connect()
+    try:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            older = Path(tmp)
+            for path in db.migration_files():
+                if path.name < "V008":
+                    (older / path.name).write_text(path.read_text())
+            db.migrate(conn, name, older)
+        with conn.cursor() as cur:
+            cur.execute(
+                f"""INSERT INTO {name}.retraining_decisions
+                (ds, model_name, triggered, reason, drifted_features, train_run_id)
+                VALUES ('2026-01-01', %s, true, 'drift', '{{}}', 'drift_monitor__2026-01-01'),
+                       ('2026-01-02', %s, false, 'cooldown', '{{}}', NULL)""",
+                (MODEL, MODEL),
+            )
+        conn.commit()
+        assert "V008" in db.migrate(conn, name)
+    finally:
+        conn.close()
+    rows = postgres.query(
+        f"SELECT ds::text, triggered, trigger_state, triggered_run_id FROM {name}.retraining_decisions ORDER BY ds"
+    )
+    assert rows == [
+        ("2026-01-01", True, "confirmed", "drift_monitor__2026-01-01"),
+        ("2026-01-02", False, None, None),
+    ]
+
+
+# -- 2. concurrent decides ------------------------------------------------------------------------------------
+
+
+def test_two_concurrent_decides_for_one_model_trigger_exactly_once(postgres, schema, monkeypatch):
+    """Two nights of one model decided at the same moment (a backfill running nights in parallel), each on its
+    own connection, both with drift and no cooldown in the way of either. Both reach the decision at the same
+    time unless the lock serializes them (a barrier waits for the other for up to 2 s)."""
+    barrier = threading.Barrier(2)
+    real = monitoring.retrain_decision
+
+    def rendezvous(*args, **kwargs):
+        # Without the lock, both check before either records; with it, the other waits on the lock: go on alone.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitoring, "retrain_decision", rendezvous)
+    nights = [NIGHT, NIGHT + dt.timedelta(days=7)]  # 7 nights apart: outside each other's 72 h cooldown
+    results: dict[dt.date, object] = {}
+    errors: list[BaseException] = []
+
+    def run(day: dt.date) -> None:
+        try:
+            results[day] = _decide(postgres, schema, day)[0]
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(day,)) for day in nights]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    triggered = [day for day, decision in results.items() if decision.trigger]
+    assert len(triggered) == 1, {day: decision.reason for day, decision in results.items()}
+    states = postgres.query(
+        f"SELECT ds, trigger_state FROM {schema}.retraining_decisions WHERE model_name = %s ORDER BY ds", MODEL
+    )
+    assert [state for _, state in states].count("pending") == 1
+    loser = next(day for day in nights if day not in triggered)
+    assert "pending" in results[loser].reason
+
+
+def test_the_lock_is_per_model(postgres, schema, monkeypatch):
+    """Another model's night decides while one model's lock is held."""
+    conn = postgres.connect()
+    try:
+        with conn.cursor() as cur:
+            monitoring._lock_model(cur, MODEL)  # held until this transaction ends
+            decision, _ = _decide(postgres, schema, NIGHT, model_name="another-model")
+            assert decision.trigger
+    finally:
+        conn.rollback()
+        conn.close()
