@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +236,126 @@ def test_the_lock_is_per_model(postgres, schema, monkeypatch):
     finally:
         conn.rollback()
         conn.close()
+
+
+# -- 3. the lake's sweep vs pins ------------------------------------------------------------------------------
+
+DAY = dt.date(2026, 1, 20)
+
+
+def _version(lake, table: str, version: str, day: dt.date = DAY) -> None:
+    folder = Path(lake.version_uri(table, day, version))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "part-00000.parquet").write_bytes(b"data")
+    (folder / "_SUCCESS").write_bytes(b"")
+
+
+def _on_disk(lake, table: str, day: dt.date = DAY) -> set[str]:
+    return {path.name.removeprefix("run=") for path in Path(lake.partition_root(table, day)).glob("run=*")}
+
+
+def test_a_running_training_pins_what_it_reads_and_the_sweep_keeps_it_until_release(tmp_path):
+    from loopline.lake import FEATURES, Lake
+
+    lake = Lake(str(tmp_path / "lake"))
+    _version(lake, FEATURES, "v1")
+    lake.commit(FEATURES, DAY, "v1")
+    run_pin = "train_model__manual__2026-01-21T00:00:00+00:00"  # a real run id: ':' and '+' in it
+    assert lake.pin_current(run_pin, FEATURES, [DAY, DAY + dt.timedelta(days=1)]) == {DAY: "v1"}
+
+    # Two commits while the run still reads v1: without the pin the second one would delete it.
+    for version in ("v2", "v3"):
+        _version(lake, FEATURES, version)
+        report = lake.commit(FEATURES, DAY, version)
+    assert _on_disk(lake, FEATURES) == {"v1", "v2", "v3"}
+    assert report.deleted == []
+    assert report.kept["v1"] == f"pinned by run {run_pin}"
+    assert report.kept["v3"] == "current"
+    assert report.kept["v2"].startswith("previous")
+    assert "kept 3 version(s)" in report.summary()
+    assert "1 of them pinned" in report.summary()
+
+    # The run ends (release_inputs): the next sweep deletes it.
+    assert lake.release(run_pin) is True
+    assert lake.release(run_pin) is False  # idempotent
+    report = lake.sweep(FEATURES, DAY)
+    assert report.deleted == ["v1"]
+    assert _on_disk(lake, FEATURES) == {"v2", "v3"}
+
+
+def test_a_registered_models_fingerprint_versions_survive_the_sweep(tmp_path):
+    from loopline.lake import FEATURES, LABELED_TRANSACTIONS, Lake, model_pin_id, run_pin_id
+    from loopline.training.dataset import build_training_set, fingerprint_versions
+    from loopline.training.synthetic import write_synthetic_lake
+
+    root = tmp_path / "lake"
+    write_synthetic_lake(root, dt.date(2026, 1, 1), 30, rows_per_day=250, seed=3)
+    lake = Lake(str(root))
+    run_pin = run_pin_id("train_model", "manual__2026-01-31")
+    data = build_training_set(
+        str(root),
+        dt.date(2026, 1, 31),
+        window_days=28,
+        validation_days=3,
+        holdout_days=3,
+        label_maturity_days=5,
+        pin_id=run_pin,
+    )
+    pinned = lake.read_pin(run_pin)
+    assert pinned is not None
+    read = fingerprint_versions(data.fingerprint)
+    assert read[FEATURES]  # the run pinned exactly what its fingerprint says it read
+    assert pinned.versions[FEATURES] == read[FEATURES]
+    assert pinned.versions[LABELED_TRANSACTIONS] == read[LABELED_TRANSACTIONS]
+
+    # The gate registered v7 of the model: its fingerprint is pinned for as long as v7 lives; the run ends.
+    lake.pin(model_pin_id("races-model", 7), read, kind="model")
+    assert lake.release(run_pin) is True
+    day = dt.date.fromisoformat(next(iter(read[FEATURES])))
+    trained_on = read[FEATURES][day.isoformat()]
+    for version in ("r1", "r2"):  # two recomputations of the day later
+        _version(lake, FEATURES, version, day)
+        report = lake.commit(FEATURES, day, version)
+    assert trained_on in _on_disk(lake, FEATURES, day)
+    assert report.kept[trained_on] == "pinned by model model:races-model:v7"
+
+    # Deleted from the registry: its pin goes, and so does the version at the next sweep.
+    assert lake.release_model_pins("races-model", live_versions=[8]) == ["model:races-model:v7"]
+    assert lake.sweep(FEATURES, day).deleted == [trained_on]
+
+
+def test_pins_and_the_sweep_on_an_object_store(s3, monkeypatch, tmp_path):
+    from loopline.lake import FEATURES, PINS, Lake
+
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)  # only the loopline_s3 connection knows where the server is
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    bucket = f"loopline-{uuid.uuid4().hex[:12]}"
+    client = s3.client()
+    client.create_bucket(Bucket=bucket)
+    lake = Lake(f"s3://{bucket}/lake")
+
+    def put(version: str) -> None:
+        for name in ("part-00000.parquet", "part-00001.parquet", "_SUCCESS"):
+            key = f"lake/{FEATURES}/ds={DAY}/run={version}/{name}"
+            client.put_object(Bucket=bucket, Key=key, Body=b"x")
+
+    def versions() -> set[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=f"lake/{FEATURES}/ds={DAY}/run=")
+        return {item["Key"].split("/run=")[1].split("/")[0] for item in listed.get("Contents", [])}
+
+    put("v1")
+    lake.commit(FEATURES, DAY, "v1")
+    assert lake.pin_current("train_model__run-1", FEATURES, [DAY]) == {DAY: "v1"}
+    keys = client.list_objects_v2(Bucket=bucket, Prefix=f"lake/{PINS}/")["Contents"]
+    assert len(keys) == 1
+    for version in ("v2", "v3", "v4"):
+        put(version)
+        report = lake.commit(FEATURES, DAY, version)
+    assert versions() == {"v1", "v3", "v4"}  # v2 swept, v1 pinned
+    assert report.deleted == ["v2"]
+    assert report.kept["v1"] == "pinned by run train_model__run-1"
+    assert lake.release("train_model__run-1") is True
+    assert lake.sweep(FEATURES, DAY).deleted == ["v1"]
+    assert versions() == {"v3", "v4"}
