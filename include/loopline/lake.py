@@ -79,6 +79,10 @@ def model_pin_id(model_name: str, version: int | str) -> str:
 PinnedVersions = dict[str, dict[str, str]]  # table -> ds (ISO) -> version
 
 
+class UnreadablePins(ValueError):
+    """A pin marker cannot be parsed: the sweep keeps every version rather than guess what it held."""
+
+
 @dataclass(frozen=True)
 class Pin:
     """One pin marker: who holds which versions."""
@@ -329,7 +333,10 @@ class Lake:
         else:
             root = Path(prefix)
             texts = [path.read_text() for path in sorted(root.glob("*.json"))] if root.is_dir() else []
-        return [_parse_pin(text) for text in texts]
+        try:
+            return [_parse_pin(text) for text in texts]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UnreadablePins(f"a pin marker under {prefix} is unreadable ({exc}); fix or delete it") from exc
 
     def pinned_versions(self, table: str, ds: str | dt.date) -> dict[str, list[str]]:
         """Versions of the partition held by pins: version -> the pin ids holding it."""
@@ -354,11 +361,19 @@ class Lake:
             reasons[record["previous"]] = "previous (readers that resolved it before the last commit)"
         if record.get("version"):
             reasons[record["version"]] = "current"
-        for version, holders in self.pinned_versions(table, ds).items():
+        try:
+            held = self.pinned_versions(table, ds)
+            unreadable = None
+        except UnreadablePins as exc:  # never guess: keep everything, publish anyway, say why
+            held, unreadable = {}, str(exc)
+            log.warning("sweep %s ds=%s skipped: %s", table, ds, exc)
+        for version, holders in held.items():
             why = f"pinned by {', '.join(sorted(holders))}"
             reasons[version] = f"{reasons[version]}; {why}" if version in reasons else why
         for version in self._versions(table, ds):
-            if version in reasons:
+            if unreadable is not None:
+                report.kept[version] = reasons.get(version, f"unswept: {unreadable}")
+            elif version in reasons:
                 report.kept[version] = reasons[version]
             else:
                 self._delete_version(table, ds, version)

@@ -359,3 +359,70 @@ def test_pins_and_the_sweep_on_an_object_store(s3, monkeypatch, tmp_path):
     assert lake.release("train_model__run-1") is True
     assert lake.sweep(FEATURES, DAY).deleted == ["v1"]
     assert versions() == {"v3", "v4"}
+
+
+def test_an_unreadable_pin_marker_keeps_everything_and_a_pin_id_cannot_leave_the_pins_folder(tmp_path):
+    from loopline.lake import FEATURES, PINS, Lake, pin_file_name
+
+    lake = Lake(str(tmp_path / "lake"))
+    hostile = "../../features/ds=2026-01-20/_CURRENT"
+    assert "/" not in pin_file_name(hostile)
+    uri = lake.pin(hostile, {FEATURES: {DAY.isoformat(): "v1"}})
+    assert Path(uri).parent == tmp_path / "lake" / PINS
+    assert lake.read_pin(hostile).pin_id == hostile
+
+    for version in ("v1", "v2", "v3"):
+        _version(lake, FEATURES, version)
+        lake.commit(FEATURES, DAY, version)
+    (tmp_path / "lake" / PINS / "broken.json").write_text("{not json")
+    _version(lake, FEATURES, "v4")
+    report = lake.commit(FEATURES, DAY, "v4")  # publishing goes on; the sweep keeps everything
+    assert report.deleted == []
+    assert _on_disk(lake, FEATURES) == {"v1", "v2", "v3", "v4"}
+    assert "unswept" in report.kept["v2"]
+
+
+def test_a_version_pinned_while_commits_race_is_never_swept(tmp_path, monkeypatch):
+    """A writer commits new versions of the day as fast as it can while readers pin what they resolve: every
+    version a reader pinned is still on disk afterwards (pin, then re-check the pointer). The gap between
+    resolving and writing the pin is widened to 2 ms: resolve-then-pin alone loses versions here."""
+    import time
+
+    from loopline.lake import FEATURES, Lake
+
+    real_pin = Lake.pin
+
+    def slow_pin(self, *args, **kwargs):
+        time.sleep(0.002)
+        return real_pin(self, *args, **kwargs)
+
+    monkeypatch.setattr(Lake, "pin", slow_pin)
+    lake = Lake(str(tmp_path / "lake"))
+    _version(lake, FEATURES, "w000")
+    lake.commit(FEATURES, DAY, "w000")
+    stop = threading.Event()
+
+    def writer() -> None:
+        index = 1
+        while not stop.is_set():
+            version = f"w{index:03d}"
+            _version(lake, FEATURES, version)
+            lake.commit(FEATURES, DAY, version)
+            index += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    pinned = {}
+    try:
+        for attempt in range(40):
+            pin_id = f"train_model__reader-{attempt}"
+            pinned[pin_id] = lake.pin_current(pin_id, FEATURES, [DAY], attempts=50)[DAY]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    on_disk = _on_disk(lake, FEATURES)
+    assert set(pinned.values()) <= on_disk
+    record = lake._read_record(FEATURES, DAY)
+    assert int(record["version"][1:]) >= 5  # the writer really raced the readers
+    # Everything else the writer made was swept: what remains is exactly the pinned, current and previous.
+    assert on_disk == set(pinned.values()) | {record["version"], record["previous"]}
