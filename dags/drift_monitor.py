@@ -62,6 +62,9 @@ loopline-data-platform (ML platform on-call).
   `SELECT merchant_id, count(*) ... WHERE amount_eur <= 5` for card_testing, before the retraining lands;
   a new fraud pattern is also a case for the fraud team, not only for the model.
 - Retraining is idempotent per night: reruns reuse run id `drift_monitor__<ds>` and never start a second one.
+- `confirm_trigger` failed: the trigger did not create the `train_model` run (see `trigger_training`'s log);
+  the night's row stays `trigger_state = 'pending'` (`triggered` false). Fix the cause and clear the night's
+  run: it decides again and triggers again (a run that did get created is confirmed, not duplicated).
 """
 
 cfg = get_config()
@@ -72,7 +75,9 @@ with DAG(
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=1,  # nights decide in order: the cooldown reads the previous nights' decisions
+    # Nights decide in order: the cooldown reads the previous nights' decisions. Backfills may ignore this; the
+    # decide step's per-model advisory lock keeps two concurrent nights from both triggering regardless.
+    max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=tags("monitoring", "training"),
     doc_md=DOC,
@@ -92,3 +97,5 @@ with DAG(
         retries=1,
     )
     decision >> [trigger, EmptyOperator(task_id=t.SKIP_TASK_ID)]
+    # Two-phase: decide records the trigger as pending; only the run's existence confirms it.
+    trigger >> t.confirm_trigger()

@@ -33,6 +33,10 @@ triggers it, or from the trigger form.
 ## Outputs
 - MLflow run in experiment `loopline-fraud`; registered model `loopline-fraud` with aliases.
 - Postgres `loopline.model_alias_history` (one row per alias move; view `loopline.champion_by_day`).
+- Lake pins (`<lake>/_PINS/`): the trainer pins every feature/label version it reads under
+  `train_model__<run_id>` (the lake's sweep keeps pinned versions); `gate_candidate` pins the registered
+  version's data fingerprint as `model:<name>:v<version>` (released once the version is deleted from the
+  registry); `release_inputs` lifts the run's pin whatever happened.
 
 ## Owner
 loopline-data-platform (ML platform on-call).
@@ -44,6 +48,8 @@ loopline-data-platform (ML platform on-call).
   touched. A candidate that merely loses is **not** a failure: it becomes `challenger` (see the task log).
 - Roll back a bad champion in one step: `loopline model rollback --reason "..."`.
 - Runs never overlap (`max_active_runs=1`): concurrent triggers queue.
+- A run killed so hard that `release_inputs` never ran leaves `_PINS/train_model__<run_id>-*.json`: the
+  versions it names are kept; clear `release_inputs` of that run (or delete the marker) to free them.
 """
 
 cfg = get_config()
@@ -61,4 +67,6 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     trained = attach(t.train_candidate(cfg), MlflowLink())
-    attach(t.gate_candidate(trained), MlflowLink())
+    gated = attach(t.gate_candidate(trained), MlflowLink())
+    # The lake versions the trainer read stay pinned until here, whatever happened (all_done).
+    [trained, gated] >> t.release_inputs()

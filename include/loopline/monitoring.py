@@ -13,9 +13,12 @@
 4. :func:`write_drift` replaces the day in ``drift_runs`` / ``drift_reports`` in one transaction.
 5. :func:`realized_day` scores the day whose labels matured (``ds - features.label_maturity_days``) against
    the labels reported up to ``ds``; :func:`write_performance` upserts ``model_performance``.
-6. :func:`decide` wraps :func:`loopline.drift.retrain_decision` with the durable history of
-   ``retraining_decisions``: the cooldown counts in nights (logical dates), so a backfill replaying a month
-   of nights triggers as those nights would have, and a rerun of a night never triggers twice.
+6. :func:`decide_and_record` wraps :func:`loopline.drift.retrain_decision` with the durable history of
+   ``retraining_decisions``, atomically per model (advisory lock): the cooldown counts in confirmed triggers
+   of nights (logical dates), so a backfill replaying a month of nights triggers as those nights would have,
+   and a rerun of a night never triggers twice. A trigger is recorded ``pending`` and becomes ``confirmed``
+   (:func:`confirm_trigger`) once the ``train_model`` run exists; a failed trigger stays pending and a rerun
+   of the night triggers again.
 
 Missing inputs raise :class:`MissingInput` with what to do: the DAG ends the night with that message and
 never reports drift it did not measure.
@@ -53,14 +56,15 @@ __all__ = [
     "MissingInput",
     "ScoredDay",
     "cached_detector",
+    "confirm_trigger",
     "day_frame",
-    "decide",
+    "decide_and_record",
     "detector_key",
     "log_report",
     "notification",
     "realized_day",
-    "record_decision",
     "render_report",
+    "trigger_state",
     "warming",
     "write_drift",
     "write_performance",
@@ -494,82 +498,156 @@ def _night(ds: dt.date) -> dt.datetime:
     return dt.datetime.combine(ds + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
 
 
-def decide(
-    conn: Any,
-    schema: str,
-    *,
-    ds: dt.date,
-    model_name: str,
-    result: DriftResult | None,
-    performance_drop: bool,
-    cooldown_hours: float,
-    training_active: bool,
-) -> tuple[Decision, bool]:
-    """The night's decision and whether it was already recorded as a trigger by an earlier try of this night.
-
-    The last trigger is the latest *other* night that triggered; a trigger recorded for a later night also
-    counts as inside the cooldown (replaying old nights never retrains past a newer retraining).
-    """
-    _check_schema(schema)
-    with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT triggered, reason, drifted_features FROM {schema}.retraining_decisions WHERE ds = %s",  # noqa: S608
-            (ds,),
-        )
-        existing = cur.fetchone()
-        cur.execute(
-            f"""SELECT max(ds) FROM {schema}.retraining_decisions
-            WHERE triggered AND model_name = %s AND ds <> %s""",  # noqa: S608
-            (model_name, ds),
-        )
-        last = cur.fetchone()[0]
-    conn.rollback()  # read-only: end the implicit transaction
-    if existing is not None and existing[0]:
-        return Decision(False, f"already triggered for this night: {existing[1]}", list(existing[2] or [])), True
-    last_at = _night(last) if last is not None else None
-    decision = retrain_decision(result, performance_drop, last_at, _night(ds), cooldown_hours, training_active)
-    return decision, False
+TRIGGER_PENDING = "pending"
+TRIGGER_CONFIRMED = "confirmed"
+# How long a pending trigger of another night of the same model counts as "a trigger in flight" (it suppresses
+# this night's trigger); older pending rows are failed triggers waiting for a rerun and suppress nothing.
+PENDING_LEASE = dt.timedelta(hours=1)
+# Namespace (first key) of the per-model advisory lock. The two-key form lives in its own key space in pg_locks,
+# so it cannot collide with single-key locks such as the migrations' (loopline.db).
+_DECISION_LOCK_CLASS = 0x4C4C
 
 
-def record_decision(
+def _lock_model(cur: Any, model_name: str) -> None:
+    """Serialize the check-and-record of one model's retraining decisions until the transaction ends."""
+    cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_DECISION_LOCK_CLASS, model_name))
+
+
+def decide_and_record(
     conn: Any,
     schema: str,
     *,
     ds: dt.date,
     model_name: str,
     model_version: int | None,
-    decision: Decision,
-    train_run_id: str | None,
+    result: DriftResult | None,
+    performance_drop: bool,
+    cooldown_hours: float,
+    training_active: bool,
+    train_run_id: str,
     airflow_run_id: str | None,
-) -> None:
-    """Upsert the night's row in ``retraining_decisions``."""
+    triggered_run_exists: bool = False,
+    pending_lease: dt.timedelta = PENDING_LEASE,
+) -> tuple[Decision, bool]:
+    """Decide the night and record it, atomically per model; returns ``(decision, already_triggered)``.
+
+    Runs in one transaction holding ``pg_advisory_xact_lock(<class>, hashtext(model_name))``, so two runs for
+    the same model (a backfill may ignore ``max_active_runs``) decide one after the other: the second sees the
+    first's row. A wanted trigger is recorded as ``pending`` (``triggered`` false) with ``train_run_id``;
+    :func:`confirm_trigger` marks it ``confirmed`` once the run exists.
+
+    - This night already ``confirmed``: no new trigger (``already_triggered`` True).
+    - This night ``pending`` and ``triggered_run_exists`` (an earlier try's trigger worked, its confirmation
+      did not): confirmed now, no new trigger (``already_triggered`` True).
+    - This night ``pending`` otherwise: a failed trigger; decided again as if new, so a rerun triggers again.
+    - Cooldown: counts only *confirmed* triggers of other nights (in nights, see :func:`_night`).
+    - A ``pending`` trigger of another night of the model decided less than ``pending_lease`` ago is a trigger
+      in flight: this night does not trigger too.
+    """
     _check_schema(schema)
     try:
         with conn.cursor() as cur:
+            _lock_model(cur, model_name)
+            cur.execute(
+                f"""SELECT trigger_state, reason, drifted_features FROM {schema}.retraining_decisions
+                WHERE ds = %s""",  # noqa: S608 - validated identifier
+                (ds,),
+            )
+            existing = cur.fetchone()
+            state = existing[0] if existing is not None else None
+            if state == TRIGGER_PENDING and triggered_run_exists:
+                _confirm(cur, schema, ds, train_run_id)
+                state = TRIGGER_CONFIRMED
+            if state == TRIGGER_CONFIRMED:
+                conn.commit()
+                reason = f"already triggered for this night: {existing[1]}"
+                return Decision(False, reason, list(existing[2] or [])), True
+            cur.execute(
+                f"""SELECT max(ds) FROM {schema}.retraining_decisions
+                WHERE trigger_state = %s AND model_name = %s AND ds <> %s""",  # noqa: S608
+                (TRIGGER_CONFIRMED, model_name, ds),
+            )
+            last = cur.fetchone()[0]
+            cur.execute(
+                f"""SELECT ds, decided_at FROM {schema}.retraining_decisions
+                WHERE trigger_state = %s AND model_name = %s AND ds <> %s AND decided_at > now() - %s
+                ORDER BY decided_at DESC LIMIT 1""",  # noqa: S608
+                (TRIGGER_PENDING, model_name, ds, pending_lease),
+            )
+            in_flight = cur.fetchone()
+            last_at = _night(last) if last is not None else None
+            decision = retrain_decision(result, performance_drop, last_at, _night(ds), cooldown_hours, training_active)
+            if decision.trigger and in_flight is not None:
+                decision = Decision(
+                    False,
+                    f"suppressed (the trigger of night {in_flight[0].isoformat()} is pending since "
+                    f"{in_flight[1].isoformat()}: one retraining at a time); would trigger for {decision.reason}",
+                    decision.drifted_features,
+                )
             cur.execute(
                 f"""INSERT INTO {schema}.retraining_decisions
-                (ds, model_name, model_version, triggered, reason, drifted_features, train_run_id, airflow_run_id)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+                (ds, model_name, model_version, triggered, reason, drifted_features, train_run_id, airflow_run_id,
+                 trigger_state, triggered_run_id, confirmed_at)
+                VALUES (%s, %s, %s, false, %s, %s, %s, %s, %s, NULL, NULL)
                 ON CONFLICT (ds) DO UPDATE SET model_name = EXCLUDED.model_name,
-                  model_version = EXCLUDED.model_version, triggered = EXCLUDED.triggered,
+                  model_version = EXCLUDED.model_version, triggered = false,
                   reason = EXCLUDED.reason, drifted_features = EXCLUDED.drifted_features,
                   train_run_id = EXCLUDED.train_run_id, airflow_run_id = EXCLUDED.airflow_run_id,
+                  trigger_state = EXCLUDED.trigger_state, triggered_run_id = NULL, confirmed_at = NULL,
                   decided_at = now()""",  # noqa: S608
                 (
                     ds,
                     model_name,
                     model_version,
-                    decision.trigger,
                     decision.reason,
                     list(decision.drifted_features),
-                    train_run_id,
+                    train_run_id if decision.trigger else None,
                     airflow_run_id,
+                    TRIGGER_PENDING if decision.trigger else None,
                 ),
             )
         conn.commit()
     except Exception:
         conn.rollback()
         raise
+    return decision, False
+
+
+def _confirm(cur: Any, schema: str, ds: dt.date, triggered_run_id: str) -> bool:
+    cur.execute(
+        f"""UPDATE {schema}.retraining_decisions
+        SET trigger_state = %s, triggered = true, triggered_run_id = %s, confirmed_at = coalesce(confirmed_at, now())
+        WHERE ds = %s AND trigger_state IN (%s, %s)""",  # noqa: S608 - validated identifier
+        (TRIGGER_CONFIRMED, triggered_run_id, ds, TRIGGER_PENDING, TRIGGER_CONFIRMED),
+    )
+    return cur.rowcount == 1
+
+
+def confirm_trigger(conn: Any, schema: str, *, ds: dt.date, triggered_run_id: str) -> bool:
+    """Mark the night's pending trigger ``confirmed`` (call only once the run ``triggered_run_id`` exists).
+
+    Idempotent (a confirmed night stays confirmed, its first ``confirmed_at`` kept). Returns False when the night
+    has no trigger to confirm (no row, or a rerun decided not to trigger after all).
+    """
+    _check_schema(schema)
+    try:
+        with conn.cursor() as cur:
+            confirmed = _confirm(cur, schema, ds, triggered_run_id)
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    return confirmed
+
+
+def trigger_state(conn: Any, schema: str, ds: dt.date) -> str | None:
+    """The night's ``trigger_state`` (``pending``, ``confirmed``, or None: no trigger wanted / no row)."""
+    _check_schema(schema)
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT trigger_state FROM {schema}.retraining_decisions WHERE ds = %s", (ds,))  # noqa: S608
+        row = cur.fetchone()
+    conn.rollback()  # read-only: end the implicit transaction
+    return row[0] if row else None
 
 
 def notification(ds: str, drift: Mapping[str, Any] | None, decision: Mapping[str, Any] | None) -> dict[str, Any]:

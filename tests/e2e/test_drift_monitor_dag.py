@@ -128,6 +128,7 @@ def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):
     assert states["detect_drift"] == "success"
     assert states["skip_retraining"] == "success"
     assert states["trigger_training"] == "skipped"
+    assert states["confirm_trigger"] == "skipped"  # nothing decided, nothing to confirm
 
     runs = postgres.query(f"SELECT drift, signals, drifted_features, mlflow_run_id FROM {SCHEMA}.drift_runs")
     assert len(runs) == 1
@@ -209,9 +210,16 @@ def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
     dagrun, states = run_day(dag, first)
     assert dagrun.state == "success", states
     assert states["trigger_training"] == "success"
+    assert states["confirm_trigger"] == "success"
     assert states["skip_retraining"] == "skipped"
     runs = training_runs()
     assert [run[0] for run in runs] == [f"drift_monitor__{first}"]
+    confirmed = postgres.query(
+        f"SELECT triggered, trigger_state, triggered_run_id, confirmed_at IS NOT NULL "
+        f"FROM {SCHEMA}.retraining_decisions WHERE ds = %s",
+        first,
+    )
+    assert confirmed == [(True, "confirmed", f"drift_monitor__{first}", True)]
     conf = runs[0][2]
     assert conf["triggered_by"] == "drift_monitor"
     assert conf["ds"] == str(first)
@@ -247,6 +255,46 @@ def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
     assert kept == [(True, f"drift_monitor__{first}")]
     drifted = postgres.query(f"SELECT count(*) FROM {SCHEMA}.drift_runs WHERE drift")
     assert drifted == [(3,)]
+
+
+def test_a_failed_trigger_records_pending_and_the_rerun_triggers(monitor, monkeypatch):
+    """The last drifted night is 72 h of nights after the first trigger: it wants to retrain. Its trigger
+    fails (the API refuses): the night stays pending, not triggered; the rerun triggers and confirms."""
+    from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+
+    dag, _root, postgres, _ = monitor
+    night = START + dt.timedelta(days=DAYS - 1)
+    finish_training_runs()
+    before = len(training_runs())
+
+    def refused(self, context):
+        raise RuntimeError("the Airflow API refused the trigger")
+
+    monkeypatch.setattr(TriggerDagRunOperator, "execute", refused)
+    monkeypatch.setattr(dag.get_task("trigger_training"), "retries", 0)
+    dagrun, states = run_day(dag, night)
+    assert states["decide_retraining"] == "success", states
+    assert states["trigger_training"] == "failed"
+    assert states["confirm_trigger"] == "failed"  # no run exists: nothing confirmed
+    assert dagrun.state == "failed"
+    assert len(training_runs()) == before
+    row = postgres.query(
+        f"SELECT triggered, trigger_state, train_run_id, triggered_run_id FROM {SCHEMA}.retraining_decisions "
+        "WHERE ds = %s",
+        night,
+    )
+    assert row == [(False, "pending", f"drift_monitor__{night}", None)]
+
+    monkeypatch.undo()
+    dagrun, states = run_day(dag, night)  # the rerun of the night, the API back
+    assert dagrun.state == "success", states
+    assert states["trigger_training"] == "success"
+    assert states["confirm_trigger"] == "success"
+    assert f"drift_monitor__{night}" in [run[0] for run in training_runs()]
+    row = postgres.query(
+        f"SELECT triggered, trigger_state, triggered_run_id FROM {SCHEMA}.retraining_decisions WHERE ds = %s", night
+    )
+    assert row == [(True, "confirmed", f"drift_monitor__{night}")]
 
 
 def test_a_night_without_scores_ends_without_alarm(monitor, capfd):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def test_first_model_is_champion_then_an_equal_one_is_challenger(train_dag):
     run_info = client.get_run(champion.run_id)
     assert run_info.data.metrics["holdout_roc_auc"] > 0.7
     assert run_info.data.tags["loopline.reason"] == "first model"
+    # The run's pin on the lake versions it read is gone; v1's fingerprint stays pinned.
+    assert states["release_inputs"] == "success"
+    from loopline.config import resolve_uri
+    from loopline.lake import FEATURES, Lake, model_pin_id
+    from loopline.training.dataset import fingerprint_versions
+
+    pins = {pin.pin_id: pin for pin in Lake(resolve_uri(cfg.storage.lake_uri)).pins()}
+    assert list(pins) == [model_pin_id(cfg.mlflow.registered_model, 1)]
+    fingerprint = json.loads(Path(client.download_artifacts(champion.run_id, "fingerprint.json")).read_text())
+    assert pins[model_pin_id(cfg.mlflow.registered_model, 1)].versions == fingerprint_versions(fingerprint)
+    assert pins[model_pin_id(cfg.mlflow.registered_model, 1)].versions[FEATURES]
 
     # Same data, same seed: no improvement, so the second model is only a challenger. No cut-off in the conf:
     # the run's own date (run_after) is the cut-off, as for scheduled and UI-triggered runs.

@@ -448,5 +448,6 @@ def test_runner_is_configuration():
     assert _dag_tasks("kubernetes") == {
         "train_candidate": ["KubernetesPodOperator", "training"],
         "gate_candidate": ["_PythonDecoratedOperator", "default_pool"],
+        "release_inputs": ["_PythonDecoratedOperator", "default_pool"],
     }
     assert _dag_tasks("local")["train_candidate"] == ["_PythonDecoratedOperator", "training"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseNotifier, task
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
 from loopline.orchestration import links, reports
@@ -23,6 +23,7 @@ TRAIN_DAG_ID = "train_model"
 TRIGGER_TASK_ID = "trigger_training"
 SKIP_TASK_ID = "skip_retraining"
 DECIDE_TASK_ID = "decide_retraining"
+CONFIRM_TASK_ID = "confirm_trigger"
 log = logging.getLogger(__name__)
 
 
@@ -213,35 +214,70 @@ def decide_retraining(
         and (model_version is None or performance.get("model_version") == model_version)
     )
     active = ti.get_dr_count(dag_id=TRAIN_DAG_ID, states=["queued", "running"]) > 0
+    target = train_run_id(ds)
+    # An earlier try whose trigger worked but whose confirmation did not: confirmed now, not triggered again.
+    exists = ti.get_dr_count(dag_id=TRAIN_DAG_ID, run_ids=[target]) > 0
     conn = _conn()
     try:
-        decision, already = monitoring.decide(
+        decision, already = monitoring.decide_and_record(  # already: confirmed earlier
             conn,
             cfg.postgres.schema_,
             ds=day,
             model_name=cfg.mlflow.registered_model,
+            model_version=model_version,
             result=result,
             performance_drop=dropped,
             cooldown_hours=cfg.drift.cooldown_hours,
             training_active=active,
+            train_run_id=target,
+            airflow_run_id=run_id,
+            triggered_run_exists=exists,
         )
-        target = train_run_id(ds) if decision.trigger else None
-        if not already:
-            monitoring.record_decision(
-                conn,
-                cfg.postgres.schema_,
-                ds=day,
-                model_name=cfg.mlflow.registered_model,
-                model_version=model_version,
-                decision=decision,
-                train_run_id=target,
-                airflow_run_id=run_id,
-            )
     finally:
         conn.close()
+    target = target if decision.trigger else None
     ti.xcom_push(key="decision", value=monitoring.decision_dict(decision, train_run_id=target, ds=ds))
-    log.info("ds=%s: %s", ds, ("trigger train_model: " if decision.trigger else "") + decision.reason)
+    log.info(
+        "ds=%s: %s%s",
+        ds,
+        "trigger train_model: " if decision.trigger else "",
+        decision.reason + (" (kept)" if already else ""),
+    )
     return TRIGGER_TASK_ID if decision.trigger else SKIP_TASK_ID
+
+
+@task(task_id=CONFIRM_TASK_ID, trigger_rule="all_done")
+def confirm_trigger(ds: str | None = None, ti: Any = None) -> str | None:
+    """Mark the night's pending trigger confirmed once the ``train_model`` run exists; else leave it pending.
+
+    Runs whatever the trigger task did (``all_done``): skipped when the night did not decide to trigger; when
+    the trigger failed and no run exists, fails with the row left ``pending``, so a rerun of the night
+    triggers again. A trigger skipped because the run already existed (a rerun) is confirmed too.
+    """
+    from loopline import monitoring
+
+    decision = ti.xcom_pull(task_ids=DECIDE_TASK_ID, key="decision")
+    if not decision or not decision.get("trigger"):
+        raise AirflowSkipException(f"ds={ds}: no trigger decided, nothing to confirm")
+    pushed = ti.xcom_pull(task_ids=TRIGGER_TASK_ID, key="trigger_run_id")
+    target = pushed or decision.get("train_run_id") or train_run_id(ds)
+    cfg = get_config()
+    if ti.get_dr_count(dag_id=TRAIN_DAG_ID, run_ids=[target]) == 0:
+        raise AirflowFailException(
+            f"ds={ds}: no {TRAIN_DAG_ID} run {target} exists (the trigger failed); the decision stays pending in "
+            f"{cfg.postgres.schema_}.retraining_decisions and a rerun of this night triggers again"
+        )
+    conn = _conn()
+    try:
+        confirmed = monitoring.confirm_trigger(
+            conn, cfg.postgres.schema_, ds=dt.date.fromisoformat(ds), triggered_run_id=target
+        )
+    finally:
+        conn.close()
+    if not confirmed:
+        raise AirflowFailException(f"ds={ds}: {target} exists but the night has no pending trigger to confirm")
+    log.info("ds=%s: %s run %s exists; trigger confirmed", ds, TRAIN_DAG_ID, target)
+    return target
 
 
 def trigger_conf() -> dict[str, str]:

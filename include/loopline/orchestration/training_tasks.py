@@ -39,6 +39,8 @@ TRAINER_ARGS = [
     "--reason", "{{ params.reason }}",
     "--triggered-by", "{{ dag_run.conf.get('triggered_by') or dag_run.run_type }}",
     "--run-name", "{{ dag.dag_id }}__{{ run_id }}__try{{ ti.try_number }}",
+    # The lake versions it reads are pinned under the run (lake.run_pin_id) until release_inputs lifts the pin.
+    "--pin-id", "{{ dag.dag_id }}__{{ run_id }}",
 ]  # fmt: skip
 XCOM_RESULT = "/airflow/xcom/return.json"  # where KubernetesPodOperator collects a pod's XCom
 
@@ -227,6 +229,9 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
         raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
     log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
     save_move(cfg, move)
+    # A retry re-registers nothing (the gate is idempotent per run) and rewrites the same pin.
+    pin = pin_model_inputs(cfg, cfg.mlflow.registered_model, move.version, result.get("fingerprint") or {})
+    log.info("data fingerprint of v%s pinned in the lake: %s", move.version, pin)
     return {
         "promoted": decision.promote,
         "alias": move.alias,
@@ -249,3 +254,47 @@ def save_move(cfg: LooplineConfig, move: Any) -> None:
         registry.record_move(conn, cfg.postgres.schema_, move)
     finally:
         conn.close()
+
+
+def _lake(cfg: LooplineConfig, root: str | None = None):
+    from loopline.config import resolve_uri
+    from loopline.lake import Lake
+
+    return Lake(root or resolve_uri(cfg.storage.lake_uri))
+
+
+def pin_model_inputs(cfg: LooplineConfig, model_name: str, version: int, fingerprint: dict) -> str:
+    """Pin the lake versions of a registered model version's data fingerprint for as long as the version lives."""
+    from loopline.lake import model_pin_id
+    from loopline.training.dataset import fingerprint_versions
+
+    lake = _lake(cfg, fingerprint.get("lake"))
+    return lake.pin(model_pin_id(model_name, version), fingerprint_versions(fingerprint), kind="model")
+
+
+@task(trigger_rule="all_done")
+def release_inputs(dag: Any = None, run_id: str | None = None) -> dict:
+    """Lift the run's pin on the lake versions it read (whatever happened to the run), then the pins of model
+    versions deleted from the registry. A registered version's own pin (gate_candidate) stays."""
+    import logging
+
+    from loopline.lake import run_pin_id
+
+    cfg = get_config()
+    log = logging.getLogger(__name__)
+    lake = _lake(cfg)
+    pin_id = run_pin_id(dag.dag_id, run_id)
+    released = lake.release(pin_id)
+    log.info("run pin %s: %s", pin_id, "released" if released else "none held (the trainer read nothing)")
+    pruned: list[str] = []
+    try:
+        from loopline.orchestration.mlflow_access import mlflow_client
+
+        name = cfg.mlflow.registered_model
+        live = [v.version for v in mlflow_client(cfg).search_model_versions(f"name = '{name}'")]
+        pruned = lake.release_model_pins(name, live)
+    except Exception:  # a registry hiccup only delays the pruning of pins: never fails the run's cleanup
+        log.exception("could not prune the pins of deleted model versions; the next run tries again")
+    if pruned:
+        log.info("released the pins of deleted model versions: %s", ", ".join(pruned))
+    return {"pin_id": pin_id, "released": released, "pruned_model_pins": pruned}

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", help="MLflow run name (default <model-type>-<cutoff>)")
     parser.add_argument("--output-json", help="also write the result document to this path")
     parser.add_argument("--lake", help="lake root URI (default storage.lake_uri)")
+    parser.add_argument(
+        "--pin-id",
+        help="pin the lake versions read under this id (<lake>/_PINS/) so the sweep keeps them; the caller releases it",
+    )
     parser.add_argument("--tracking-uri", help="default MLFLOW_TRACKING_URI, else mlflow.tracking_uri")
     parser.add_argument("--experiment", help="MLflow experiment (default mlflow.experiment)")
     return parser
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             reason=args.reason,
             triggered_by=args.triggered_by,
             run_name=args.run_name,
+            pin_id=args.pin_id,
             seed=args.seed,
             max_rounds=args.max_rounds,
             max_depth=args.max_depth,

@@ -180,15 +180,24 @@ def _as_utc(values: pd.Series) -> pd.Series:
     return values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
 
 
-def _read_labels(reader: _Reader, days: list[dt.date], cutoff: dt.date) -> tuple[pd.DataFrame, dict[str, str]]:
+def _versions(lake: Lake, table: str, days: list[dt.date], pin_id: str | None) -> dict[dt.date, str]:
+    """The committed versions of ``table`` to read for ``days``: pinned under ``pin_id`` first when given, so the
+    lake's sweep cannot delete them while this run reads (the run's ``release_inputs`` lifts the pin)."""
+    if pin_id:
+        return lake.pin_current(pin_id, table, days)
+    found = {day: lake.current_version(table, day) for day in days}
+    return {day: version for day, version in found.items() if version}
+
+
+def _read_labels(
+    reader: _Reader, days: list[dt.date], cutoff: dt.date, pin_id: str | None = None
+) -> tuple[pd.DataFrame, dict[str, str]]:
     """Labels reported before ``cutoff`` (one row per transaction: the latest report wins)."""
     versions: dict[str, str] = {}
     parts = []
-    for day in days:
-        uri = reader.lake.partition(tables.LABELED_TRANSACTIONS, day)
-        if uri is None:
-            continue
-        versions[day.isoformat()] = reader.lake.current_version(tables.LABELED_TRANSACTIONS, day) or ""
+    for day, version in sorted(_versions(reader.lake, tables.LABELED_TRANSACTIONS, days, pin_id).items()):
+        uri = reader.lake.version_uri(tables.LABELED_TRANSACTIONS, day, version)
+        versions[day.isoformat()] = version
         parts.append(reader.read(uri, LABEL_TABLE_COLUMNS, tables.LABELED_TRANSACTIONS, day))
     if not parts:
         return pd.DataFrame({name: pd.Series(dtype="object") for name in LABEL_TABLE_COLUMNS}), versions
@@ -218,8 +227,12 @@ def build_training_set(
     label_maturity_days: int,
     *,
     max_fraud_rate: float = 1.0,
+    pin_id: str | None = None,
 ) -> TrainingSet:
     """Read the lake and return the time-split training set for ``cutoff`` (see the module docstring).
+
+    With ``pin_id``, every version read is pinned first (``<lake>/_PINS/``, :meth:`loopline.lake.Lake.pin_current`)
+    under that id; the caller releases the pin when the run ends.
 
     Raises:
         TrainingDataError (a ValueError): the window cannot hold the splits, a split that must not be
@@ -234,12 +247,13 @@ def build_training_set(
     feature_versions: dict[str, str] = {}
     missing_days: list[str] = []
     parts = []
+    committed = _versions(lake, tables.FEATURES, list(plan.mature_days), pin_id)
     for day in plan.mature_days:
-        uri = lake.partition(tables.FEATURES, day)
-        if uri is None:
+        if day not in committed:
             missing_days.append(day.isoformat())
             continue
-        feature_versions[day.isoformat()] = lake.current_version(tables.FEATURES, day) or ""
+        feature_versions[day.isoformat()] = committed[day]
+        uri = lake.version_uri(tables.FEATURES, day, committed[day])
         part = reader.read(uri, FEATURE_COLUMNS, tables.FEATURES, day)
         parts.append(part.append_column(DS, pa.array([day.isoformat()] * part.num_rows, pa.string())))
     if not parts:
@@ -251,7 +265,7 @@ def build_training_set(
     features = _to_pandas(parts)
 
     # Labels of window transactions are reported inside the window at the earliest, and before the cutoff.
-    labels, label_versions = _read_labels(reader, plan.window.days, cutoff)
+    labels, label_versions = _read_labels(reader, plan.window.days, cutoff, pin_id)
     rows = features.merge(labels, on="transaction_id", how="left", validate="many_to_one")
     unlabelled = int(rows[LABEL].isna().sum())
     rows = rows[rows[LABEL].notna()].copy()
@@ -319,6 +333,14 @@ def build_training_set(
         "data_sha256": _sha256(labelled),
     }
     return TrainingSet(splits["train"], splits["validation"], splits["holdout"], fingerprint, plan)
+
+
+def fingerprint_versions(fingerprint: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The lake versions a training set's fingerprint names (table -> ds -> version): what a model's pin holds."""
+    return {
+        tables.FEATURES: dict(fingerprint.get("feature_partitions") or {}),
+        tables.LABELED_TRANSACTIONS: dict(fingerprint.get("label_partitions") or {}),
+    }
 
 
 def reference_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:

@@ -45,6 +45,7 @@ class TrainingOptions:
     reason: str | None = None
     triggered_by: str | None = None
     run_name: str | None = None
+    pin_id: str | None = None  # pin the lake versions read under this id (released by the caller)
 
     @classmethod
     def from_config(cls, cfg: LooplineConfig, cutoff: dt.date, **overrides: Any) -> TrainingOptions:
@@ -105,6 +106,7 @@ def load_training_set(options: TrainingOptions) -> TrainingSet:
         options.holdout_days,
         options.label_maturity_days,
         max_fraud_rate=options.max_fraud_rate,
+        pin_id=options.pin_id,
     )
 
 
