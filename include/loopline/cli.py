@@ -100,14 +100,19 @@ def _cmd_model_rollback(args: argparse.Namespace) -> int:
 
     from loopline import registry
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import save_move
+    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     client = mlflow_client(cfg)  # the loopline_mlflow connection when set (the cluster profile's login)
-    move = registry.rollback(
-        client, cfg.mlflow.registered_model, triggered_by=f"rollback by {getpass.getuser()}", reason=args.reason
-    )
-    save_move(cfg, move)
+    with predictions_db(cfg) as conn:  # history row pending -> alias move -> applied
+        move = registry.rollback(
+            client,
+            cfg.mlflow.registered_model,
+            triggered_by=f"rollback by {getpass.getuser()}",
+            reason=args.reason,
+            conn=conn,
+            schema=cfg.postgres.schema_,
+        )
     print(f"{move.model_name}: champion is v{move.version} again (was v{move.previous_version})")
     return 0
 

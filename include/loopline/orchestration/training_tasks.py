@@ -9,13 +9,14 @@ trainer's JSON result. :mod:`loopline.orchestration.podcheck` checks the pod off
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,8 +202,10 @@ def train_candidate(cfg: LooplineConfig):
 def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None) -> dict:
     """Register the candidate, compare it with the champion on the same holdout, move one alias.
 
-    A gate error (model cannot be loaded back, unusable predictions) fails the task and never touches the
-    champion. Every alias move is appended to ``<schema>.model_alias_history`` in Postgres.
+    A gate error (model cannot be loaded back, tampered or pickled artifacts, unusable predictions) fails the
+    task and never touches the champion. Every alias move is recorded in ``<schema>.model_alias_history`` in
+    Postgres (pending before the MLflow move, applied after it), with the SHA-256 of the version's artifacts in
+    ``<schema>.model_artifact_digests`` in the same transaction; moves a crash left pending are reconciled first.
     """
     import logging
 
@@ -213,20 +216,23 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     log = logging.getLogger(__name__)
     client = mlflow_client(cfg)
     triggered_by = (dag_run.conf or {}).get("triggered_by") or str(dag_run.run_type)
-    try:
-        decision, move = registry.register_and_gate(
-            client,
-            run_id=result["run_id"],
-            model_name=cfg.mlflow.registered_model,
-            gate=cfg.gate,
-            threshold=cfg.scoring.threshold,
-            triggered_by=triggered_by,
-            reason=params["reason"],
-        )
-    except registry.GateError as exc:
-        raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
+    with predictions_db(cfg) as conn:
+        try:
+            decision, move = registry.register_and_gate(
+                client,
+                run_id=result["run_id"],
+                model_name=cfg.mlflow.registered_model,
+                gate=cfg.gate,
+                threshold=cfg.scoring.threshold,
+                triggered_by=triggered_by,
+                reason=params["reason"],
+                conn=conn,
+                schema=cfg.postgres.schema_,
+                allow_pickled=cfg.registry.allow_pickled_models,
+            )
+        except registry.GateError as exc:
+            raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
     log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
-    save_move(cfg, move)
     return {
         "promoted": decision.promote,
         "alias": move.alias,
@@ -237,15 +243,24 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     }
 
 
-def save_move(cfg: LooplineConfig, move: Any) -> None:
-    """Append an alias move to the history table of the predictions database (DDL applied first)."""
+@contextlib.contextmanager
+def predictions_db(cfg: LooplineConfig) -> Iterator[Any]:
+    """A connection to the predictions database with its DDL applied; closed afterwards."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from loopline import db, registry
+    from loopline import db
 
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
     try:
         db.migrate(conn, cfg.postgres.schema_)
-        registry.record_move(conn, cfg.postgres.schema_, move)
+        yield conn
     finally:
         conn.close()
+
+
+def save_move(cfg: LooplineConfig, move: Any) -> None:
+    """Append an already applied alias move to the history table of the predictions database."""
+    from loopline import registry
+
+    with predictions_db(cfg) as conn:
+        registry.record_move(conn, cfg.postgres.schema_, move)
