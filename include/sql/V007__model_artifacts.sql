@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS ${schema}.model_artifact_digests (
     model_name   text        NOT NULL,
     version      integer     NOT NULL,
     path         text        NOT NULL,
-    sha256       text        NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    sha256       text        NOT NULL CHECK (sha256 ~ '^[0-9a-f]{64}$$'),
     recorded_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (model_name, version, path)
 );
