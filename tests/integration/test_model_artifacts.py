@@ -207,11 +207,32 @@ def test_the_scoring_task_refuses_a_tampered_champion_and_shadow(client, cfg, pg
             verified_package(task_cfg, ModelRef(NAME, version, "r", "x"), client.tracking_uri)
 
 
-def test_a_version_never_gated_is_not_scored(client, pg, xgb):
+def test_a_version_never_gated_is_not_scored_until_its_digests_are_recorded(client, pg, xgb, monkeypatch, capsys):
+    from loopline import cli
+    from loopline.config import get_config
+
     run_id = log_native(xgb)
     version = int(mlflow.register_model(f"runs:/{run_id}/model", NAME).version)
     with pytest.raises(artifacts.DigestsMissing, match="no recorded artifact digests"):
         package(client, version, pg)
+    # an operator trusts it as it is now (a version gated before digests were recorded)
+    for key, value in {
+        "LOOPLINE__POSTGRES__SCHEMA": pg[1],
+        "LOOPLINE__MLFLOW__TRACKING_URI": client.tracking_uri,
+        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_config.cache_clear()
+    try:
+        assert cli.main(["model", "record-digests", "--version", str(version)]) == 0
+        assert cli.main(["model", "record-digests", "--version", str(version)]) == 0
+    finally:
+        monkeypatch.undo()
+        get_config.cache_clear()
+    out = capsys.readouterr().out
+    assert "recorded the SHA-256 of" in out
+    assert "files match them" in out
+    assert package(client, version, pg)
 
 
 def test_a_pickled_model_needs_the_opt_in(client, cfg, pg, xgb, tmp_path, monkeypatch):
