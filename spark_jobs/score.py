@@ -1,6 +1,7 @@
 """Score one day's committed features with one concrete model version; commit the scores partition atomically.
 
-The model travels with the job as bytes (:func:`loopline.scoring.package_model`) and is loaded once per
+The model travels with the job as bytes (:func:`loopline.scoring.package_model`: the version's files verified
+against the digests recorded at the gate, native weights only) and is loaded once per
 Python worker; rows go through it in Arrow batches (``mapInArrow``), never one by one: the id/time/amount
 columns pass through as Arrow arrays and only the model's input columns become pandas
 (:func:`loopline.scoring.score_arrow_batch`). Reason codes are computed only for the rows the
@@ -127,7 +128,8 @@ def run(
 def main(argv: list[str] | None = None) -> None:
     from mlflow import MlflowClient
 
-    from loopline.scoring import CHAMPION_ALIAS, package_model, resolve_model, resolve_version
+    from loopline.orchestration.scoring_tasks import verified_package
+    from loopline.scoring import CHAMPION_ALIAS, resolve_model, resolve_version
     from loopline.training.tracking import tracking_uri
 
     def extra(parser):
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     client = MlflowClient(tracking_uri=tracking)
     name = cfg.mlflow.registered_model
     model = resolve_version(client, name, args.version) if args.version else resolve_model(client, name, args.alias)
-    result = run(session(args.remote), args.ds, model, package_model(model, tracking), cfg, args.table)
+    blob = verified_package(cfg, model, tracking)  # digest-verified native weights, nothing unpickled
+    result = run(session(args.remote), args.ds, model, blob, cfg, args.table)
     print_result(result)
 
 

@@ -95,3 +95,25 @@ def _register(
     if alias:
         MlflowClient(tracking_uri).set_registered_model_alias(name, alias, str(version))
     return version
+
+
+def record_digests(postgres, schema: str, tracking_uri: str, name: str, version: int) -> dict[str, str]:
+    """Record a version's artifact digests as the gate does for a version it judged (for tests that point
+    aliases directly, bypassing the gate; scoring refuses versions without recorded digests)."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from loopline import artifacts, db
+
+    conn = postgres.connect()
+    try:
+        db.migrate(conn, schema)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = artifacts.download_version(MlflowClient(tracking_uri), name, version, Path(tmp))
+            digests = artifacts.digest_tree(folder)
+        artifacts.record_digests(conn, schema, name, version, digests)
+        conn.commit()
+    finally:
+        conn.close()
+    return digests

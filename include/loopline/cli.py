@@ -152,15 +152,47 @@ def _cmd_model_rollback(args: argparse.Namespace) -> int:
 
     from loopline import registry
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import save_move
+    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     client = mlflow_client(cfg)  # the loopline_mlflow connection when set (the cluster profile's login)
-    move = registry.rollback(
-        client, cfg.mlflow.registered_model, triggered_by=f"rollback by {getpass.getuser()}", reason=args.reason
-    )
-    save_move(cfg, move)
+    with predictions_db(cfg) as conn:  # history row pending -> alias move -> applied
+        move = registry.rollback(
+            client,
+            cfg.mlflow.registered_model,
+            triggered_by=f"rollback by {getpass.getuser()}",
+            reason=args.reason,
+            conn=conn,
+            schema=cfg.postgres.schema_,
+        )
     print(f"{move.model_name}: champion is v{move.version} again (was v{move.previous_version})")
+    return 0
+
+
+def _cmd_model_record_digests(args: argparse.Namespace) -> int:
+    """Record the SHA-256 of a version's files as they are now (a version gated before digests existed)."""
+    import tempfile
+    from pathlib import Path
+
+    from loopline import artifacts
+    from loopline.orchestration.mlflow_access import mlflow_client
+    from loopline.orchestration.training_tasks import predictions_db
+
+    cfg = get_config()
+    name, schema = cfg.mlflow.registered_model, cfg.postgres.schema_
+    with predictions_db(cfg) as conn, tempfile.TemporaryDirectory(prefix="loopline-digests-") as tmp:
+        if artifacts.recorded_digests(conn, schema, name, args.version):
+            fetched = artifacts.fetch(mlflow_client(cfg), name, args.version, Path(tmp), conn=conn, schema=schema)
+            print(f"{name} v{args.version}: digests already recorded; its {len(fetched.digests)} files match them")
+            return 0
+        fetched = artifacts.fetch(
+            mlflow_client(cfg), name, args.version, Path(tmp), conn=None, schema=None, require_digests=False
+        )
+        if fetched.pickled and not cfg.registry.allow_pickled_models:
+            artifacts.build(fetched)  # raises PickledModelRefused: recording would not make it loadable
+        artifacts.record_digests(conn, schema, name, args.version, fetched.digests)
+        conn.commit()
+    print(f"{name} v{args.version}: recorded the SHA-256 of {len(fetched.digests)} files; scoring now verifies them")
     return 0
 
 
@@ -212,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    digests = model.add_parser(
+        "record-digests",
+        help="trust a version's files as they are now: record their SHA-256 (for versions gated before digests "
+        "were recorded; the gate records them itself)",
+    )
+    digests.add_argument("--version", type=int, required=True, help="registered model version")
     return parser
 
 
@@ -222,7 +260,9 @@ HANDLERS = {
     "migrate": _cmd_migrate,
     "generate": _cmd_generate,
     "demo": _cmd_demo,
-    "model": lambda args: {"rollback": _cmd_model_rollback}[args.model_command](args),
+    "model": lambda args: {"rollback": _cmd_model_rollback, "record-digests": _cmd_model_record_digests}[
+        args.model_command
+    ](args),
 }
 
 

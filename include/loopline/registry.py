@@ -8,22 +8,40 @@ Otherwise it becomes ``challenger``. Anything that goes wrong before the alias m
 be loaded back, an unreadable holdout, a constant predictor) leaves the champion exactly as it was.
 
 Registration is idempotent per run: re-gating the same run reuses its model version.
+
+Models are loaded only through :mod:`loopline.artifacts` (native weights + a JSON spec, no pickle). Given a
+predictions database connection, the gate also:
+
+* verifies the candidate's and the champion's files against their recorded SHA-256 digests, or hashes and
+  records them when none were recorded yet (a new version), in the same transaction as the history row;
+* writes the ``model_alias_history`` row *before* the MLflow alias move as ``pending`` and marks it
+  ``applied`` after it, and starts with :func:`reconcile`, which settles rows a crash left pending;
+* never promotes again a version that was champion and was rolled back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from loopline import artifacts
+
+log = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 LABEL_COLUMNS = ("is_fraud", "label")
+PENDING, APPLIED, ABANDONED = "pending", "applied", "abandoned"
+ROLLED_BACK_TAG = "loopline.rolled_back"
 
 
 class GateError(RuntimeError):
@@ -97,7 +115,8 @@ def decide(
 
 
 def holdout_metrics(model: Any, holdout, threshold: float) -> dict[str, float]:
-    """Metrics of a loaded pyfunc model on the holdout frame; a constant predictor is refused."""
+    """Metrics of a loaded model (``predict_proba`` or a pyfunc's ``predict``) on the holdout; a constant
+    predictor is refused."""
     from loopline.training.evaluate import evaluate
 
     label = next((c for c in LABEL_COLUMNS if c in holdout.columns), None)
@@ -105,7 +124,9 @@ def holdout_metrics(model: Any, holdout, threshold: float) -> dict[str, float]:
         raise GateError(f"holdout has no label column (one of {LABEL_COLUMNS})")
     from loopline.schemas import FEATURE_COLUMNS
 
-    proba = np.asarray(model.predict(holdout[list(FEATURE_COLUMNS)]), dtype=float).reshape(-1)
+    frame = holdout[list(FEATURE_COLUMNS)]
+    predict = getattr(model, "predict_proba", None) or model.predict
+    proba = np.asarray(predict(frame), dtype=float).reshape(-1)
     if proba.shape[0] != len(holdout) or not np.all(np.isfinite(proba)):
         raise GateError("the model returned the wrong number of predictions or non-finite values")
     if np.ptp(proba) == 0:
@@ -140,16 +161,25 @@ def register_and_gate(
     threshold: float,
     triggered_by: str,
     reason: str,
+    conn: Any | None = None,
+    schema: str | None = None,
+    allow_pickled: bool = False,
 ) -> tuple[GateDecision, AliasMove]:
     """Register the run's model (once), evaluate it and the champion on its holdout, and move one alias.
 
-    ``gate`` is the config's gate section. Returns the decision and the alias move to record.
+    ``gate`` is the config's gate section. With ``conn``/``schema`` (the predictions database; production
+    always passes them) pending moves are reconciled first, the artifacts' digests are verified or recorded and
+    the move is recorded in ``model_alias_history`` (pending, alias move, applied); without them the caller
+    records the move (:func:`record_move`). ``allow_pickled`` is ``registry.allow_pickled_models``.
+    Returns the decision and the alias move.
     """
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(client.tracking_uri)  # artifact downloads and model loads use the same store
+    if conn is not None:
+        reconcile(client, conn, schema, model_name)
+    mlflow.set_tracking_uri(client.tracking_uri)  # artifact downloads use the same store
     try:
         client.get_registered_model(model_name)
     except MlflowException:
@@ -159,28 +189,49 @@ def register_and_gate(
         # runs:/ resolves to the run's logged model (MLflow 3 stores models apart from run artifacts)
         version = mlflow.register_model(f"runs:/{run_id}/model", model_name)
     number = int(version.version)
+    to_record: list[artifacts.FetchedVersion] = []
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def load(which: int, folder: Path):
+        fetched, model = artifacts.load_version(
+            client,
+            model_name,
+            which,
+            folder,
+            conn=conn,
+            schema=schema,
+            allow_pickled=allow_pickled,
+            require_digests=False,
+        )
+        if conn is not None and not fetched.verified:
+            to_record.append(fetched)  # first time gated: hashed now, recorded with the history row
+        return model
+
+    with tempfile.TemporaryDirectory(prefix="loopline-gate-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="holdout.parquet", dst_path=tmp)
             holdout = pd.read_parquet(path)
         except Exception as exc:
             raise GateError(f"cannot read the holdout of run {run_id}: {exc}") from exc
-    try:
-        candidate_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{number}")
-        candidate = holdout_metrics(candidate_model, holdout, threshold)
-    except GateError:
-        client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: unusable model")
-        raise
-    except Exception as exc:
-        client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: cannot load")
-        raise GateError(f"model version {number} cannot be loaded back: {exc}") from exc
+        try:
+            candidate = holdout_metrics(load(number, Path(tmp) / "candidate"), holdout, threshold)
+        except GateError:
+            client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: unusable model")
+            raise
+        except artifacts.ArtifactError as exc:
+            client.set_model_version_tag(model_name, str(number), "loopline.gate", f"rejected: {type(exc).__name__}")
+            raise GateError(str(exc)) from exc
+        except Exception as exc:
+            client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: cannot load")
+            raise GateError(f"model version {number} cannot be loaded back: {exc}") from exc
 
-    champion_version = _alias_version(client, model_name, CHAMPION)
-    champion = None
-    if champion_version is not None and int(champion_version.version) != number:
-        champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion_version.version}")
-        champion = holdout_metrics(champion_model, holdout, threshold)
+        champion_version = _alias_version(client, model_name, CHAMPION)
+        champion = None
+        if champion_version is not None and int(champion_version.version) != number:
+            try:
+                champion_model = load(int(champion_version.version), Path(tmp) / "champion")
+            except artifacts.ArtifactError as exc:
+                raise GateError(f"the champion cannot be loaded safely: {exc}") from exc
+            champion = holdout_metrics(champion_model, holdout, threshold)
 
     if champion_version is not None and int(champion_version.version) == number:
         decision = GateDecision(True, CHAMPION, "already champion (rerun of the same training run)")
@@ -193,6 +244,14 @@ def register_and_gate(
             absolute_floor=gate.absolute_floor,
             guardrails=dict(gate.guardrails),
         )
+        rolled_back = rolled_back_from(client, model_name, number, conn=conn, schema=schema)
+        if decision.promote and rolled_back:
+            decision = GateDecision(
+                False,
+                CHALLENGER,
+                f"v{number} was champion and was rolled back ({rolled_back}): re-gating does not promote it "
+                f"again (it would have: {decision.reason}); train a new version",
+            )
     previous = _alias_version(client, model_name, decision.alias)
     move = AliasMove(
         model_name=model_name,
@@ -209,7 +268,7 @@ def register_and_gate(
             "champion_version": int(champion_version.version) if champion_version else None,
         },
     )
-    _apply(client, move)
+    move_alias(client, move, lambda: _apply(client, move), conn=conn, schema=schema, digests=to_record)
     return decision, move
 
 
@@ -226,8 +285,123 @@ def _apply(client: Any, move: AliasMove) -> None:
     client.set_registered_model_alias(move.model_name, move.alias, version)
 
 
-def rollback(client: Any, model_name: str, *, triggered_by: str, reason: str) -> AliasMove:
-    """Point ``champion`` back at the version it pointed to before its last promotion."""
+def move_alias(
+    client: Any,
+    move: AliasMove,
+    apply: Callable[[], None],
+    *,
+    conn: Any | None,
+    schema: str | None,
+    digests: list[artifacts.FetchedVersion] | None = None,
+) -> None:
+    """Run ``apply`` (the MLflow alias move) so that the history row and the alias never disagree for long.
+
+    The history row is committed first as ``pending`` together with the artifacts' digests, then the alias is
+    moved, then the row is marked ``applied``. A crash in between leaves a pending row that :func:`reconcile`
+    settles from MLflow's actual alias. Without ``conn`` only ``apply`` runs.
+    """
+    if conn is None:
+        apply()
+        return
+    row_id = _insert_history(conn, schema, move, PENDING)
+    for fetched in digests or ():
+        artifacts.record_digests(conn, schema, fetched.model_name, fetched.version, fetched.digests)
+    conn.commit()
+    try:
+        apply()
+    except Exception:
+        with contextlib.suppress(Exception):  # best effort now; the next gate reconciles anyway
+            conn.rollback()
+            reconcile(client, conn, schema, move.model_name)
+        raise
+    _mark(conn, schema, row_id, APPLIED)
+
+
+def _mark(conn: Any, schema: str, row_id: int, state: str) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE {_history(schema)} SET state = %s WHERE id = %s AND state = %s",  # noqa: S608
+            (state, row_id, PENDING),
+        )
+    conn.commit()
+
+
+def reconcile(client: Any, conn: Any, schema: str, model_name: str | None = None) -> list[tuple[int, str]]:
+    """Settle alias moves a crash left ``pending``: ``applied`` when MLflow's alias points at the row's
+    version, ``abandoned`` when it does not. Returns ``(row id, new state)`` per settled row.
+
+    Runs at the start of every gate; safe to run on its own at any time (it changes nothing in MLflow).
+    """
+    query = f"SELECT id, model_name, alias, version FROM {_history(schema)} WHERE state = %s"  # noqa: S608
+    args: list[Any] = [PENDING]
+    if model_name is not None:
+        query += " AND model_name = %s"
+        args.append(model_name)
+    with conn.cursor() as cur:
+        cur.execute(query + " ORDER BY id", args)
+        pending = cur.fetchall()
+    conn.commit()
+    settled = []
+    for row_id, name, alias, version in pending:
+        actual = _alias_version(client, name, alias)
+        state = APPLIED if actual is not None and int(actual.version) == int(version) else ABANDONED
+        _mark(conn, schema, row_id, state)
+        log.warning(
+            "reconciled %s %s -> v%s (history row %s): %s (MLflow alias is at %s)",
+            name,
+            alias,
+            version,
+            row_id,
+            state,
+            f"v{actual.version}" if actual is not None else "nothing",
+        )
+        settled.append((row_id, state))
+    return settled
+
+
+def rolled_back_from(
+    client: Any, model_name: str, version: int, *, conn: Any | None = None, schema: str | None = None
+) -> str | None:
+    """How ``version`` was rolled back from champion (in words), or None if it never was.
+
+    Evidence: the version's ``loopline.rolled_back`` tag, or an applied champion move away from it made by a
+    rollback in ``model_alias_history``.
+    """
+    tags = client.get_model_version(model_name, str(version)).tags or {}
+    if tags.get(ROLLED_BACK_TAG):
+        return tags[ROLLED_BACK_TAG]
+    if conn is None:
+        return None
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT version, moved_at, triggered_by FROM {_history(schema)} "  # noqa: S608
+            "WHERE model_name = %s AND alias = 'champion' AND previous_version = %s AND state = 'applied' "
+            "AND (triggered_by LIKE 'rollback%%' OR decision LIKE 'rollback from%%') ORDER BY id DESC LIMIT 1",
+            (model_name, int(version)),
+        )
+        row = cur.fetchone()
+    conn.commit()
+    if row is None:
+        return None
+    return f"rolled back to v{row[0]} at {row[1]:%Y-%m-%d %H:%M} UTC by {row[2]}"
+
+
+def rollback(
+    client: Any,
+    model_name: str,
+    *,
+    triggered_by: str,
+    reason: str,
+    conn: Any | None = None,
+    schema: str | None = None,
+) -> AliasMove:
+    """Point ``champion`` back at the version it pointed to before its last promotion.
+
+    The version rolled back from is tagged ``loopline.rolled_back``: the gate never promotes it again. With
+    ``conn``/``schema`` the move is recorded like a gate's (pending, alias, applied).
+    """
+    if conn is not None:
+        reconcile(client, conn, schema, model_name)
     current = _alias_version(client, model_name, CHAMPION)
     if current is None:
         raise GateError(f"{model_name} has no champion to roll back")
@@ -245,26 +419,42 @@ def rollback(client: Any, model_name: str, *, triggered_by: str, reason: str) ->
         reason=reason,
         decision=f"rollback from v{current.version} to v{previous}",
     )
-    client.set_registered_model_alias(model_name, CHAMPION, previous)
-    client.set_model_version_tag(model_name, str(current.version), "loopline.gate", f"rolled back to v{previous}")
+
+    def apply() -> None:
+        client.set_model_version_tag(
+            model_name, str(current.version), ROLLED_BACK_TAG, f"rolled back to v{previous} by {triggered_by}"
+        )
+        client.set_registered_model_alias(model_name, CHAMPION, previous)
+        client.set_model_version_tag(model_name, str(current.version), "loopline.gate", f"rolled back to v{previous}")
+
+    move_alias(client, move, apply, conn=conn, schema=schema)
     return move
 
 
-def record_move(conn: Any, schema: str, move: AliasMove) -> None:
-    """Append the move to ``<schema>.model_alias_history`` (values as parameters, schema validated)."""
+def _history(schema: str | None) -> str:
     from loopline.db import _IDENTIFIER
 
-    if not _IDENTIFIER.match(schema):
+    if not schema or not _IDENTIFIER.match(schema):
         raise ValueError(f"schema {schema!r} is not a plain identifier")
+    return f"{schema}.model_alias_history"
+
+
+def _insert_history(conn: Any, schema: str, move: AliasMove, state: str) -> int:
     row = asdict(move)
     with conn.cursor() as cur:
         cur.execute(
-            f"INSERT INTO {schema}.model_alias_history "  # noqa: S608 - validated identifier
-            "(model_name, alias, version, previous_version, run_id, moved_at, triggered_by, reason, decision, metrics)"
-            " VALUES (%(model_name)s, %(alias)s, %(version)s, %(previous_version)s, %(run_id)s, %(moved_at)s,"
-            " %(triggered_by)s, %(reason)s, %(decision)s, %(metrics)s)",
-            {**row, "metrics": json.dumps(row["metrics"])},
+            f"INSERT INTO {_history(schema)} "  # noqa: S608 - validated identifier
+            "(model_name, alias, version, previous_version, run_id, moved_at, triggered_by, reason, decision, metrics,"
+            " state) VALUES (%(model_name)s, %(alias)s, %(version)s, %(previous_version)s, %(run_id)s, %(moved_at)s,"
+            " %(triggered_by)s, %(reason)s, %(decision)s, %(metrics)s, %(state)s) RETURNING id",
+            {**row, "metrics": json.dumps(row["metrics"]), "state": state},
         )
+        return int(cur.fetchone()[0])
+
+
+def record_move(conn: Any, schema: str, move: AliasMove) -> None:
+    """Append an already applied move to ``<schema>.model_alias_history`` (callers without the pending protocol)."""
+    _insert_history(conn, schema, move, APPLIED)
     conn.commit()
 
 

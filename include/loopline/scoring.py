@@ -2,8 +2,9 @@
 
 * :func:`resolve_model` turns an alias (``champion`` / ``challenger``) into a concrete registered version
   once per run, so a day is scored by one version even if the alias moves while it runs.
-* :func:`package_model` serialises that version's model folder into bytes that travel with the Spark job
-  (no MLflow access needed on executors); :func:`load_packaged` loads it once per Python worker.
+* :func:`package_model` verifies that version's files against the digests recorded at the gate and serialises
+  its native model folder into bytes that travel with the Spark job (no MLflow access needed on executors);
+  :func:`load_packaged` builds the model from them (JSON spec + native weights, no pickle) once per worker.
 * :func:`score_batch` scores a pandas batch: calibrated probability, decision at the threshold and, for the
   rows that need them (flagged ones by default), the top reason codes with the method that produced them.
 """
@@ -14,7 +15,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import tarfile
 import tempfile
 import threading
@@ -94,23 +94,39 @@ def resolve_version(client: Any, name: str, version: int) -> ModelRef:
     return ModelRef(name=name, version=int(found.version), run_id=found.run_id, alias=f"v{version}")
 
 
-def package_model(ref: ModelRef, tracking_uri: str) -> bytes:
-    """The model folder of ``ref`` (``meta.json`` + weights) as gzipped tar bytes."""
-    import mlflow
+def package_model(
+    ref: ModelRef,
+    tracking_uri: str,
+    *,
+    conn: Any,
+    schema: str,
+    allow_pickled: bool = False,
+) -> bytes:
+    """The model folder of ``ref`` (``meta.json`` + native weights) as gzipped tar bytes, digest-verified.
 
-    # models:/ resolves through the global tracking URI; set it for this call only (it also sets the
-    # MLFLOW_TRACKING_URI variable, which would otherwise leak into everything this process does next)
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        fraud_model = mlflow.pyfunc.load_model(ref.uri).unwrap_python_model().fraud_model
-    finally:
-        mlflow.set_tracking_uri(saved)
+    The version's files are downloaded and checked against the digests recorded when it was gated
+    (:func:`loopline.artifacts.fetch`): a changed, added or missing file raises
+    :class:`~loopline.artifacts.ArtifactTampered`, a version never gated :class:`~loopline.artifacts.DigestsMissing`,
+    a pickled one :class:`~loopline.artifacts.PickledModelRefused` unless ``allow_pickled``. Nothing from the
+    store is executed or unpickled; executors rebuild the model from the JSON spec and weights
+    (:func:`load_packaged`).
+    """
+    from mlflow import MlflowClient
+
+    from loopline import artifacts
+
+    client = MlflowClient(tracking_uri=tracking_uri)
     with tempfile.TemporaryDirectory(prefix="loopline-score-") as tmp:
-        folder = fraud_model.save(Path(tmp) / "model")
+        fetched = artifacts.fetch(client, ref.name, ref.version, Path(tmp) / "version", conn=conn, schema=schema)
+        if not fetched.pickled and artifacts.is_native(fetched.folder):
+            folder = fetched.model_folder
+        else:  # refused unless opted in; with the opt-in, the old way (unpickles)
+            folder = artifacts.build(fetched, allow_pickled=allow_pickled).fraud_model.save(Path(tmp) / "model")
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             for path in sorted(folder.iterdir()):
+                if not path.is_file() or path.is_symlink():
+                    raise artifacts.ArtifactError(f"{ref.uri}: {path.name} in the model folder is not a plain file")
                 tar.add(path, arcname=path.name)
     return buffer.getvalue()
 

@@ -15,7 +15,7 @@ from loopline.config import get_config
 from loopline.lake import Lake
 from loopline.training.synthetic import write_synthetic_lake
 from tests.conftest import run_day
-from tests.models import fit, register
+from tests.models import fit, record_digests, register
 
 pytestmark = pytest.mark.e2e
 
@@ -23,6 +23,7 @@ START = dt.date(2026, 1, 1)
 DAY = dt.date(2026, 1, 2)
 ROWS = 1500
 NAME = "loopline-score-e2e"
+SCHEMA = "scores_e2e"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def scoring(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
         "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": "scores_e2e",
+        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
         "LOOPLINE__SCORING__THRESHOLD": "0.1",
         "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "4",
@@ -68,8 +69,9 @@ def test_without_a_champion_the_run_fails_clearly(scoring, capfd):
 
 def test_champion_scores_the_day_and_challenger_shadows_it(scoring):
     dag, root, postgres = scoring
-    register(fit("xgboost", seed=1), tracking(root), root / "artifacts", NAME, "champion")
-    register(fit("xgboost", seed=2, rounds=20), tracking(root), root / "artifacts", NAME, "challenger")
+    for alias, model in (("champion", fit("xgboost", seed=1)), ("challenger", fit("xgboost", seed=2, rounds=20))):
+        version = register(model, tracking(root), root / "artifacts", NAME, alias)
+        record_digests(postgres, SCHEMA, tracking(root), NAME, version)  # what the gate records
 
     dagrun, states = run_day(dag, DAY)
     assert dagrun.state == "success", states
@@ -107,6 +109,7 @@ def test_an_alias_moving_mid_run_does_not_mix_versions(scoring):
     client = MlflowClient(tracking(root))
     pinned = int(client.get_model_version_by_alias(NAME, "champion").version)
     newer = register(fit("xgboost", seed=3, rounds=30), tracking(root), root / "artifacts", NAME, None)
+    record_digests(postgres, SCHEMA, tracking(root), NAME, newer)
 
     def promote_newer(context):
         client.set_registered_model_alias(NAME, "champion", str(newer))

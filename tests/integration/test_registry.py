@@ -74,8 +74,17 @@ def log_run(model: mlflow.pyfunc.PythonModel, frame: pd.DataFrame, tmp_path) -> 
 
 
 def gate(client, run_id, cfg):
+    # The stand-in models are cloudpickled pyfuncs (a quality knob the rules need): these tests opt in to
+    # loading them; real models are logged as code + native weights (tests/integration/test_model_artifacts.py).
     return registry.register_and_gate(
-        client, run_id=run_id, model_name=NAME, gate=cfg.gate, threshold=0.5, triggered_by="test", reason="unit"
+        client,
+        run_id=run_id,
+        model_name=NAME,
+        gate=cfg.gate,
+        threshold=0.5,
+        triggered_by="test",
+        reason="unit",
+        allow_pickled=True,
     )
 
 
@@ -137,7 +146,7 @@ def test_first_better_worse_rerun_and_rollback(client, cfg, tmp_path, postgres):
     schema = f"gate_{uuid.uuid4().hex[:8]}"  # its own schema: other tests migrate `loopline` in this database
     assert postgres.migrate(schema) == [path.name.split("__")[0] for path in db.migration_files()]
     assert postgres.migrate(schema) == []  # idempotent
-    with postgres.connect_loader() as conn:  # the role the save_move task logs in as
+    with postgres.connect_loader() as conn:  # the role the gate task logs in as
         registry.record_move(conn, schema, move)
         registry.record_move(conn, schema, rolled)
         with conn.cursor() as cur:

@@ -191,6 +191,14 @@ class GateConfig(_Section):
     guardrails: dict[str, float]
 
 
+class RegistryConfig(_Section):
+    """How model versions are loaded from the registry (gate, scoring, shadow scoring)."""
+
+    # Unsafe: loading a pickled (cloudpickle) pyfunc runs arbitrary code from the model store on the worker.
+    # Off, such a version is refused; models are logged as code plus native weights (see loopline.artifacts).
+    allow_pickled_models: bool = False
+
+
 class RetryConfig(_Section):
     """Retries of every task whose failure may be transient (infrastructure), with exponential backoff."""
 
@@ -281,6 +289,7 @@ class LooplineConfig(_Section):
     scoring: ScoringConfig
     drift: DriftConfig
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @field_validator("version")
     @classmethod

@@ -47,17 +47,44 @@ def resolve_models() -> dict:
     return {"champion": champion.as_dict(), "challenger": challenger}
 
 
+def verified_package(cfg: Any, model: Any, tracking: str) -> bytes:
+    """:func:`loopline.scoring.package_model` with the digests read from the predictions database.
+
+    A tampered, never-gated or (without the opt-in) pickled version fails the task at once: retrying
+    cannot fix the model store.
+    """
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import artifacts, db
+    from loopline.scoring import package_model
+
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.require_current(conn, cfg.postgres.schema_)
+        return package_model(
+            model,
+            tracking,
+            conn=conn,
+            schema=cfg.postgres.schema_,
+            allow_pickled=cfg.registry.allow_pickled_models,
+        )
+    except artifacts.ArtifactError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    finally:
+        conn.close()
+
+
 def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
     import logging
 
     from loopline import lake as tables
     from loopline.orchestration.mlflow_access import configure_mlflow
-    from loopline.scoring import ModelRef, package_model
+    from loopline.scoring import ModelRef
     from spark_jobs import score
 
     cfg = get_config()
     model = ModelRef(**models[role])
-    blob = package_model(model, configure_mlflow(cfg))
+    blob = verified_package(cfg, model, configure_mlflow(cfg))
     table = tables.SCORES if role == "champion" else tables.SCORES_SHADOW
     try:
         result = score.run(spark, dt.date.fromisoformat(ds), model, blob, cfg, table)

@@ -9,13 +9,14 @@ trainer's JSON result. :mod:`loopline.orchestration.podcheck` checks the pod off
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -203,8 +204,10 @@ def train_candidate(cfg: LooplineConfig):
 def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None) -> dict:
     """Register the candidate, compare it with the champion on the same holdout, move one alias.
 
-    A gate error (model cannot be loaded back, unusable predictions) fails the task and never touches the
-    champion. Every alias move is appended to ``<schema>.model_alias_history`` in Postgres.
+    A gate error (model cannot be loaded back, tampered or pickled artifacts, unusable predictions) fails the
+    task and never touches the champion. Every alias move is recorded in ``<schema>.model_alias_history`` in
+    Postgres (pending before the MLflow move, applied after it), with the SHA-256 of the version's artifacts in
+    ``<schema>.model_artifact_digests`` in the same transaction; moves a crash left pending are reconciled first.
     """
     import logging
 
@@ -215,20 +218,23 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     log = logging.getLogger(__name__)
     client = mlflow_client(cfg)
     triggered_by = (dag_run.conf or {}).get("triggered_by") or str(dag_run.run_type)
-    try:
-        decision, move = registry.register_and_gate(
-            client,
-            run_id=result["run_id"],
-            model_name=cfg.mlflow.registered_model,
-            gate=cfg.gate,
-            threshold=cfg.scoring.threshold,
-            triggered_by=triggered_by,
-            reason=params["reason"],
-        )
-    except registry.GateError as exc:
-        raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
+    with predictions_db(cfg) as conn:
+        try:
+            decision, move = registry.register_and_gate(
+                client,
+                run_id=result["run_id"],
+                model_name=cfg.mlflow.registered_model,
+                gate=cfg.gate,
+                threshold=cfg.scoring.threshold,
+                triggered_by=triggered_by,
+                reason=params["reason"],
+                conn=conn,
+                schema=cfg.postgres.schema_,
+                allow_pickled=cfg.registry.allow_pickled_models,
+            )
+        except registry.GateError as exc:
+            raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
     log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
-    save_move(cfg, move)
     # A retry re-registers nothing (the gate is idempotent per run) and rewrites the same pin.
     pin = pin_model_inputs(cfg, cfg.mlflow.registered_model, move.version, result.get("fingerprint") or {})
     log.info("data fingerprint of v%s pinned in the lake: %s", move.version, pin)
@@ -242,16 +248,17 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     }
 
 
-def save_move(cfg: LooplineConfig, move: Any) -> None:
-    """Append an alias move to the history table of the predictions database (its schema must be current)."""
+@contextlib.contextmanager
+def predictions_db(cfg: LooplineConfig) -> Iterator[Any]:
+    """A connection to the predictions database, its schema checked current (tasks run no DDL); closed after."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    from loopline import db, registry
+    from loopline import db
 
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
     try:
         db.require_current(conn, cfg.postgres.schema_)
-        registry.record_move(conn, cfg.postgres.schema_, move)
+        yield conn
     finally:
         conn.close()
 

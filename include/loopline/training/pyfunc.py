@@ -1,10 +1,11 @@
 """The MLflow pyfunc every Loopline model is logged as: ``predict(df)`` -> fraud probabilities.
 
-The champion gate, batch scoring and the drift monitor load ``models:/<name>@champion`` (or
-``runs:/<run_id>/model``) with ``mlflow.pyfunc.load_model`` and never care whether it is XGBoost or the MLP.
-The model folder travels as the pyfunc artifact ``fraud_model`` (``meta.json`` + ``booster.json`` or
-``mlp.pt``, see :mod:`loopline.training.models`); this class only loads it. Loading needs the ``loopline``
-package importable (it is in the Airflow, Spark and trainer images).
+It is logged as code (:mod:`loopline.training.pyfunc_code`, MLflow "models from code"), never pickled. The
+model folder travels as the pyfunc artifact ``fraud_model`` (``meta.json`` + ``booster.json`` or ``mlp.pt``,
+see :mod:`loopline.training.models`); this class only loads it. The gate and scoring do not use this class:
+they build the model from the native files through :mod:`loopline.artifacts` after verifying their digests.
+It serves MLflow-native consumers (``mlflow.pyfunc.load_model``), and needs the ``loopline`` package
+importable (it is in the Airflow, Spark and trainer images).
 
 Reason codes: ``loaded.unwrap_python_model().contributions(df)`` returns per-feature log-odds
 contributions (XGBoost: exact TreeSHAP from the booster; MLP: occlusion against training reference values).
@@ -22,7 +23,7 @@ ARTIFACT_KEY = "fraud_model"
 class LooplineModel(mlflow.pyfunc.PythonModel):
     """Uniform pyfunc wrapper around a :class:`loopline.training.models.FraudModel` folder."""
 
-    def __init__(self, model_type: str, threshold: float):
+    def __init__(self, model_type: str | None = None, threshold: float | None = None):
         self.model_type = model_type
         self.threshold = threshold
         self._model = None
@@ -31,6 +32,7 @@ class LooplineModel(mlflow.pyfunc.PythonModel):
         from loopline.training.models import load_model
 
         self._model = load_model(context.artifacts[ARTIFACT_KEY])
+        self.model_type = self._model.model_type
 
     @property
     def fraud_model(self):

@@ -3,8 +3,8 @@
 Layout of a run (artifact paths):
 
 =====================================  ==============================================================
-``model/``                             the pyfunc (:class:`~loopline.training.pyfunc.LooplineModel`),
-                                       ``runs:/<run_id>/model``; the trained folder is inside it under
+``model/``                             the pyfunc, logged as code (:mod:`~loopline.training.pyfunc_code`,
+                                       no pickle), ``runs:/<run_id>/model``; the trained folder is inside it under
                                        ``artifacts/fraud_model/`` (XGBoost: ``booster.json``, the raw
                                        booster for TreeSHAP contributions; MLP: ``mlp.pt``)
 ``xgboost/booster.json``               XGBoost only: the raw booster again, as a plain run artifact
@@ -98,7 +98,7 @@ def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def pip_requirements(model_type: str) -> list[str]:
     """Exact pins of what the pyfunc needs to load (the ``loopline`` package itself comes with the image)."""
-    names = ["mlflow", "cloudpickle", "numpy", "pandas", "pyarrow", "scikit-learn"]
+    names = ["mlflow", "numpy", "pandas", "pyarrow", "scikit-learn"]
     names.append("xgboost" if model_type == "xgboost" else "torch")
     pins = []
     for name in names:
@@ -183,7 +183,7 @@ def log_training_run(
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from loopline.training.pyfunc import ARTIFACT_KEY, LooplineModel
+    from loopline.training.pyfunc import ARTIFACT_KEY
 
     run_id = run.info.run_id
     client = MlflowClient()
@@ -218,12 +218,17 @@ def log_training_run(
             signature = infer_signature(typed, model.predict_proba(typed))
         info = mlflow.pyfunc.log_model(
             name=MODEL_NAME,
-            python_model=LooplineModel(model_type=model.model_type, threshold=threshold),
+            # as code, not a pickle: the version holds this file plus native weights (loopline.artifacts)
+            python_model=str(Path(__file__).with_name("pyfunc_code.py")),
             artifacts={ARTIFACT_KEY: str(model_dir)},
             signature=signature,
             input_example=typed.head(5),
             pip_requirements=pip_requirements(model.model_type),
-            metadata={"loopline_model_type": model.model_type, "loopline_threshold": threshold},
+            metadata={
+                "loopline_model_type": model.model_type,
+                "loopline_threshold": threshold,
+                "loopline_format": "native-v1",
+            },
         )
     return info.model_uri
 
