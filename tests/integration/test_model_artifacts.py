@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from loopline import artifacts, db, registry
+from loopline import artifacts, registry
 from loopline.config import load_config
 from loopline.scoring import ModelRef, load_packaged, package_model
 from loopline.training.tracking import log_training_run
@@ -48,10 +48,11 @@ def client(tmp_path, monkeypatch):
 
 @pytest.fixture
 def pg(postgres):
-    """A connection and a schema of its own (other tests migrate ``loopline`` in the same database)."""
+    """A schema of its own (other tests migrate ``loopline`` in the same database), migrated as the owner, and a
+    connection as the loader: the role the gate and scoring tasks log in as."""
     schema = f"art_{uuid.uuid4().hex[:8]}"
-    conn = postgres.connect()
-    db.migrate(conn, schema)
+    postgres.migrate(schema)
+    conn = postgres.connect_loader()
     yield conn, schema
     conn.close()
 
