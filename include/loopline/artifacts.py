@@ -208,8 +208,9 @@ def fetch(
     """Download, hash and verify the version's files.
 
     With recorded digests, any difference raises :class:`ArtifactTampered`. Without any, ``require_digests``
-    (scoring) raises :class:`DigestsMissing`; the gate passes ``False`` and records them itself. ``conn`` None
-    (no predictions database, e.g. a benchmark) skips verification.
+    (scoring, and the gate for the champion) raises :class:`DigestsMissing`; the gate passes ``False`` for its
+    candidate only and records them itself. ``conn`` None (no predictions database, e.g. a benchmark) verifies
+    nothing and needs ``require_digests=False``.
     """
     folder = download_version(client, model_name, version, dst)
     digests = digest_tree(folder)

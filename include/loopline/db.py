@@ -7,12 +7,12 @@ already validated as a plain identifier; values always travel as query parameter
 
 Least privilege: three roles, named in the config (``postgres.owner_role``, ``loader_role``, ``analyst_role``).
 
-- :func:`bootstrap`, run once by an administrator (a superuser, or a role with CREATEROLE that may grant on
-  the database), creates or updates the three login roles with their passwords and makes the owner own the
-  schema and everything in it.
+- :func:`bootstrap`, run once by a superuser (it becomes the owner to hand it the schema), creates or
+  updates the three login roles with their passwords and makes the owner own the schema and everything in it.
 - :func:`migrate` runs the DDL as the owner, at deploy time only (``loopline up``, ``loopline migrate``, the
-  compose ``predictions-migrate`` service); :func:`grant` then re-applies the privileges, so a table a new
-  migration adds is covered without a code change.
+  compose ``predictions-migrate`` service), then re-applies the privileges (:func:`grant_statements`) in the
+  same transaction, so a table a new migration adds is covered without a code change.
+- The loader may add to the :data:`APPEND_ONLY` evidence but not rewrite it.
 - The loader (the role Airflow's tasks log in as) owns nothing and may not create anything: DML on the
   schema's tables (also future ones, through the owner's default privileges), USAGE on its sequences, and
   only SELECT on ``schema_migrations``. Tasks call :func:`require_current` instead of migrating.
@@ -52,6 +52,9 @@ ANALYST_RELATIONS = (
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"
+# Evidence the loader may add to but never rewrite: the artifacts' digests (rewriting one would bless a
+# tampered file) and the alias history, of which it may only move a row's ``state`` (pending -> applied).
+APPEND_ONLY = {"model_artifact_digests": (), "model_alias_history": ("state",)}
 
 
 class SchemaOutdatedError(RuntimeError):
@@ -152,7 +155,7 @@ def render(path: Path, schema: str) -> str:
 def migrate(conn: Any, schema: str, sql_dir: Path = SQL_DIR, roles: Roles | None = None) -> list[str]:
     """Apply pending migrations on a DB-API (psycopg2 or psycopg) connection; returns the versions applied now.
 
-    Run it as the owner role. With ``roles``, :func:`grant` follows in the same transaction, so the loader
+    Run it as the owner role. With ``roles``, :func:`grant_statements` follow in the same transaction, so the loader
     and the analyst see every table of the new version the moment it commits."""
     applied_now: list[str] = []
     previous_autocommit = conn.autocommit
@@ -193,7 +196,8 @@ def grant_statements(schema: str, roles: Roles) -> list[str]:
     """The loader's and the analyst's privileges, as the owner grants them (idempotent; stale grants revoked).
 
     The loader gets DML on every table of the schema, now and (default privileges of the owner) in future
-    migrations, USAGE on the sequences, and only SELECT on the ledger. The analyst gets SELECT on the
+    migrations, USAGE on the sequences, only SELECT on the ledger, and no UPDATE or DELETE on the
+    :data:`APPEND_ONLY` evidence (but the columns listed there). The analyst gets SELECT on the
     :data:`ANALYST_RELATIONS` that exist, and nothing else."""
     _check_identifier(schema)
     owner, loader, analyst = roles.owner, roles.loader, roles.analyst
@@ -209,6 +213,19 @@ def grant_statements(schema: str, roles: Roles) -> list[str]:
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT {dml} ON TABLES TO {loader}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA {schema} GRANT USAGE ON SEQUENCES TO {loader}",
     ]
+    for table, updatable in APPEND_ONLY.items():
+        # only once a migration has made the table (a test's partial ledger may stop before it); identifiers
+        # are validated or constants, never input
+        relation = f"{schema}.{table}"
+        actions = [f"EXECUTE 'REVOKE UPDATE, DELETE ON {relation} FROM {loader}';"]
+        actions += [
+            f"IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}' "  # noqa: S608
+            f"AND table_name = '{table}' AND column_name = '{column}') THEN "
+            f"EXECUTE 'GRANT UPDATE ({column}) ON {relation} TO {loader}'; END IF;"
+            for column in updatable
+        ]
+        body = " ".join(actions)
+        statements.append(f"DO $$ BEGIN IF to_regclass('{relation}') IS NOT NULL THEN {body} END IF; END $$")
     # Only what exists: a view a later migration adds is granted by the migrate that creates it.
     statements.append(
         "DO $$ DECLARE name text; BEGIN FOREACH name IN ARRAY ARRAY["
@@ -217,22 +234,6 @@ def grant_statements(schema: str, roles: Roles) -> list[str]:
         f"EXECUTE format('GRANT SELECT ON %I.%I TO {analyst}', '{schema}', name); END IF; END LOOP; END $$"
     )
     return statements
-
-
-def grant(conn: Any, schema: str, roles: Roles) -> None:
-    """Re-apply :func:`grant_statements` in one transaction (as the owner)."""
-    previous_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            for statement in grant_statements(schema, roles):
-                cur.execute(statement)
-        conn.commit()
-    except Exception:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = previous_autocommit
 
 
 def bootstrap(conn: Any, cfg: Any, passwords: Mapping[str, str] | None = None, roles: Roles | None = None) -> Roles:

@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,8 +169,8 @@ def register_and_gate(
 
     ``gate`` is the config's gate section. With ``conn``/``schema`` (the predictions database; production
     always passes them) pending moves are reconciled first, the artifacts' digests are verified or recorded and
-    the move is recorded in ``model_alias_history`` (pending, alias move, applied); without them the caller
-    records the move (:func:`record_move`). ``allow_pickled`` is ``registry.allow_pickled_models``.
+    the move is recorded in ``model_alias_history`` (pending, alias move, applied); without them nothing is
+    recorded (a benchmark's scratch registry). ``allow_pickled`` is ``registry.allow_pickled_models``.
     Returns the decision and the alias move.
     """
     import mlflow
@@ -192,6 +192,8 @@ def register_and_gate(
     to_record: list[artifacts.FetchedVersion] = []
 
     def load(which: int, folder: Path):
+        # Only the candidate may be hashed for the first time here: a champion nobody gated (an alias set
+        # out of band) must not become trusted just because a later gate compared against it.
         fetched, model = artifacts.load_version(
             client,
             model_name,
@@ -200,10 +202,10 @@ def register_and_gate(
             conn=conn,
             schema=schema,
             allow_pickled=allow_pickled,
-            require_digests=False,
+            require_digests=conn is not None and which != number,
         )
         if conn is not None and not fetched.verified:
-            to_record.append(fetched)  # first time gated: hashed now, recorded with the history row
+            to_record.append(fetched)  # the candidate's first gate: hashed now, recorded with the history row
         return model
 
     with tempfile.TemporaryDirectory(prefix="loopline-gate-") as tmp:
@@ -303,18 +305,38 @@ def move_alias(
     if conn is None:
         apply()
         return
-    row_id = _insert_history(conn, schema, move, PENDING)
-    for fetched in digests or ():
-        artifacts.record_digests(conn, schema, fetched.model_name, fetched.version, fetched.digests)
-    conn.commit()
+    with _model_lock(conn, move.model_name):  # a reconcile elsewhere must not settle this row mid-move
+        row_id = _insert_history(conn, schema, move, PENDING)
+        for fetched in digests or ():
+            artifacts.record_digests(conn, schema, fetched.model_name, fetched.version, fetched.digests)
+        conn.commit()
+        try:
+            apply()
+        except Exception:
+            with contextlib.suppress(Exception):  # best effort now; the next gate reconciles anyway
+                conn.rollback()
+                reconcile(client, conn, schema, move.model_name)
+            raise
+        _mark(conn, schema, row_id, APPLIED)
+
+
+# Second key space of Postgres advisory locks (pg_advisory_lock(class, key)): alias moves per model.
+_ALIAS_LOCK_CLASS = 0x0A1A5
+
+
+@contextlib.contextmanager
+def _model_lock(conn: Any, model_name: str) -> Iterator[None]:
+    """Hold the model's alias-move lock for this session (re-entrant; survives the commits inside)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_ALIAS_LOCK_CLASS, model_name))
     try:
-        apply()
-    except Exception:
-        with contextlib.suppress(Exception):  # best effort now; the next gate reconciles anyway
+        yield
+    finally:
+        if int(getattr(getattr(conn, "info", None), "transaction_status", 0)) == 3:  # in a failed transaction
             conn.rollback()
-            reconcile(client, conn, schema, move.model_name)
-        raise
-    _mark(conn, schema, row_id, APPLIED)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_ALIAS_LOCK_CLASS, model_name))
+        conn.commit()
 
 
 def _mark(conn: Any, schema: str, row_id: int, state: str) -> None:
@@ -332,30 +354,36 @@ def reconcile(client: Any, conn: Any, schema: str, model_name: str | None = None
 
     Runs at the start of every gate; safe to run on its own at any time (it changes nothing in MLflow).
     """
-    query = f"SELECT id, model_name, alias, version FROM {_history(schema)} WHERE state = %s"  # noqa: S608
-    args: list[Any] = [PENDING]
-    if model_name is not None:
-        query += " AND model_name = %s"
-        args.append(model_name)
-    with conn.cursor() as cur:
-        cur.execute(query + " ORDER BY id", args)
-        pending = cur.fetchall()
-    conn.commit()
+    if model_name is None:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT DISTINCT model_name FROM {_history(schema)} WHERE state = %s", (PENDING,))  # noqa: S608
+            names = [row[0] for row in cur.fetchall()]
+        conn.commit()
+        return [settled for name in names for settled in reconcile(client, conn, schema, name)]
     settled = []
-    for row_id, name, alias, version in pending:
-        actual = _alias_version(client, name, alias)
-        state = APPLIED if actual is not None and int(actual.version) == int(version) else ABANDONED
-        _mark(conn, schema, row_id, state)
-        log.warning(
-            "reconciled %s %s -> v%s (history row %s): %s (MLflow alias is at %s)",
-            name,
-            alias,
-            version,
-            row_id,
-            state,
-            f"v{actual.version}" if actual is not None else "nothing",
-        )
-        settled.append((row_id, state))
+    with _model_lock(conn, model_name):  # never while a move of the same model is between its steps
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT id, alias, version FROM {_history(schema)} "  # noqa: S608 - validated identifier
+                "WHERE state = %s AND model_name = %s ORDER BY id",
+                (PENDING, model_name),
+            )
+            pending = cur.fetchall()
+        conn.commit()
+        for row_id, alias, version in pending:
+            actual = _alias_version(client, model_name, alias)
+            state = APPLIED if actual is not None and int(actual.version) == int(version) else ABANDONED
+            _mark(conn, schema, row_id, state)
+            log.warning(
+                "reconciled %s %s -> v%s (history row %s): %s (MLflow alias is at %s)",
+                model_name,
+                alias,
+                version,
+                row_id,
+                state,
+                f"v{actual.version}" if actual is not None else "nothing",
+            )
+            settled.append((row_id, state))
     return settled
 
 
@@ -421,10 +449,12 @@ def rollback(
     )
 
     def apply() -> None:
+        client.set_registered_model_alias(model_name, CHAMPION, previous)
+        # after the move: a failed move must not mark the still-serving champion as rolled back (a crash
+        # between the two is covered by the applied rollback row in the history)
         client.set_model_version_tag(
             model_name, str(current.version), ROLLED_BACK_TAG, f"rolled back to v{previous} by {triggered_by}"
         )
-        client.set_registered_model_alias(model_name, CHAMPION, previous)
         client.set_model_version_tag(model_name, str(current.version), "loopline.gate", f"rolled back to v{previous}")
 
     move_alias(client, move, apply, conn=conn, schema=schema)
@@ -456,7 +486,3 @@ def record_move(conn: Any, schema: str, move: AliasMove) -> None:
     """Append an already applied move to ``<schema>.model_alias_history`` (callers without the pending protocol)."""
     _insert_history(conn, schema, move, APPLIED)
     conn.commit()
-
-
-def write_decision(path: Path, decision: GateDecision, move: AliasMove) -> None:
-    path.write_text(json.dumps({"decision": asdict(decision), "move": asdict(move)}, indent=2))

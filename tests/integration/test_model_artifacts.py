@@ -236,6 +236,19 @@ def test_a_version_never_gated_is_not_scored_until_its_digests_are_recorded(clie
     assert package(client, version, pg)
 
 
+def test_a_champion_set_out_of_band_is_not_trusted_by_the_next_gate(client, cfg, pg, xgb):
+    """Whoever can write to the registry points `champion` at a version of their own: the next gate must not
+    hash it into trust (scoring would then load it); it stops, naming the version, and records nothing for it."""
+    rogue = int(mlflow.register_model(f"runs:/{log_native(xgb)}/model", NAME).version)
+    client.set_registered_model_alias(NAME, "champion", str(rogue))
+    with pytest.raises(registry.GateError, match=rf"champion cannot be loaded safely.*version {rogue}"):
+        gate(client, log_native(xgb), cfg, pg)
+    assert artifacts.recorded_digests(pg[0], pg[1], NAME, rogue) == {}
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == rogue  # nothing moved
+    with pytest.raises(artifacts.DigestsMissing):
+        package(client, rogue, pg)
+
+
 def test_a_pickled_model_needs_the_opt_in(client, cfg, pg, xgb, tmp_path, monkeypatch):
     run_id = log_pickled(xgb, tmp_path)
     unpickled = []

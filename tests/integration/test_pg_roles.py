@@ -126,6 +126,29 @@ def test_the_loader_loads_but_runs_no_ddl_and_never_writes_the_ledger(postgres, 
         loader.close()
 
 
+def test_the_loader_adds_evidence_but_cannot_rewrite_it(postgres, schema):
+    """Digests and alias history are append-only for the task role: rewriting a digest would bless a tampered
+    artifact, deleting history would hide a promotion. Only a history row's state may move (pending -> applied)."""
+    from loopline import artifacts
+
+    with postgres.connect_loader() as loader:
+        artifacts.record_digests(loader, schema, "m", 1, {"model/booster.json": "a" * 64})
+        with loader.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {schema}.model_alias_history (model_name, alias, version, run_id, triggered_by, reason,"
+                " decision, state) VALUES ('m', 'champion', 1, 'r', 'test', 'r', 'd', 'pending') RETURNING id"
+            )
+            (row,) = cur.fetchone()
+            cur.execute(f"UPDATE {schema}.model_alias_history SET state = 'applied' WHERE id = %s", (row,))
+        loader.commit()
+        refused(loader, f"UPDATE {schema}.model_artifact_digests SET sha256 = %s", "b" * 64)
+        refused(loader, f"DELETE FROM {schema}.model_artifact_digests")
+        refused(loader, f"UPDATE {schema}.model_alias_history SET version = 2")
+        refused(loader, f"DELETE FROM {schema}.model_alias_history")
+    assert postgres.query(f"SELECT sha256 FROM {schema}.model_artifact_digests") == [("a" * 64,)]
+    assert postgres.query(f"SELECT version, state FROM {schema}.model_alias_history") == [(1, "applied")]
+
+
 def test_tables_of_future_migrations_are_granted_without_code_changes(postgres, schema, tmp_path):
     sql_dir = tmp_path / "sql"
     shutil.copytree(db.SQL_DIR, sql_dir)
