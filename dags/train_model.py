@@ -32,7 +32,9 @@ triggers it, or from the trigger form.
 
 ## Outputs
 - MLflow run in experiment `loopline-fraud`; registered model `loopline-fraud` with aliases.
-- Postgres `loopline.model_alias_history` (one row per alias move; view `loopline.champion_by_day`).
+- Postgres `loopline.model_alias_history` (one row per alias move:
+  `pending` until MLflow's alias has moved, then `applied`, or `abandoned` by the next gate's reconcile after
+  a crash; view `loopline.champion_by_day` counts applied rows).
 - Lake pins (`<lake>/_PINS/`): the trainer pins every feature/label version it reads under
   `train_model__<run_id>` (the lake's sweep keeps pinned versions); `gate_candidate` pins the registered
   version's data fingerprint as `model:<name>:v<version>` (released once the version is deleted from the

@@ -52,6 +52,20 @@ def _hook_conn(conn_id: str):
     return PostgresHook(postgres_conn_id=conn_id).get_conn()
 
 
+def _configured_elsewhere(stack) -> bool:
+    """The predictions connection in this shell is not the one the running stack wrote (``source env.sh``
+    exports the stack's own): an external database, migrated through ``postgres.owner_conn_id``."""
+    import os
+
+    value = os.environ.get(stack.POSTGRES_CONN_VAR)
+    if value is None:
+        return False
+    try:
+        return stack.shell_environment(stack.loopline_home(), {}).get(stack.POSTGRES_CONN_VAR) != value
+    except OSError:  # no env.sh: a stack started elsewhere
+        return True
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     import os
 
@@ -72,7 +86,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
                 applied = db.migrate(conn, schema, roles=roles)
             finally:
                 conn.close()
-        elif args.conn_id or stack.POSTGRES_CONN_VAR in os.environ or stack.embedded_pg() is None:
+        elif args.conn_id or stack.embedded_pg() is None or _configured_elsewhere(stack):
             conn = _hook_conn(args.conn_id or cfg.postgres.owner_conn_id)
             try:
                 applied = db.migrate(conn, schema, roles=roles)

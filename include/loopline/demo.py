@@ -312,7 +312,7 @@ EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first
    WHERE ds = '{day}' AND decision = 'flag' ORDER BY score DESC LIMIT 20;
   -- drift and retraining, night by night
   SELECT ds, triggered, reason FROM loopline.retraining_decisions ORDER BY ds;
-  (psql -h 127.0.0.1 -p {pg_port} -U loopline_analyst -d loopline: read-only, see docs/analysts.md)"""
+  (psql -h 127.0.0.1 -p {pg_port} -U {analyst} -d loopline: read-only, see docs/analysts.md)"""
 
 
 def _auc_line(label: str, auc: dict) -> str:
@@ -444,7 +444,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}  {stack.mlflow_login_hint()}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
     pg = stack.embedded_pg()
-    echo("Prediction tables (Postgres):\n" + EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port))
+    example = EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port, analyst=cfg.postgres.analyst_role)
+    echo("Prediction tables (Postgres):\n" + example)
     echo("The stack keeps running; `make down` stops it.")
     final = run_states(["feature_pipeline", "batch_score", "drift_monitor"], env)
     return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1

@@ -350,7 +350,8 @@ class Lake:
     # -- the sweep ------------------------------------------------------------------------------------------
 
     def sweep(self, table: str, ds: str | dt.date) -> SweepReport:
-        """Delete the partition's versions that are neither current, previous nor pinned; report what it kept.
+        """Delete the partition's versions that are neither current, previous, pinned nor newer than the current
+        one (a concurrent writer's); report what it kept.
 
         Reads the pointer and the pins after the commit's pointer write (see :meth:`pin_current`).
         """
@@ -375,6 +376,9 @@ class Lake:
                 report.kept[version] = reasons.get(version, f"unswept: {unreadable}")
             elif version in reasons:
                 report.kept[version] = reasons[version]
+            elif record.get("version") and version > record["version"]:
+                # versions are named by their start time: a newer one is a concurrent writer's, not yet committed
+                report.kept[version] = "newer than the current version (another writer may still be committing it)"
             else:
                 self._delete_version(table, ds, version)
                 report.deleted.append(version)

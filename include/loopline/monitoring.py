@@ -64,7 +64,6 @@ __all__ = [
     "notification",
     "realized_day",
     "render_report",
-    "trigger_state",
     "warming",
     "write_drift",
     "write_performance",
@@ -638,16 +637,6 @@ def confirm_trigger(conn: Any, schema: str, *, ds: dt.date, triggered_run_id: st
         conn.rollback()
         raise
     return confirmed
-
-
-def trigger_state(conn: Any, schema: str, ds: dt.date) -> str | None:
-    """The night's ``trigger_state`` (``pending``, ``confirmed``, or None: no trigger wanted / no row)."""
-    _check_schema(schema)
-    with conn.cursor() as cur:
-        cur.execute(f"SELECT trigger_state FROM {schema}.retraining_decisions WHERE ds = %s", (ds,))  # noqa: S608
-        row = cur.fetchone()
-    conn.rollback()  # read-only: end the implicit transaction
-    return row[0] if row else None
 
 
 def notification(ds: str, drift: Mapping[str, Any] | None, decision: Mapping[str, Any] | None) -> dict[str, Any]:

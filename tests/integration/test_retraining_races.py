@@ -227,6 +227,7 @@ def test_two_concurrent_decides_for_one_model_trigger_exactly_once(postgres, sch
 
 def test_the_lock_is_per_model(postgres, schema, monkeypatch):
     """Another model's night decides while one model's lock is held."""
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=5s")  # a global lock fails this test instead of hanging it
     conn = postgres.connect()
     try:
         with conn.cursor() as cur:
@@ -313,7 +314,7 @@ def test_a_registered_models_fingerprint_versions_survive_the_sweep(tmp_path):
     assert lake.release(run_pin) is True
     day = dt.date.fromisoformat(next(iter(read[FEATURES])))
     trained_on = read[FEATURES][day.isoformat()]
-    for version in ("r1", "r2"):  # two recomputations of the day later
+    for version in ("x1", "x2"):  # two recomputations of the day later (named after the first, as in time)
         _version(lake, FEATURES, version, day)
         report = lake.commit(FEATURES, day, version)
     assert trained_on in _on_disk(lake, FEATURES, day)

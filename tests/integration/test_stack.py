@@ -101,7 +101,10 @@ def _postgres_tcp(env: dict[str, str], keys: dict[str, str], up_stdout: str) -> 
                 cur.execute("CREATE TABLE loopline.mine (v int)")
     finally:
         loader.close()
-    migrate = _loopline(["migrate"], env)  # idempotent, on the running stack
+    from loopline.stack import shell_environment
+
+    # idempotent, on the running stack, also from a shell that sourced env.sh (it exports the stack's connection)
+    migrate = _loopline(["migrate"], shell_environment(home, env))
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     assert "nothing to apply" in migrate.stdout
 

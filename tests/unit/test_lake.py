@@ -126,6 +126,18 @@ def test_second_commit_keeps_previous_and_sweeps_older_and_orphans(lake):
     assert (Path(lake.version_uri(TABLE, DS, "v2")) / "part-0.parquet").exists()
 
 
+def test_a_concurrent_writers_newer_version_survives_the_sweep(lake):
+    """Versions are named by start time: one newer than the version being committed belongs to a writer that has
+    not committed yet (a rerun racing this one); deleting it would publish a half-deleted partition."""
+    _write(lake, "v1")
+    lake.commit(TABLE, DS, "v1")
+    _write(lake, "v9", success=False)  # still being written
+    _write(lake, "v2")
+    report = lake.commit(TABLE, DS, "v2")
+    assert _versions_on_disk(lake) == {"v1", "v2", "v9"}
+    assert "another writer" in report.kept["v9"]
+
+
 def test_first_commit_sweeps_orphans(lake):
     _write(lake, "crashed-1", success=False)
     _write(lake, "crashed-2")  # complete but never committed
