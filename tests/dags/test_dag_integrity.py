@@ -128,3 +128,13 @@ def test_dag_files_are_wiring_only(path):
             assert not name.endswith(("Variable.get", "get_connection", "get_hook")), (
                 f"{path.name}:{node.lineno}: {name}() at parse time"
             )
+
+
+def test_every_dag_has_a_typed_trigger_form(dagbag):
+    """Each DAG's Params have a JSON-schema type and a description, and their defaults validate."""
+    for dag in dagbag.dags.values():
+        assert dag.params, f"{dag.dag_id} has no Params (no typed trigger form)"
+        for name, param in dag.params.items():
+            assert param.description, f"{dag.dag_id}.params.{name} has no description"
+            assert "type" in param.schema or "enum" in param.schema, f"{dag.dag_id}.params.{name} has no type"
+        dag.params.validate()  # the defaults are a valid form: scheduled runs never fail validation
