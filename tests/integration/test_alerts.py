@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -188,3 +189,26 @@ def test_the_drift_decision_goes_to_every_channel(smtp):
     assert json.loads(alerts_file.read_text().splitlines()[-1])["details"]["drift"]["triggered"] is True
     assert alerts.DELIVERY_FAILURES["smtp"] == 1  # the dead channel again: counted, nothing raised
     assert Path(alerts_file).exists()
+
+
+def test_the_gates_verdict_is_sent_as_a_promotion_alert(smtp):
+    sink, alerts_file = smtp
+
+    class _TI:
+        dag_id, run_id, task_id = "train_model", "drift_monitor__2026-02-20", "gate_candidate"
+
+        def xcom_pull(self, task_ids=None, key="return_value"):
+            assert task_ids == "gate_candidate"
+            return {"promoted": True, "alias": "champion", "version": 5, "reason": "beats v4 by 0.02 ROC AUC"}
+
+    run = SimpleNamespace(
+        conf={"ds": "2026-02-20", "triggered_by": "drift_monitor", "reason": "drift_monitor 2026-02-20: drift"}
+    )
+    alerts.LooplineNotifier("promotion").notify({"ti": _TI(), "dag_run": run})
+    mail = sink.messages[-1]
+    assert mail.subject.startswith("Loopline: loopline-fraud v5 PROMOTED to champion")
+    body = mail.body()
+    assert "ds: 2026-02-20" in body
+    assert "loopline model rollback" in body
+    assert "triggered_by: drift_monitor" in body
+    assert json.loads(alerts_file.read_text().splitlines()[-1])["kind"] == "promotion"

@@ -10,6 +10,7 @@ Three entry points, all sending one :class:`Alert`:
 - :class:`LooplineNotifier` ``(kind="failure")``: every task's ``on_failure_callback`` (shared default args),
   called once the task's retries are exhausted;
 - :class:`LooplineNotifier` ``(kind="drift")``: ``drift_monitor``'s nightly verdict and retraining decision;
+- :class:`LooplineNotifier` ``(kind="promotion")``: ``train_model``'s gate verdict (promoted or challenger);
 - :func:`deadline_missed`: the async callback of the DAGs' deadline alerts (:func:`deadlines`), run in the
   triggerer when a day's run is not finished by its due time.
 
@@ -167,6 +168,35 @@ def drift_alert(context: dict[str, Any], cfg: LooplineConfig | None = None) -> A
     )
 
 
+def promotion_alert(context: dict[str, Any], cfg: LooplineConfig | None = None) -> Alert:
+    """The gate's verdict on a trained candidate (``gate_candidate``'s result): promoted or kept as challenger."""
+    ti = context["ti"]
+    cfg = cfg or get_config()
+    gate = ti.xcom_pull(task_ids=ti.task_id) or {}
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    model = f"{cfg.mlflow.registered_model} v{gate.get('version')}"
+    verb = "PROMOTED to champion" if gate.get("promoted") else f"kept as {gate.get('alias') or 'challenger'}"
+    return Alert(
+        kind="promotion",
+        title=f"Loopline: {model} {verb} ({ti.dag_id} run {ti.run_id})",
+        ds=conf.get("ds") or _ds(context),
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        check=(
+            "tomorrow's batch_score scores with it; roll back in one step with `loopline model rollback`"
+            if gate.get("promoted")
+            else "nothing: the champion is unchanged (the reason says why the candidate lost)"
+        ),
+        run_url=run_url(ti.dag_id, ti.run_id, cfg=cfg),
+        details={
+            "reason": gate.get("reason"),
+            "triggered_by": conf.get("triggered_by"),
+            "trigger_reason": conf.get("reason"),
+            "metrics": gate.get("metrics"),
+        },
+    )
+
+
 def late_alert(context: dict[str, Any], *, what: str, check: str, cfg: LooplineConfig | None = None) -> Alert:
     """A missed deadline (the simple context Airflow gives deadline callbacks: ``dag_run`` and ``deadline``)."""
     dag_run = context.get("dag_run") or {}
@@ -270,23 +300,27 @@ def deliver(alert: Alert, context: dict[str, Any] | None = None, cfg: LooplineCo
 
 
 class LooplineNotifier(BaseNotifier):
-    """A task callback sending a failure (``kind="failure"``) or the night's drift decision (``"drift"``)."""
+    """A task callback: a failure (``kind="failure"``), the night's drift decision (``"drift"``) or the gate's
+    verdict on a candidate (``"promotion"``)."""
 
     def __init__(self, kind: str = "failure"):
         super().__init__()
-        if kind not in ("failure", "drift"):
+        if kind not in _BUILDERS:
             raise ValueError(f"unknown alert kind {kind!r}")
         self.kind = kind
 
     def notify(self, context: Any) -> None:
         try:
             cfg = get_config()
-            alert = failure_alert(context, cfg) if self.kind == "failure" else drift_alert(context, cfg)
+            alert = _BUILDERS[self.kind](context, cfg)
         except Exception:  # building the message must not fail the task either
             _count_failure("build")
             log.exception("could not build the %s alert", self.kind)
             return
         deliver(alert, context, cfg)
+
+
+_BUILDERS = {"failure": failure_alert, "drift": drift_alert, "promotion": promotion_alert}
 
 
 # ---------------------------------------------------------------------------------------------------------
