@@ -103,6 +103,8 @@ def test_a_late_drop_alerts_through_the_deadline_callback(smtp, airflow_db):
     from airflow.utils.session import create_session
 
     sink, alerts_file = smtp
+    os.environ["LOOPLINE__ALERTS__LATENESS__ENABLED"] = "true"  # off for the other tests' dag.test()
+    get_config.cache_clear()
     cfg = get_config()
     dag = DagBag(dag_folder=str(REPO / "dags" / "feature_pipeline.py")).get_dag("feature_pipeline")
     (deadline,) = dag.deadline
@@ -150,14 +152,20 @@ def test_a_late_drop_alerts_through_the_deadline_callback(smtp, airflow_db):
     assert asyncio.run(alerts.deadline_missed(**deadline.callback.kwargs, context=backfill)) == 0
 
 
-def test_every_daily_dag_has_its_lateness_deadline_and_every_task_its_failure_alert(airflow_db):
+def test_every_daily_dag_has_its_lateness_deadline_and_every_task_its_failure_alert(airflow_db, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("LOOPLINE__ALERTS__LATENESS__ENABLED", "true")
+    get_config.cache_clear()
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     for dag_id in alerts.LATENESS:
         dag = bag.get_dag(dag_id)
         assert [d.name for d in dag.deadline] == [f"{dag_id}_late"]
         assert dag.deadline[0].interval == alerts.due_after_logical_date(dag_id)
+    monkeypatch.undo()
+    get_config.cache_clear()
+    assert alerts.deadlines("feature_pipeline") == []  # off (as for dag.test()): no deadline at all
     for dag in bag.dags.values():
         for task in dag.tasks:
             callbacks = task.on_failure_callback or []

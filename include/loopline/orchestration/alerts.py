@@ -377,10 +377,13 @@ def deadlines(dag_id: str, cfg: LooplineConfig | None = None) -> list[Any]:
     a run's deadline when the run finishes, and the scheduler queues the callback when it passes first.
     ``drift_monitor``'s "no run finished for N hours" is its run for ``ds`` not finished N hours after ``ds``
     ended (a paused DAG creates no run, hence no deadline: the UI shows it paused). Deadline alerts are
-    experimental in Airflow 3.
+    experimental in Airflow 3; ``alerts.lateness.enabled: false`` leaves them out (needed for
+    ``airflow dags test`` on Airflow 3.3.0, whose dag.test() breaks on a successful run with deadlines).
     """
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
+    if not (cfg or get_config()).alerts.lateness.enabled:
+        return []
     _, what, check = LATENESS[dag_id]
     return [
         DeadlineAlert(
