@@ -94,42 +94,53 @@ def test_a_failed_run_mails_the_oncall_and_a_dead_channel_fails_nothing(smtp, ai
 
 
 def test_a_late_drop_alerts_through_the_deadline_callback(smtp, airflow_db):
-    """The DAG's deadline (logical date + 1 day + drop_due) is what the scheduler checks; when it passes it
-    queues the callback with the run's simple context, and the triggerer runs it (CallbackTrigger)."""
-    from airflow.api_fastapi.core_api.datamodels.dag_run import DAGRunResponse
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models import DagRun
+    """Airflow's own deadline path: the serialized DAG's deadline alert makes a scheduled run of a day whose
+    drop never came get a deadline (its logical date + 1 day + drop_due); once past, the scheduler's miss
+    handling queues the callback with the run's context, and the triggerer's CallbackTrigger runs it."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from airflow.models.deadline import Deadline
+    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.triggers.callback import CallbackTrigger
     from airflow.utils.session import create_session
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from sqlalchemy import select
 
     sink, alerts_file = smtp
     os.environ["LOOPLINE__ALERTS__LATENESS__ENABLED"] = "true"  # off for the other tests' dag.test()
     get_config.cache_clear()
     cfg = get_config()
-    dag = DagBag(dag_folder=str(REPO / "dags" / "feature_pipeline.py")).get_dag("feature_pipeline")
-    (deadline,) = dag.deadline
-    assert deadline.interval == dt.timedelta(days=1, hours=6)  # drop_due 06:00 on the day after ds
-    assert deadline.interval == cfg.alerts.lateness.due_after_ds(cfg.alerts.lateness.drop_due)
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(dag_folder=str(REPO / "dags" / "feature_pipeline.py"))
+    (alert,) = bag.get_dag("feature_pipeline").deadline
+    assert alert.interval == dt.timedelta(days=1, hours=6)  # drop_due 06:00 on the day after ds
+    assert alert.interval == cfg.alerts.lateness.due_after_ds(cfg.alerts.lateness.drop_due)
+    sync_bag_to_db(bag, "dags-folder", None)  # what the dag-processor does
 
-    with create_session() as session:  # a real, unfinished scheduled run of the day, as the scheduler sees it
-        logical = dt.datetime.combine(DAY + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-        run = DagRun(
-            dag_id="feature_pipeline",
+    late_ds = DAY + dt.timedelta(days=1)
+    logical = dt.datetime.combine(late_ds, dt.time(), tzinfo=dt.UTC)
+    with create_session() as session:
+        scheduler_dag = SerializedDagModel.get_dag("feature_pipeline", session=session)
+        run = scheduler_dag.create_dagrun(  # the scheduler's run for the day; its drop never comes
             run_id=f"scheduled__{logical.isoformat()}",
             logical_date=logical,
-            run_type="scheduled",
-            state="running",
             data_interval=(logical, logical + dt.timedelta(days=1)),
             run_after=logical + dt.timedelta(days=1),
+            run_type=DagRunType.SCHEDULED,
+            triggered_by=DagRunTriggeredByType.TIMETABLE,
+            state="running",
+            session=session,
         )
-        session.add(run)
         session.flush()
-        simple = {
-            "dag_run": DAGRunResponse.model_validate(run).model_dump(mode="json"),
-            "deadline": {"id": "test", "deadline_time": (logical + deadline.interval).isoformat()},
-        }
-        session.rollback()
-    trigger = CallbackTrigger(deadline.callback.path, {**deadline.callback.kwargs, "context": simple})
+        (deadline,) = session.scalars(
+            select(Deadline).where(Deadline.dagrun_id == run.id, Deadline.deadline_time < dt.datetime.now(dt.UTC))
+        ).all()
+        assert deadline.deadline_time == logical + dt.timedelta(days=1, hours=6)
+        deadline.handle_miss(session)  # what the scheduler does with a passed deadline
+        session.flush()
+        queued = dict(deadline.callback.data)
+        session.rollback()  # leave the session's metadata database as it was
+    trigger = CallbackTrigger(queued["path"], dict(queued["kwargs"]))
 
     async def events():
         return [event.payload async for event in trigger.run()]
@@ -139,17 +150,18 @@ def test_a_late_drop_alerts_through_the_deadline_callback(smtp, airflow_db):
     assert payloads[-1]["body"] == 2  # the SMTP and file channels (the dead one is counted)
 
     mail = sink.messages[-1]
-    late_ds = DAY + dt.timedelta(days=1)
     assert mail.subject.startswith("Loopline LATE: the day's landing drop is not complete")
     assert f"ds={late_ds}" in mail.subject
     body = mail.body()
     assert "first check: the run's wait_for_drop task" in body
-    assert "http://airflow.example:8080/dags/feature_pipeline/runs/scheduled__" in body
+    assert f"run: {alerts.run_url('feature_pipeline', run.run_id)}" in body
     assert json.loads(alerts_file.read_text().splitlines()[-1])["kind"] == "late"
 
     # A backfilled day is created long after its due time: its deadline is missed at birth and not sent.
-    backfill = {**simple, "dag_run": {**simple["dag_run"], "run_type": "backfill"}}
-    assert asyncio.run(alerts.deadline_missed(**deadline.callback.kwargs, context=backfill)) == 0
+    context = queued["kwargs"]["context"]
+    backfill = {**context, "dag_run": {**context["dag_run"], "run_type": "backfill"}}
+    kwargs = {key: value for key, value in queued["kwargs"].items() if key != "context"}
+    assert asyncio.run(alerts.deadline_missed(**kwargs, context=backfill)) == 0
 
 
 def test_every_daily_dag_has_its_lateness_deadline_and_every_task_its_failure_alert(airflow_db, monkeypatch):
