@@ -130,7 +130,7 @@ def failure_alert(context: dict[str, Any], cfg: LooplineConfig | None = None) ->
     what = f"Loopline: {dag_id}.{ti.task_id} FAILED for ds={ds or 'n/a'}"
     return Alert(
         kind="failure",
-        title=what + (f" (try {tries}, retries exhausted)" if tries else ""),
+        title=what + (f" (final try: {tries})" if tries else ""),
         ds=ds,
         dag_id=dag_id,
         run_id=ti.run_id,
