@@ -8,7 +8,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.orchestration import scoring_tasks as t
+from loopline.orchestration.alerts import deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.forms import score_params
 from loopline.orchestration.links import MlflowLink, attach
 from loopline.orchestration.sensors import published_sensor
 
@@ -26,6 +28,8 @@ Postgres in one transaction (delete the day, COPY, record the run): analysts see
 ## Inputs
 - Lake: `features/ds=<ds>` (committed by `feature_pipeline`).
 - MLflow registry: `models:/<registered_model>@champion` (required), `@challenger` (optional shadow).
+- Trigger form (Params): `model_alias` (champion or challenger), `model_version` (a concrete version, e.g.
+  to re-score a day with a rolled-back model; overrides the alias), `shadow` (challenger shadow scoring).
 
 ## Outputs
 - Lake: `scores/ds=<ds>` and `scores_shadow/ds=<ds>` (versioned, atomic pointer).
@@ -54,6 +58,8 @@ with DAG(
     catchup=False,
     max_active_runs=4,  # days are independent; the Spark pool bounds the load on the cluster
     default_args=DEFAULT_ARGS,
+    deadline=deadlines("batch_score", cfg),  # lateness alerts: alerts.lateness
+    params=score_params(cfg),
     tags=tags("scoring", "spark", "backfillable"),
     doc_md=DOC,
 ) as dag:

@@ -10,7 +10,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.orchestration import monitoring_tasks as t
+from loopline.orchestration.alerts import LooplineNotifier, deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.forms import drift_params
 from loopline.orchestration.links import MlflowLink, ValidationReportLink, attach
 from loopline.orchestration.sensors import published_sensor
 
@@ -33,12 +35,14 @@ whose history windows were still filling on the reference's first day are report
 realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
 conf stating the reason, the drifted features and the day, unless a trigger happened within
 `drift.cooldown_hours` (counted in nights, so backfills behave like the nights they replay) or a training
-run is already queued or running. The decision is reported by the notifier (`drift.notify_target`).
+run is already queued or running. The decision is sent on every channel of `alerts.channels`.
 
 ## Inputs
 - Lake: `features/ds=<ds>` and `scores/ds=<ds>` (committed by `feature_pipeline` and `batch_score`);
   `scores/ds=<ds - maturity>` and `labels/labeled_transactions/ds=*` for realized performance.
 - MLflow: the scoring model's run (`reference_sample.parquet`, `holdout_roc_auc`).
+- Trigger form (Params): `dry_run` (measure and record the decision, prefixed `dry run:`, never trigger) and
+  `cooldown_hours` (this run's cooldown instead of `drift.cooldown_hours`).
 
 ## Outputs
 - Postgres: `loopline.drift_runs` and `loopline.drift_reports` (the day replaced in one transaction),
@@ -79,6 +83,8 @@ with DAG(
     # decide step's per-model advisory lock keeps two concurrent nights from both triggering regardless.
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=deadlines("drift_monitor", cfg),  # lateness alerts: alerts.lateness
+    params=drift_params(cfg),
     tags=tags("monitoring", "training"),
     doc_md=DOC,
 ) as dag:
@@ -86,7 +92,7 @@ with DAG(
     scores = published_sensor(cfg, tables.SCORES, "wait_for_scores", soft_fail=True)
     drift = attach(t.detect_drift(), MlflowLink(), ValidationReportLink())
     performance = t.measure_performance()
-    decision = t.decide_retraining.override(on_success_callback=[t.DriftNotifier()])(drift, performance)
+    decision = t.decide_retraining.override(on_success_callback=[LooplineNotifier("drift")])(drift, performance)
     scores >> drift
     trigger = TriggerDagRunOperator(
         task_id=t.TRIGGER_TASK_ID,

@@ -7,7 +7,9 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
 from loopline.config import get_config
 from loopline.orchestration import feature_tasks as t
+from loopline.orchestration.alerts import deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+from loopline.orchestration.forms import feature_params
 from loopline.orchestration.links import ValidationReportLink, attach
 from loopline.orchestration.sensors import landing_sensor
 
@@ -31,6 +33,9 @@ publish task validates the uncommitted version and flips the pointer only when e
   `state/merchant_risk_window`) plus the daily aggregates entering and leaving its windows; when that state
   is missing or stale (a day in its window was re-ingested or backfilled since) the state is rebuilt from
   the daily aggregates (30 days of customer aggregates, 90 of label aggregates).
+
+- Trigger form (Params): `force_reingest` (default on). Off: a day whose raw layer is already published
+  skips `ingest_drop` and `publish_raw` and rebuilds only the features from the published raw partition.
 
 ## Outputs
 - Lake (each partition committed atomically, old or new, never a mix): `raw/transactions`, `raw/labels`,
@@ -68,6 +73,8 @@ with DAG(
     # Days build on earlier days' aggregates: one run at a time, oldest first, also in backfills.
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    deadline=deadlines("feature_pipeline", cfg),  # lateness alerts: alerts.lateness
+    params=feature_params(),
     tags=tags("features", "ingestion", "validation", "spark", "backfillable"),
     doc_md=DOC,
 ) as dag:

@@ -7,6 +7,7 @@ from airflow.sdk import DAG
 
 from loopline.config import get_config
 from loopline.orchestration import training_tasks as t
+from loopline.orchestration.alerts import LooplineNotifier
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.links import MlflowLink, attach
 
@@ -31,6 +32,7 @@ triggers it, or from the trigger form.
   triggers it with a conf stating the reason, drifted features and day.
 
 ## Outputs
+- An alert on every channel of `alerts.channels` with the gate's verdict (promoted, or kept as challenger).
 - MLflow run in experiment `loopline-fraud`; registered model `loopline-fraud` with aliases.
 - Postgres `loopline.model_alias_history` (one row per alias move:
   `pending` until MLflow's alias has moved, then `applied`, or `abandoned` by the next gate's reconcile after
@@ -69,6 +71,9 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     trained = attach(t.train_candidate(cfg), MlflowLink())
-    gated = attach(t.gate_candidate(trained), MlflowLink())
+    # The gate's verdict (promoted, or kept as challenger) goes to every alert channel.
+    gated = attach(
+        t.gate_candidate.override(on_success_callback=[LooplineNotifier("promotion")])(trained), MlflowLink()
+    )
     # The lake versions the trainer read stay pinned until here, whatever happened (all_done).
     [trained, gated] >> t.release_inputs()

@@ -527,6 +527,7 @@ def decide_and_record(
     airflow_run_id: str | None,
     triggered_run_exists: bool = False,
     pending_lease: dt.timedelta = PENDING_LEASE,
+    dry_run: bool = False,
 ) -> tuple[Decision, bool]:
     """Decide the night and record it, atomically per model; returns ``(decision, already_triggered)``.
 
@@ -542,6 +543,8 @@ def decide_and_record(
     - Cooldown: counts only *confirmed* triggers of other nights (in nights, see :func:`_night`).
     - A ``pending`` trigger of another night of the model decided less than ``pending_lease`` ago is a trigger
       in flight: this night does not trigger too.
+    - ``dry_run`` (the trigger form's dry run): the decision is recorded with its reason prefixed ``dry run:``
+      and never as a trigger, so it neither triggers nor starts a cooldown.
     """
     _check_schema(schema)
     try:
@@ -583,6 +586,9 @@ def decide_and_record(
                     f"{in_flight[1].isoformat()}: one retraining at a time); would trigger for {decision.reason}",
                     decision.drifted_features,
                 )
+            if dry_run:
+                verdict = "would trigger" if decision.trigger else "would not trigger"
+                decision = Decision(False, f"dry run: {verdict}: {decision.reason}", decision.drifted_features)
             cur.execute(
                 f"""INSERT INTO {schema}.retraining_decisions
                 (ds, model_name, model_version, triggered, reason, drifted_features, train_run_id, airflow_run_id,

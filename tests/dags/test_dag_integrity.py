@@ -128,3 +128,31 @@ def test_dag_files_are_wiring_only(path):
             assert not name.endswith(("Variable.get", "get_connection", "get_hook")), (
                 f"{path.name}:{node.lineno}: {name}() at parse time"
             )
+
+
+def test_every_dag_has_a_typed_trigger_form(dagbag):
+    """Each DAG's Params have a JSON-schema type and a description, and their defaults validate."""
+    for dag in dagbag.dags.values():
+        assert dag.params, f"{dag.dag_id} has no Params (no typed trigger form)"
+        for name, param in dag.params.items():
+            assert param.description, f"{dag.dag_id}.params.{name} has no description"
+            assert "type" in param.schema or "enum" in param.schema, f"{dag.dag_id}.params.{name} has no type"
+        dag.params.validate()  # the defaults are a valid form: scheduled runs never fail validation
+
+
+def test_trigger_forms_survive_serialization_and_refuse_bad_conf(dagbag):
+    """The UI renders the form from the serialized DAG and the API validates a trigger's conf against it:
+    every Param keeps its schema and description there, and a wrong type is refused before a run exists."""
+    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    bad = {"batch_score": {"model_version": "latest"}, "drift_monitor": {"dry_run": "maybe"}}
+    bad |= {"feature_pipeline": {"force_reingest": 3}, "train_model": {"window_days": 1}}
+    for dag_id, conf in bad.items():
+        serialized = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))
+        for name, param in serialized.params.items():
+            assert param.description, f"{dag_id}.params.{name} lost its description"
+            assert param.schema.get("type") or param.schema.get("enum"), f"{dag_id}.params.{name} lost its type"
+        serialized.params.deep_merge({}).validate()
+        with pytest.raises(ParamValidationError):
+            serialized.params.deep_merge(conf).validate()

@@ -133,6 +133,29 @@ def test_an_alias_moving_mid_run_does_not_mix_versions(scoring):
     assert postgres.query("SELECT DISTINCT model_version FROM scores_e2e.transaction_scores") == [(newer,)]
 
 
+def test_the_trigger_form_scores_the_version_it_names(scoring):
+    """A manual run with ``model_version`` (e.g. re-scoring a day with a rolled-back model) scores with that
+    version although ``champion`` points elsewhere, and ``shadow: false`` skips the challenger."""
+    from mlflow import MlflowClient
+
+    dag, root, postgres = scoring
+    champion = int(MlflowClient(tracking(root)).get_model_version_by_alias(NAME, "champion").version)
+    assert champion != 1
+    dagrun = dag.test(
+        logical_date=dt.datetime.combine(DAY, dt.time(), tzinfo=dt.UTC), run_conf={"model_version": 1, "shadow": False}
+    )
+    states = {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+    assert dagrun.state == "success", states
+    assert states["score_challenger"] == "skipped"
+    assert postgres.query("SELECT DISTINCT model_version FROM scores_e2e.transaction_scores WHERE ds = %s", DAY) == [
+        (1,)
+    ]
+    runs = postgres.query(
+        "SELECT role, model_version FROM scores_e2e.scoring_runs WHERE airflow_run_id = %s", dagrun.run_id
+    )
+    assert runs == [("champion", 1)]
+
+
 def test_a_day_without_published_features_times_out_with_advice(scoring, capfd):
     dag, _, _ = scoring
     dagrun, states = run_day(dag, DAY + dt.timedelta(days=10))

@@ -46,8 +46,7 @@ def monitor(airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
         "LOOPLINE__DRIFT__BACKEND": "alibi",
         "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE": "1500",
-        "LOOPLINE__DRIFT__NOTIFY_TARGET": "file",
-        "LOOPLINE__DRIFT__NOTIFY_FILE": str(root / "notifications.jsonl"),
+        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
         "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "3",
         "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
@@ -114,8 +113,10 @@ def extra_links(dagrun, task_id: str) -> dict[str, str]:
 
 
 def notifications(root: Path) -> list[dict]:
+    """The nights' drift messages sent to the file alert channel (failure alerts share the file)."""
     path = root / "notifications.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    alerts = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [alert["details"]["drift"] for alert in alerts if alert["kind"] == "drift"]
 
 
 def test_a_stable_night_reports_no_drift_and_caches_the_detector(monitor):

@@ -427,3 +427,20 @@ def test_a_version_pinned_while_commits_race_is_never_swept(tmp_path, monkeypatc
     assert int(record["version"][1:]) >= 5  # the writer really raced the readers
     # Everything else the writer made was swept: what remains is exactly the pinned, current and previous.
     assert on_disk == set(pinned.values()) | {record["version"], record["previous"]}
+
+
+# -- the trigger form's dry run ---------------------------------------------------------------------------------
+
+
+def test_a_dry_run_records_the_decision_but_no_trigger_and_no_cooldown(postgres, schema):
+    decision, already = _decide(postgres, schema, NIGHT, dry_run=True)
+    assert not decision.trigger
+    assert not already
+    assert decision.reason.startswith("dry run: would trigger: ")
+    assert _row(postgres, schema, NIGHT) == (False, None, None, None, False)  # recorded, nothing pending
+    (reason,) = postgres.query(f"SELECT reason FROM {schema}.retraining_decisions WHERE ds = %s", NIGHT)[0]
+    assert reason == decision.reason
+
+    # It started no cooldown: the next night, not a dry run, triggers.
+    decision, _ = _decide(postgres, schema, NIGHT + dt.timedelta(days=1))
+    assert decision.trigger, decision.reason

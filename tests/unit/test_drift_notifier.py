@@ -1,4 +1,5 @@
-"""The drift notifier: the message, and each target (log, JSON-lines file, webhook on a loopback server)."""
+"""The drift alert: the message, and each channel (JSON-lines file, webhook through HttpNotifier on a loopback
+server); a channel that is down is logged and counted, never raised."""
 
 from __future__ import annotations
 
@@ -11,13 +12,17 @@ import pytest
 
 from loopline.config import get_config
 from loopline.monitoring import notification
-from loopline.orchestration.monitoring_tasks import DECIDE_TASK_ID, DriftNotifier
+from loopline.orchestration import alerts
+from loopline.orchestration.monitoring_tasks import DECIDE_TASK_ID
 
 DRIFT = {"model_version": 3, "summary": "drift: 2 drifted feature(s) (amount_eur, log_amount)", "drift": True}
 DECISION = {"trigger": True, "reason": "data drift (...)", "train_run_id": "drift_monitor__2026-02-20"}
 
 
 class _TI:
+    dag_id = "drift_monitor"
+    run_id = "scheduled__2026-02-20T00:00:00+00:00"
+
     def xcom_pull(self, task_ids=None, key="return_value"):
         if task_ids == "detect_drift":
             return DRIFT
@@ -48,26 +53,32 @@ def notify_env(tmp_path):
     get_config.cache_clear()
 
 
+def _channels(*channels: dict) -> None:
+    os.environ["LOOPLINE__ALERTS__CHANNELS"] = json.dumps(list(channels))
+    get_config.cache_clear()
+
+
 def test_file_target_appends_one_json_line_per_night(notify_env):
     path = notify_env / "alerts" / "notifications.jsonl"
-    os.environ["LOOPLINE__DRIFT__NOTIFY_FILE"] = str(path)
-    get_config.cache_clear()
-    notifier = DriftNotifier(target="file")
+    _channels({"type": "file", "path": str(path)})
+    notifier = alerts.LooplineNotifier("drift")
     notifier.notify({"ti": _TI(), "ds": "2026-02-20"})
     notifier.notify({"ti": _TI(), "ds": "2026-02-20"})
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(lines) == 2
     assert lines[0]["ds"] == "2026-02-20"
-    assert lines[0]["decision"]["train_run_id"] == "drift_monitor__2026-02-20"
+    assert lines[0]["kind"] == "drift"
+    assert lines[0]["details"]["drift"]["decision"]["train_run_id"] == "drift_monitor__2026-02-20"
+    assert lines[0]["run_url"].endswith("/dags/drift_monitor/runs/scheduled__2026-02-20T00%3A00%3A00%2B00%3A00")
 
 
-def test_webhook_target_posts_json_with_the_connection_token(notify_env):
-    received: list[tuple[dict, str | None]] = []
+def test_webhook_target_posts_json_through_the_http_notifier(notify_env):
+    received: list[tuple[dict, str | None, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((json.loads(body), self.headers.get("Authorization")))
+            received.append((json.loads(body), self.headers.get("Authorization"), self.path))
             self.send_response(200)
             self.end_headers()
 
@@ -77,22 +88,37 @@ def test_webhook_target_posts_json_with_the_connection_token(notify_env):
     server = HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/hooks/loopline"
-    os.environ["AIRFLOW_CONN_LOOPLINE_ALERTS"] = json.dumps({"conn_type": "http", "host": url, "password": "t0ken"})
+    os.environ["AIRFLOW_CONN_LOOPLINE_ALERTS"] = json.dumps(
+        {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": server.server_address[1],
+            "schema": "http",
+            "extra": {"Authorization": "Bearer t0ken"},  # the HTTP hook sends its extra as headers
+        }
+    )
+    _channels({"type": "webhook", "conn_id": "loopline_alerts", "endpoint": "hooks/loopline"})
     try:
-        DriftNotifier(target="webhook").notify({"ti": _TI(), "ds": "2026-02-20"})
+        alerts.LooplineNotifier("drift").notify({"ti": _TI(), "ds": "2026-02-20"})
         thread.join(10)
     finally:
         server.server_close()
     assert len(received) == 1
-    body, auth = received[0]
-    assert body["triggered"] is True
+    body, auth, path = received[0]
+    assert path == "/hooks/loopline"
+    assert body["details"]["drift"]["triggered"] is True
     assert "TRIGGERED train_model" in body["text"]
     assert auth == "Bearer t0ken"
 
 
-def test_a_broken_channel_never_fails_the_task(notify_env, capfd, caplog):
-    os.environ["AIRFLOW_CONN_LOOPLINE_ALERTS"] = json.dumps({"conn_type": "http", "host": "http://127.0.0.1:9/x"})
-    DriftNotifier(target="webhook").notify({"ti": _TI(), "ds": "2026-02-20"})  # port 9: connection refused
-    captured = capfd.readouterr()
-    assert "could not notify webhook" in caplog.text + captured.out + captured.err
+def test_a_broken_channel_never_fails_the_task(notify_env, caplog):
+    os.environ["AIRFLOW_CONN_LOOPLINE_ALERTS"] = json.dumps(
+        {"conn_type": "http", "host": "127.0.0.1", "port": 9, "schema": "http"}  # port 9: connection refused
+    )
+    path = notify_env / "alerts.jsonl"
+    _channels({"type": "webhook", "conn_id": "loopline_alerts"}, {"type": "file", "path": str(path)})
+    alerts.DELIVERY_FAILURES.clear()
+    alerts.LooplineNotifier("drift").notify({"ti": _TI(), "ds": "2026-02-20"})
+    assert "could not send the drift alert" in caplog.text
+    assert alerts.DELIVERY_FAILURES["webhook"] == 1
+    assert len(path.read_text().splitlines()) == 1  # the other channel still got it

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -262,9 +263,6 @@ class DriftConfig(_Section):
     cooldown_hours: int = Field(ge=0)
     report_features: int = Field(ge=1)
     experiment: str
-    notify_target: Literal["log", "file", "webhook"]
-    notify_conn_id: str
-    notify_file: str
 
     @field_validator("segments")
     @classmethod
@@ -274,6 +272,74 @@ class DriftConfig(_Section):
         if twice:
             raise ValueError(f"segment name(s) used twice: {', '.join(twice)}")
         return value
+
+
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+class FileChannel(_Section):
+    """Local target: one JSON line per alert appended to ``path`` (resolved under the Loopline home)."""
+
+    type: Literal["file"]
+    path: str = "reports/notifications.jsonl"
+
+
+class LogChannel(_Section):
+    """Local target: the alert in the log of the process that raised it (task log, triggerer log)."""
+
+    type: Literal["log"]
+
+
+class SmtpChannel(_Section):
+    """E-mail through the SMTP provider's ``SmtpNotifier``; host, port and credentials in the connection."""
+
+    type: Literal["smtp"]
+    conn_id: str = "smtp_default"
+    to: list[str] = Field(min_length=1)
+    from_email: str | None = None  # None: the connection's from_email
+
+
+class WebhookChannel(_Section):
+    """JSON POST (Slack-compatible ``text``) through the HTTP provider's ``HttpNotifier``; URL and token in the
+    connection (host, and a ``Authorization`` header in its extra)."""
+
+    type: Literal["webhook"]
+    conn_id: str = "loopline_alerts"
+    endpoint: str | None = None
+
+
+AlertChannel = Annotated[FileChannel | LogChannel | SmtpChannel | WebhookChannel, Field(discriminator="type")]
+
+
+class LatenessConfig(_Section):
+    """Deadline alerts (UTC wall-clock times on the day after ``ds``, when the day's data is due)."""
+
+    # Off for `airflow dags test` / dag.test(): Airflow 3.3.0's dag.test() fails a *successful* run of a DAG
+    # with deadline alerts (it looks the alerts up by their definition instead of their stored id).
+    enabled: bool = True
+    drop_due: str = "06:00"  # feature_pipeline's run for ds not finished (drop, raw, features) by then
+    scores_due: str = "09:00"  # batch_score's run for ds not finished (scores published) by then
+    drift_max_hours: int = Field(default=30, ge=1)  # drift_monitor's run not finished this long after ds ended
+
+    @field_validator("drop_due", "scores_due")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"{value!r} is not a time of day HH:MM (24-hour, UTC)")
+        return value
+
+    def due_after_ds(self, hhmm: str) -> timedelta:
+        """How long after the start of ``ds`` (its logical date) a time of the next day is."""
+        hours, minutes = (int(part) for part in hhmm.split(":"))
+        return timedelta(days=1, hours=hours, minutes=minutes)
+
+
+class AlertsConfig(_Section):
+    """Where failure, lateness and drift/retraining alerts go: one or more channels, all of them each time."""
+
+    channels: list[AlertChannel] = Field(min_length=1)
+    airflow_url: str | None = None  # the UI links point here; None: Airflow's [api] base_url
+    lateness: LatenessConfig = Field(default_factory=LatenessConfig)
 
 
 class LooplineConfig(_Section):
@@ -290,6 +356,7 @@ class LooplineConfig(_Section):
     drift: DriftConfig
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
 
     @field_validator("version")
     @classmethod

@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from loopline.config import get_config
+from loopline.orchestration.alerts import LooplineNotifier
 
 OWNER = "loopline-data-platform"
 
@@ -33,6 +34,8 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_delay": timedelta(seconds=_RETRY.delay_seconds),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(seconds=_RETRY.max_delay_seconds),
+    # Called once a task's last try failed (retries exhausted): one alert on every channel of alerts.channels.
+    "on_failure_callback": [LooplineNotifier("failure")],
 }
 
 # Every DAG's doc_md carries these sections, so triage always starts from the same place.

@@ -88,12 +88,26 @@ def _fail_on_data_errors(call, *args, **kwargs):
 # transactions and its features roll their aggregates, so it starts only once D-1's ingest and publish_raw
 # (gate and commit) succeeded. Runs of a backfill still overlap in their later steps.
 @task.pyspark(**SPARK_TASK, wait_for_downstream=True)
-def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
-    """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting."""
+def ingest_drop(ds: str | None = None, spark: Any = None, params: dict | None = None) -> dict:
+    """Spark ingest of the day's drop into new, uncommitted raw versions; returns the row accounting.
+
+    With the trigger form's ``force_reingest`` off and the day's raw layer already published, skips (and
+    ``publish_raw`` with it): the features are rebuilt from the published raw partition.
+    """
     import logging
 
+    from loopline.orchestration.forms import param
     from spark_jobs import ingest
 
+    if not param(params, "force_reingest", True):
+        published = _published_raw(dt.date.fromisoformat(ds))
+        if published:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(
+                f"force_reingest is off and ds={ds} is already ingested ({published}): reusing the published raw "
+                "partition, rebuilding only the features"
+            )
     result = _fail_on_data_errors(ingest.run, spark, dt.date.fromisoformat(ds))
     log = logging.getLogger(__name__)
     for kind in ("transactions", "labels"):
@@ -112,6 +126,16 @@ def ingest_drop(ds: str | None = None, spark: Any = None) -> dict:
             f"; extra columns ignored: {counts['extra_columns']}" if counts["extra_columns"] else "",
         )
     return result
+
+
+def _published_raw(day: dt.date) -> str | None:
+    """The published version of the day's raw layer (transactions and labels both committed), else None."""
+    from loopline import lake as tables
+    from loopline.lake import Lake
+
+    lake = Lake(resolve_uri(get_config().storage.lake_uri))
+    versions = [lake.current_version(table, day) for table in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS)]
+    return None if None in versions else f"raw/transactions version {versions[0]}"
 
 
 # Write-audit-publish: the gate and the commit are one task, so a passed gate and its publish cannot be
@@ -160,7 +184,9 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
     return results
 
 
-@task.pyspark(**SPARK_TASK, depends_on_past=True)  # features are published day after day, in order
+# none_failed: runs after a skipped ingest too (force_reingest off, the raw partition reused); a failed or
+# upstream-failed ingest or raw gate still stops it.
+@task.pyspark(**SPARK_TASK, depends_on_past=True, trigger_rule="none_failed")  # day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
     from spark_jobs import features

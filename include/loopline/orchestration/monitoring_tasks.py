@@ -1,4 +1,4 @@
-"""Tasks of the ``drift_monitor`` DAG: detect drift, measure matured performance, decide, notify.
+"""Tasks of the ``drift_monitor`` DAG: detect drift, measure matured performance, decide.
 
 The logic is in :mod:`loopline.monitoring` and :mod:`loopline.drift`; these wrappers only fetch
 connections, turn a missing input into a skip with its message, and hand results over XCom.
@@ -7,13 +7,11 @@ connections, turn a missing input into a skip with its message, and hand results
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseNotifier, task
+from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
@@ -190,11 +188,21 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
 
 @task.branch(trigger_rule="none_failed")
 def decide_retraining(
-    drift: dict | None, performance: dict | None, ds: str | None = None, run_id: str | None = None, ti: Any = None
+    drift: dict | None,
+    performance: dict | None,
+    ds: str | None = None,
+    run_id: str | None = None,
+    ti: Any = None,
+    params: dict | None = None,
 ) -> str:
-    """Trigger ``train_model`` on drift or a performance drop, unless cooling down or training already runs."""
+    """Trigger ``train_model`` on drift or a performance drop, unless cooling down or training already runs.
+
+    The trigger form's ``dry_run`` records the decision without ever triggering; ``cooldown_hours`` overrides
+    ``drift.cooldown_hours`` for this run.
+    """
     from loopline import monitoring
     from loopline.drift import DriftResult, DriftTest
+    from loopline.orchestration.forms import param
 
     cfg = get_config()
     day = dt.date.fromisoformat(ds)
@@ -227,11 +235,12 @@ def decide_retraining(
             model_version=model_version,
             result=result,
             performance_drop=dropped,
-            cooldown_hours=cfg.drift.cooldown_hours,
+            cooldown_hours=param(params, "cooldown_hours", cfg.drift.cooldown_hours),
             training_active=active,
             train_run_id=target,
             airflow_run_id=run_id,
             triggered_run_exists=exists,
+            dry_run=bool(param(params, "dry_run", False)),
         )
     finally:
         conn.close()
@@ -291,57 +300,3 @@ def trigger_conf() -> dict[str, str]:
         "ds": "{{ ds }}",
         "cutoff": "{{ macros.ds_add(ds, 1) }}",  # everything known once the night is over
     }
-
-
-class DriftNotifier(BaseNotifier):
-    """Reports the night's drift verdict and retraining decision to ``drift.notify_target``.
-
-    ``log`` writes the task log; ``file`` appends one JSON line to ``drift.notify_file`` (the demo's default);
-    ``webhook`` POSTs the JSON (Slack-compatible ``text``) to the host of the Airflow connection
-    ``drift.notify_conn_id``, whose password, if any, is sent as a bearer token. A notifier never fails the
-    task it reports on: errors are logged.
-    """
-
-    def __init__(self, target: str | None = None):
-        super().__init__()
-        self.target = target
-
-    def notify(self, context: Any) -> None:
-        from loopline import monitoring
-        from loopline.config import resolve_uri
-
-        cfg = get_config()
-        ti = context["ti"]
-        message = monitoring.notification(
-            context["ds"],
-            ti.xcom_pull(task_ids="detect_drift"),
-            ti.xcom_pull(task_ids=DECIDE_TASK_ID, key="decision"),
-        )
-        target = self.target or cfg.drift.notify_target
-        try:
-            if target == "file":
-                path = Path(resolve_uri(cfg.drift.notify_file))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a", encoding="utf-8") as out:
-                    out.write(json.dumps(message, default=str) + "\n")
-            elif target == "webhook":
-                _post(cfg.drift.notify_conn_id, message)
-            self.log.info("%s", message["text"])
-        except Exception:  # a broken notification channel must not fail the monitoring itself
-            self.log.exception("could not notify %s", target)
-
-
-def _post(conn_id: str, message: dict) -> None:
-    from airflow.sdk import Connection
-
-    connection = Connection.get(conn_id)
-    url = connection.host if "://" in (connection.host or "") else connection.get_uri()
-    headers = {"Content-Type": "application/json"}
-    if connection.password:
-        headers["Authorization"] = f"Bearer {connection.password}"
-    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's configured connection
-        url, data=json.dumps(message, default=str).encode(), headers=headers, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        if response.status >= 300:
-            raise RuntimeError(f"webhook {conn_id} answered {response.status}")

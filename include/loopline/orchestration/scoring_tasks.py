@@ -26,25 +26,33 @@ def _client():
 
 
 @task  # no champion fails at once (AirflowFailException); registry outages keep the retries
-def resolve_models() -> dict:
-    """The champion's concrete version (required) and the challenger's (optional, for shadow scoring)."""
-    from loopline.scoring import CHALLENGER_ALIAS, CHAMPION_ALIAS, NoModel, resolve_model
+def resolve_models(params: dict | None = None) -> dict:
+    """The version that scores the day (required) and the challenger's (optional, for shadow scoring).
+
+    The trigger form decides which (:func:`loopline.orchestration.forms.score_params`): ``model_version`` (a
+    concrete version), else ``model_alias`` (``champion`` for scheduled runs); ``shadow`` turns the challenger
+    off or on for this run.
+    """
+    from loopline.orchestration.forms import param
+    from loopline.scoring import CHALLENGER_ALIAS, CHAMPION_ALIAS, NoModel, resolve_model, resolve_version
 
     cfg = get_config()
     client = _client()
     name = cfg.mlflow.registered_model
+    version = param(params, "model_version", None)
+    alias = param(params, "model_alias", CHAMPION_ALIAS)
     try:
-        champion = resolve_model(client, name, CHAMPION_ALIAS)
+        primary = resolve_version(client, name, int(version)) if version else resolve_model(client, name, alias)
     except NoModel as exc:
-        raise AirflowFailException(f"no champion to score with: {exc}") from exc
+        raise AirflowFailException(f"no model to score with: {exc}") from exc
     challenger = None
-    if cfg.scoring.shadow:
+    if param(params, "shadow", cfg.scoring.shadow) and primary.alias != CHALLENGER_ALIAS:
         try:
             found = resolve_model(client, name, CHALLENGER_ALIAS)
-            challenger = found.as_dict() if found.version != champion.version else None
+            challenger = found.as_dict() if found.version != primary.version else None
         except NoModel:
             challenger = None
-    return {"champion": champion.as_dict(), "challenger": challenger}
+    return {"champion": primary.as_dict(), "challenger": challenger}
 
 
 def verified_package(cfg: Any, model: Any, tracking: str) -> bytes:
