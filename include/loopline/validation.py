@@ -55,6 +55,7 @@ __all__ = [
 
 GX_DIR = Path(__file__).resolve().parents[1] / "gx"
 PARAMETER_KEY = "$PARAMETER"
+FOR_EACH = "for_each"
 # Sanity bounds on the daily mean of amount_eur for the features suite; callers usually pass tighter ones.
 DEFAULT_AMOUNT_MEAN_BOUNDS = (1.0, 5_000.0)
 # GX reports at most this many example values per failed expectation ("SUMMARY" result format).
@@ -155,11 +156,18 @@ def default_params() -> dict[str, Any]:
     """
     from loopline.config import get_config
 
-    validation = get_config().validation
+    cfg = get_config()
+    validation = cfg.validation
+    features = schemas.feature_schema(cfg.features.windows)
     return {
         "raw_transaction_columns": sorted(schemas.RAW_TRANSACTION_TYPES),
         "raw_label_columns": sorted(schemas.RAW_LABEL_TYPES),
-        "feature_columns": list(schemas.FEATURE_COLUMNS),
+        "feature_columns": list(features.columns),
+        # the columns named from features.windows (expanded by "for_each" expectations)
+        "window_columns": [*features.count_columns, *features.sum_columns],
+        "window_count_columns": list(features.count_columns),
+        "window_sum_columns": list(features.sum_columns),
+        "average_columns": list(features.average_columns[:2]),  # the z-score may be null or negative
         "channels": list(schemas.CHANNELS),
         "currencies": sorted(schemas.FX_TO_EUR),
         "max_amount_eur": schemas.MAX_AMOUNT_EUR,
@@ -202,10 +210,28 @@ def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
     return node
 
 
+def _needed(expectations: list[Any]) -> set[str]:
+    """Parameters of a suite's expectations: ``$PARAMETER`` names and ``for_each`` lists (an expectation with
+    ``"for_each": "<list parameter>"`` is repeated for each item, its ``{"$PARAMETER": "for_each"}`` the item)."""
+    names = _find_parameters(expectations) - {FOR_EACH}
+    return names | {spec[FOR_EACH] for spec in expectations if isinstance(spec, dict) and FOR_EACH in spec}
+
+
+def _expand(expectations: list[Any], values: Mapping[str, Any]) -> list[Any]:
+    out = []
+    for spec in expectations:
+        if isinstance(spec, dict) and FOR_EACH in spec:
+            template = {key: value for key, value in spec.items() if key != FOR_EACH}
+            out += [_substitute(template, {**values, FOR_EACH: item}) for item in values[spec[FOR_EACH]]]
+        else:
+            out.append(_substitute(spec, values))
+    return out
+
+
 def suite_parameters(name: str) -> set[str]:
-    """The ``$PARAMETER`` names suite ``name`` uses."""
+    """The parameter names suite ``name`` uses."""
     document = json.loads(_suite_path(name).read_text(encoding="utf-8"))
-    return _find_parameters(document.get("expectations", []))
+    return _needed(document.get("expectations", []))
 
 
 def _resolved_expectations(name: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -218,10 +244,10 @@ def _resolved_expectations(name: str, params: Mapping[str, Any] | None) -> list[
     if not isinstance(expectations, list) or not expectations:
         raise ValueError(f"GX suite file {path} has no 'expectations' list")
     values = {**default_params(), **(params or {})}
-    missing = sorted(_find_parameters(expectations) - set(values))
+    missing = sorted(_needed(expectations) - set(values))
     if missing:
         raise ValueError(f"GX suite {name!r} needs parameters {missing}; pass them in params")
-    return _substitute(expectations, values)
+    return _expand(expectations, values)
 
 
 def load_suite(name: str, params: dict[str, Any] | None = None) -> gx.ExpectationSuite:

@@ -99,8 +99,20 @@ class MlflowConfig(_Section):
     conn_id: str = "loopline_mlflow"
 
 
+MAX_HOUR_WINDOW = 24  # sliding windows read today's and the previous day's transactions only
+MAX_DAY_WINDOW = 62  # the rolling state's days bitmap is a signed 64-bit integer
+
+
 class FeaturesConfig(_Section):
-    windows: list[str]
+    """``windows``: customer velocity windows, each giving the features ``cnt_<w>`` and ``sum_<w>``.
+
+    ``<n>h`` (1-24) is an exact sliding window ending one second before the transaction; ``<n>d`` (1-62) is
+    day-aligned: the ``n`` full days before the transaction's day plus that day before it. The longest day
+    window also names the averages (``avg_amount_<w>``, ``amount_to_avg_<w>``, ``amount_zscore_<w>``) and
+    bounds the novelty flags and ``customer_history_days``; at least one day window is required.
+    """
+
+    windows: list[str] = Field(min_length=1)
     label_maturity_days: int = Field(ge=1)
     risk_prior_strength: float = Field(gt=0)
     risk_window_days: int = Field(ge=1)
@@ -109,8 +121,27 @@ class FeaturesConfig(_Section):
     @classmethod
     def _windows(cls, value: list[str]) -> list[str]:
         for window in value:
-            if not _WINDOW.match(window):
+            match = _WINDOW.match(window)
+            if not match:
                 raise ValueError(f"window {window!r} must look like '1h' or '7d'")
+            number, unit = int(match.group(1)), match.group(2)
+            if unit == "h" and not 1 <= number <= MAX_HOUR_WINDOW:
+                raise ValueError(
+                    f"window {window!r}: hour windows are sliding and span 1-{MAX_HOUR_WINDOW}h; "
+                    "write longer ones in days (e.g. '2d')"
+                )
+            if unit == "d" and not 1 <= number <= MAX_DAY_WINDOW:
+                raise ValueError(f"window {window!r}: day windows span 1-{MAX_DAY_WINDOW} days")
+            if str(number) + unit != window:
+                raise ValueError(f"window {window!r}: write it without leading zeros ('{number}{unit}')")
+        twice = sorted({window for window in value if value.count(window) > 1})
+        if twice:
+            raise ValueError(f"window(s) listed twice: {', '.join(twice)}")
+        if not any(window.endswith("d") for window in value):
+            raise ValueError(
+                "at least one day window (e.g. '30d') is needed: the longest one names the averages and "
+                "bounds the novelty flags"
+            )
         return value
 
     def window_hours(self) -> dict[str, int]:
@@ -120,6 +151,19 @@ class FeaturesConfig(_Section):
             number, unit = _WINDOW.match(window).groups()  # type: ignore[union-attr]
             out[window] = int(number) * (24 if unit == "d" else 1)
         return out
+
+    def hour_windows(self) -> dict[str, int]:
+        """The sliding windows (``h``), in hours, in configuration order."""
+        return {w: int(w[:-1]) for w in self.windows if w.endswith("h")}
+
+    def day_windows(self) -> dict[str, int]:
+        """The day-aligned windows (``d``), in days, in configuration order."""
+        return {w: int(w[:-1]) for w in self.windows if w.endswith("d")}
+
+    def long_window(self) -> str:
+        """The longest day window (``'30d'``): it names the average-amount features."""
+        days = self.day_windows()
+        return max(days, key=days.__getitem__)
 
 
 class ValidationConfig(_Section):
