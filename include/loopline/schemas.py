@@ -23,11 +23,9 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
 )
 LABEL_COLUMNS: tuple[str, ...] = ("transaction_id", "is_fraud", "reported_at")
 
-CHANNELS: tuple[str, ...] = ("pos", "online", "atm")
+# Reference data (currencies and their EUR rates, channels, countries, the amount limit) is configuration:
+# the ``reference`` section of loopline.yaml, read through loopline.reference.
 CARD_PRESENT_VALUES: tuple[str, ...] = ("true", "false")
-# Reference rates to EUR for normalising amounts; a currency outside this table is quarantined.
-FX_TO_EUR: dict[str, float] = {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.04, "SEK": 0.088, "PLN": 0.23}
-MAX_AMOUNT_EUR = 100_000.0  # anything above is treated as a data error, not a purchase
 MAX_FIELD_CHARS = 256  # longer values are a runaway quote or a blob, never an id, a name or a timestamp
 
 # Raw lake table (typed, one partition per ds).

@@ -7,9 +7,11 @@ column, what was observed and where the rendered report (GX Data Docs) lies.
 
 Suites are static files. Values that depend on the day or the deployment are *suite parameters*, written in
 GX's own syntax ``{"$PARAMETER": "name"}``; :func:`load_suite` substitutes them from :func:`default_params`
-(column lists, channels, currencies and limits from :mod:`loopline.schemas`, thresholds from the
-``validation`` config section) overlaid with the caller's ``params``. A parameter the suite needs but nobody
-supplies is an error naming it, never a silently skipped check.
+(column lists from :mod:`loopline.schemas`, channels, currencies, countries and limits from the
+``reference`` config section, thresholds from the ``validation`` section) overlaid with the caller's
+``params``. A parameter the suite needs but nobody supplies is an error naming it, never a silently skipped
+check. ``for_each`` repeats an expectation per item of a list parameter (the window columns); ``when`` leaves
+one out while its parameter is null (``reference.countries: null``).
 
 Each gate runs in its own ephemeral (in-memory) GX context: no ``great_expectations.yml``, nothing shared
 between runs. Great Expectations is imported inside the functions that need it (it takes seconds to
@@ -56,6 +58,7 @@ __all__ = [
 GX_DIR = Path(__file__).resolve().parents[1] / "gx"
 PARAMETER_KEY = "$PARAMETER"
 FOR_EACH = "for_each"
+WHEN = "when"
 # Sanity bounds on the daily mean of amount_eur for the features suite; callers usually pass tighter ones.
 DEFAULT_AMOUNT_MEAN_BOUNDS = (1.0, 5_000.0)
 # GX reports at most this many example values per failed expectation ("SUMMARY" result format).
@@ -150,7 +153,9 @@ def suite_names() -> list[str]:
 def default_params() -> dict[str, Any]:
     """Suite parameters every gate gets unless the caller overrides them.
 
-    Contract values come from :mod:`loopline.schemas`, thresholds from ``get_config().validation``;
+    Column lists come from :mod:`loopline.schemas` (the feature columns from ``features.windows``), reference
+    data (channels, currencies, countries, the amount limit) from ``get_config().reference``, thresholds from
+    ``get_config().validation``;
     ``max_rows`` defaults to ``None`` (no upper bound) and the features suite's amount-mean bounds to
     :data:`DEFAULT_AMOUNT_MEAN_BOUNDS`.
     """
@@ -168,9 +173,10 @@ def default_params() -> dict[str, Any]:
         "window_count_columns": list(features.count_columns),
         "window_sum_columns": list(features.sum_columns),
         "average_columns": list(features.average_columns[:2]),  # the z-score may be null or negative
-        "channels": list(schemas.CHANNELS),
-        "currencies": sorted(schemas.FX_TO_EUR),
-        "max_amount_eur": schemas.MAX_AMOUNT_EUR,
+        "channels": list(cfg.reference.channels),
+        "currencies": sorted(cfg.reference.currencies),
+        "countries": list(cfg.reference.countries) if cfg.reference.countries is not None else None,
+        "max_amount_eur": cfg.reference.max_amount_eur,
         "min_rows": validation.min_rows,
         "max_rows": None,
         "max_quarantine_rate": validation.max_quarantine_rate,
@@ -211,15 +217,22 @@ def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
 
 
 def _needed(expectations: list[Any]) -> set[str]:
-    """Parameters of a suite's expectations: ``$PARAMETER`` names and ``for_each`` lists (an expectation with
-    ``"for_each": "<list parameter>"`` is repeated for each item, its ``{"$PARAMETER": "for_each"}`` the item)."""
+    """Parameters of a suite's expectations: ``$PARAMETER`` names, ``for_each`` lists (an expectation with
+    ``"for_each": "<list parameter>"`` is repeated for each item, its ``{"$PARAMETER": "for_each"}`` the item)
+    and ``when`` switches (an expectation with ``"when": "<parameter>"`` is left out while it is null)."""
     names = _find_parameters(expectations) - {FOR_EACH}
-    return names | {spec[FOR_EACH] for spec in expectations if isinstance(spec, dict) and FOR_EACH in spec}
+    for key in (FOR_EACH, WHEN):
+        names |= {spec[key] for spec in expectations if isinstance(spec, dict) and key in spec}
+    return names
 
 
 def _expand(expectations: list[Any], values: Mapping[str, Any]) -> list[Any]:
     out = []
     for spec in expectations:
+        if isinstance(spec, dict) and WHEN in spec:
+            if values[spec[WHEN]] is None:
+                continue  # the optional check is off (its parameter is null)
+            spec = {key: value for key, value in spec.items() if key != WHEN}
         if isinstance(spec, dict) and FOR_EACH in spec:
             template = {key: value for key, value in spec.items() if key != FOR_EACH}
             out += [_substitute(template, {**values, FOR_EACH: item}) for item in values[spec[FOR_EACH]]]

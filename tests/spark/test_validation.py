@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from loopline import schemas
+from loopline.synth import CHANNELS
 from loopline.validation import (
     GX_DIR,
     FailedExpectation,
@@ -62,7 +63,7 @@ def raw_rows(n: int = 6) -> list[dict]:
             "amount": 10.0 + i,
             "currency": ("EUR", "USD", "GBP")[i % 3],
             "amount_eur": 9.5 + i,
-            "channel": schemas.CHANNELS[i % 3],
+            "channel": CHANNELS[i % 3],
             "country": ("DE", "FR")[i % 2],
             "card_present": i % 2 == 0,
             "source_file": "transactions/ds=2026-01-05/part-00000.csv",
@@ -87,7 +88,7 @@ def feature_rows(n: int = 8) -> list[dict]:
             "customer_id": f"c{i % 3}",
             "merchant_id": f"m{i % 2}",
             "event_time": START + dt.timedelta(hours=i),
-            "channel": schemas.CHANNELS[i % 3],
+            "channel": CHANNELS[i % 3],
             "merchant_category": "grocery",
             "country": "DE",
             "amount_eur": 20.0 + i,

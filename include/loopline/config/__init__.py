@@ -166,6 +166,73 @@ class FeaturesConfig(_Section):
         return max(days, key=days.__getitem__)
 
 
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class FxConfig(_Section):
+    """Where the EUR rates come from, and what a day without one does."""
+
+    # static: ``reference.currencies`` rates every day; daily: the ``fx_rates`` landing input of the day
+    # (``fx_rates/ds=YYYY-MM-DD/*.csv`` with ``currency,rate_to_eur`` and a ``_SUCCESS`` marker).
+    source: Literal["static", "daily"] = "static"
+    # daily: a currency without a rate on ``ds`` takes its newest rate of the ``max_age_days`` days before;
+    # older or none: its rows are quarantined (``no_fx_rate``), naming the day and the currency.
+    max_age_days: int = Field(default=3, ge=0, le=31)
+
+
+class ReferenceConfig(_Section):
+    """Reference data of the landing contract: what a valid transaction may contain.
+
+    ``currencies``: accepted ISO-4217 codes and their EUR rate (the rate of every day with ``fx.source:
+    static``; null: only from the daily rates input). ``countries``: accepted ISO-3166 alpha-2 codes (null:
+    any two capital letters). ``channels``: accepted channels. ``max_amount_eur``: anything above is a data
+    error, not a purchase.
+    """
+
+    currencies: dict[str, float | None] = Field(min_length=1)
+    fx: FxConfig = Field(default_factory=FxConfig)
+    channels: list[str] = Field(min_length=1)
+    countries: list[str] | None = None
+    max_amount_eur: float = Field(gt=0)
+
+    @field_validator("currencies")
+    @classmethod
+    def _currencies(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for code, rate in value.items():
+            if not _CURRENCY.match(code):
+                raise ValueError(f"currency {code!r} must be an upper-case ISO-4217 code such as 'EUR'")
+            if rate is not None and not rate > 0:
+                raise ValueError(f"currency {code}: rate to EUR must be positive or null, got {rate}")
+        if value.get("EUR", 1.0) != 1.0:
+            raise ValueError("EUR's rate to EUR is 1.0")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if c != c.strip().lower() or not c]
+        if bad:
+            raise ValueError(f"channels are compared in lower case: {bad}")
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str] | None) -> list[str] | None:
+        bad = [c for c in value or [] if not _COUNTRY.match(c)]
+        if bad:
+            raise ValueError(f"countries must be ISO-3166 alpha-2 codes in upper case: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _static_rates(self) -> ReferenceConfig:
+        if self.fx.source == "static":
+            missing = sorted(code for code, rate in self.currencies.items() if rate is None and code != "EUR")
+            if missing:
+                raise ValueError(f"fx.source is static but currencies {missing} have no rate: give one or use daily")
+        return self
+
+
 class ValidationConfig(_Section):
     max_quarantine_rate: float = Field(ge=0, le=1)
     row_count_lookback_days: int = Field(ge=1)
@@ -332,6 +399,7 @@ class LooplineConfig(_Section):
     gate: GateConfig
     scoring: ScoringConfig
     drift: DriftConfig
+    reference: ReferenceConfig
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
