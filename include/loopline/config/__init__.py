@@ -204,7 +204,7 @@ class ReferenceConfig(_Section):
                 raise ValueError(f"currency {code!r} must be an upper-case ISO-4217 code such as 'EUR'")
             if rate is not None and not rate > 0:
                 raise ValueError(f"currency {code}: rate to EUR must be positive or null, got {rate}")
-        if value.get("EUR", 1.0) != 1.0:
+        if value.get("EUR") not in (None, 1.0):
             raise ValueError("EUR's rate to EUR is 1.0")
         return value
 
