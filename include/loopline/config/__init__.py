@@ -233,6 +233,61 @@ class ReferenceConfig(_Section):
         return self
 
 
+class LandingSource(_Section):
+    """The input arrives as a landing drop (files and a ``_SUCCESS`` marker): the default."""
+
+    kind: Literal["landing"] = "landing"
+
+
+class PostgresSource(_Section):
+    """The input is a PostgreSQL table or query; each day's rows (``event_time_column`` in the day, UTC) are
+    extracted into the day's landing drop, which the ingest then reads like any other.
+
+    ``table`` (``schema.table``) or ``query`` (a SELECT with ``%(start)s`` / ``%(end)s`` placeholders)
+    yields the landing contract's columns by name. The day is closed when ``watermark_query`` (default: the
+    maximum of ``event_time_column``) reaches the day's end plus ``allowed_lateness_minutes``.
+    """
+
+    kind: Literal["postgres"]
+    conn_id: str
+    table: str | None = None
+    query: str | None = None
+    event_time_column: str
+    watermark_query: str | None = None
+    allowed_lateness_minutes: int = Field(default=60, ge=0)
+    timeout_seconds: int = Field(default=900, ge=1)
+    fetch_rows: int = Field(default=10_000, ge=1)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None and not all(_IDENTIFIER.match(part) for part in value.split(".")):
+            raise ValueError(f"{value!r} must be a plain (schema.)table name; use query for anything else")
+        return value
+
+    @field_validator("event_time_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain lower-case column name")
+        return value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of table or query")
+        if self.query is not None and self.watermark_query is None:
+            raise ValueError("a query source needs a watermark_query (when is a day closed?)")
+        return self
+
+
+class SourcesConfig(_Section):
+    """Where each input comes from: ``landing`` (the drop contract) or ``postgres``."""
+
+    transactions: LandingSource | PostgresSource = Field(default_factory=LandingSource, discriminator="kind")
+    labels: LandingSource | PostgresSource = Field(default_factory=LandingSource, discriminator="kind")
+
+
 class ValidationConfig(_Section):
     max_quarantine_rate: float = Field(ge=0, le=1)
     row_count_lookback_days: int = Field(ge=1)
@@ -400,6 +455,7 @@ class LooplineConfig(_Section):
     scoring: ScoringConfig
     drift: DriftConfig
     reference: ReferenceConfig
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
