@@ -1,0 +1,88 @@
+"""The tasks before ``ingest_drop`` that fit each input's source (``sources`` in loopline.yaml).
+
+Landing inputs: the marker sensor (:func:`loopline.orchestration.sensors.landing_sensor`). PostgreSQL
+inputs: a sensor that waits (rescheduling, no slot held) until the source's watermark closes the day, then
+``extract_sources``, which writes the day's drop of each such input through the SQL provider's hook
+(:func:`loopline.sources.extract_day`); the ingest then reads every drop the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import get_current_context, task
+
+from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.landing import KINDS
+from loopline.orchestration.sensors import landing_sensor
+
+
+def _postgres_kinds(cfg: LooplineConfig) -> list[str]:
+    return [kind for kind in KINDS if getattr(cfg.sources, kind).kind == "postgres"]
+
+
+def _connection(conn_id: str):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
+@task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
+def wait_for_source_day(kinds: list[str]) -> bool:
+    """True once every PostgreSQL source's watermark has passed the end of ``ds`` plus its lateness."""
+    import datetime as dt
+
+    from loopline.sources import day_closed
+
+    cfg = get_config()
+    ds = dt.date.fromisoformat(get_current_context()["ds"])
+    for kind in kinds:
+        source = getattr(cfg.sources, kind)
+        conn = _connection(source.conn_id)
+        try:
+            if not day_closed(conn, source, ds):
+                print(
+                    f"{kind}: {source.table or 'query'} has not closed ds={ds} yet (watermark before its end + "
+                    f"{source.allowed_lateness_minutes} min)"
+                )
+                return False
+        finally:
+            conn.close()
+    return True
+
+
+@task(task_id="extract_sources")
+def extract_sources(kinds: list[str]) -> dict[str, Any]:
+    """Extract ``ds`` of each PostgreSQL input into its landing drop (replacing the day's drop whole)."""
+    import datetime as dt
+
+    from loopline.sources import extract_day
+
+    cfg = get_config()
+    ds = dt.date.fromisoformat(get_current_context()["ds"])
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        source = getattr(cfg.sources, kind)
+        conn = _connection(source.conn_id)
+        try:
+            extracted = extract_day(conn, source, kind, ds, resolve_uri(cfg.storage.landing_uri))
+        finally:
+            conn.close()
+        out[kind] = {"rows": extracted.rows, "files": extracted.files}
+    return out
+
+
+def wait_for_inputs(cfg: LooplineConfig):
+    """The task that ``ingest_drop`` follows: the landing sensor alone, or sensors and the extraction."""
+    postgres = _postgres_kinds(cfg)
+    if not postgres:
+        return landing_sensor(cfg)
+    landing = [kind for kind in KINDS if kind not in postgres]
+    closed = wait_for_source_day.override(
+        poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.validation.sensor_timeout_seconds
+    )(postgres)
+    extracted = extract_sources(postgres)
+    if landing:
+        landing_sensor(cfg, landing) >> extracted
+    closed >> extracted
+    return extracted
