@@ -1,5 +1,6 @@
-"""Sources other than the landing drop: a PostgreSQL table or query, extracted one day at a time into the
-day's landing drop, so that the ingest, its quarantine and its gates are the same for every source.
+"""Sources other than the landing drop: a PostgreSQL table or query, or an object-store prefix per day, brought
+one day at a time into the day's landing drop, so that the ingest, its quarantine and its gates are the same
+for every source (:func:`extract_day`, :func:`copy_s3_day`).
 
 :func:`extract_day` streams the day's rows (``event_time_column`` in ``[ds, ds + 1 day)`` UTC) through a
 server-side cursor, ``fetch_rows`` at a time, never the whole table in memory, into gzip CSV files with the
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loopline.config import PostgresSource
+from loopline.config import PostgresSource, S3Source
 from loopline.landing import MARKER
 from loopline.schemas import LABEL_COLUMNS, TRANSACTION_COLUMNS
 
@@ -49,7 +50,7 @@ class SourceError(RuntimeError):
 class Extracted:
     kind: str
     ds: str
-    rows: int
+    rows: int  # -1: copied files, rows not counted (the ingest counts them)
     files: list[str]
     folder: str
 
@@ -96,10 +97,8 @@ def extract_day(conn: Any, source: PostgresSource, kind: str, ds: dt.date, landi
     untouched. Timestamps must be ``timestamptz`` (written as ISO-8601 UTC); every other value is written as
     text and checked by the ingest like a landing file's.
     """
-    if "://" in landing_root and not landing_root.startswith("file://"):
-        raise SourceError(f"postgres source for {kind}: extraction into {landing_root} needs a local landing folder")
-    root = Path(landing_root.removeprefix("file://"))
     where = f"postgres source {source.table or 'query'} ({kind}, ds={ds})"
+    root = _local_root(landing_root, where)
     start, end = _day_bounds(ds)
     final = root / kind / f"ds={ds}"
     staging = root / kind / f".ds={ds}.extract-{uuid.uuid4().hex[:8]}"
@@ -147,15 +146,70 @@ def extract_day(conn: Any, source: PostgresSource, kind: str, ds: dt.date, landi
         shutil.rmtree(staging, ignore_errors=True)
         _rollback(conn)
         raise SourceError(f"{where}: extraction failed: {type(exc).__name__}: {str(exc).strip()}") from exc
-    # Replace the day as a whole, then mark it complete: a reader sees the old drop, no drop, or the new one.
-    previous = final.with_name(f".ds={ds}.replaced-{uuid.uuid4().hex[:8]}")
+    _replace_day(staging, final)
+    log.info("%s: %d row(s) into %s", where, rows, final)
+    return Extracted(kind, str(ds), rows, files, str(final))
+
+
+def _local_root(landing_root: str, what: str) -> Path:
+    if "://" in landing_root and not landing_root.startswith("file://"):
+        raise SourceError(f"{what}: extraction into {landing_root} needs a local landing folder")
+    return Path(landing_root.removeprefix("file://"))
+
+
+def _replace_day(staging: Path, final: Path) -> None:
+    """Replace the day's drop as a whole, then mark it complete: a reader sees the old drop (or none) until
+    the new one is complete."""
+    previous = final.with_name(f".{final.name}.replaced-{uuid.uuid4().hex[:8]}")
+    marker = final / MARKER
+    if marker.exists():
+        marker.unlink()  # the old drop stops being complete before it moves away
     if final.exists():
         final.rename(previous)
     staging.rename(final)
     (final / MARKER).touch()
     shutil.rmtree(previous, ignore_errors=True)
-    log.info("%s: %d row(s) into %s", where, rows, final)
-    return Extracted(kind, str(ds), rows, files, str(final))
+
+
+def copy_s3_day(source: S3Source, kind: str, ds: dt.date, landing_root: str, conn_id: str | None = None) -> Extracted:
+    """Copy the day's objects under ``source.prefix`` (``{ds}`` filled in) into the day's landing drop.
+
+    The prefix must hold a ``_SUCCESS`` marker (the producer's "complete"); data objects are every object
+    but the marker and hidden ones (``_`` or ``.`` names). Raises :class:`SourceError` naming the prefix and
+    the day; the day's existing drop is untouched on failure.
+    """
+    from loopline import objectstore
+
+    prefix = source.prefix.replace("{ds}", str(ds))
+    where = f"s3 source {prefix} ({kind}, ds={ds})"
+    root = _local_root(landing_root, where)
+    bucket, key_prefix = objectstore.split(prefix + "/")
+    final = root / kind / f"ds={ds}"
+    staging = root / kind / f".ds={ds}.extract-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    files: list[str] = []
+    try:
+        with objectstore.s3(conn_id) as s3:
+            keys = []
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+                keys += [item["Key"] for item in page.get("Contents", [])]
+            names = {key[len(key_prefix) :]: key for key in keys if "/" not in key[len(key_prefix) :]}
+            if MARKER not in names:
+                raise SourceError(f"{where}: no {MARKER} marker: the day's export is not complete")
+            for name, key in sorted(names.items()):
+                if name.startswith(("_", ".")):
+                    continue
+                s3.download_file(bucket, key, str(staging / name))
+                files.append(name)
+    except SourceError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    except Exception as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SourceError(f"{where}: copy failed: {type(exc).__name__}: {str(exc).strip()}") from exc
+    _replace_day(staging, final)
+    log.info("%s: %d file(s) into %s", where, len(files), final)
+    return Extracted(kind, str(ds), -1, files, str(final))
 
 
 def _rollback(conn: Any) -> None:

@@ -37,3 +37,11 @@ def test_a_postgres_source_waits_for_its_day_then_extracts():
     assert edges["wait_for_source_day"] == ["extract_sources"]
     assert edges["wait_for_drop"] == ["extract_sources"]  # labels still arrive as a landing drop
     assert edges["extract_sources"] == ["ingest_drop"]
+
+
+def test_an_s3_source_waits_for_its_export_marker_then_copies():
+    source = "{kind: s3, prefix: 's3://exports/labels/date={ds}'}"
+    edges = _edges({"LOOPLINE__SOURCES__LABELS": source})
+    assert edges["wait_for_s3_export"] == ["extract_sources"]
+    assert edges["wait_for_drop"] == ["extract_sources"]
+    assert edges["extract_sources"] == ["ingest_drop"]

@@ -281,11 +281,27 @@ class PostgresSource(_Section):
         return self
 
 
-class SourcesConfig(_Section):
-    """Where each input comes from: ``landing`` (the drop contract) or ``postgres``."""
+class S3Source(_Section):
+    """The input is a prefix per day in an object store (reached through ``storage.aws_conn_id``): ``prefix``
+    with a ``{ds}`` placeholder, e.g. ``s3://exports/payments/date={ds}``, holding the day's contract files
+    and a ``_SUCCESS`` marker written last; the day's objects are copied into the day's landing drop."""
 
-    transactions: LandingSource | PostgresSource = Field(default_factory=LandingSource, discriminator="kind")
-    labels: LandingSource | PostgresSource = Field(default_factory=LandingSource, discriminator="kind")
+    kind: Literal["s3"]
+    prefix: str
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("s3://") or "{ds}" not in value:
+            raise ValueError(f"{value!r} must be an s3:// prefix containing {{ds}}")
+        return value.rstrip("/")
+
+
+class SourcesConfig(_Section):
+    """Where each input comes from: ``landing`` (the drop contract), ``postgres`` or ``s3``."""
+
+    transactions: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
+    labels: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
 
 
 class ValidationConfig(_Section):
