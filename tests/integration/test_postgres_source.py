@@ -1,5 +1,6 @@
-"""A PostgreSQL source gives the same raw partitions as the landing drop of the same generated day: the day's
-rows are extracted (server-side cursor) into the day's drop, which the ingest reads with the same checks.
+"""A PostgreSQL source gives the same raw and feature partitions as the landing drop of the same generated
+days: each day's rows are extracted (server-side cursor) into the day's drop, which the ingest reads with the
+same checks.
 Re-extraction replaces the day; a failing, slow or mistyped query names the source and the day and leaves
 the existing drop alone; the watermark decides when a day is closed."""
 
@@ -101,28 +102,43 @@ def _raw(spark, lake: Lake, table: str, version: str) -> list[tuple]:
     return sorted((tuple(r) for r in frame.collect()), key=repr)
 
 
-def test_postgres_and_landing_give_the_same_raw_day(spark, source_db):
-    from spark_jobs import ingest
+def test_postgres_and_landing_give_the_same_raw_and_feature_partitions(spark, source_db):
+    from spark_jobs import features, ingest
 
     _pg, conn, schema, files, root = source_db
     landing = root / "from_pg"
-    for kind in ("transactions", "labels"):
-        extracted = extract_day(conn, _source(schema, kind, fetch_rows=50), kind, DS, str(landing))
-        assert extracted.rows == len(_day_rows(files, kind))
-    assert Landing(str(landing)).is_complete("transactions", str(DS))
+    days = [START + dt.timedelta(days=i) for i in range((DS - START).days + 1)]
+    for day in days:
+        for kind in ("transactions", "labels"):
+            extract_day(conn, _source(schema, kind, fetch_rows=50), kind, day, str(landing))
+    assert extract_day(conn, _source(schema, "transactions"), "transactions", DS, str(landing)).rows == len(
+        _day_rows(files, "transactions")
+    )
     assert Landing(str(landing)).is_complete("labels", str(DS))
 
-    by_file = ingest.run(spark, DS, _cfg(files, root / "lake_files"))
-    by_pg = ingest.run(spark, DS, _cfg(landing, root / "lake_pg"))
+    results = {}
+    for name, drop in (("files", files), ("pg", landing)):
+        cfg = _cfg(drop, root / f"lake_{name}")
+        for day in days:
+            ingested = ingest.run(spark, day, cfg)
+            ingest.publish(day, ingested["tables"], cfg=cfg)
+        results[name] = (ingested, features.run(spark, DS, cfg))
+    (by_file, built_file), (by_pg, built_pg) = results["files"], results["pg"]
     for kind in ("transactions", "labels"):
-        counts_file = {k: v for k, v in by_file[kind].items() if k not in ("files",)}
-        counts_pg = {k: v for k, v in by_pg[kind].items() if k not in ("files",)}
+        counts_file = {k: v for k, v in by_file[kind].items() if k != "files"}
+        counts_pg = {k: v for k, v in by_pg[kind].items() if k != "files"}
         assert counts_pg == counts_file, kind
     assert by_pg["transactions"]["rows_written"] == 400
     for table in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.CUSTOMER_DAILY):
         from_files = _raw(spark, Lake(str(root / "lake_files")), table, by_file["version"])
         from_pg = _raw(spark, Lake(str(root / "lake_pg")), table, by_pg["version"])
         assert from_pg == from_files, f"{table}: the postgres source differs from the landing drop"
+    feature_rows = [
+        sorted((tuple(r) for r in spark.read.parquet(built["uri"]).collect()), key=repr)
+        for built in (built_file, built_pg)
+    ]
+    assert len(feature_rows[0]) == 400
+    assert feature_rows[1] == feature_rows[0], "features from the postgres source differ from the landing drop's"
 
 
 def test_reextracting_a_day_replaces_it_with_late_updates(source_db, tmp_path):
