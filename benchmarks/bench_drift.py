@@ -65,11 +65,12 @@ def bench_night(rows: int) -> None:
 
 
 def raw_features(landing: Path, day: dt.date) -> pd.DataFrame:
-    from loopline.schemas import FX_TO_EUR
+    from loopline.config import get_config
+    from loopline.reference import static_rates
 
     folder = landing / "transactions" / f"ds={day}"
     raw = pd.concat(pd.read_csv(path, dtype={"card_present": str}) for path in sorted(folder.glob("*.csv*")))
-    amount = raw["amount"] * raw["currency"].map(FX_TO_EUR)
+    amount = raw["amount"] * raw["currency"].map(static_rates(get_config().reference))
     return pd.DataFrame(
         {
             "amount_eur": amount,

@@ -11,7 +11,7 @@ from loopline.orchestration.alerts import deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.forms import feature_params
 from loopline.orchestration.links import ValidationReportLink, attach
-from loopline.orchestration.sensors import landing_sensor
+from loopline.orchestration.source_tasks import wait_for_inputs
 
 DOC = """
 # feature_pipeline
@@ -81,7 +81,7 @@ with DAG(
     ingested = t.ingest_drop()
     built = t.build_features()
     chain(
-        landing_sensor(cfg),
+        wait_for_inputs(cfg),
         ingested,
         attach(t.publish_raw(ingested), ValidationReportLink()),
         built,

@@ -3,19 +3,19 @@
 No leakage: a transaction's features use only transactions strictly before its event time (the previous
 days through a rolling state, the same day through windows that end one second before it) and only labels
 reported before ``ds``. The cost does not grow with the length of history: the job reads the day's raw
-partition, the previous day's (for the 1h/24h windows across midnight), yesterday's state and the few
+partition, the previous day's (for the hour windows across midnight), yesterday's state and the few
 daily aggregate partitions that enter or leave the windows, never months of transactions.
 
 The rolling state partition ``ds=D`` holds the history available to day D, in three narrow tables:
 
-- ``state/customer_window``: per customer and country, the counts and whole-cent sums of the short and long
-  windows (days D-short..D-1 and D-long..D-1), the last transaction time and a bitmap of active days;
+- ``state/customer_window``: per customer and country, the counts and whole-cent sums of every day window of
+  ``features.windows`` (days D-n..D-1 for ``nd``), the last transaction time and a bitmap of active days;
 - ``state/customer_merchants``: per customer and merchant bought from in the long window, the days bitmap
   (the new-merchant flag);
 - ``state/merchant_risk_window``: per merchant, the labels reported in days D-risk..D-1.
 
-Each is advanced from its ``D-1`` partition: ``state(D) = state(D-1) + agg(D-1) - agg(D-1-short) (short
-sums) - agg(D-1-long) (long sums)``; the bitmaps shift by a day, which is all the merchants table needs.
+Each is advanced from its ``D-1`` partition: ``state(D) = state(D-1) + agg(D-1) - agg(D-1-n)`` (out of the
+``nd`` sums, for each day window); the bitmaps shift by a day, which is all the merchants table needs.
 Sums are integers (cents), so an advanced state equals one rebuilt from the daily aggregates exactly, and
 the tables stay small: the customer totals stop growing once every active customer is in them, only the
 bitmap-only merchants table grows with the window. Each partition records the aggregate versions of its
@@ -23,8 +23,10 @@ window; when yesterday's state is missing, was built with other windows or an ol
 days was re-ingested or backfilled since, the state is rebuilt from the daily aggregates instead (also what
 the first days do).
 
-Windows of a day or more are day-aligned: ``7d`` is the previous seven full days plus today before the
-transaction; ``1h`` and ``24h`` are exact sliding windows.
+Every window of ``features.windows`` gives ``cnt_<w>`` and ``sum_<w>``. Day windows are day-aligned: ``7d``
+is the previous seven full days plus today before the transaction; hour windows (up to ``24h``) are exact
+sliding windows over today and the previous day's transactions. The longest day window names the average
+features (``avg_amount_30d`` ...).
 
     python -m spark_jobs.features --ds 2026-01-05
 """
@@ -42,7 +44,7 @@ from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.landing import Landing
-from loopline.schemas import FEATURE_COLUMNS
+from loopline.schemas import FeatureSchema, feature_schema
 from spark_jobs.common import parse_args, print_result, session
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ NIGHT_HOURS = (0, 5)
 MAX_MASK_DAYS = 62  # days_mask is a signed 64-bit bitmap
 # Bump when a state's layout or meaning changes: older partitions are then rebuilt. 2: whole-cent longs
 # instead of decimal(38,10) sums, totals per (customer, country) and seen merchants in their own table.
-STATE_FORMAT = 2
+# 3: one count and cent sum per configured day window (cnt_<n>d, cents_<n>d) instead of short/long.
+STATE_FORMAT = 3
 # The customer state holds the window totals per customer and country (a few rows per customer, so it stops
 # growing once every active customer is in it); the pairs a customer has bought from, which grow with the
 # window, sit in a narrow table of their own that only needs a days bitmap.
@@ -65,10 +68,6 @@ HISTORY_SCHEMA = (
     "last_event_time timestamp, ds date"
 )
 LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
-CUSTOMER_STATE_SCHEMA = (
-    "customer_id string, country string, cnt_short long, cents_short long, cnt_long long, cents_long long, "
-    "cents_sq_long long, last_event_time timestamp, days_mask long"
-)
 MERCHANTS_STATE_SCHEMA = "customer_id string, merchant_id string, days_mask long"
 RISK_STATE_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long"
 
@@ -79,18 +78,37 @@ class HistoryIncomplete(RuntimeError):
 
 @dataclass(frozen=True)
 class FeatureWindows:
-    """Day windows of the state: short (7d) and long (30d) customer windows, label window for risk rates."""
+    """``features.windows`` (``labels``, in configuration order) and the label window of the risk rates."""
 
-    short_days: int
-    long_days: int
-    risk_days: int
+    labels: tuple[str, ...]
+    risk_days: int = 90
+
+    @property
+    def hours(self) -> dict[str, int]:
+        """The sliding windows: label -> hours."""
+        return {w: int(w[:-1]) for w in self.labels if w.endswith("h")}
+
+    @property
+    def days(self) -> dict[str, int]:
+        """The day-aligned windows: label -> days."""
+        return {w: int(w[:-1]) for w in self.labels if w.endswith("d")}
+
+    @property
+    def day_counts(self) -> tuple[int, ...]:
+        """The day windows' lengths, ascending: the customer state keeps one count and sum per length."""
+        return tuple(sorted(self.days.values()))
+
+    @property
+    def long_days(self) -> int:
+        return max(self.days.values())
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return feature_schema(self.labels)
 
     @classmethod
     def from_config(cls, cfg: LooplineConfig) -> FeatureWindows:
-        windows = cfg.features.window_hours()
-        long_days = max(hours for hours in windows.values()) // 24
-        short_days = sorted(hours // 24 for hours in windows.values() if hours >= 24 * 2)[0]
-        return cls(short_days, long_days, cfg.features.risk_window_days)
+        return cls(tuple(cfg.features.windows), cfg.features.risk_window_days)
 
 
 def _seconds(column: str) -> Column:
@@ -101,11 +119,19 @@ def _seconds(column: str) -> Column:
 # The rolling state: pure DataFrame functions.
 
 
-def _check_windows(short_days: int, long_days: int) -> None:
-    if not 1 <= short_days <= long_days <= MAX_MASK_DAYS:
-        raise ValueError(
-            f"customer windows must satisfy 1 <= short ({short_days}) <= long ({long_days}) <= {MAX_MASK_DAYS}"
-        )
+def _check_windows(window_days: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    """The day windows, ascending and distinct, each of 1..MAX_MASK_DAYS days."""
+    days = tuple(sorted(window_days))
+    if not days or len(set(days)) != len(days) or not 1 <= days[0] <= days[-1] <= MAX_MASK_DAYS:
+        raise ValueError(f"day windows must be distinct and within 1..{MAX_MASK_DAYS} days, got {list(window_days)}")
+    return days
+
+
+def state_columns(window_days: tuple[int, ...] | list[int]) -> list[str]:
+    """The customer state's value columns: per day window ``n``, ``cnt_<n>d`` and ``cents_<n>d``; then the
+    long window's sum of squared cents, the last transaction time and the days bitmap."""
+    per_window = [name for n in _check_windows(window_days) for name in (f"cnt_{n}d", f"cents_{n}d")]
+    return [*per_window, "cents_sq_long", "last_event_time", "days_mask"]
 
 
 def _long(value: int = 0) -> Column:
@@ -132,37 +158,49 @@ def _daily_totals(daily: DataFrame) -> DataFrame:
     )
 
 
-def _contribution(daily: DataFrame, *, short: int, long: int) -> DataFrame:
-    """One day's ``customer_daily`` rows as state rows: its totals times ``short`` / ``long`` (1 adds the day
-    to a window, -1 takes it out, 0 leaves the window alone). A day entering the state (``long`` = 1) also
-    brings its last transaction time and sets the newest bit of the days bitmap."""
+def _contribution(daily: DataFrame, window_days: tuple[int, ...], *, leaving: int | None) -> DataFrame:
+    """One day's ``customer_daily`` rows as state rows. ``leaving=None``: the day enters every window (its
+    totals added to each, its last transaction time, the newest bit of the days bitmap); ``leaving=n``: the
+    day leaves the ``n``-day window (its totals subtracted there only, and from the squares when ``n`` is the
+    long window)."""
     day = _daily_totals(daily)
-    entering = long == 1
+    long_days = window_days[-1]
+
+    def sign(n: int) -> int:
+        return 1 if leaving is None else (-1 if n == leaving else 0)
+
+    values = []
+    for n in window_days:
+        values += [(F.col("cnt") * sign(n)).alias(f"cnt_{n}d"), (F.col("amount_cents") * sign(n)).alias(f"cents_{n}d")]
     return day.select(
         *CUSTOMER_KEY,
-        (F.col("cnt") * short).alias("cnt_short"),
-        (F.col("amount_cents") * short).alias("cents_short"),
-        (F.col("cnt") * long).alias("cnt_long"),
-        (F.col("amount_cents") * long).alias("cents_long"),
-        (F.col("amount_cents_sq") * long).alias("cents_sq_long"),
-        (F.col("last_event_time") if entering else F.lit(None).cast("timestamp")).alias("last_event_time"),
-        _long(1 if entering else 0).alias("days_mask"),
+        *values,
+        (F.col("amount_cents_sq") * sign(long_days)).alias("cents_sq_long"),
+        (F.col("last_event_time") if leaving is None else F.lit(None).cast("timestamp")).alias("last_event_time"),
+        _long(1 if leaving is None else 0).alias("days_mask"),
     )
 
 
-def state_from_aggregates(history: DataFrame, ds: dt.date, *, short_days: int, long_days: int) -> DataFrame:
+def _sums(window_days: tuple[int, ...]) -> list[Column]:
+    return [F.sum(name).alias(name) for n in window_days for name in (f"cnt_{n}d", f"cents_{n}d")]
+
+
+def state_from_aggregates(history: DataFrame, ds: dt.date, *, window_days: tuple[int, ...] | list[int]) -> DataFrame:
     """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column):
-    per customer and country, counts and cent sums of days ``ds - short_days .. ds - 1`` and
-    ``ds - long_days .. ds - 1``, the last transaction time and the days bitmap."""
-    _check_windows(short_days, long_days)
+    per customer and country, counts and cent sums of days ``ds - n .. ds - 1`` for each ``n`` of
+    ``window_days``, the long window's sum of squares, the last transaction time and the days bitmap."""
+    days = _check_windows(window_days)
     offset = F.datediff(F.lit(ds), F.col("ds"))
-    short = offset <= short_days
-    window = history.where((offset >= 1) & (offset <= long_days))
+    window = history.where((offset >= 1) & (offset <= days[-1]))
+    values = []
+    for n in days:
+        inside = offset <= n
+        values += [
+            F.sum(F.when(inside, F.col("cnt")).otherwise(_long())).alias(f"cnt_{n}d"),
+            F.sum(F.when(inside, F.col("amount_cents")).otherwise(_long())).alias(f"cents_{n}d"),
+        ]
     return window.groupBy(*CUSTOMER_KEY).agg(
-        F.sum(F.when(short, F.col("cnt")).otherwise(_long())).alias("cnt_short"),
-        F.sum(F.when(short, F.col("amount_cents")).otherwise(_long())).alias("cents_short"),
-        F.sum("cnt").alias("cnt_long"),
-        F.sum("amount_cents").alias("cents_long"),
+        *values,
         F.sum("amount_cents_sq").alias("cents_sq_long"),
         F.max("last_event_time").alias("last_event_time"),
         F.bit_or(_day_bit(offset)).alias("days_mask"),
@@ -172,45 +210,33 @@ def state_from_aggregates(history: DataFrame, ds: dt.date, *, short_days: int, l
 def advance_state(
     previous: DataFrame,
     added: DataFrame | None,
-    left_short: DataFrame | None,
-    left_long: DataFrame | None,
+    leaving: dict[int, DataFrame | None],
     *,
-    short_days: int,
-    long_days: int,
+    window_days: tuple[int, ...] | list[int],
 ) -> DataFrame:
-    """``state(D)`` from ``state(D-1)``: add ``agg(D-1)`` (``added``), take ``agg(D-1-short_days)`` out of the
-    short sums (``left_short``) and ``agg(D-1-long_days)`` out of the long ones (``left_long``).
+    """``state(D)`` from ``state(D-1)``: add ``agg(D-1)`` (``added``) to every window and take
+    ``agg(D-1-n)`` (``leaving[n]``) out of each ``n``-day window.
 
     The aggregates are ``customer_daily`` partitions (None for a day without one). Every day shifts the
     ``days_mask`` by one; keys whose mask becomes empty had no activity left in the window and are dropped
     (their counts and sums are then exactly 0). ``last_event_time`` only needs a max: a day leaves the window
     only after every later day of the key.
     """
-    _check_windows(short_days, long_days)
+    days = _check_windows(window_days)
+    columns = state_columns(days)
     parts = [
-        previous.select(
-            *CUSTOMER_KEY,
-            "cnt_short",
-            "cents_short",
-            "cnt_long",
-            "cents_long",
-            "cents_sq_long",
-            "last_event_time",
-            _shift("days_mask", long_days).alias("days_mask"),
-        )
+        previous.select(*CUSTOMER_KEY, *columns[:-1], _shift("days_mask", days[-1]).alias("days_mask")),
     ]
-    # (aggregate, sign in the short sums, sign in the long sums)
-    for daily, short, long in ((added, 1, 1), (left_short, -1, 0), (left_long, 0, -1)):
-        if daily is not None:
-            parts.append(_contribution(daily, short=short, long=long))
+    if added is not None:
+        parts.append(_contribution(added, days, leaving=None))
+    for n in days:
+        if leaving.get(n) is not None:
+            parts.append(_contribution(leaving[n], days, leaving=n))  # type: ignore[arg-type]
     union = parts[0]
     for part in parts[1:]:
         union = union.unionByName(part)
     grouped = union.groupBy(*CUSTOMER_KEY).agg(
-        F.sum("cnt_short").alias("cnt_short"),
-        F.sum("cents_short").alias("cents_short"),
-        F.sum("cnt_long").alias("cnt_long"),
-        F.sum("cents_long").alias("cents_long"),
+        *_sums(days),
         F.sum("cents_sq_long").alias("cents_sq_long"),
         F.max("last_event_time").alias("last_event_time"),
         F.bit_or("days_mask").alias("days_mask"),
@@ -220,7 +246,7 @@ def advance_state(
 
 def merchants_from_aggregates(history: DataFrame, ds: dt.date, *, long_days: int) -> DataFrame:
     """The merchants each customer bought from in days ``ds - long_days .. ds - 1``, with the days bitmap."""
-    _check_windows(1, long_days)
+    _check_windows([long_days])
     offset = F.datediff(F.lit(ds), F.col("ds"))
     window = history.where((offset >= 1) & (offset <= long_days))
     return window.groupBy(*MERCHANTS_KEY).agg(F.bit_or(_day_bit(offset)).alias("days_mask"))
@@ -229,7 +255,7 @@ def merchants_from_aggregates(history: DataFrame, ds: dt.date, *, long_days: int
 def advance_merchants(previous: DataFrame, added: DataFrame | None, *, long_days: int) -> DataFrame:
     """``merchants(D)`` from ``merchants(D-1)`` and ``agg(D-1)``: the bitmap shift drops the day leaving the
     window, so nothing is subtracted and no older aggregate is read."""
-    _check_windows(1, long_days)
+    _check_windows([long_days])
     union = previous.select(*MERCHANTS_KEY, _shift("days_mask", long_days).alias("days_mask"))
     if added is not None:
         union = union.unionByName(added.select(*MERCHANTS_KEY, _long(1).alias("days_mask")))
@@ -268,21 +294,24 @@ def _finish_risk_state(rows: DataFrame) -> DataFrame:
 # Features: pure DataFrame functions.
 
 
-def customer_windows(state: DataFrame) -> DataFrame:
-    """Per customer, from the customer state: counts/sums over the short and long windows, the sum of
-    squares for a z-score, the last transaction time, days since first seen in the window, home country."""
+def customer_windows(state: DataFrame, window_days: tuple[int, ...] | list[int]) -> DataFrame:
+    """Per customer, from the customer state: count and sum of each day window (``h_cnt_<n>d``,
+    ``h_sum_<n>d``), the long window's sum of squares for a z-score, the last transaction time, days since
+    first seen in the window, home country."""
+    days = _check_windows(window_days)
+    values = []
+    for n in days:
+        values += [F.sum(f"cnt_{n}d").alias(f"h_cnt_{n}d"), (F.sum(f"cents_{n}d") / 100.0).alias(f"h_sum_{n}d")]
     per_customer = state.groupBy("customer_id").agg(
-        F.sum("cnt_short").alias("h_cnt_short"),
-        (F.sum("cents_short") / 100.0).alias("h_sum_short"),
-        F.sum("cnt_long").alias("h_cnt_long"),
-        (F.sum("cents_long") / 100.0).alias("h_sum_long"),
+        *values,
         (F.sum("cents_sq_long") / 10_000.0).alias("h_sumsq_long"),
         F.max("last_event_time").alias("h_last_event_time"),
         # highest set bit + 1 = days from the first active day in the window to ds
         F.max(F.length(F.bin("days_mask"))).alias("h_history_days"),
     )
     ranked = state.withColumn(
-        "rank", F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc("cnt_long"), "country"))
+        "rank",
+        F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc(f"cnt_{days[-1]}d"), "country")),
     )
     home = ranked.where("rank = 1").select("customer_id", F.col("country").alias("home_country"))
     return per_customer.join(home, "customer_id", "left")
@@ -316,9 +345,11 @@ def build_features(
     risk_state: DataFrame,
     ds: dt.date,
     *,
+    windows: FeatureWindows | None = None,
     prior_strength: float = 50.0,
 ) -> DataFrame:
-    """Features for every transaction of ``today``.
+    """Features for every transaction of ``today``: the columns of ``windows.schema`` (default: the
+    configured ``features.windows``), ``cnt_<w>``/``sum_<w>`` for each window.
 
     ``customer_state`` is the customer state of ``ds`` (:func:`state_from_aggregates` /
     :func:`advance_state`: the windows of days before ``ds``), ``merchants_state`` the merchants each customer
@@ -338,28 +369,30 @@ def build_features(
         "country",
         "card_present",
     ]
+    windows = windows or FeatureWindows.from_config(get_config())
+    hours, day_windows, schema = windows.hours, windows.days, windows.schema
     current = today.select(*txn_cols).withColumn("is_today", F.lit(True))
     recent = current
     if previous_day is not None:
+        reach = max(hours.values(), default=0)  # a sliding window reaches this far into yesterday
         tail = previous_day.where(
-            F.col("event_time") >= F.lit(f"{ds}T00:00:00Z").cast("timestamp") - F.expr("INTERVAL 24 HOURS")
+            F.col("event_time") >= F.lit(f"{ds}T00:00:00Z").cast("timestamp") - F.expr(f"INTERVAL {reach} HOURS")
         )
         recent = current.unionByName(tail.select(*txn_cols).withColumn("is_today", F.lit(False)))
 
     ts = _seconds("event_time")
     recent = recent.withColumn("ts", ts)
     by_time = Window.partitionBy("customer_id").orderBy("ts")
-    hour_window = by_time.rangeBetween(-3600, -1)
-    day_window = by_time.rangeBetween(-86400, -1)
     before = by_time.rangeBetween(Window.unboundedPreceding, -1)
     today_only = F.when(F.col("is_today"), F.col("amount_eur"))
+    for label, n in hours.items():  # exact sliding windows ending one second before the transaction
+        frame = by_time.rangeBetween(-3600 * n, -1)
+        recent = recent.withColumn(f"cnt_{label}", F.count("ts").over(frame)).withColumn(
+            f"sum_{label}", F.coalesce(F.sum("amount_eur").over(frame), F.lit(0.0))
+        )
     sliding = (
-        recent.withColumn("cnt_1h", F.count("ts").over(hour_window))
-        .withColumn("sum_1h", F.coalesce(F.sum("amount_eur").over(hour_window), F.lit(0.0)))
-        .withColumn("cnt_24h", F.count("ts").over(day_window))
-        .withColumn("sum_24h", F.coalesce(F.sum("amount_eur").over(day_window), F.lit(0.0)))
-        .withColumn("prev_ts", F.max("ts").over(before))
-        # today before this transaction: feeds the day-aligned 7d/30d windows and the novelty flags
+        recent.withColumn("prev_ts", F.max("ts").over(before))
+        # today before this transaction: feeds the day-aligned windows and the novelty flags
         .withColumn("t_cnt", F.count(today_only).over(before))
         .withColumn("t_sum", F.coalesce(F.sum(today_only).over(before), F.lit(0.0)))
         .withColumn("t_sumsq", F.coalesce(F.sum(today_only * today_only).over(before), F.lit(0.0)))
@@ -382,26 +415,37 @@ def build_features(
         .where("is_today")
     )
 
-    windows = customer_windows(customer_state)
+    per_customer = customer_windows(customer_state, windows.day_counts)
     seen_merchants = merchants_state.select(*MERCHANTS_KEY, F.lit(True).alias("h_merchant"))
     seen_countries = customer_state.select(*CUSTOMER_KEY, F.lit(True).alias("h_country"))
     merchant_risk, category_risk, global_rate = risk_rates(risk_state, prior_strength)
 
     joined = (
-        sliding.join(windows, "customer_id", "left")
+        sliding.join(per_customer, "customer_id", "left")
         .join(seen_merchants, ["customer_id", "merchant_id"], "left")
         .join(seen_countries, ["customer_id", "country"], "left")
         .join(F.broadcast(merchant_risk), "merchant_id", "left")
         .join(F.broadcast(category_risk), "merchant_category", "left")
     )
-    cnt_long = F.coalesce(F.col("h_cnt_long"), F.lit(0)) + F.col("t_cnt")
-    sum_long = F.coalesce(F.col("h_sum_long"), F.lit(0.0)) + F.col("t_sum")
+    long_days = windows.long_days
+    cnt_long = F.coalesce(F.col(f"h_cnt_{long_days}d"), F.lit(0)) + F.col("t_cnt")
+    sum_long = F.coalesce(F.col(f"h_sum_{long_days}d"), F.lit(0.0)) + F.col("t_sum")
     sumsq_long = F.coalesce(F.col("h_sumsq_long"), F.lit(0.0)) + F.col("t_sumsq")
     # try_divide: ANSI mode evaluates shared sub-expressions eagerly, so guard the division itself
     avg_long = F.try_divide(sum_long, cnt_long)
     std_long = F.sqrt(F.greatest(F.try_divide(sumsq_long, cnt_long) - avg_long * avg_long, F.lit(0.0)))
     last_ts = F.greatest(F.col("prev_ts"), _seconds("h_last_event_time"))
     hour = F.hour("event_time")
+    velocity = []
+    for label in windows.labels:
+        if label in hours:
+            velocity += [F.col(f"cnt_{label}").cast("int").alias(f"cnt_{label}"), F.col(f"sum_{label}")]
+        else:
+            n = day_windows[label]
+            velocity += [
+                (F.coalesce(F.col(f"h_cnt_{n}d"), F.lit(0)) + F.col("t_cnt")).cast("int").alias(f"cnt_{label}"),
+                (F.coalesce(F.col(f"h_sum_{n}d"), F.lit(0.0)) + F.col("t_sum")).alias(f"sum_{label}"),
+            ]
     features = joined.select(
         "transaction_id",
         "customer_id",
@@ -419,21 +463,21 @@ def build_features(
         (F.col("home_country").isNotNull() & (F.col("country") != F.col("home_country")))
         .cast("int")
         .alias("is_foreign"),
-        F.col("cnt_1h").cast("int").alias("cnt_1h"),
-        F.col("sum_1h").alias("sum_1h"),
-        F.col("cnt_24h").cast("int").alias("cnt_24h"),
-        F.col("sum_24h").alias("sum_24h"),
-        (F.coalesce(F.col("h_cnt_short"), F.lit(0)) + F.col("t_cnt")).cast("int").alias("cnt_7d"),
-        (F.coalesce(F.col("h_sum_short"), F.lit(0.0)) + F.col("t_sum")).alias("sum_7d"),
-        cnt_long.cast("int").alias("cnt_30d"),
-        sum_long.alias("sum_30d"),
-        F.when(cnt_long > 0, avg_long).otherwise(F.col("amount_eur")).alias("avg_amount_30d"),
-        F.when(cnt_long > 0, F.try_divide(F.col("amount_eur"), avg_long))
-        .otherwise(F.lit(1.0))
-        .alias("amount_to_avg_30d"),
-        F.when((cnt_long > 1) & (std_long > 0), F.try_divide(F.col("amount_eur") - avg_long, std_long))
-        .otherwise(F.lit(0.0))
-        .alias("amount_zscore_30d"),
+        *velocity,
+        *(
+            column.alias(name)
+            for column, name in zip(
+                (
+                    F.when(cnt_long > 0, avg_long).otherwise(F.col("amount_eur")),
+                    F.when(cnt_long > 0, F.try_divide(F.col("amount_eur"), avg_long)).otherwise(F.lit(1.0)),
+                    F.when(
+                        (cnt_long > 1) & (std_long > 0), F.try_divide(F.col("amount_eur") - avg_long, std_long)
+                    ).otherwise(F.lit(0.0)),
+                ),
+                schema.average_columns,
+                strict=True,
+            )
+        ),
         F.least(
             F.coalesce((F.col("ts") - last_ts).cast("double"), F.lit(LONG_AGO_SECONDS)), F.lit(LONG_AGO_SECONDS)
         ).alias("seconds_since_last_txn"),
@@ -448,7 +492,7 @@ def build_features(
         F.coalesce(F.col("category_risk"), F.lit(global_rate)).alias("category_risk"),
         F.coalesce(F.col("merchant_risk_labels"), F.lit(0)).cast("long").alias("merchant_label_count"),
     )
-    return features.select(*FEATURE_COLUMNS)
+    return features.select(*schema.columns)
 
 
 def _read_days(spark: SparkSession, lake: Lake, table: str, versions: dict[dt.date, str | None]) -> DataFrame | None:
@@ -575,8 +619,8 @@ def update_states(
     The states depend only on committed daily aggregates, so they are committed here, not behind the
     features gate; a rerun of ``ds`` commits a new version with the same content.
     """
-    short, long, risk = windows.short_days, windows.long_days, windows.risk_days
-    customer = _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"short_days": short, "long_days": long})
+    days, long, risk = windows.day_counts, windows.long_days, windows.risk_days
+    customer = _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"window_days": list(days)})
     merchants = _StateSpec(tables.STATE_CUSTOMER_MERCHANTS, tables.CUSTOMER_DAILY, long, {"long_days": long})
     risk_spec = _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk})
 
@@ -593,9 +637,9 @@ def update_states(
             customer,
             ds,
             advance=lambda previous, added, leaving: advance_state(
-                previous, added, leaving(short), leaving(long), short_days=short, long_days=long
+                previous, added, {n: leaving(n) for n in days}, window_days=days
             ),
-            rebuild=lambda rows: state_from_aggregates(history(rows), ds, short_days=short, long_days=long),
+            rebuild=lambda rows: state_from_aggregates(history(rows), ds, window_days=days),
             force_rebuild=force_rebuild,
         ),
         merchants.table: _update_state(
@@ -645,6 +689,7 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, 
         spark.read.parquet(states[tables.STATE_CUSTOMER_MERCHANTS]["uri"]),
         spark.read.parquet(states[tables.STATE_MERCHANT_RISK]["uri"]),
         ds,
+        windows=windows,
         prior_strength=cfg.features.risk_prior_strength,
     )
     version = tables.new_version()

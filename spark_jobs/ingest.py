@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import re
 import shutil
 from collections import Counter
@@ -28,19 +29,14 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from loopline import lake as tables
-from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.config import LooplineConfig, ReferenceConfig, get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.landing import DropChanged, FileCheck, Landing, ScanLimits, check_file
-from loopline.schemas import (
-    CARD_PRESENT_VALUES,
-    CHANNELS,
-    FX_TO_EUR,
-    LABEL_COLUMNS,
-    MAX_AMOUNT_EUR,
-    MAX_FIELD_CHARS,
-    TRANSACTION_COLUMNS,
-)
+from loopline.reference import DayRates, rates_for_day, static_rates
+from loopline.schemas import CARD_PRESENT_VALUES, LABEL_COLUMNS, MAX_FIELD_CHARS, TRANSACTION_COLUMNS
 from spark_jobs.common import parse_args, print_result, session
+
+log = logging.getLogger(__name__)
 
 CORRUPT = "_corrupt_record"
 ISO_WITH_ZONE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})$"
@@ -164,14 +160,29 @@ def _timestamp_rules(column: str, ds: dt.date, what: str) -> tuple[list[tuple[Co
     return rules, parsed
 
 
-def _transaction_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
-    """The typed columns of a transaction row and the contract's rules, in the order they are checked."""
+def _transaction_checks(
+    ds: dt.date, reference: ReferenceConfig | None = None, rates: dict[str, float] | None = None
+) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
+    """The typed columns of a transaction row and the contract's rules, in the order they are checked.
+
+    ``reference`` (default: the configuration's) gives the accepted currencies, channels, countries and the
+    amount limit; ``rates`` the day's EUR rates (:func:`loopline.reference.rates_for_day`; default: the
+    static ones). An accepted currency without a rate is ``no_fx_rate``, an unknown one ``unknown_currency``.
+    """
+    reference = reference or get_config().reference
+    if rates is None:
+        rates = static_rates(reference)
     time_rules, event_time = _timestamp_rules("event_time", ds, "drop_day")
     amount_text = F.trim(F.col("amount"))
     amount = F.when(amount_text.rlike(DECIMAL), amount_text.try_cast("double"))
     currency = F.upper(F.trim(F.col("currency")))
-    fx = F.create_map(*[x for code, rate in sorted(FX_TO_EUR.items()) for x in (F.lit(code), F.lit(rate))])
-    amount_eur = F.round(amount * fx[currency], 2)
+    rated = sorted(rates.items())
+    fx = F.create_map(*[x for code, rate in rated for x in (F.lit(code), F.lit(rate))]) if rated else None
+    amount_eur = F.round(amount * fx[currency], 2) if fx is not None else F.lit(None).cast("double")
+    country = F.trim(F.col("country"))
+    country_rules = (
+        [(~country.isin(*reference.countries), "unknown_country")] if reference.countries is not None else []
+    )
     card_present = F.lower(F.trim(F.col("card_present")))
     rules = [
         (F.col(CORRUPT).isNotNull(), "malformed_row"),
@@ -182,11 +193,13 @@ def _transaction_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Colu
         (_blank(F.col("amount")), "missing_amount"),
         (amount.isNull(), "bad_amount"),
         (amount <= 0, "non_positive_amount"),
-        (~currency.isin(*FX_TO_EUR), "unknown_currency"),
-        (amount_eur > MAX_AMOUNT_EUR, "amount_too_large"),
+        (~currency.isin(*reference.currencies), "unknown_currency"),
+        (amount_eur.isNull(), "no_fx_rate"),
+        (amount_eur > reference.max_amount_eur, "amount_too_large"),
         (_blank(F.col("merchant_category")), "missing_merchant_category"),
-        (~F.lower(F.trim(F.col("channel"))).isin(*CHANNELS), "unknown_channel"),
-        (~F.trim(F.col("country")).rlike("^[A-Z]{2}$"), "bad_country"),
+        (~F.lower(F.trim(F.col("channel"))).isin(*reference.channels), "unknown_channel"),
+        (~country.rlike("^[A-Z]{2}$"), "bad_country"),
+        *country_rules,
         (~card_present.isin(*CARD_PRESENT_VALUES), "bad_card_present"),
     ]
     typed = {
@@ -199,12 +212,15 @@ def _transaction_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Colu
     return typed, rules
 
 
-def validate_transactions(df: DataFrame, ds: dt.date) -> DataFrame:
+def validate_transactions(
+    df: DataFrame, ds: dt.date, reference: ReferenceConfig | None = None, rates: dict[str, float] | None = None
+) -> DataFrame:
     """Type and check every row; ``reason`` is null for valid rows, else the first broken rule.
 
-    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``.
+    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``. ``reference`` and
+    ``rates``: as in :func:`_transaction_checks`.
     """
-    typed, rules = _transaction_checks(ds)
+    typed, rules = _transaction_checks(ds, reference, rates)
     return df.select(
         F.trim("transaction_id").alias("transaction_id"),
         typed["event_time"].alias("event_time"),
@@ -412,10 +428,15 @@ def _ingest_kind(
     ds: dt.date,
     columns: tuple[str, ...],
     checked_files: tuple[list[FileCheck], dict[str, str]],
+    reference: ReferenceConfig,
+    rates: DayRates,
 ) -> tuple[DataFrame, DataFrame | None, list[FileCheck]]:
     checks, staged = checked_files
     raw = _read_files(spark, landing, [c for c in checks if c.ok], columns, staged)
-    checked = validate_transactions(raw, ds) if kind == "transactions" else validate_labels(raw, ds)
+    if kind == "transactions":
+        checked = validate_transactions(raw, ds, reference, rates.rates)
+    else:
+        checked = validate_labels(raw, ds)
     return checked, _file_quarantine(spark, checks), checks
 
 
@@ -453,7 +474,9 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
             kind: _check_kind(landing, kind, ds, columns, stage_root, ScanLimits.from_config(cfg.validation))
             for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
         }
-        return _ingest_day(spark, ds, lake, landing, checked_files, version)
+        rates = rates_for_day(cfg.reference, ds, landing)
+        log.info("fx rates: %s", rates.describe())
+        return _ingest_day(spark, ds, lake, landing, checked_files, version, cfg.reference, rates)
     finally:
         if stage_root:
             shutil.rmtree(stage_root, ignore_errors=True)
@@ -466,15 +489,20 @@ def _ingest_day(
     landing: Landing,
     checked_files: dict[str, tuple[list[FileCheck], dict[str, str]]],
     version: str,
+    reference: ReferenceConfig,
+    rates: DayRates,
 ) -> dict:
     """Write the checked files of both kinds and the derived daily tables as the uncommitted ``version``."""
     result: dict = {"ds": str(ds), "version": version, "tables": {}}
+    result["fx"] = {"rate_days": rates.rate_days, "missing": list(rates.missing), "summary": rates.describe()}
 
     for kind, columns, table, quarantine_table in (
         ("transactions", TRANSACTION_COLUMNS, tables.RAW_TRANSACTIONS, tables.QUARANTINE_TRANSACTIONS),
         ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
     ):
-        checked, file_quarantine, checks = _ingest_kind(spark, landing, kind, ds, columns, checked_files[kind])
+        checked, file_quarantine, checks = _ingest_kind(
+            spark, landing, kind, ds, columns, checked_files[kind], reference, rates
+        )
         resolved = resolve_duplicates(checked, "transaction_id", list(CONTENT_COLUMNS[kind])).cache()
         # The tally rides along with the first write (an observation, not a query of its own).
         reasons = row_reasons(kind)

@@ -5,6 +5,9 @@ Plain Python data so that the Spark jobs, the GX suites, the generator and the t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 # Landing contract (README, "The landing contract"): header row, these columns, in this order.
 TRANSACTION_COLUMNS: tuple[str, ...] = (
     "transaction_id",
@@ -20,11 +23,9 @@ TRANSACTION_COLUMNS: tuple[str, ...] = (
 )
 LABEL_COLUMNS: tuple[str, ...] = ("transaction_id", "is_fraud", "reported_at")
 
-CHANNELS: tuple[str, ...] = ("pos", "online", "atm")
+# Reference data (currencies and their EUR rates, channels, countries, the amount limit) is configuration:
+# the ``reference`` section of loopline.yaml, read through loopline.reference.
 CARD_PRESENT_VALUES: tuple[str, ...] = ("true", "false")
-# Reference rates to EUR for normalising amounts; a currency outside this table is quarantined.
-FX_TO_EUR: dict[str, float] = {"EUR": 1.0, "USD": 0.92, "GBP": 1.17, "CHF": 1.04, "SEK": 0.088, "PLN": 0.23}
-MAX_AMOUNT_EUR = 100_000.0  # anything above is treated as a data error, not a purchase
 MAX_FIELD_CHARS = 256  # longer values are a runaway quote or a blob, never an id, a name or a timestamp
 
 # Raw lake table (typed, one partition per ds).
@@ -51,10 +52,13 @@ RAW_LABEL_TYPES: dict[str, str] = {
 # Quarantine: the row as it arrived (strings), the file it came from, and why it was rejected.
 QUARANTINE_COLUMNS: tuple[str, ...] = ("source_file", "reason", "raw_record")
 
-# Feature table: numeric model inputs, categorical model inputs, and identifiers carried along.
+# Feature table: numeric model inputs, categorical model inputs, and identifiers carried along. The velocity
+# columns depend on ``features.windows``, so the lists are built from the configuration here, in one place:
+# :func:`feature_schema` for a given window list, and the module attributes ``NUMERIC_FEATURES``,
+# ``INT_FEATURES``, ``LONG_FEATURES`` and ``FEATURE_COLUMNS`` for this process's configuration.
 ID_COLUMNS: tuple[str, ...] = ("transaction_id", "customer_id", "merchant_id", "event_time")
 CATEGORICAL_FEATURES: tuple[str, ...] = ("channel", "merchant_category", "country")
-NUMERIC_FEATURES: tuple[str, ...] = (
+_LEADING_FEATURES: tuple[str, ...] = (
     "amount_eur",
     "log_amount",
     "hour_of_day",
@@ -62,17 +66,8 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "is_night",
     "card_present",
     "is_foreign",
-    "cnt_1h",
-    "sum_1h",
-    "cnt_24h",
-    "sum_24h",
-    "cnt_7d",
-    "sum_7d",
-    "cnt_30d",
-    "sum_30d",
-    "avg_amount_30d",
-    "amount_to_avg_30d",
-    "amount_zscore_30d",
+)
+_TRAILING_FEATURES: tuple[str, ...] = (
     "seconds_since_last_txn",
     "is_new_merchant",
     "is_new_country",
@@ -81,21 +76,93 @@ NUMERIC_FEATURES: tuple[str, ...] = (
     "category_risk",
     "merchant_label_count",
 )
-# Integer-typed numeric features as the feature job writes them (int; merchant_label_count is a long);
-# every other numeric feature is a double.
-INT_FEATURES: tuple[str, ...] = (
+_INT_FIXED: tuple[str, ...] = (
     "hour_of_day",
     "day_of_week",
     "is_night",
     "card_present",
     "is_foreign",
-    "cnt_1h",
-    "cnt_24h",
-    "cnt_7d",
-    "cnt_30d",
     "is_new_merchant",
     "is_new_country",
     "customer_history_days",
 )
-LONG_FEATURES: tuple[str, ...] = ("merchant_label_count",)
-FEATURE_COLUMNS: tuple[str, ...] = (*ID_COLUMNS, *CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The feature table's columns for one list of windows.
+
+    ``numeric``: numeric model inputs; ``ints``: those the feature job writes as int (``longs``: as long;
+    every other numeric feature is a double); ``columns``: identifiers, categorical and numeric features.
+    """
+
+    windows: tuple[str, ...]
+    long_window: str
+    numeric: tuple[str, ...]
+    ints: tuple[str, ...]
+    longs: tuple[str, ...]
+
+    @property
+    def categorical(self) -> tuple[str, ...]:
+        return CATEGORICAL_FEATURES
+
+    @property
+    def model_inputs(self) -> tuple[str, ...]:
+        return (*CATEGORICAL_FEATURES, *self.numeric)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*ID_COLUMNS, *CATEGORICAL_FEATURES, *self.numeric)
+
+    @property
+    def count_columns(self) -> tuple[str, ...]:
+        return tuple(f"cnt_{w}" for w in self.windows)
+
+    @property
+    def sum_columns(self) -> tuple[str, ...]:
+        return tuple(f"sum_{w}" for w in self.windows)
+
+    @property
+    def average_columns(self) -> tuple[str, ...]:
+        """``avg_amount_<long>``, ``amount_to_avg_<long>``, ``amount_zscore_<long>``."""
+        w = self.long_window
+        return (f"avg_amount_{w}", f"amount_to_avg_{w}", f"amount_zscore_{w}")
+
+
+def feature_schema(windows: Sequence[str]) -> FeatureSchema:
+    """The feature columns computed for ``windows`` (``features.windows``, already validated by the config).
+
+    Per window ``cnt_<w>`` (int) and ``sum_<w>`` (double), in the configured order; the longest day window
+    ``L`` names ``avg_amount_L``, ``amount_to_avg_L`` and ``amount_zscore_L``.
+    """
+    windows = tuple(windows)
+    days = {w: int(w[:-1]) for w in windows if w.endswith("d")}
+    if not days:
+        raise ValueError(f"features.windows {list(windows)} has no day window (e.g. '30d')")
+    long_window = max(days, key=days.__getitem__)
+    velocity = tuple(name for w in windows for name in (f"cnt_{w}", f"sum_{w}"))
+    averages = (f"avg_amount_{long_window}", f"amount_to_avg_{long_window}", f"amount_zscore_{long_window}")
+    numeric = (*_LEADING_FEATURES, *velocity, *averages, *_TRAILING_FEATURES)
+    ints = (*_INT_FIXED, *(f"cnt_{w}" for w in windows))
+    return FeatureSchema(windows, long_window, numeric, ints, ("merchant_label_count",))
+
+
+def active_feature_schema() -> FeatureSchema:
+    """:func:`feature_schema` of this process's configuration (``get_config().features.windows``)."""
+    from loopline.config import get_config
+
+    return feature_schema(get_config().features.windows)
+
+
+_ACTIVE_ATTRIBUTES = {
+    "NUMERIC_FEATURES": lambda schema: schema.numeric,
+    "INT_FEATURES": lambda schema: schema.ints,
+    "LONG_FEATURES": lambda schema: schema.longs,
+    "FEATURE_COLUMNS": lambda schema: schema.columns,
+}
+
+
+def __getattr__(name: str):  # PEP 562: the window-dependent lists, from the configuration
+    if name in _ACTIVE_ATTRIBUTES:
+        return _ACTIVE_ATTRIBUTES[name](active_feature_schema())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loopline.schemas import CHANNELS, LABEL_COLUMNS, TRANSACTION_COLUMNS
+from loopline.schemas import LABEL_COLUMNS, TRANSACTION_COLUMNS
 
 __all__ = [
     "DRIFT_KINDS",
@@ -62,6 +62,7 @@ DRIFT_KINDS: tuple[str, ...] = ("covariate", "new_pattern", "fraud_surge")
 TRUTH_COLUMNS: tuple[str, ...] = ("transaction_id", "fraud_probability", "is_fraud", "drifted")
 
 CURRENCIES: tuple[str, ...] = ("EUR", "USD", "GBP")
+CHANNELS: tuple[str, ...] = ("pos", "online", "atm")  # the synthetic market's (reference.channels accepts them)
 HOME_COUNTRIES: tuple[str, ...] = ("DE", "FR", "NL", "ES", "IT", "BE", "AT")
 FOREIGN_COUNTRIES: tuple[str, ...] = ("GB", "US", "IE", "LU", "CH", "CN", "TR", "AE", "TH", "BR", "NG")
 COUNTRIES: tuple[str, ...] = HOME_COUNTRIES + FOREIGN_COUNTRIES

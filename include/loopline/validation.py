@@ -7,9 +7,11 @@ column, what was observed and where the rendered report (GX Data Docs) lies.
 
 Suites are static files. Values that depend on the day or the deployment are *suite parameters*, written in
 GX's own syntax ``{"$PARAMETER": "name"}``; :func:`load_suite` substitutes them from :func:`default_params`
-(column lists, channels, currencies and limits from :mod:`loopline.schemas`, thresholds from the
-``validation`` config section) overlaid with the caller's ``params``. A parameter the suite needs but nobody
-supplies is an error naming it, never a silently skipped check.
+(column lists from :mod:`loopline.schemas`, channels, currencies, countries and limits from the
+``reference`` config section, thresholds from the ``validation`` section) overlaid with the caller's
+``params``. A parameter the suite needs but nobody supplies is an error naming it, never a silently skipped
+check. ``for_each`` repeats an expectation per item of a list parameter (the window columns); ``when`` leaves
+one out while its parameter is null (``reference.countries: null``).
 
 Each gate runs in its own ephemeral (in-memory) GX context: no ``great_expectations.yml``, nothing shared
 between runs. Great Expectations is imported inside the functions that need it (it takes seconds to
@@ -55,6 +57,8 @@ __all__ = [
 
 GX_DIR = Path(__file__).resolve().parents[1] / "gx"
 PARAMETER_KEY = "$PARAMETER"
+FOR_EACH = "for_each"
+WHEN = "when"
 # Sanity bounds on the daily mean of amount_eur for the features suite; callers usually pass tighter ones.
 DEFAULT_AMOUNT_MEAN_BOUNDS = (1.0, 5_000.0)
 # GX reports at most this many example values per failed expectation ("SUMMARY" result format).
@@ -149,20 +153,30 @@ def suite_names() -> list[str]:
 def default_params() -> dict[str, Any]:
     """Suite parameters every gate gets unless the caller overrides them.
 
-    Contract values come from :mod:`loopline.schemas`, thresholds from ``get_config().validation``;
+    Column lists come from :mod:`loopline.schemas` (the feature columns from ``features.windows``), reference
+    data (channels, currencies, countries, the amount limit) from ``get_config().reference``, thresholds from
+    ``get_config().validation``;
     ``max_rows`` defaults to ``None`` (no upper bound) and the features suite's amount-mean bounds to
     :data:`DEFAULT_AMOUNT_MEAN_BOUNDS`.
     """
     from loopline.config import get_config
 
-    validation = get_config().validation
+    cfg = get_config()
+    validation = cfg.validation
+    features = schemas.feature_schema(cfg.features.windows)
     return {
         "raw_transaction_columns": sorted(schemas.RAW_TRANSACTION_TYPES),
         "raw_label_columns": sorted(schemas.RAW_LABEL_TYPES),
-        "feature_columns": list(schemas.FEATURE_COLUMNS),
-        "channels": list(schemas.CHANNELS),
-        "currencies": sorted(schemas.FX_TO_EUR),
-        "max_amount_eur": schemas.MAX_AMOUNT_EUR,
+        "feature_columns": list(features.columns),
+        # the columns named from features.windows (expanded by "for_each" expectations)
+        "window_columns": [*features.count_columns, *features.sum_columns],
+        "window_count_columns": list(features.count_columns),
+        "window_sum_columns": list(features.sum_columns),
+        "average_columns": list(features.average_columns[:2]),  # the z-score may be null or negative
+        "channels": list(cfg.reference.channels),
+        "currencies": sorted(cfg.reference.currencies),
+        "countries": list(cfg.reference.countries) if cfg.reference.countries is not None else None,
+        "max_amount_eur": cfg.reference.max_amount_eur,
         "min_rows": validation.min_rows,
         "max_rows": None,
         "max_quarantine_rate": validation.max_quarantine_rate,
@@ -202,10 +216,35 @@ def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
     return node
 
 
+def _needed(expectations: list[Any]) -> set[str]:
+    """Parameters of a suite's expectations: ``$PARAMETER`` names, ``for_each`` lists (an expectation with
+    ``"for_each": "<list parameter>"`` is repeated for each item, its ``{"$PARAMETER": "for_each"}`` the item)
+    and ``when`` switches (an expectation with ``"when": "<parameter>"`` is left out while it is null)."""
+    names = _find_parameters(expectations) - {FOR_EACH}
+    for key in (FOR_EACH, WHEN):
+        names |= {spec[key] for spec in expectations if isinstance(spec, dict) and key in spec}
+    return names
+
+
+def _expand(expectations: list[Any], values: Mapping[str, Any]) -> list[Any]:
+    out = []
+    for spec in expectations:
+        if isinstance(spec, dict) and WHEN in spec:
+            if values[spec[WHEN]] is None:
+                continue  # the optional check is off (its parameter is null)
+            spec = {key: value for key, value in spec.items() if key != WHEN}
+        if isinstance(spec, dict) and FOR_EACH in spec:
+            template = {key: value for key, value in spec.items() if key != FOR_EACH}
+            out += [_substitute(template, {**values, FOR_EACH: item}) for item in values[spec[FOR_EACH]]]
+        else:
+            out.append(_substitute(spec, values))
+    return out
+
+
 def suite_parameters(name: str) -> set[str]:
-    """The ``$PARAMETER`` names suite ``name`` uses."""
+    """The parameter names suite ``name`` uses."""
     document = json.loads(_suite_path(name).read_text(encoding="utf-8"))
-    return _find_parameters(document.get("expectations", []))
+    return _needed(document.get("expectations", []))
 
 
 def _resolved_expectations(name: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -218,10 +257,10 @@ def _resolved_expectations(name: str, params: Mapping[str, Any] | None) -> list[
     if not isinstance(expectations, list) or not expectations:
         raise ValueError(f"GX suite file {path} has no 'expectations' list")
     values = {**default_params(), **(params or {})}
-    missing = sorted(_find_parameters(expectations) - set(values))
+    missing = sorted(_needed(expectations) - set(values))
     if missing:
         raise ValueError(f"GX suite {name!r} needs parameters {missing}; pass them in params")
-    return _substitute(expectations, values)
+    return _expand(expectations, values)
 
 
 def load_suite(name: str, params: dict[str, Any] | None = None) -> gx.ExpectationSuite:

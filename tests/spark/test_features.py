@@ -7,13 +7,15 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from loopline import lake as tables
 from loopline.config import load_config
 from loopline.lake import Lake
-from loopline.schemas import FEATURE_COLUMNS
+from loopline.schemas import FEATURE_COLUMNS, feature_schema
 from loopline.synth import generate
+from loopline.training.dataset import TrainingDataError, _Reader
 from spark_jobs import features, ingest
 
 pytestmark = pytest.mark.spark
@@ -55,7 +57,7 @@ def inputs(spark):
     ]
     labels = [("m1", "grocery", 100, 10, dt.date(2026, 3, 9)), ("m2", "grocery", 0, 0, dt.date(2026, 3, 9))]
     history_frame = spark.createDataFrame(history, HISTORY_SCHEMA)
-    customer_state = features.state_from_aggregates(history_frame, DS, short_days=7, long_days=30)
+    customer_state = features.state_from_aggregates(history_frame, DS, window_days=(7, 30))
     merchants_state = features.merchants_from_aggregates(history_frame, DS, long_days=30)
     risk_state = features.risk_state_from_aggregates(spark.createDataFrame(labels, LABEL_SCHEMA), DS, risk_days=90)
     return (
@@ -187,11 +189,11 @@ def test_advance_state_moves_the_window_by_one_day_exactly(spark):
     )
     added = agg([("c2", "m1", "FR", 2, 700, 250_000, 9, 20), ("c3", "m3", "DE", 1, 150, 22_500, 9, 6)])
     history = spark.createDataFrame(older, HISTORY_SCHEMA)
-    previous = features.state_from_aggregates(history, STATE_DS - dt.timedelta(days=1), short_days=2, long_days=4)
+    previous = features.state_from_aggregates(history, STATE_DS - dt.timedelta(days=1), window_days=(2, 4))
     key = ("customer_id", "country")
     before = _rows(previous, key)
     assert before[("c1", "DE")]["days_mask"] == 0b1010  # bit i = day 03-08 minus i: 03-07 and 03-05
-    assert (before[("c1", "DE")]["cnt_long"], before[("c1", "DE")]["cents_long"]) == (3, 1030)
+    assert (before[("c1", "DE")]["cnt_4d"], before[("c1", "DE")]["cents_4d"]) == (3, 1030)
 
     def day_of(rows, day):
         frame = spark.createDataFrame([r for r in rows if r[-1] == dt.date(2026, 3, day)], HISTORY_SCHEMA)
@@ -200,32 +202,30 @@ def test_advance_state_moves_the_window_by_one_day_exactly(spark):
     advanced = features.advance_state(
         previous,
         day_of(added, 9),
-        day_of(older, 7),  # D-1-short
-        day_of(older, 5),  # D-1-long
-        short_days=2,
-        long_days=4,
+        {2: day_of(older, 7), 4: day_of(older, 5)},  # D-1-short, D-1-long
+        window_days=(2, 4),
     )
     after = _rows(advanced, key)
     assert set(after) == {("c1", "DE"), ("c2", "FR"), ("c3", "DE")}
     c1 = after[("c1", "DE")]
-    assert (c1["cnt_short"], c1["cents_short"]) == (0, 0)
+    assert (c1["cnt_2d"], c1["cents_2d"]) == (0, 0)
     # Exact: 10 + 20 - 10 cents is 20 cents (in euros as doubles, 0.1 + 0.2 - 0.1 is 0.20000000000000004).
-    assert (c1["cnt_long"], c1["cents_long"], c1["cents_sq_long"]) == (1, 20, 400)
+    assert (c1["cnt_4d"], c1["cents_4d"], c1["cents_sq_long"]) == (1, 20, 400)
     assert c1["days_mask"] == 0b100  # 03-07, two days before 03-09
     assert c1["last_event_time"] == _day(7, 12)
     c2 = after[("c2", "FR")]
-    assert (c2["cnt_short"], c2["cents_short"], c2["cnt_long"], c2["cents_sq_long"]) == (3, 1200, 3, 500_000)
+    assert (c2["cnt_2d"], c2["cents_2d"], c2["cnt_4d"], c2["cents_sq_long"]) == (3, 1200, 3, 500_000)
     assert (c2["days_mask"], c2["last_event_time"]) == (0b11, _day(9, 20))
     assert after[("c3", "DE")]["days_mask"] == 1
 
     rebuilt = features.state_from_aggregates(
-        spark.createDataFrame(older + added, HISTORY_SCHEMA), STATE_DS, short_days=2, long_days=4
+        spark.createDataFrame(older + added, HISTORY_SCHEMA), STATE_DS, window_days=(2, 4)
     )
     assert _rows(rebuilt, key) == after
 
-    windows = _rows(features.customer_windows(advanced), ("customer_id",))
+    windows = _rows(features.customer_windows(advanced, (2, 4)), ("customer_id",))
     assert windows[("c1",)]["h_history_days"] == 3  # first active day in the window: 03-07
-    assert (windows[("c1",)]["h_sum_long"], windows[("c1",)]["h_sumsq_long"]) == (0.2, 0.04)
+    assert (windows[("c1",)]["h_sum_4d"], windows[("c1",)]["h_sumsq_long"]) == (0.2, 0.04)
     assert windows[("c2",)]["h_history_days"] == 2
 
     previous_merchants = features.merchants_from_aggregates(history, STATE_DS - dt.timedelta(days=1), long_days=4)
@@ -255,12 +255,14 @@ def test_advance_state_moves_the_window_by_one_day_exactly(spark):
 
 
 CHAIN_START = dt.date(2026, 1, 1)
-CHAIN_DAYS = 7  # days 0..6 in order: from day 5 on, days leave every window (2d, 4d, labels 3d)
+CHAIN_DAYS = 7  # days 0..6 in order: from day 5 on, days leave every window (2d, 3d, 4d, labels 3d)
+# Not the default set: every column is named from this list (a 6h sliding window, a 3d between the others).
+CHAIN_WINDOWS = "[1h, 6h, 24h, 2d, 3d, 4d]"
 
 
 @pytest.fixture(scope="module")
 def chain(spark, tmp_path_factory):
-    """Days ingested and featurised in order with short windows (2d/4d, labels 3d), as the DAG does."""
+    """Days ingested and featurised in order with short windows (CHAIN_WINDOWS, labels 3d), as the DAG does."""
     root = tmp_path_factory.mktemp("chain")
     landing, lake_root = root / "landing", root / "lake"
     generate(CHAIN_START, CHAIN_DAYS + 1, landing, transactions_per_day=300, seed=7)
@@ -268,7 +270,7 @@ def chain(spark, tmp_path_factory):
         environ={
             "LOOPLINE__STORAGE__LANDING_URI": str(landing),
             "LOOPLINE__STORAGE__LAKE_URI": str(lake_root),
-            "LOOPLINE__FEATURES__WINDOWS": "[1h, 24h, 2d, 4d]",
+            "LOOPLINE__FEATURES__WINDOWS": CHAIN_WINDOWS,
             "LOOPLINE__FEATURES__RISK_WINDOW_DAYS": "3",
         }
     )
@@ -322,6 +324,78 @@ def test_incremental_state_equals_a_rebuild(spark, chain):
         for table, rows in incremental.items():
             assert _state(spark, lake, table, day) == rows, f"{table} ds={day}: advanced state != rebuilt state"
         assert_same_features(_features(spark, rebuilt["uri"]), _features(spark, built[day]["uri"]))
+
+
+def brute_force_windows(raw: pd.DataFrame, day: dt.date, windows: list[str]) -> dict[str, dict[str, float]]:
+    """Window features of ``day``'s transactions by direct counting over every raw row (no state, no Spark
+    windows): ``<n>h`` is the rows of the customer in the ``n`` hours before (to the second), ``<n>d`` the
+    rows of days ``day-n .. day-1`` plus those of ``day`` before the transaction."""
+    raw = raw.assign(sec=raw["event_time"].astype("int64") // 10**9)
+    long_window = max((w for w in windows if w.endswith("d")), key=lambda w: int(w[:-1]))
+    out = {}
+    for row in raw[raw["ds"] == day].itertuples():
+        mine = raw[raw["customer_id"] == row.customer_id]
+        values = {}
+        for w in windows:
+            n = int(w[:-1])
+            if w.endswith("h"):
+                inside = mine[(mine["sec"] >= row.sec - 3600 * n) & (mine["sec"] <= row.sec - 1)]
+            else:
+                earlier_days = (mine["ds"] >= day - dt.timedelta(days=n)) & (mine["ds"] < day)
+                inside = mine[earlier_days | ((mine["ds"] == day) & (mine["sec"] <= row.sec - 1))]
+            values[f"cnt_{w}"] = len(inside)
+            values[f"sum_{w}"] = float(inside["amount_eur"].sum())
+        cnt, total = values[f"cnt_{long_window}"], values[f"sum_{long_window}"]
+        values[f"avg_amount_{long_window}"] = total / cnt if cnt else row.amount_eur
+        values[f"amount_to_avg_{long_window}"] = row.amount_eur / (total / cnt) if cnt else 1.0
+        out[row.transaction_id] = values
+    return out
+
+
+def test_every_configured_window_is_computed_and_named_from_the_config(spark, chain):
+    """features.windows = CHAIN_WINDOWS: exactly its columns, each equal to a brute-force count over the raw
+    rows, on days whose windows are full and leave through the incremental state; training reads them."""
+    cfg, lake, days, built = chain
+    windows = list(cfg.features.windows)
+    schema = feature_schema(windows)
+    expected_columns = {f"{kind}_{w}" for w in windows for kind in ("cnt", "sum")}
+    assert expected_columns == {"cnt_1h", "sum_1h", "cnt_6h", "sum_6h", "cnt_24h", "sum_24h"} | {
+        f"{kind}_{n}d" for n in (2, 3, 4) for kind in ("cnt", "sum")
+    }
+    named = {c for c in schema.columns if c.startswith(("cnt_", "sum_", "avg_amount_", "amount_to_avg_", "amount_z"))}
+    assert named == expected_columns | {"avg_amount_4d", "amount_to_avg_4d", "amount_zscore_4d"}
+    assert not any(c.endswith(("_7d", "_30d")) for c in schema.columns)
+
+    raw = pd.concat(
+        spark.read.parquet(lake.partition(tables.RAW_TRANSACTIONS, d))
+        .select("transaction_id", "customer_id", "event_time", "amount_eur")
+        .toPandas()
+        .assign(ds=d)
+        for d in days
+    )
+    raw["event_time"] = pd.to_datetime(raw["event_time"], utc=True)
+    for day in days[-2:]:
+        actual = spark.read.parquet(built[day]["uri"])
+        assert tuple(actual.columns) == schema.columns
+        assert built[day]["state_path"] == "incremental"
+        rows = {r.transaction_id: r.asDict() for r in actual.collect()}
+        expected = brute_force_windows(raw, day, windows)
+        assert rows.keys() == expected.keys()
+        assert len(rows) > 100
+        busy = 0
+        for tid, values in expected.items():
+            busy += values["cnt_3d"] > values["cnt_2d"]
+            for name, value in values.items():
+                assert rows[tid][name] == pytest.approx(value, rel=1e-9, abs=1e-6), (day, tid, name)
+        assert busy > 0, "no transaction tells 2d from 3d: the test data does not exercise the windows"
+
+    # The training set's feature list is the same config-derived list, read from the committed partition.
+    day = days[-2]
+    features.publish(day, built[day]["version"], built[day]["rows"], cfg=cfg)
+    read = _Reader(lake).read(lake.partition(tables.FEATURES, day), schema.columns, tables.FEATURES, day)
+    assert tuple(read.column_names) == schema.columns
+    with pytest.raises(TrainingDataError, match="lacks column"):
+        _Reader(lake).read(lake.partition(tables.FEATURES, day), feature_schema(["7d"]).columns, tables.FEATURES, day)
 
 
 def test_reingested_day_makes_the_next_day_rebuild(spark, chain):

@@ -18,12 +18,14 @@ import pandas as pd
 import pytest
 
 from loopline import schemas
+from loopline.synth import CHANNELS
 from loopline.validation import (
     GX_DIR,
     FailedExpectation,
     GateFailed,
     GateResult,
     check_gate,
+    default_params,
     load_suite,
     row_count_bounds,
     run_gate,
@@ -62,7 +64,7 @@ def raw_rows(n: int = 6) -> list[dict]:
             "amount": 10.0 + i,
             "currency": ("EUR", "USD", "GBP")[i % 3],
             "amount_eur": 9.5 + i,
-            "channel": schemas.CHANNELS[i % 3],
+            "channel": CHANNELS[i % 3],
             "country": ("DE", "FR")[i % 2],
             "card_present": i % 2 == 0,
             "source_file": "transactions/ds=2026-01-05/part-00000.csv",
@@ -87,7 +89,7 @@ def feature_rows(n: int = 8) -> list[dict]:
             "customer_id": f"c{i % 3}",
             "merchant_id": f"m{i % 2}",
             "event_time": START + dt.timedelta(hours=i),
-            "channel": schemas.CHANNELS[i % 3],
+            "channel": CHANNELS[i % 3],
             "merchant_category": "grocery",
             "country": "DE",
             "amount_eur": 20.0 + i,
@@ -148,9 +150,34 @@ def test_every_suite_loads_without_dropping_expectations():
     for name in suite_names():
         written = json.loads((GX_DIR / f"{name}.json").read_text())["expectations"]
         suite = load_suite(name, {})
-        assert len(suite.expectations) == len(written), name
+        # "for_each" expectations expand to one per item, "when" ones drop out while their parameter is null
+        params = default_params()
+        expected = sum(
+            0
+            if spec.get("when") and params[spec["when"]] is None
+            else len(params[spec["for_each"]])
+            if "for_each" in spec
+            else 1
+            for spec in written
+        )
+        assert len(suite.expectations) == expected, name
         kwargs = [e.configuration.kwargs for e in suite.expectations]
         assert "$PARAMETER" not in json.dumps(kwargs, default=str)
+
+
+def test_window_columns_of_the_features_suite_follow_the_config():
+    suite = load_suite("features", {"window_count_columns": ["cnt_3d"], "window_sum_columns": ["sum_3d"]})
+    counted = {
+        e.configuration.kwargs["column"]
+        for e in suite.expectations
+        if e.expectation_type == "expect_column_values_to_be_between"
+        and "max_value" in e.configuration.kwargs
+        and e.configuration.kwargs["column"].startswith("cnt_")
+    }
+    assert counted == {"cnt_3d"}
+    without_countries = load_suite("raw_transactions", {"countries": None, "min_rows": 1, "max_rows": None})
+    with_countries = load_suite("raw_transactions", {"min_rows": 1, "max_rows": None})
+    assert len(with_countries.expectations) == len(without_countries.expectations) + 1
 
 
 def test_load_suite_substitutes_parameters_and_rejects_unknowns():

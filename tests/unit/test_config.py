@@ -170,3 +170,31 @@ def test_postgres_roles_are_distinct_plain_identifiers() -> None:
         load_config(environ={"LOOPLINE__POSTGRES__LOADER_ROLE": "x; DROP TABLE y"})
     with pytest.raises(ConfigError, match="three different roles"):
         load_config(environ={"LOOPLINE__POSTGRES__ANALYST_ROLE": "loopline_owner"})
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        (["1h", "7x"], "must look like"),
+        (["48h", "30d"], "hour windows are sliding and span 1-24h"),
+        (["1h", "90d"], "day windows span 1-62 days"),
+        (["1h", "7d", "7d"], "listed twice: 7d"),
+        (["1h", "24h"], "at least one day window"),
+        (["07d"], "without leading zeros"),
+        ([], "at least 1 item"),
+    ],
+)
+def test_invalid_feature_windows_fail_naming_the_key(tmp_path, windows, message):
+    path = _write(tmp_path, lambda t: t["features"].update(windows=windows))
+    with pytest.raises(ConfigError, match=r"features\.windows: .*" + message):
+        load_config(path, environ={})
+
+
+def test_feature_columns_follow_the_windows():
+    from loopline.schemas import feature_schema
+
+    schema = feature_schema(["2h", "3d", "14d"])
+    assert schema.count_columns == ("cnt_2h", "cnt_3d", "cnt_14d")
+    assert schema.average_columns == ("avg_amount_14d", "amount_to_avg_14d", "amount_zscore_14d")
+    assert {"cnt_2h", "cnt_3d", "cnt_14d"} <= set(schema.ints)
+    assert not [c for c in schema.columns if c.endswith(("_1h", "_24h", "_7d", "_30d"))]

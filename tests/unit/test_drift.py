@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loopline.config import load_config
+from loopline.config import get_config, load_config
 from loopline.drift import (
     EXCLUDED_FEATURES,
     MMD_FEATURE,
@@ -35,7 +35,8 @@ from loopline.drift import (
     retrain_decision,
     warming_features,
 )
-from loopline.schemas import CATEGORICAL_FEATURES, FX_TO_EUR, NUMERIC_FEATURES
+from loopline.reference import static_rates
+from loopline.schemas import CATEGORICAL_FEATURES, NUMERIC_FEATURES
 from loopline.training.synthetic import CATEGORIES, synthetic_day
 
 REFERENCE_DAY = dt.date(2026, 3, 2)
@@ -676,7 +677,7 @@ RAW_NUMERIC = ["amount_eur", "log_amount", "hour_of_day", "card_present"]
 def _raw_features(landing, day: dt.date) -> pd.DataFrame:
     """The features computable from one transactions drop without Spark (no history, no labels)."""
     raw = pd.read_csv(landing / "transactions" / f"ds={day}" / "part-00000.csv", dtype={"card_present": str})
-    amount = raw["amount"] * raw["currency"].map(FX_TO_EUR)
+    amount = raw["amount"] * raw["currency"].map(static_rates(get_config().reference))
     return pd.DataFrame(
         {
             "amount_eur": amount,

@@ -100,8 +100,20 @@ class MlflowConfig(_Section):
     conn_id: str = "loopline_mlflow"
 
 
+MAX_HOUR_WINDOW = 24  # sliding windows read today's and the previous day's transactions only
+MAX_DAY_WINDOW = 62  # the rolling state's days bitmap is a signed 64-bit integer
+
+
 class FeaturesConfig(_Section):
-    windows: list[str]
+    """``windows``: customer velocity windows, each giving the features ``cnt_<w>`` and ``sum_<w>``.
+
+    ``<n>h`` (1-24) is an exact sliding window ending one second before the transaction; ``<n>d`` (1-62) is
+    day-aligned: the ``n`` full days before the transaction's day plus that day before it. The longest day
+    window also names the averages (``avg_amount_<w>``, ``amount_to_avg_<w>``, ``amount_zscore_<w>``) and
+    bounds the novelty flags and ``customer_history_days``; at least one day window is required.
+    """
+
+    windows: list[str] = Field(min_length=1)
     label_maturity_days: int = Field(ge=1)
     risk_prior_strength: float = Field(gt=0)
     risk_window_days: int = Field(ge=1)
@@ -110,8 +122,27 @@ class FeaturesConfig(_Section):
     @classmethod
     def _windows(cls, value: list[str]) -> list[str]:
         for window in value:
-            if not _WINDOW.match(window):
+            match = _WINDOW.match(window)
+            if not match:
                 raise ValueError(f"window {window!r} must look like '1h' or '7d'")
+            number, unit = int(match.group(1)), match.group(2)
+            if unit == "h" and not 1 <= number <= MAX_HOUR_WINDOW:
+                raise ValueError(
+                    f"window {window!r}: hour windows are sliding and span 1-{MAX_HOUR_WINDOW}h; "
+                    "write longer ones in days (e.g. '2d')"
+                )
+            if unit == "d" and not 1 <= number <= MAX_DAY_WINDOW:
+                raise ValueError(f"window {window!r}: day windows span 1-{MAX_DAY_WINDOW} days")
+            if str(number) + unit != window:
+                raise ValueError(f"window {window!r}: write it without leading zeros ('{number}{unit}')")
+        twice = sorted({window for window in value if value.count(window) > 1})
+        if twice:
+            raise ValueError(f"window(s) listed twice: {', '.join(twice)}")
+        if not any(window.endswith("d") for window in value):
+            raise ValueError(
+                "at least one day window (e.g. '30d') is needed: the longest one names the averages and "
+                "bounds the novelty flags"
+            )
         return value
 
     def window_hours(self) -> dict[str, int]:
@@ -121,6 +152,157 @@ class FeaturesConfig(_Section):
             number, unit = _WINDOW.match(window).groups()  # type: ignore[union-attr]
             out[window] = int(number) * (24 if unit == "d" else 1)
         return out
+
+    def hour_windows(self) -> dict[str, int]:
+        """The sliding windows (``h``), in hours, in configuration order."""
+        return {w: int(w[:-1]) for w in self.windows if w.endswith("h")}
+
+    def day_windows(self) -> dict[str, int]:
+        """The day-aligned windows (``d``), in days, in configuration order."""
+        return {w: int(w[:-1]) for w in self.windows if w.endswith("d")}
+
+    def long_window(self) -> str:
+        """The longest day window (``'30d'``): it names the average-amount features."""
+        days = self.day_windows()
+        return max(days, key=days.__getitem__)
+
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+class FxConfig(_Section):
+    """Where the EUR rates come from, and what a day without one does."""
+
+    # static: ``reference.currencies`` rates every day; daily: the ``fx_rates`` landing input of the day
+    # (``fx_rates/ds=YYYY-MM-DD/*.csv`` with ``currency,rate_to_eur`` and a ``_SUCCESS`` marker).
+    source: Literal["static", "daily"] = "static"
+    # daily: a currency without a rate on ``ds`` takes its newest rate of the ``max_age_days`` days before;
+    # older or none: its rows are quarantined (``no_fx_rate``), naming the day and the currency.
+    max_age_days: int = Field(default=3, ge=0, le=31)
+
+
+class ReferenceConfig(_Section):
+    """Reference data of the landing contract: what a valid transaction may contain.
+
+    ``currencies``: accepted ISO-4217 codes and their EUR rate (the rate of every day with ``fx.source:
+    static``; null: only from the daily rates input). ``countries``: accepted ISO-3166 alpha-2 codes (null:
+    any two capital letters). ``channels``: accepted channels. ``max_amount_eur``: anything above is a data
+    error, not a purchase.
+    """
+
+    currencies: dict[str, float | None] = Field(min_length=1)
+    fx: FxConfig = Field(default_factory=FxConfig)
+    channels: list[str] = Field(min_length=1)
+    countries: list[str] | None = None
+    max_amount_eur: float = Field(gt=0)
+
+    @field_validator("currencies")
+    @classmethod
+    def _currencies(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for code, rate in value.items():
+            if not _CURRENCY.match(code):
+                raise ValueError(f"currency {code!r} must be an upper-case ISO-4217 code such as 'EUR'")
+            if rate is not None and not rate > 0:
+                raise ValueError(f"currency {code}: rate to EUR must be positive or null, got {rate}")
+        if value.get("EUR") not in (None, 1.0):
+            raise ValueError("EUR's rate to EUR is 1.0")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, value: list[str]) -> list[str]:
+        bad = [c for c in value if c != c.strip().lower() or not c]
+        if bad:
+            raise ValueError(f"channels are compared in lower case: {bad}")
+        return value
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str] | None) -> list[str] | None:
+        bad = [c for c in value or [] if not _COUNTRY.match(c)]
+        if bad:
+            raise ValueError(f"countries must be ISO-3166 alpha-2 codes in upper case: {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _static_rates(self) -> ReferenceConfig:
+        if self.fx.source == "static":
+            missing = sorted(code for code, rate in self.currencies.items() if rate is None and code != "EUR")
+            if missing:
+                raise ValueError(f"fx.source is static but currencies {missing} have no rate: give one or use daily")
+        return self
+
+
+class LandingSource(_Section):
+    """The input arrives as a landing drop (files and a ``_SUCCESS`` marker): the default."""
+
+    kind: Literal["landing"] = "landing"
+
+
+class PostgresSource(_Section):
+    """The input is a PostgreSQL table or query; each day's rows (``event_time_column`` in the day, UTC) are
+    extracted into the day's landing drop, which the ingest then reads like any other.
+
+    ``table`` (``schema.table``) or ``query`` (a SELECT with ``%(start)s`` / ``%(end)s`` placeholders)
+    yields the landing contract's columns by name. The day is closed when ``watermark_query`` (default: the
+    maximum of ``event_time_column``) reaches the day's end plus ``allowed_lateness_minutes``.
+    """
+
+    kind: Literal["postgres"]
+    conn_id: str
+    table: str | None = None
+    query: str | None = None
+    event_time_column: str
+    watermark_query: str | None = None
+    allowed_lateness_minutes: int = Field(default=60, ge=0)
+    timeout_seconds: int = Field(default=900, ge=1)
+    fetch_rows: int = Field(default=10_000, ge=1)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None and not all(_IDENTIFIER.match(part) for part in value.split(".")):
+            raise ValueError(f"{value!r} must be a plain (schema.)table name; use query for anything else")
+        return value
+
+    @field_validator("event_time_column")
+    @classmethod
+    def _column(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"{value!r} is not a plain lower-case column name")
+        return value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> PostgresSource:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of table or query")
+        if self.query is not None and self.watermark_query is None:
+            raise ValueError("a query source needs a watermark_query (when is a day closed?)")
+        return self
+
+
+class S3Source(_Section):
+    """The input is a prefix per day in an object store (reached through ``storage.aws_conn_id``): ``prefix``
+    with a ``{ds}`` placeholder, e.g. ``s3://exports/payments/date={ds}``, holding the day's contract files
+    and a ``_SUCCESS`` marker written last; the day's objects are copied into the day's landing drop."""
+
+    kind: Literal["s3"]
+    prefix: str
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value.startswith("s3://") or "{ds}" not in value:
+            raise ValueError(f"{value!r} must be an s3:// prefix containing {{ds}}")
+        return value.rstrip("/")
+
+
+class SourcesConfig(_Section):
+    """Where each input comes from: ``landing`` (the drop contract), ``postgres`` or ``s3``."""
+
+    transactions: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
+    labels: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
 
 
 class ValidationConfig(_Section):
@@ -354,6 +536,8 @@ class LooplineConfig(_Section):
     gate: GateConfig
     scoring: ScoringConfig
     drift: DriftConfig
+    reference: ReferenceConfig
+    sources: SourcesConfig = Field(default_factory=SourcesConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))

@@ -228,11 +228,13 @@ def build_training_set(
     *,
     max_fraud_rate: float = 1.0,
     pin_id: str | None = None,
+    feature_columns: tuple[str, ...] | None = None,
 ) -> TrainingSet:
     """Read the lake and return the time-split training set for ``cutoff`` (see the module docstring).
 
     With ``pin_id``, every version read is pinned first (``<lake>/_PINS/``, :meth:`loopline.lake.Lake.pin_current`)
-    under that id; the caller releases the pin when the run ends.
+    under that id; the caller releases the pin when the run ends. ``feature_columns`` defaults to
+    :data:`loopline.schemas.FEATURE_COLUMNS` (this process's ``features.windows``).
 
     Raises:
         TrainingDataError (a ValueError): the window cannot hold the splits, a split that must not be
@@ -254,7 +256,7 @@ def build_training_set(
             continue
         feature_versions[day.isoformat()] = committed[day]
         uri = lake.version_uri(tables.FEATURES, day, committed[day])
-        part = reader.read(uri, FEATURE_COLUMNS, tables.FEATURES, day)
+        part = reader.read(uri, feature_columns or FEATURE_COLUMNS, tables.FEATURES, day)
         parts.append(part.append_column(DS, pa.array([day.isoformat()] * part.num_rows, pa.string())))
     if not parts:
         raise TrainingDataError(

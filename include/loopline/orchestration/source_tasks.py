@@ -1,0 +1,96 @@
+"""The tasks before ``ingest_drop`` that fit each input's source (``sources`` in loopline.yaml).
+
+Landing inputs: the marker sensor (:func:`loopline.orchestration.sensors.landing_sensor`). PostgreSQL
+inputs: a sensor that waits (rescheduling, no slot held) until the source's watermark closes the day; S3
+inputs: the marker sensor on the day's prefix. Then ``extract_sources`` writes the day's drop of each such
+input (:func:`loopline.sources.extract_day` through the SQL provider's hook,
+:func:`loopline.sources.copy_s3_day` through the amazon provider's); the ingest reads every drop the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import get_current_context, task
+
+from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.landing import KINDS, MARKER
+from loopline.orchestration.sensors import _marker_sensor, landing_sensor
+
+
+def _connection(conn_id: str):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
+@task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
+def wait_for_source_day(kinds: list[str]) -> bool:
+    """True once every PostgreSQL source's watermark has passed the end of ``ds`` plus its lateness."""
+    import datetime as dt
+
+    from loopline.sources import day_closed
+
+    cfg = get_config()
+    ds = dt.date.fromisoformat(get_current_context()["ds"])
+    for kind in kinds:
+        source = getattr(cfg.sources, kind)
+        conn = _connection(source.conn_id)
+        try:
+            if not day_closed(conn, source, ds):
+                print(
+                    f"{kind}: {source.table or 'query'} has not closed ds={ds} yet (watermark before its end + "
+                    f"{source.allowed_lateness_minutes} min)"
+                )
+                return False
+        finally:
+            conn.close()
+    return True
+
+
+@task(task_id="extract_sources")
+def extract_sources(kinds: list[str]) -> dict[str, Any]:
+    """Extract ``ds`` of each PostgreSQL input into its landing drop (replacing the day's drop whole)."""
+    import datetime as dt
+
+    from loopline.sources import copy_s3_day, extract_day
+
+    cfg = get_config()
+    ds = dt.date.fromisoformat(get_current_context()["ds"])
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        source = getattr(cfg.sources, kind)
+        if source.kind == "s3":
+            copied = copy_s3_day(source, kind, ds, resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
+            out[kind] = {"files": copied.files}
+            continue
+        conn = _connection(source.conn_id)
+        try:
+            extracted = extract_day(conn, source, kind, ds, resolve_uri(cfg.storage.landing_uri))
+        finally:
+            conn.close()
+        out[kind] = {"rows": extracted.rows, "files": extracted.files}
+    return out
+
+
+def wait_for_inputs(cfg: LooplineConfig):
+    """The task that ``ingest_drop`` follows: the landing sensor alone, or the sensors that fit each source
+    and the extraction that brings PostgreSQL and S3 inputs into the day's landing drop."""
+    kinds = {kind: getattr(cfg.sources, kind).kind for kind in KINDS}
+    if set(kinds.values()) == {"landing"}:
+        return landing_sensor(cfg)
+    extracted = extract_sources([kind for kind, source in kinds.items() if source != "landing"])
+    landing = [kind for kind, source in kinds.items() if source == "landing"]
+    if landing:
+        landing_sensor(cfg, landing) >> extracted
+    postgres = [kind for kind, source in kinds.items() if source == "postgres"]
+    if postgres:
+        closed = wait_for_source_day.override(
+            poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.validation.sensor_timeout_seconds
+        )(postgres)
+        closed >> extracted
+    s3 = [kind for kind, source in kinds.items() if source == "s3"]
+    if s3:
+        markers = [getattr(cfg.sources, kind).prefix.replace("{ds}", "{{ ds }}") + f"/{MARKER}" for kind in s3]
+        _marker_sensor(cfg, markers, "wait_for_s3_export", published=False) >> extracted
+    return extracted
