@@ -49,6 +49,7 @@ ANALYST_RELATIONS = (
     "drift_reports",
     "model_performance",
     "retraining_decisions",
+    "daily_alerts",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

@@ -138,6 +138,38 @@ def holdout_metrics(model: Any, holdout, threshold: float) -> dict[str, float]:
     }
 
 
+def model_threshold(model: Any, fallback: float) -> float:
+    """The decision threshold recorded with a loaded model (``meta.json``'s ``decision``), else ``fallback``."""
+    recorded = getattr(model, "threshold", None)
+    return float(recorded) if isinstance(recorded, int | float) else float(fallback)
+
+
+def _sliced(model: Any, holdout, threshold: float, slicing: Any) -> dict[str, Any] | None:
+    """The model's per-slice and parity metrics on the holdout (None when no slices are configured)."""
+    if slicing is None or not slicing.by:
+        return None
+    from loopline.schemas import FEATURE_COLUMNS
+    from loopline.slices import SliceError, evaluate_slices
+
+    label = next(c for c in LABEL_COLUMNS if c in holdout.columns)
+    predict = getattr(model, "predict_proba", None) or model.predict
+    proba = np.asarray(predict(holdout[list(FEATURE_COLUMNS)]), dtype=float).reshape(-1)
+    try:
+        return evaluate_slices(holdout, holdout[label].to_numpy(), proba, threshold, slicing)
+    except SliceError as exc:
+        raise GateError(str(exc)) from exc
+
+
+def _log_slices(client: Any, run_id: str, sliced: dict[str, Any]) -> None:
+    """The gate's sliced and parity metrics as ``gate/slices.json`` on the candidate's run (best effort)."""
+    from loopline.training.tracking import json_safe
+
+    try:
+        client.log_dict(run_id, json_safe(sliced), "gate/slices.json")
+    except Exception as exc:  # evidence only: the decision is recorded in the history row either way
+        log.warning("could not log the gate's slice metrics to run %s: %s", run_id, exc)
+
+
 def _version_for_run(client: Any, name: str, run_id: str):
     found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     return min(found, key=lambda v: int(v.version)) if found else None
@@ -213,7 +245,9 @@ def register_and_gate(
         except Exception as exc:
             raise GateError(f"cannot read the holdout of run {run_id}: {exc}") from exc
         try:
-            candidate = holdout_metrics(load(number, Path(tmp) / "candidate"), holdout, threshold)
+            candidate_model = load(number, Path(tmp) / "candidate")
+            candidate_threshold = model_threshold(candidate_model, threshold)
+            candidate = holdout_metrics(candidate_model, holdout, candidate_threshold)
         except GateError:
             client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: unusable model")
             raise
@@ -223,16 +257,22 @@ def register_and_gate(
         except Exception as exc:
             client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: cannot load")
             raise GateError(f"model version {number} cannot be loaded back: {exc}") from exc
+        client.set_model_version_tag(model_name, str(number), "loopline.threshold", f"{candidate_threshold:.8g}")
+        slicing = getattr(gate, "slices", None)
+        candidate_slices = _sliced(candidate_model, holdout, candidate_threshold, slicing)
 
         champion_version = _alias_version(client, model_name, CHAMPION)
-        champion = None
+        champion = champion_slices = None
         if champion_version is not None and int(champion_version.version) != number:
             try:
                 champion_model = load(int(champion_version.version), Path(tmp) / "champion")
             except artifacts.ArtifactError as exc:
                 raise GateError(f"the champion cannot be loaded safely: {exc}") from exc
-            champion = holdout_metrics(champion_model, holdout, threshold)
+            champion_threshold = model_threshold(champion_model, threshold)
+            champion = holdout_metrics(champion_model, holdout, champion_threshold)
+            champion_slices = _sliced(champion_model, holdout, champion_threshold, slicing)
 
+    losses: list[Any] = []
     if champion_version is not None and int(champion_version.version) == number:
         decision = GateDecision(True, CHAMPION, "already champion (rerun of the same training run)")
     else:
@@ -244,6 +284,17 @@ def register_and_gate(
             absolute_floor=gate.absolute_floor,
             guardrails=dict(gate.guardrails),
         )
+        if decision.promote and champion_slices is not None and candidate_slices is not None:
+            from loopline.slices import slice_losses
+
+            losses = slice_losses(candidate_slices, champion_slices, metric=slicing.metric, tolerance=slicing.tolerance)
+            if losses:
+                decision = GateDecision(
+                    False,
+                    CHALLENGER,
+                    f"wins globally ({decision.reason}) but loses a slice: {losses[0].describe()}"
+                    + (f"; {len(losses) - 1} more slice(s) lose too" if len(losses) > 1 else ""),
+                )
         rolled_back = rolled_back_from(client, model_name, number, conn=conn, schema=schema)
         if decision.promote and rolled_back:
             decision = GateDecision(
@@ -266,8 +317,12 @@ def register_and_gate(
             "candidate": candidate,
             "champion": champion,
             "champion_version": int(champion_version.version) if champion_version else None,
+            "candidate_threshold": candidate_threshold,
+            "slice_losses": [loss.as_dict() for loss in losses],
         },
     )
+    if candidate_slices is not None:
+        _log_slices(client, run_id, {"candidate": candidate_slices, "champion": champion_slices})
     move_alias(client, move, lambda: _apply(client, move), conn=conn, schema=schema, digests=to_record)
     return decision, move
 

@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a pod log
     from loopline.config import ConfigError, get_config, resolve_uri
+    from loopline.thresholds import ThresholdPolicyError
     from loopline.training.dataset import TrainingDataError
     from loopline.training.models import DeviceUnavailableError
 
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
         )
         result = run_training(options)
-    except (ConfigError, TrainingDataError, DeviceUnavailableError) as exc:
+    except (ConfigError, TrainingDataError, DeviceUnavailableError, ThresholdPolicyError) as exc:
         return _fail(EXIT_BAD_INPUT, " ".join(str(exc).split()))
     except Exception as exc:  # anything else is a bug or an infrastructure failure: keep the traceback
         traceback.print_exc()

@@ -277,6 +277,14 @@ class FraudModel(ABC):
         self.pos_weight = float(pos_weight)
         self.params = params
         self.fit_info = fit_info
+        # The version's decision threshold and the policy that chose it (loopline.thresholds.ThresholdDecision
+        # as a dict); None for a model saved before policies (scoring then uses scoring.threshold).
+        self.decision: dict[str, Any] | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold recorded with this model, if any."""
+        return None if not self.decision else float(self.decision["threshold"])
 
     @abstractmethod
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -314,6 +322,8 @@ class FraudModel(ABC):
             "preprocessor": self.preprocessor.to_dict(),
             "fit_info": asdict(self.fit_info),
         }
+        if self.decision is not None:
+            meta["decision"] = self.decision
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self._save_weights(folder)
         return folder
@@ -328,11 +338,16 @@ def load_model(folder: str | Path) -> FraudModel:
     params = TrainParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"])})
     pre = Preprocessor.from_dict(meta["preprocessor"])
     info = FitInfo(**meta["fit_info"])
+    model: FraudModel
     if meta["model_type"] == "xgboost":
-        return XGBoostModel.load(folder, pre, meta["pos_weight"], params, info)
-    if meta["model_type"] == "mlp":
-        return MLPModel.load(folder, pre, meta["pos_weight"], params, info)
-    raise ValueError(f"unknown model type {meta['model_type']!r} in {folder}")
+        model = XGBoostModel.load(folder, pre, meta["pos_weight"], params, info)
+    elif meta["model_type"] == "mlp":
+        model = MLPModel.load(folder, pre, meta["pos_weight"], params, info)
+    else:
+        raise ValueError(f"unknown model type {meta['model_type']!r} in {folder}")
+    decision = meta.get("decision")
+    model.decision = decision if isinstance(decision, dict) and "threshold" in decision else None
+    return model
 
 
 def _pr_auc(y: np.ndarray, p: np.ndarray) -> float:

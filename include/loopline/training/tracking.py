@@ -14,6 +14,8 @@ Layout of a run (artifact paths):
                                        holdout) plus this model's ``score``: the drift monitor's reference
 ``fingerprint.json``                   the training set's fingerprint (partitions and versions, counts)
 ``metrics.json``                       validation and holdout metrics, as logged
+``threshold.json``                     the version's threshold and the policy that chose it on validation
+                                       (also in ``meta.json``'s ``decision``: scoring and the gate use it)
 ``plots/``                             ROC, PR, calibration (holdout) and feature importance PNGs
 =====================================  ==============================================================
 
@@ -176,8 +178,12 @@ def log_training_run(
     holdout: pd.DataFrame,
     reference: pd.DataFrame,
     threshold: float,
+    decision: dict[str, Any] | None = None,
 ) -> str:
-    """Log everything into the active ``run``; returns the logged model's URI (``models:/m-...``)."""
+    """Log everything into the active ``run``; returns the logged model's URI (``models:/m-...``).
+
+    ``decision`` (the threshold and its policy) is logged as ``threshold.json`` and travels in ``meta.json``.
+    """
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
@@ -198,6 +204,8 @@ def log_training_run(
         client.log_batch(run_id, metrics=history[start : start + 1000])
     mlflow.log_dict(json_safe(fingerprint), "fingerprint.json")
     mlflow.log_dict(json_safe(metrics), "metrics.json")
+    if decision is not None:
+        mlflow.log_dict(json_safe(decision), "threshold.json")
     for path in plots:
         mlflow.log_artifact(str(path), "plots")
 
