@@ -110,7 +110,8 @@ def test_a_challenger_that_wins_globally_but_loses_a_slice_is_rejected_naming_it
     assert "loses a slice" in decision.reason
     assert "slice country=FR" in decision.reason
     losses = move.metrics["slice_losses"]
-    assert losses[0]["slice"] == "country" and losses[0]["group"] == "FR"
+    assert losses[0]["slice"] == "country"
+    assert losses[0]["group"] == "FR"
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
 
     # The decision and the slice are in the history row; every slice's metrics are on the candidate's run.
@@ -119,11 +120,13 @@ def test_a_challenger_that_wins_globally_but_loses_a_slice_is_rejected_naming_it
         cur.execute(f"SELECT alias, decision, metrics FROM {schema}.model_alias_history ORDER BY id DESC LIMIT 1")
         alias, reason, metrics = cur.fetchone()
     conn.commit()
-    assert alias == "challenger" and "country=FR" in reason
+    assert alias == "challenger"
+    assert "country=FR" in reason
     assert json.loads(json.dumps(metrics))["slice_losses"][0]["group"] == "FR"
     sliced = mlflow.artifacts.load_dict(f"runs:/{lopsided}/gate/slices.json")
     fr = sliced["candidate"]["slices"]["country"]["FR"]
-    assert fr["supported"] and fr["rows"] >= cfg.gate.slices.min_rows
+    assert fr["supported"]
+    assert fr["rows"] >= cfg.gate.slices.min_rows
     assert {"roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold"} <= set(fr)
     assert sliced["champion"]["slices"]["country"]["FR"]["roc_auc"] > fr["roc_auc"] + cfg.gate.slices.tolerance
     parity = sliced["candidate"]["parity"]

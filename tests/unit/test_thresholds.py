@@ -72,7 +72,8 @@ def test_a_day_outside_the_band_alerts():
     decision = choose_threshold(y, p, ThresholdPolicyConfig(alert_budget=0.02, band_factor=2.0), fixed_threshold=0.2)
     assert check_alert_rate(5000, 300, decision.as_dict()).out_of_band  # 6% > 2 x 2%
     low = check_alert_rate(5000, 10, decision.as_dict())  # 0.2% < 2% / 2
-    assert low.out_of_band and "below" in low.message
+    assert low.out_of_band
+    assert "below" in low.message
     assert not check_alert_rate(5000, 0, None).out_of_band  # no band recorded (an old version)
 
 
