@@ -162,6 +162,61 @@ class KubernetesConfig(_Section):
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
+# Hyper-parameters (loopline.training.models.TrainParams fields) a search may vary, per model type.
+SEARCHABLE: dict[str, tuple[str, ...]] = {
+    "xgboost": ("learning_rate", "max_depth", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda"),
+    "mlp": ("learning_rate", "dropout", "weight_decay", "batch_size"),
+}
+_INTEGER_PARAMS = ("max_depth", "batch_size")
+
+
+class SearchRange(_Section):
+    """One hyper-parameter's range: ``low <= value <= high``, sampled on a log scale when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _possible(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"impossible range: low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0 (got {self.low})")
+        return self
+
+
+class SearchConfig(_Section):
+    """Hyper-parameter search (Optuna) inside the trainer; ``trials: 0`` trains the configured parameters."""
+
+    trials: int = Field(default=0, ge=0)  # budget in trials (completed + pruned, over every attempt)
+    minutes: float = Field(default=30.0, gt=0)  # budget in wall-clock minutes, per attempt
+    pruning: bool = True  # median pruning on the validation PR AUC, round by round
+    warmup_steps: int = Field(default=10, ge=0)  # rounds (epochs) of a trial before it may be pruned
+    # SQLAlchemy URL of the study storage (e.g. Postgres with a dedicated schema), so an interrupted search
+    # resumes; the environment variable LOOPLINE_SEARCH_STORAGE_URL (with credentials) takes precedence.
+    # None and no variable: the study lives in memory (a killed search starts again).
+    storage_url: str | None = None
+    space: dict[str, dict[str, SearchRange]] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _known(cls, value: dict[str, dict[str, SearchRange]]) -> dict[str, dict[str, SearchRange]]:
+        for model_type, ranges in value.items():
+            if model_type not in SEARCHABLE:
+                raise ValueError(f"unknown model type {model_type!r} (one of {', '.join(SEARCHABLE)})")
+            for name, bounds in ranges.items():
+                if name not in SEARCHABLE[model_type]:
+                    raise ValueError(
+                        f"{model_type}.{name} is not searchable (one of {', '.join(SEARCHABLE[model_type])})"
+                    )
+                if name in _INTEGER_PARAMS and (bounds.low != int(bounds.low) or bounds.high != int(bounds.high)):
+                    raise ValueError(f"{model_type}.{name} is an integer: give integer low and high")
+                if name in ("subsample", "colsample_bytree", "dropout") and not (bounds.low >= 0 and bounds.high <= 1):
+                    raise ValueError(f"impossible range for {model_type}.{name}: it must lie within 0..1")
+        return value
+
+
 class TrainingConfig(_Section):
     model_type: Literal["xgboost", "mlp"]
     runner: Literal["local", "kubernetes"]
@@ -176,6 +231,7 @@ class TrainingConfig(_Section):
     pool: str
     pool_slots: int = Field(ge=1)
     kubernetes: KubernetesConfig
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @field_validator("schedule")
     @classmethod

@@ -161,6 +161,12 @@ def end_abandoned_runs(experiment_id: str, run_name: str) -> list[str]:
     key = training_key(run_name)
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     abandoned = [run.info.run_id for run in running if training_key(run.info.run_name or "") == key]
+    # A killed search leaves its trial's nested run running too.
+    abandoned += [
+        run.info.run_id
+        for run in running
+        if run.info.run_id not in abandoned and run.data.tags.get("mlflow.parentRunId") in abandoned
+    ]
     for run_id in abandoned:
         client.set_tag(run_id, "loopline.abandoned", "a later attempt of this training started; this one had died")
         client.set_terminated(run_id, status="KILLED")

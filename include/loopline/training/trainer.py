@@ -49,6 +49,8 @@ class TrainingOptions:
     pin_id: str | None = None  # pin the lake versions read under this id (released by the caller)
     # scoring.threshold_policy (loopline.config.ThresholdPolicyConfig); None: the fixed ``threshold``
     threshold_policy: Any = None
+    # training.search (loopline.config.SearchConfig); None or trials 0: fit ``params`` as given
+    search: Any = None
 
     @classmethod
     def from_config(cls, cfg: LooplineConfig, cutoff: dt.date, **overrides: Any) -> TrainingOptions:
@@ -72,7 +74,13 @@ class TrainingOptions:
             max_fraud_rate=t.max_fraud_rate,
             params=params,
             threshold_policy=cfg.scoring.threshold_policy,
+            search=t.search,
         )
+        search_update = {
+            key: value for key in ("trials", "minutes") if (value := overrides.pop(f"search_{key}", None)) is not None
+        }
+        if search_update:
+            overrides["search"] = t.search.model_copy(update=search_update)
         param_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TrainParams.__dataclass_fields__}
         options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
         if param_overrides:
@@ -172,6 +180,43 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
             }
         )
         y_train = data.train[LABEL].to_numpy()
+        searched = None
+        if options.search is not None and options.search.trials > 0:
+            from loopline.training.search import run_search, study_name, winner_params
+
+            searched = run_search(
+                model_type=options.model_type,
+                train=data.train,
+                y_train=y_train,
+                validation=data.validation,
+                y_validation=data.validation[LABEL].to_numpy(),
+                base=options.params,
+                device=device,
+                search=options.search,
+                name=study_name(options.model_type, options.cutoff.isoformat(), fp["data_sha256"], options.params.seed),
+                run_name=run_name,
+            )
+            options = replace(options, params=winner_params(options.params, searched))
+            mlflow.log_params(
+                {
+                    "search.study": searched.study_name,
+                    "search.storage": searched.storage,
+                    "search.trials_budget": options.search.trials,
+                    "search.minutes_budget": options.search.minutes,
+                    "search.best_trial": searched.best_trial,
+                    **{f"search.best.{k}": v for k, v in searched.params.items()},
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    "search_best_val_pr_auc": searched.best_value,
+                    "search_seconds": searched.seconds,
+                    "search_completed": float(searched.completed),
+                    "search_pruned": float(searched.pruned),
+                    "search_resumed": float(searched.resumed),
+                }
+            )
+            mlflow.set_tag("loopline.search", "on")
         model = train_model(
             options.model_type,
             data.train,
@@ -263,6 +308,7 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
         "model_type": options.model_type,
         "metrics": metrics,
         "threshold": decision.as_dict(),
+        "search": searched.as_dict() if searched is not None else None,
         "fingerprint": fp,
         "device": device,
         "train_rows": len(data.train),
