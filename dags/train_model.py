@@ -8,7 +8,7 @@ from airflow.sdk import DAG
 from loopline.config import get_config
 from loopline.orchestration import training_tasks as t
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
-from loopline.orchestration.links import MlflowLink, attach
+from loopline.orchestration.links import MlflowLink, ModelCardLink, attach
 
 DOC = """
 # train_model
@@ -67,6 +67,6 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     trained = attach(t.train_candidate(cfg), MlflowLink())
-    gated = attach(t.gate_candidate(trained), MlflowLink())
+    gated = attach(t.gate_candidate(trained), MlflowLink(), ModelCardLink())
     # The lake versions the trainer read stay pinned until here, whatever happened (all_done).
     [trained, gated] >> t.release_inputs()

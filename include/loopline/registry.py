@@ -321,10 +321,28 @@ def register_and_gate(
             "slice_losses": [loss.as_dict() for loss in losses],
         },
     )
+    sliced = {"candidate": candidate_slices, "champion": champion_slices}
     if candidate_slices is not None:
-        _log_slices(client, run_id, {"candidate": candidate_slices, "champion": champion_slices})
+        _log_slices(client, run_id, sliced)
     move_alias(client, move, lambda: _apply(client, move), conn=conn, schema=schema, digests=to_record)
+    _log_card(client, move, sliced)
     return decision, move
+
+
+def _log_card(client: Any, move: AliasMove, sliced: dict[str, Any]) -> None:
+    """The version's model card (``model_card.md`` on its run), rendered from the records (best effort)."""
+    from loopline.model_card import log_card
+
+    try:
+        log_card(
+            client,
+            model_name=move.model_name,
+            version=move.version,
+            run_id=move.run_id,
+            gate={**move.metrics, "alias": move.alias, "decision": move.decision, "sliced": sliced},
+        )
+    except Exception as exc:  # evidence only: the decision is recorded either way
+        log.warning("could not log the model card of v%s: %s", move.version, exc)
 
 
 def _apply(client: Any, move: AliasMove) -> None:

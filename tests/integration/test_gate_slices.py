@@ -134,6 +134,14 @@ def test_a_challenger_that_wins_globally_but_loses_a_slice_is_rejected_naming_it
     assert set(parity["by_group"]) == {"atm", "online", "pos"}
     assert 0 <= parity["demographic_parity_difference"] <= 1
 
+    # The version's model card, rendered from the records, tells the same story.
+    card = mlflow.artifacts.load_text(f"runs:/{lopsided}/model_card.md")
+    assert f"# Model card: {NAME} v2" in card
+    assert "| country | FR* |" in card
+    assert "loses a slice" in card
+    assert "lost slice country=FR" in card
+    assert "## Parity across `channel` (fairlearn)" in card
+
     # Better everywhere: promoted.
     even = log_run(CountryModel({"DE": 0.2, "FR": 0.2}, seed=2), frame, tmp_path)
     decision, move = gate(client, even, cfg, pg)
