@@ -131,11 +131,14 @@ def run_search(
         search.minutes,
     )
 
+    parent = mlflow.active_run()
+    experiment_id = parent.info.experiment_id if parent is not None else None  # trials beside their parent
+
     def objective(trial: Any) -> float:
         sampled = suggest(trial, space)
         params = replace(base, **sampled)
         pruned = False
-        with mlflow.start_run(run_name=f"{run_name}/trial-{trial.number}", nested=True):
+        with mlflow.start_run(run_name=f"{run_name}/trial-{trial.number}", experiment_id=experiment_id, nested=True):
             mlflow.log_params({**sampled, "trial": trial.number})
             mlflow.set_tags({"loopline.search.study": name, "loopline.search.trial": str(trial.number)})
 
