@@ -130,6 +130,25 @@ def test_a_search_killed_midway_resumes_from_postgres_with_nested_runs(world):
     assert parent.data.tags["loopline.threshold_policy"] == "alert_budget"
 
 
+def test_a_policy_no_threshold_can_meet_fails_the_training_naming_the_setting(world):
+    """Exit code 2 and one line naming the setting; the trainer's result is an error, so nothing is gated."""
+    env = {
+        **world["env"],
+        "LOOPLINE__SCORING__THRESHOLD_POLICY__KIND": "target_precision",
+        "LOOPLINE__SCORING__THRESHOLD_POLICY__TARGET_PRECISION": "1.0",
+        "LOOPLINE__SCORING__THRESHOLD_POLICY__MIN_ALERTS": "100000",
+    }
+    out = world["root"] / "impossible.json"
+    args = [*command(world, out)]
+    args[args.index("--search-trials") + 1] = "0"
+    args[args.index("--run-name") + 1] = "impossible"
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "scoring.threshold_policy.target_precision" in result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith('LOOPLINE_RESULT {"error"')
+    assert not out.exists()
+
+
 def test_search_with_the_same_seed_repeats_itself():
     """Two in-memory searches of the same data and seed sample the same parameters and pick the same winner."""
     import mlflow

@@ -86,6 +86,11 @@ def test_a_day_outside_the_band_alerts():
         ("GATE__SLICES__FAIRNESS_ATTRIBUTE", "merchant", "gate.slices"),
         ("GATE__SLICES__BY", "[{name: shoe, column: shoe_size}]", "gate.slices.by.0.column"),
         ("GATE__SLICES__BY", "[{name: amt, column: amount_eur, bands: [100, 20]}]", "gate.slices.by.0.bands"),
+        ("TRAINING__SEARCH__SPACE", "{xgboost: {max_depth: {low: 8, high: 3}}}", "training.search.space"),
+        ("TRAINING__SEARCH__SPACE", "{xgboost: {subsample: {low: 0.5, high: 1.5}}}", "training.search.space"),
+        ("TRAINING__SEARCH__SPACE", "{xgboost: {hidden: {low: 1, high: 2}}}", "training.search.space"),
+        ("TRAINING__SEARCH__SPACE", "{xgboost: {learning_rate: {low: 0, high: 1, log: true}}}", "training.search"),
+        ("TRAINING__SEARCH__TRIALS", "-1", "training.search.trials"),
     ],
 )
 def test_bad_policy_or_slice_config_names_the_key(key, value, message):
