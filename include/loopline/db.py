@@ -50,6 +50,7 @@ ANALYST_RELATIONS = (
     "model_performance",
     "retraining_decisions",
     "daily_alerts",
+    "model_performance_slices",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

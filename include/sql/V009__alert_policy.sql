@@ -41,3 +41,28 @@ FROM ${schema}.scoring_runs r
 LEFT JOIN ${schema}.model_performance p ON p.ds = r.ds AND p.model_version = r.model_version
 WHERE r.role = 'champion';
 COMMENT ON VIEW ${schema}.daily_alerts IS 'Per scored day (champion): the flag rate against the alert policy''s band, and the realized precision and recall once the day''s labels matured (NULL until then).';
+
+-- The gate's slices over time: realized metrics per slice and group of each scored day, once its labels matured.
+CREATE TABLE IF NOT EXISTS ${schema}.model_performance_slices (
+    ds                   date             NOT NULL,
+    model_name           text             NOT NULL,
+    model_version        integer          NOT NULL,
+    evaluated_on         date             NOT NULL,
+    slice                text             NOT NULL,
+    grp                  text             NOT NULL,
+    rows                 bigint           NOT NULL,
+    positives            bigint           NOT NULL,
+    threshold            double precision NOT NULL,
+    roc_auc              double precision,
+    pr_auc               double precision,
+    recall_at_threshold  double precision,
+    fpr_at_threshold     double precision,
+    supported            boolean          NOT NULL,
+    computed_at          timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (ds, model_version, slice, grp)
+);
+COMMENT ON TABLE ${schema}.model_performance_slices IS 'Realized performance of the model that scored a day, per slice (gate.slices) and group, once the day''s labels matured; replaced per day and version.';
+COMMENT ON COLUMN ${schema}.model_performance_slices.slice IS 'Slice name from gate.slices.by (e.g. country, channel, amount_band).';
+COMMENT ON COLUMN ${schema}.model_performance_slices.grp IS 'The group within the slice: the column''s value, or its band such as [20, 100).';
+COMMENT ON COLUMN ${schema}.model_performance_slices.supported IS 'The group had gate.slices.min_rows labelled rows and min_positives frauds: enough to read its metrics.';
+COMMENT ON COLUMN ${schema}.model_performance_slices.threshold IS 'The threshold the day was scored with (the version''s own).';
