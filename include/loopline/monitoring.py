@@ -508,7 +508,10 @@ def write_performance_slices(conn: Any, schema: str, facts: Mapping[str, Any], s
                             int(m["rows"]),
                             int(m["positives"]),
                             sliced["threshold"],
-                            *(_finite(m[k]) for k in ("roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold")),
+                            *(
+                                _metric_or_null(m[k])
+                                for k in ("roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold")
+                            ),
                             bool(m["supported"]),
                         ),
                     )
@@ -520,7 +523,7 @@ def write_performance_slices(conn: Any, schema: str, facts: Mapping[str, Any], s
     return count
 
 
-def _finite(value: Any) -> float | None:
+def _metric_or_null(value: Any) -> float | None:
     return float(value) if value is not None and math.isfinite(float(value)) else None
 
 

@@ -133,7 +133,7 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     rows = Lake(resolve_uri(cfg.storage.lake_uri)).arrow_dataset(scored["uri"]).to_table()
     model = scored["model"]
     decision = scored.get("decision")
-    check = check_alert_rate(int(scored["rows"]), int(scored["flagged"]), decision)
+    check = check_alert_rate(rows.num_rows, int(scored["flagged"]), decision)
     if check.out_of_band:
         logging.getLogger(__name__).warning(
             "ALERT %s v%s ds=%s (%s): %s", model["name"], model["version"], ds, role, check.message
