@@ -7,6 +7,13 @@ dropping any guard-rail metric by more than its allowance; the first model needs
 Otherwise it becomes ``challenger``. Anything that goes wrong before the alias move (a model that cannot
 be loaded back, an unreadable holdout, a constant predictor) leaves the champion exactly as it was.
 
+Each model's threshold metrics use its own threshold (recorded in its ``meta.json`` by the alert policy; the
+configured ``threshold`` for versions without one). With ``gate.slices`` configured, both models are also
+scored per slice and group on the same rows (:mod:`loopline.slices`): a candidate that wins globally but loses
+more than ``gate.slices.tolerance`` in a supported group stays ``challenger``, and the decision names the slice.
+The sliced metrics go to the candidate's run (``gate/slices.json``) and a model card (:mod:`loopline.model_card`)
+is rendered onto it after the alias move.
+
 Registration is idempotent per run: re-gating the same run reuses its model version.
 
 Models are loaded only through :mod:`loopline.artifacts` (native weights + a JSON spec, no pickle). Given a
