@@ -67,6 +67,7 @@ TRAINER_ENV_ALLOWLIST = (
     "LOOPLINE__MLFLOW__ARTIFACT_URI",
     "LOOPLINE__MLFLOW__EXPERIMENT",
     "LOOPLINE__SCORING__THRESHOLD",
+    "LOOPLINE__SCORING__THRESHOLD_POLICY__*",  # the trainer chooses the version's threshold
     "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE",
 )
 TRAINER_ENV_EXCLUDED = ("LOOPLINE__TRAINING__KUBERNETES__*",)  # how to build the pod: not the trainer's business
