@@ -20,10 +20,13 @@ DOC = """
 ## What it does
 For the logical date `ds`: waits until the day's features are published (committed only after their
 Great Expectations gate passed), pins `champion` (and `challenger`, if any) to concrete registry versions,
-scores every transaction on Spark in Arrow batches (the model is loaded once per executor), decides at
-`scoring.threshold` and attaches the top reason codes to flagged transactions (XGBoost TreeSHAP; MLP
-occlusion). The scores partition is committed to the lake atomically, then the day is **replaced** in
-Postgres in one transaction (delete the day, COPY, record the run): analysts see the old day or the new one.
+scores every transaction on Spark in Arrow batches (the model is loaded once per executor), decides at the
+version's own threshold (chosen on its validation data by `scoring.threshold_policy`, recorded with the version;
+`scoring.threshold` for versions without one), records the day's flag rate against the policy's band (a day
+outside it logs an ALERT and is marked in `scoring_runs`) and attaches the top reason codes to flagged
+transactions (XGBoost TreeSHAP; MLP occlusion). The scores partition is committed to the lake atomically,
+then the day is **replaced** in Postgres in one transaction (delete the day, COPY, record the run): analysts see
+the old day or the new one.
 
 ## Inputs
 - Lake: `features/ds=<ds>` (committed by `feature_pipeline`).

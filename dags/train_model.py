@@ -9,7 +9,7 @@ from loopline.config import get_config
 from loopline.orchestration import training_tasks as t
 from loopline.orchestration.alerts import LooplineNotifier
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
-from loopline.orchestration.links import MlflowLink, attach
+from loopline.orchestration.links import MlflowLink, ModelCardLink, attach
 
 DOC = """
 # train_model
@@ -73,7 +73,9 @@ with DAG(
     trained = attach(t.train_candidate(cfg), MlflowLink())
     # The gate's verdict (promoted, or kept as challenger) goes to every alert channel.
     gated = attach(
-        t.gate_candidate.override(on_success_callback=[LooplineNotifier("promotion")])(trained), MlflowLink()
+        t.gate_candidate.override(on_success_callback=[LooplineNotifier("promotion")])(trained),
+        MlflowLink(),
+        ModelCardLink(),
     )
     # The lake versions the trainer read stay pinned until here, whatever happened (all_done).
     [trained, gated] >> t.release_inputs()

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 from starlette.background import BackgroundTask
 
 from loopline.config import get_config, resolve_uri
-from loopline.orchestration.links import MlflowLink, ValidationReportLink
+from loopline.orchestration.links import MlflowLink, ModelCardLink, ValidationReportLink
 from loopline.orchestration.reports import is_object_store, read_object
 
 REPORTS_PREFIX = "/loopline/reports"
@@ -110,7 +110,7 @@ def reports_app() -> FastAPI:
 
 class LooplinePlugin(AirflowPlugin):
     name = "loopline"
-    operator_extra_links: ClassVar[list[Any]] = [MlflowLink(), ValidationReportLink()]
+    operator_extra_links: ClassVar[list[Any]] = [MlflowLink(), ValidationReportLink(), ModelCardLink()]
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
         {"app": reports_app(), "url_prefix": REPORTS_PREFIX, "name": "Loopline reports"}
     ]

@@ -25,7 +25,7 @@ from loopline import lake as tables
 from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.schemas import FEATURE_COLUMNS
-from loopline.scoring import FLAG, SCORE_SCHEMA, ModelRef
+from loopline.scoring import FLAG, SCORE_SCHEMA, ModelRef, packaged_decision, version_threshold
 from spark_jobs.common import parse_args, print_result, session
 
 
@@ -85,17 +85,20 @@ def run(
         )
     started = time.perf_counter()
     scoring = cfg.scoring
+    # The version's own threshold (chosen on its validation data by the alert policy), else scoring.threshold.
+    decision = packaged_decision(model_blob)
+    threshold = version_threshold(decision, scoring.threshold)
     scores = score_features(
         spark.read.parquet(features_uri),
         model_blob,
-        threshold=scoring.threshold,
+        threshold=threshold,
         explain=scoring.explain,
         reason_codes=scoring.reason_codes,
         method=scoring.reason_method,
     ).select(
         F.lit(ds).cast("date").alias("ds"),
         "*",
-        F.lit(scoring.threshold).alias("threshold"),
+        F.lit(threshold).alias("threshold"),
         F.lit(model.name).alias("model_name"),
         F.lit(model.version).alias("model_version"),
         F.lit(model.run_id).alias("model_run_id"),
@@ -117,6 +120,8 @@ def run(
         "rows": int(counts["rows"]),
         "flagged": int(counts["flagged"] or 0),
         "explained": int(counts["explained"]),
+        "threshold": threshold,
+        "decision": decision,
         "model": model.as_dict(),
         "features_uri": features_uri,
         "seconds": round(time.perf_counter() - started, 3),

@@ -49,6 +49,8 @@ ANALYST_RELATIONS = (
     "drift_reports",
     "model_performance",
     "retraining_decisions",
+    "daily_alerts",
+    "model_performance_slices",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

@@ -274,6 +274,39 @@ def retraining_decisions(cfg: LooplineConfig, days: list[dt.date]) -> list[tuple
         conn.close()
 
 
+def alert_summary(cfg: LooplineConfig) -> list[str]:
+    """Per scored day (``daily_alerts``): the flag rate against the alert policy's band, and the realized
+    precision and recall once the day's labels matured."""
+    import psycopg2
+
+    pg = stack.embedded_pg()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    try:
+        with conn.cursor() as cur:
+            columns = (
+                "ds, model_version, threshold, rows_scored, rows_flagged, alert_rate, alert_band_low, "
+                "alert_band_high, alert_out_of_band, realized_precision, realized_recall, frauds"
+            )
+            # the schema is an identifier validated by the config loader
+            cur.execute(f"SELECT {columns} FROM {cfg.postgres.schema_}.daily_alerts ORDER BY ds")  # noqa: S608
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    lines = []
+    for ds, version, threshold, scored, flagged, rate, low, high, out, precision, recall, frauds in rows:
+        band = f"band [{low:.2%}, {high:.2%}]{' ALERT' if out else ''}" if low is not None else "no policy band"
+        realized = (
+            f"realized precision {precision:.3f}, recall {recall:.3f} ({frauds} frauds)"
+            if precision is not None and recall is not None
+            else "labels not matured yet"
+        )
+        rate = rate if rate is not None else (flagged / scored if scored else 0.0)
+        lines.append(
+            f"{ds} v{version} threshold {threshold:.4g}: flagged {flagged} of {scored} ({rate:.2%}), {band}; {realized}"
+        )
+    return lines
+
+
 def champion_summary(cfg: LooplineConfig) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -440,6 +473,9 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     if second and second != first:
         echo(_auc_line("drifted days, re-scored", scored_auc(cfg, summary.truth, drifted)))
     echo(champion_summary(cfg))
+    echo("alert rate and precision of the scored days (loopline.daily_alerts):")
+    for line in alert_summary(cfg):
+        echo(f"  {line}")
     echo(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {stack.admin_password()})")
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}  {stack.mlflow_login_hint()}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")

@@ -411,13 +411,8 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
-def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, dict[str, Any]] | None:
-    """Scores of ``scored_day`` with the labels reported before the end of ``asof`` (None: no scores).
-
-    Returns the labelled rows (``score``, ``is_fraud``) and facts about them: model, threshold, unlabelled rows.
-    A transaction with several reports takes the latest (a corrected verdict replaces the first).
-    """
-    lake = Lake(lake_root)
+def _labelled_scores(lake: Lake, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The day's scores and those of them labelled by the end of ``asof`` (with ``transaction_id``)."""
     scores_uri = lake.partition(tables.SCORES, scored_day)
     if scores_uri is None:
         return None
@@ -436,6 +431,19 @@ def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd
         labels = labels.dropna(subset=["is_fraud"]).sort_values(["transaction_id", "reported_at"], kind="mergesort")
         labels = labels.drop_duplicates("transaction_id", keep="last")
     rows = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner")
+    return scores, rows
+
+
+def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """Scores of ``scored_day`` with the labels reported before the end of ``asof`` (None: no scores).
+
+    Returns the labelled rows (``score``, ``is_fraud``) and facts about them: model, threshold, unlabelled rows.
+    A transaction with several reports takes the latest (a corrected verdict replaces the first).
+    """
+    found = _labelled_scores(Lake(lake_root), scored_day, asof)
+    if found is None:
+        return None
+    scores, rows = found
     first = scores.iloc[0] if len(scores) else None
     facts = {
         "ds": scored_day,
@@ -448,6 +456,74 @@ def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd
         "threshold": None if first is None else float(first["threshold"]),
     }
     return rows[[SCORE_COLUMN, "is_fraud"]].reset_index(drop=True), facts
+
+
+def realized_slices(lake_root: str, scored_day: dt.date, asof: dt.date, slicing: Any) -> dict[str, Any] | None:
+    """The gate's slices (``gate.slices``) on the day's matured labels: per slice and group, the realized ROC AUC,
+    PR AUC, recall and false-positive rate at the threshold the day was scored with (None: no scores, no labelled
+    rows, no slices or no features partition to slice by)."""
+    from loopline.slices import evaluate_slices
+
+    lake = Lake(lake_root)
+    found = _labelled_scores(lake, scored_day, asof)
+    features_uri = lake.partition(tables.FEATURES, scored_day)
+    if found is None or features_uri is None or not slicing.by:
+        return None
+    _, rows = found
+    if rows.empty:
+        return None
+    columns = sorted({spec.column for spec in slicing.by} | {"transaction_id"})
+    features = lake.arrow_dataset(features_uri).to_table(columns=columns).to_pandas()
+    frame = rows.merge(features, on="transaction_id", how="inner")
+    threshold = float(frame["threshold"].iloc[0])
+    sliced = evaluate_slices(frame, frame["is_fraud"].to_numpy(), frame[SCORE_COLUMN].to_numpy(), threshold, slicing)
+    return {"threshold": threshold, **sliced}
+
+
+def write_performance_slices(conn: Any, schema: str, facts: Mapping[str, Any], sliced: Mapping[str, Any]) -> int:
+    """Replace the ``model_performance_slices`` rows of ``(ds, model_version)``; returns the rows written."""
+    _check_schema(schema)
+    table = f"{schema}.model_performance_slices"
+    count = 0
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"DELETE FROM {table} WHERE ds = %s AND model_version = %s",  # noqa: S608
+                (facts["ds"], facts["model_version"]),
+            )
+            for name, groups in sliced["slices"].items():
+                for group, m in groups.items():
+                    cur.execute(
+                        f"""INSERT INTO {table} (ds, model_name, model_version, evaluated_on, slice, grp, rows,
+                        positives, threshold, roc_auc, pr_auc, recall_at_threshold, fpr_at_threshold, supported)
+                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",  # noqa: S608
+                        (
+                            facts["ds"],
+                            facts["model_name"],
+                            facts["model_version"],
+                            facts["evaluated_on"],
+                            name,
+                            group,
+                            int(m["rows"]),
+                            int(m["positives"]),
+                            sliced["threshold"],
+                            *(
+                                _metric_or_null(m[k])
+                                for k in ("roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold")
+                            ),
+                            bool(m["supported"]),
+                        ),
+                    )
+                    count += 1
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    return count
+
+
+def _metric_or_null(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
 
 
 def write_performance(conn: Any, schema: str, row: Mapping[str, Any]) -> None:

@@ -7,6 +7,13 @@ dropping any guard-rail metric by more than its allowance; the first model needs
 Otherwise it becomes ``challenger``. Anything that goes wrong before the alias move (a model that cannot
 be loaded back, an unreadable holdout, a constant predictor) leaves the champion exactly as it was.
 
+Each model's threshold metrics use its own threshold (recorded in its ``meta.json`` by the alert policy; the
+configured ``threshold`` for versions without one). With ``gate.slices`` configured, both models are also
+scored per slice and group on the same rows (:mod:`loopline.slices`): a candidate that wins globally but loses
+more than ``gate.slices.tolerance`` in a supported group stays ``challenger``, and the decision names the slice.
+The sliced metrics go to the candidate's run (``gate/slices.json``) and a model card (:mod:`loopline.model_card`)
+is rendered onto it after the alias move.
+
 Registration is idempotent per run: re-gating the same run reuses its model version.
 
 Models are loaded only through :mod:`loopline.artifacts` (native weights + a JSON spec, no pickle). Given a
@@ -138,6 +145,38 @@ def holdout_metrics(model: Any, holdout, threshold: float) -> dict[str, float]:
     }
 
 
+def model_threshold(model: Any, fallback: float) -> float:
+    """The decision threshold recorded with a loaded model (``meta.json``'s ``decision``), else ``fallback``."""
+    recorded = getattr(model, "threshold", None)
+    return float(recorded) if isinstance(recorded, int | float) else float(fallback)
+
+
+def _sliced(model: Any, holdout, threshold: float, slicing: Any) -> dict[str, Any] | None:
+    """The model's per-slice and parity metrics on the holdout (None when no slices are configured)."""
+    if slicing is None or not slicing.by:
+        return None
+    from loopline.schemas import FEATURE_COLUMNS
+    from loopline.slices import SliceError, evaluate_slices
+
+    label = next(c for c in LABEL_COLUMNS if c in holdout.columns)
+    predict = getattr(model, "predict_proba", None) or model.predict
+    proba = np.asarray(predict(holdout[list(FEATURE_COLUMNS)]), dtype=float).reshape(-1)
+    try:
+        return evaluate_slices(holdout, holdout[label].to_numpy(), proba, threshold, slicing)
+    except SliceError as exc:
+        raise GateError(str(exc)) from exc
+
+
+def _log_slices(client: Any, run_id: str, sliced: dict[str, Any]) -> None:
+    """The gate's sliced and parity metrics as ``gate/slices.json`` on the candidate's run (best effort)."""
+    from loopline.training.tracking import json_safe
+
+    try:
+        client.log_dict(run_id, json_safe(sliced), "gate/slices.json")
+    except Exception as exc:  # evidence only: the decision is recorded in the history row either way
+        log.warning("could not log the gate's slice metrics to run %s: %s", run_id, exc)
+
+
 def _version_for_run(client: Any, name: str, run_id: str):
     found = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     return min(found, key=lambda v: int(v.version)) if found else None
@@ -215,7 +254,9 @@ def register_and_gate(
         except Exception as exc:
             raise GateError(f"cannot read the holdout of run {run_id}: {exc}") from exc
         try:
-            candidate = holdout_metrics(load(number, Path(tmp) / "candidate"), holdout, threshold)
+            candidate_model = load(number, Path(tmp) / "candidate")
+            candidate_threshold = model_threshold(candidate_model, threshold)
+            candidate = holdout_metrics(candidate_model, holdout, candidate_threshold)
         except GateError:
             client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: unusable model")
             raise
@@ -225,16 +266,22 @@ def register_and_gate(
         except Exception as exc:
             client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: cannot load")
             raise GateError(f"model version {number} cannot be loaded back: {exc}") from exc
+        client.set_model_version_tag(model_name, str(number), "loopline.threshold", f"{candidate_threshold:.8g}")
+        slicing = getattr(gate, "slices", None)
+        candidate_slices = _sliced(candidate_model, holdout, candidate_threshold, slicing)
 
         champion_version = _alias_version(client, model_name, CHAMPION)
-        champion = None
+        champion = champion_slices = None
         if champion_version is not None and int(champion_version.version) != number:
             try:
                 champion_model = load(int(champion_version.version), Path(tmp) / "champion")
             except artifacts.ArtifactError as exc:
                 raise GateError(f"the champion cannot be loaded safely: {exc}") from exc
-            champion = holdout_metrics(champion_model, holdout, threshold)
+            champion_threshold = model_threshold(champion_model, threshold)
+            champion = holdout_metrics(champion_model, holdout, champion_threshold)
+            champion_slices = _sliced(champion_model, holdout, champion_threshold, slicing)
 
+    losses: list[Any] = []
     if champion_version is not None and int(champion_version.version) == number:
         decision = GateDecision(True, CHAMPION, "already champion (rerun of the same training run)")
     else:
@@ -246,6 +293,17 @@ def register_and_gate(
             absolute_floor=gate.absolute_floor,
             guardrails=dict(gate.guardrails),
         )
+        if decision.promote and champion_slices is not None and candidate_slices is not None:
+            from loopline.slices import slice_losses
+
+            losses = slice_losses(candidate_slices, champion_slices, metric=slicing.metric, tolerance=slicing.tolerance)
+            if losses:
+                decision = GateDecision(
+                    False,
+                    CHALLENGER,
+                    f"wins globally ({decision.reason}) but loses a slice: {losses[0].describe()}"
+                    + (f"; {len(losses) - 1} more slice(s) lose too" if len(losses) > 1 else ""),
+                )
         rolled_back = rolled_back_from(client, model_name, number, conn=conn, schema=schema)
         if decision.promote and rolled_back:
             decision = GateDecision(
@@ -268,10 +326,32 @@ def register_and_gate(
             "candidate": candidate,
             "champion": champion,
             "champion_version": int(champion_version.version) if champion_version else None,
+            "candidate_threshold": candidate_threshold,
+            "slice_losses": [loss.as_dict() for loss in losses],
         },
     )
+    sliced = {"candidate": candidate_slices, "champion": champion_slices}
+    if candidate_slices is not None:
+        _log_slices(client, run_id, sliced)
     move_alias(client, move, lambda: _apply(client, move), conn=conn, schema=schema, digests=to_record)
+    _log_card(client, move, sliced)
     return decision, move
+
+
+def _log_card(client: Any, move: AliasMove, sliced: dict[str, Any]) -> None:
+    """The version's model card (``model_card.md`` on its run), rendered from the records (best effort)."""
+    from loopline.model_card import log_card
+
+    try:
+        log_card(
+            client,
+            model_name=move.model_name,
+            version=move.version,
+            run_id=move.run_id,
+            gate={**move.metrics, "alias": move.alias, "decision": move.decision, "sliced": sliced},
+        )
+    except Exception as exc:  # evidence only: the decision is recorded either way
+        log.warning("could not log the model card of v%s: %s", move.version, exc)
 
 
 def _apply(client: Any, move: AliasMove) -> None:

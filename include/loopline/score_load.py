@@ -61,6 +61,13 @@ class ScoringRun:
     score_seconds: float
     lake_uri: str
     airflow_run_id: str | None = None
+    # The alert policy check of the day (loopline.thresholds.check_alert_rate); None before policies.
+    threshold_policy: str | None = None
+    expected_alert_rate: float | None = None
+    alert_band_low: float | None = None
+    alert_band_high: float | None = None
+    alert_out_of_band: bool | None = None
+    alert_note: str | None = None
 
 
 def csv_chunks(table: Any, chunk_rows: int = CHUNK_ROWS) -> Iterator[bytes]:
@@ -144,15 +151,21 @@ def load_day(
             cur.execute(
                 f"""INSERT INTO {schema}.scoring_runs
                 (ds, role, model_name, model_version, model_run_id, threshold, rows_scored, rows_flagged,
-                 rows_explained, score_seconds, load_seconds, lake_uri, airflow_run_id, loaded_at)
-                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+                 rows_explained, score_seconds, load_seconds, lake_uri, airflow_run_id, loaded_at,
+                 threshold_policy, alert_rate, expected_alert_rate, alert_band_low, alert_band_high,
+                 alert_out_of_band, alert_note)
+                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s, %s)
                 ON CONFLICT (ds, role) DO UPDATE SET
                   model_name = EXCLUDED.model_name, model_version = EXCLUDED.model_version,
                   model_run_id = EXCLUDED.model_run_id, threshold = EXCLUDED.threshold,
                   rows_scored = EXCLUDED.rows_scored, rows_flagged = EXCLUDED.rows_flagged,
                   rows_explained = EXCLUDED.rows_explained, score_seconds = EXCLUDED.score_seconds,
                   load_seconds = EXCLUDED.load_seconds, lake_uri = EXCLUDED.lake_uri,
-                  airflow_run_id = EXCLUDED.airflow_run_id, loaded_at = now()""",  # noqa: S608
+                  airflow_run_id = EXCLUDED.airflow_run_id, loaded_at = now(),
+                  threshold_policy = EXCLUDED.threshold_policy, alert_rate = EXCLUDED.alert_rate,
+                  expected_alert_rate = EXCLUDED.expected_alert_rate, alert_band_low = EXCLUDED.alert_band_low,
+                  alert_band_high = EXCLUDED.alert_band_high, alert_out_of_band = EXCLUDED.alert_out_of_band,
+                  alert_note = EXCLUDED.alert_note""",  # noqa: S608
                 (
                     run.ds,
                     run.role,
@@ -167,6 +180,13 @@ def load_day(
                     seconds,
                     run.lake_uri,
                     run.airflow_run_id,
+                    run.threshold_policy,
+                    run.rows_flagged / loaded if loaded else None,
+                    run.expected_alert_rate,
+                    run.alert_band_low,
+                    run.alert_band_high,
+                    run.alert_out_of_band,
+                    run.alert_note,
                 ),
             )
         conn.commit()

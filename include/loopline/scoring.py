@@ -131,6 +131,24 @@ def package_model(
     return buffer.getvalue()
 
 
+def packaged_decision(blob: bytes) -> dict[str, Any] | None:
+    """The threshold decision recorded in a packaged model's ``meta.json`` (None for a model without one)."""
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+        try:
+            member = tar.getmember("meta.json")
+        except KeyError:
+            return None
+        handle = tar.extractfile(member)
+        meta = json.loads(handle.read()) if handle is not None else {}
+    decision = meta.get("decision")
+    return decision if isinstance(decision, dict) and "threshold" in decision else None
+
+
+def version_threshold(decision: dict[str, Any] | None, fallback: float) -> float:
+    """The version's own threshold when it recorded one, else ``fallback`` (``scoring.threshold``)."""
+    return float(decision["threshold"]) if decision else float(fallback)
+
+
 _LOADED: dict[str, Any] = {}
 _LOCK = threading.Lock()
 

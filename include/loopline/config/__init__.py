@@ -8,6 +8,7 @@ values are parsed as YAML scalars, so ``LOOPLINE__GATE__MIN_IMPROVEMENT=0.01`` i
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from datetime import timedelta
@@ -344,6 +345,61 @@ class KubernetesConfig(_Section):
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
 
 
+# Hyper-parameters (loopline.training.models.TrainParams fields) a search may vary, per model type.
+SEARCHABLE: dict[str, tuple[str, ...]] = {
+    "xgboost": ("learning_rate", "max_depth", "min_child_weight", "subsample", "colsample_bytree", "reg_lambda"),
+    "mlp": ("learning_rate", "dropout", "weight_decay", "batch_size"),
+}
+_INTEGER_PARAMS = ("max_depth", "batch_size")
+
+
+class SearchRange(_Section):
+    """One hyper-parameter's range: ``low <= value <= high``, sampled on a log scale when ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _possible(self) -> SearchRange:
+        if not self.low < self.high:
+            raise ValueError(f"impossible range: low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0 (got {self.low})")
+        return self
+
+
+class SearchConfig(_Section):
+    """Hyper-parameter search (Optuna) inside the trainer; ``trials: 0`` trains the configured parameters."""
+
+    trials: int = Field(default=0, ge=0)  # budget in trials (completed + pruned, over every attempt)
+    minutes: float = Field(default=30.0, gt=0)  # budget in wall-clock minutes, per attempt
+    pruning: bool = True  # median pruning on the validation PR AUC, round by round
+    warmup_steps: int = Field(default=10, ge=0)  # rounds (epochs) of a trial before it may be pruned
+    # SQLAlchemy URL of the study storage (e.g. Postgres with a dedicated schema), so an interrupted search
+    # resumes; the environment variable LOOPLINE_SEARCH_STORAGE_URL (with credentials) takes precedence.
+    # None and no variable: the study lives in memory (a killed search starts again).
+    storage_url: str | None = None
+    space: dict[str, dict[str, SearchRange]] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _known(cls, value: dict[str, dict[str, SearchRange]]) -> dict[str, dict[str, SearchRange]]:
+        for model_type, ranges in value.items():
+            if model_type not in SEARCHABLE:
+                raise ValueError(f"unknown model type {model_type!r} (one of {', '.join(SEARCHABLE)})")
+            for name, bounds in ranges.items():
+                if name not in SEARCHABLE[model_type]:
+                    raise ValueError(
+                        f"{model_type}.{name} is not searchable (one of {', '.join(SEARCHABLE[model_type])})"
+                    )
+                if name in _INTEGER_PARAMS and (bounds.low != int(bounds.low) or bounds.high != int(bounds.high)):
+                    raise ValueError(f"{model_type}.{name} is an integer: give integer low and high")
+                if name in ("subsample", "colsample_bytree", "dropout") and not (bounds.low >= 0 and bounds.high <= 1):
+                    raise ValueError(f"impossible range for {model_type}.{name}: it must lie within 0..1")
+        return value
+
+
 class TrainingConfig(_Section):
     model_type: Literal["xgboost", "mlp"]
     runner: Literal["local", "kubernetes"]
@@ -358,6 +414,7 @@ class TrainingConfig(_Section):
     pool: str
     pool_slots: int = Field(ge=1)
     kubernetes: KubernetesConfig
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @field_validator("schedule")
     @classmethod
@@ -367,11 +424,69 @@ class TrainingConfig(_Section):
         raise ValueError(f"a cron expression of 5 fields, one of {', '.join(SCHEDULE_PRESETS)}, or null")
 
 
+SLICE_METRICS = ("roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold")
+
+
+class SliceConfig(_Section):
+    """A slicing of the holdout by one feature column: its values, or bands of a numeric column."""
+
+    name: str
+    column: str
+    # Numeric columns: band edges (ascending); rows fall in [edge_i, edge_i+1), the last band is open-ended.
+    bands: list[float] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"slice name {value!r} must be a lower-case identifier")
+        return value
+
+    @field_validator("column")
+    @classmethod
+    def _known_column(cls, value: str) -> str:
+        from loopline.schemas import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+
+        known = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
+        if value not in known:
+            raise ValueError(f"column {value!r} is not a feature column (one of {', '.join(known)})")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _ascending(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) < 1 or any(b <= a for a, b in itertools.pairwise(value))):
+            raise ValueError(f"bands must be a non-empty, strictly ascending list of edges (got {value})")
+        return value
+
+
+class GateSlicesConfig(_Section):
+    """Per-slice comparison of candidate and champion on the same holdout (see :mod:`loopline.slices`)."""
+
+    by: list[SliceConfig] = Field(default_factory=list)
+    min_rows: int = Field(default=200, ge=1)  # a slice with fewer holdout rows is reported, never decides
+    min_positives: int = Field(default=10, ge=1)
+    metric: Literal["roc_auc", "pr_auc", "recall_at_threshold"] = "roc_auc"
+    tolerance: float = Field(default=0.02, ge=0)  # largest allowed drop of `metric` in a supported slice
+    fairness_attribute: str | None = None  # slice name whose groups get fairlearn parity metrics
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GateSlicesConfig:
+        names = [s.name for s in self.by]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"slice name(s) used twice: {', '.join(twice)}")
+        if self.fairness_attribute is not None and self.fairness_attribute not in names:
+            raise ValueError(f"fairness_attribute {self.fairness_attribute!r} is not a configured slice name")
+        return self
+
+
 class GateConfig(_Section):
     primary_metric: Literal["roc_auc", "pr_auc"]
     min_improvement: float = Field(ge=0)
     absolute_floor: float = Field(ge=0, le=1)
     guardrails: dict[str, float]
+    slices: GateSlicesConfig = Field(default_factory=GateSlicesConfig)
 
 
 class RegistryConfig(_Section):
@@ -390,8 +505,19 @@ class RetryConfig(_Section):
     max_delay_seconds: int = Field(default=1200, ge=1)
 
 
+class ThresholdPolicyConfig(_Section):
+    """How each version's threshold is chosen on its validation data (see :mod:`loopline.thresholds`)."""
+
+    kind: Literal["alert_budget", "target_precision", "fixed"] = "alert_budget"
+    alert_budget: float = Field(default=0.02, gt=0, lt=1)  # share of transactions the team can review
+    target_precision: float = Field(default=0.5, gt=0, le=1)
+    min_alerts: int = Field(default=5, ge=1)  # on validation: fewer alerts than this is no threshold
+    band_factor: float = Field(default=2.0, gt=1)  # a day flagging outside [expected/f, expected*f] alerts
+
+
 class ScoringConfig(_Section):
     threshold: float = Field(gt=0, lt=1)
+    threshold_policy: ThresholdPolicyConfig = Field(default_factory=ThresholdPolicyConfig)
     reason_codes: int = Field(ge=0)
     explain: Literal["flagged", "all", "none"]
     reason_method: Literal["exact", "approx"]

@@ -19,6 +19,7 @@ from loopline.config import get_config, resolve_uri
 
 MLFLOW_KEY = "loopline_mlflow_url"
 REPORT_KEY = "loopline_report_url"
+CARD_KEY = "loopline_model_card_url"
 
 
 def mlflow_url(value: Any) -> str | None:
@@ -92,6 +93,15 @@ class ValidationReportLink(BaseOperatorLink):
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         return _get(ti_key, REPORT_KEY) or ""
+
+
+class ModelCardLink(BaseOperatorLink):
+    """ "Model card": the gated version's model card (``model_card.md`` on its MLflow run)."""
+
+    name = "Model card"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        return _get(ti_key, CARD_KEY) or ""
 
 
 def attach(task: Any, *links: BaseOperatorLink) -> Any:

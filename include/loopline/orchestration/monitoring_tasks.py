@@ -167,9 +167,13 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
         "note": note,
         "airflow_run_id": run_id,
     }
+    # The gate's slices over time, on the same matured labels (for analysts: model_performance_slices).
+    sliced = monitoring.realized_slices(resolve_uri(cfg.storage.lake_uri), scored_day, asof, cfg.gate.slices)
     conn = _conn()
     try:
         monitoring.write_performance(conn, cfg.postgres.schema_, row)
+        if sliced is not None:
+            monitoring.write_performance_slices(conn, cfg.postgres.schema_, facts, sliced)
     finally:
         conn.close()
     log.info(

@@ -135,22 +135,35 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     from loopline.config import resolve_uri
     from loopline.lake import Lake
     from loopline.score_load import ScoringRun, load_day
+    from loopline.thresholds import check_alert_rate
 
     cfg = get_config()
     rows = Lake(resolve_uri(cfg.storage.lake_uri)).arrow_dataset(scored["uri"]).to_table()
     model = scored["model"]
+    decision = scored.get("decision")
+    check = check_alert_rate(rows.num_rows, int(scored["flagged"]), decision)
+    if check.out_of_band:
+        logging.getLogger(__name__).warning(
+            "ALERT %s v%s ds=%s (%s): %s", model["name"], model["version"], ds, role, check.message
+        )
     run = ScoringRun(
         ds=dt.date.fromisoformat(ds),
         role=role,
         model_name=model["name"],
         model_version=model["version"],
         model_run_id=model["run_id"],
-        threshold=cfg.scoring.threshold,
+        threshold=scored.get("threshold", cfg.scoring.threshold),
         rows_flagged=scored["flagged"],
         rows_explained=scored["explained"],
         score_seconds=scored["seconds"],
         lake_uri=scored["uri"],
         airflow_run_id=run_id,
+        threshold_policy=(decision or {}).get("policy"),
+        expected_alert_rate=check.expected_alert_rate,
+        alert_band_low=check.band_low,
+        alert_band_high=check.band_high,
+        alert_out_of_band=check.out_of_band if check.band_low is not None else None,
+        alert_note=check.message,
     )
     conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
     try:

@@ -67,6 +67,7 @@ TRAINER_ENV_ALLOWLIST = (
     "LOOPLINE__MLFLOW__ARTIFACT_URI",
     "LOOPLINE__MLFLOW__EXPERIMENT",
     "LOOPLINE__SCORING__THRESHOLD",
+    "LOOPLINE__SCORING__THRESHOLD_POLICY__*",  # the trainer chooses the version's threshold
     "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE",
 )
 TRAINER_ENV_EXCLUDED = ("LOOPLINE__TRAINING__KUBERNETES__*",)  # how to build the pod: not the trainer's business
@@ -235,6 +236,10 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
         except registry.GateError as exc:
             raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc
     log.info("gate: %s -> alias %s on v%s: %s", result["run_id"], move.alias, move.version, decision.reason)
+    from loopline.model_card import card_url
+    from loopline.orchestration import links
+
+    links.record(links.CARD_KEY, card_url(cfg.mlflow.ui_url, result["run_id"]))
     # A retry re-registers nothing (the gate is idempotent per run) and rewrites the same pin.
     pin = pin_model_inputs(cfg, cfg.mlflow.registered_model, move.version, result.get("fingerprint") or {})
     log.info("data fingerprint of v%s pinned in the lake: %s", move.version, pin)

@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-epochs", type=_positive_int, help="MLP epochs (default 30, capped by --max-rounds)")
     parser.add_argument("--patience", type=_positive_int, help="MLP epochs without improvement (default 4)")
     parser.add_argument("--seed", type=int, help="default training.seed")
+    parser.add_argument(
+        "--search-trials",
+        type=_non_negative_int,
+        help="hyper-parameter search budget in trials (default training.search.trials; 0: no search)",
+    )
+    parser.add_argument(
+        "--search-minutes", type=_positive_float, help="search budget in minutes (default training.search.minutes)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default auto")
     parser.add_argument("--reason", help="why this training runs (tag loopline.reason)")
     parser.add_argument("--triggered-by", help="who or what started it: manual, schedule, drift_monitor, ...")
@@ -132,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a pod log
     from loopline.config import ConfigError, get_config, resolve_uri
+    from loopline.thresholds import ThresholdPolicyError
     from loopline.training.dataset import TrainingDataError
     from loopline.training.models import DeviceUnavailableError
 
@@ -163,9 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             learning_rate=args.learning_rate,
             max_epochs=args.max_epochs,
             patience=args.patience,
+            search_trials=args.search_trials,
+            search_minutes=args.search_minutes,
         )
         result = run_training(options)
-    except (ConfigError, TrainingDataError, DeviceUnavailableError) as exc:
+    except (ConfigError, TrainingDataError, DeviceUnavailableError, ThresholdPolicyError) as exc:
         return _fail(EXIT_BAD_INPUT, " ".join(str(exc).split()))
     except Exception as exc:  # anything else is a bug or an infrastructure failure: keep the traceback
         traceback.print_exc()

@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -277,6 +278,14 @@ class FraudModel(ABC):
         self.pos_weight = float(pos_weight)
         self.params = params
         self.fit_info = fit_info
+        # The version's decision threshold and the policy that chose it (loopline.thresholds.ThresholdDecision
+        # as a dict); None for a model saved before policies (scoring then uses scoring.threshold).
+        self.decision: dict[str, Any] | None = None
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold recorded with this model, if any."""
+        return None if not self.decision else float(self.decision["threshold"])
 
     @abstractmethod
     def _raw_proba(self, df: pd.DataFrame) -> np.ndarray:
@@ -314,6 +323,8 @@ class FraudModel(ABC):
             "preprocessor": self.preprocessor.to_dict(),
             "fit_info": asdict(self.fit_info),
         }
+        if self.decision is not None:
+            meta["decision"] = self.decision
         (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         self._save_weights(folder)
         return folder
@@ -328,11 +339,16 @@ def load_model(folder: str | Path) -> FraudModel:
     params = TrainParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"])})
     pre = Preprocessor.from_dict(meta["preprocessor"])
     info = FitInfo(**meta["fit_info"])
+    model: FraudModel
     if meta["model_type"] == "xgboost":
-        return XGBoostModel.load(folder, pre, meta["pos_weight"], params, info)
-    if meta["model_type"] == "mlp":
-        return MLPModel.load(folder, pre, meta["pos_weight"], params, info)
-    raise ValueError(f"unknown model type {meta['model_type']!r} in {folder}")
+        model = XGBoostModel.load(folder, pre, meta["pos_weight"], params, info)
+    elif meta["model_type"] == "mlp":
+        model = MLPModel.load(folder, pre, meta["pos_weight"], params, info)
+    else:
+        raise ValueError(f"unknown model type {meta['model_type']!r} in {folder}")
+    decision = meta.get("decision")
+    model.decision = decision if isinstance(decision, dict) and "threshold" in decision else None
+    return model
 
 
 def _pr_auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -404,6 +420,7 @@ class XGBoostModel(FraudModel):
         y_val: np.ndarray,
         params: TrainParams,
         device: str,
+        on_iteration: Callable[[int, float], None] | None = None,
     ) -> XGBoostModel:
         import xgboost as xgb
 
@@ -431,6 +448,15 @@ class XGBoostModel(FraudModel):
             "verbosity": 1,
         }
         evals_result: dict[str, dict[str, list[float]]] = {}
+        callbacks = []
+        if on_iteration is not None:
+
+            class _Report(xgb.callback.TrainingCallback):
+                def after_iteration(self, model, epoch, evals_log) -> bool:
+                    on_iteration(epoch, float(evals_log["validation"]["aucpr"][-1]))  # may raise to stop
+                    return False
+
+            callbacks.append(_Report())
         booster = xgb.train(
             booster_params,
             dtrain,
@@ -439,6 +465,7 @@ class XGBoostModel(FraudModel):
             early_stopping_rounds=params.early_stopping_rounds,
             evals_result=evals_result,
             verbose_eval=False,
+            callbacks=callbacks or None,
         )
         history = [float(v) for v in evals_result["validation"]["aucpr"]]
         best = int(getattr(booster, "best_iteration", len(history) - 1))
@@ -562,6 +589,7 @@ class MLPModel(FraudModel):
         y_val: np.ndarray,
         params: TrainParams,
         device: str,
+        on_iteration: Callable[[int, float], None] | None = None,
     ) -> MLPModel:
         import torch
         import torch._dynamo  # torch.optim imports it on first use (seconds): keep that out of the timing
@@ -602,6 +630,8 @@ class MLPModel(FraudModel):
                 optimizer.step()
             score = _pr_auc(y_val, model._logits(val_numeric, val_categorical))
             history.append(score)
+            if on_iteration is not None:
+                on_iteration(epoch, float(score))  # may raise to stop (a pruned search trial)
             if score > best_score:
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy({k: v.detach().clone() for k, v in network.state_dict().items()})
@@ -633,8 +663,12 @@ def train_model(
     y_validation: np.ndarray,
     params: TrainParams | None = None,
     device: str = "auto",
+    on_iteration: Callable[[int, float], None] | None = None,
 ) -> FraudModel:
     """Fit ``model_type`` on ``train`` with early stopping on ``validation`` (PR AUC).
+
+    ``on_iteration(step, validation_pr_auc)`` is called after every boosting round / epoch; an exception it
+    raises (a pruned search trial) stops the fit and propagates.
 
     ``device``: ``auto`` | ``cpu`` | ``cuda`` (resolved by :func:`resolve_device`; ``cuda`` without a GPU raises
     :class:`DeviceUnavailableError`).
@@ -647,4 +681,4 @@ def train_model(
     y_validation = np.asarray(y_validation).astype(np.float32)
     log.info("training %s on %s: %d train rows, %d validation rows", model_type, resolved, len(train), len(validation))
     cls = XGBoostModel if model_type == "xgboost" else MLPModel
-    return cls.fit(train, y_train, validation, y_validation, params, resolved)
+    return cls.fit(train, y_train, validation, y_validation, params, resolved, on_iteration)

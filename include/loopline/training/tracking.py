@@ -14,6 +14,8 @@ Layout of a run (artifact paths):
                                        holdout) plus this model's ``score``: the drift monitor's reference
 ``fingerprint.json``                   the training set's fingerprint (partitions and versions, counts)
 ``metrics.json``                       validation and holdout metrics, as logged
+``threshold.json``                     the version's threshold and the policy that chose it on validation
+                                       (also in ``meta.json``'s ``decision``: scoring and the gate use it)
 ``plots/``                             ROC, PR, calibration (holdout) and feature importance PNGs
 =====================================  ==============================================================
 
@@ -159,6 +161,12 @@ def end_abandoned_runs(experiment_id: str, run_name: str) -> list[str]:
     key = training_key(run_name)
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     abandoned = [run.info.run_id for run in running if training_key(run.info.run_name or "") == key]
+    # A killed search leaves its trial's nested run running too.
+    abandoned += [
+        run.info.run_id
+        for run in running
+        if run.info.run_id not in abandoned and run.data.tags.get("mlflow.parentRunId") in abandoned
+    ]
     for run_id in abandoned:
         client.set_tag(run_id, "loopline.abandoned", "a later attempt of this training started; this one had died")
         client.set_terminated(run_id, status="KILLED")
@@ -176,8 +184,12 @@ def log_training_run(
     holdout: pd.DataFrame,
     reference: pd.DataFrame,
     threshold: float,
+    decision: dict[str, Any] | None = None,
 ) -> str:
-    """Log everything into the active ``run``; returns the logged model's URI (``models:/m-...``)."""
+    """Log everything into the active ``run``; returns the logged model's URI (``models:/m-...``).
+
+    ``decision`` (the threshold and its policy) is logged as ``threshold.json`` and travels in ``meta.json``.
+    """
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
@@ -198,6 +210,8 @@ def log_training_run(
         client.log_batch(run_id, metrics=history[start : start + 1000])
     mlflow.log_dict(json_safe(fingerprint), "fingerprint.json")
     mlflow.log_dict(json_safe(metrics), "metrics.json")
+    if decision is not None:
+        mlflow.log_dict(json_safe(decision), "threshold.json")
     for path in plots:
         mlflow.log_artifact(str(path), "plots")
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from loopline.config import LooplineConfig, resolve_uri
+from loopline.thresholds import ThresholdDecision, choose_threshold
 from loopline.training.dataset import LABEL, TrainingSet, build_training_set, reference_sample
 from loopline.training.models import INPUT_COLUMNS, MODEL_TYPES, TrainParams, resolve_device
 
@@ -46,6 +47,10 @@ class TrainingOptions:
     triggered_by: str | None = None
     run_name: str | None = None
     pin_id: str | None = None  # pin the lake versions read under this id (released by the caller)
+    # scoring.threshold_policy (loopline.config.ThresholdPolicyConfig); None: the fixed ``threshold``
+    threshold_policy: Any = None
+    # training.search (loopline.config.SearchConfig); None or trials 0: fit ``params`` as given
+    search: Any = None
 
     @classmethod
     def from_config(cls, cfg: LooplineConfig, cutoff: dt.date, **overrides: Any) -> TrainingOptions:
@@ -68,7 +73,14 @@ class TrainingOptions:
             reference_sample_size=cfg.drift.reference_sample_size,
             max_fraud_rate=t.max_fraud_rate,
             params=params,
+            threshold_policy=cfg.scoring.threshold_policy,
+            search=t.search,
         )
+        search_update = {
+            key: value for key in ("trials", "minutes") if (value := overrides.pop(f"search_{key}", None)) is not None
+        }
+        if search_update:
+            overrides["search"] = t.search.model_copy(update=search_update)
         param_overrides = {k: overrides.pop(k) for k in list(overrides) if k in TrainParams.__dataclass_fields__}
         options = replace(options, **{k: v for k, v in overrides.items() if v is not None})
         if param_overrides:
@@ -108,6 +120,17 @@ def load_training_set(options: TrainingOptions) -> TrainingSet:
         max_fraud_rate=options.max_fraud_rate,
         pin_id=options.pin_id,
     )
+
+
+def decide_threshold(y_val: Any, val_proba: Any, options: TrainingOptions) -> ThresholdDecision:
+    """The version's threshold from ``options.threshold_policy`` on the validation split (fixed when None).
+
+    Raises :class:`~loopline.thresholds.ThresholdPolicyError` (bad input) when the policy cannot be met.
+    """
+    from loopline.config import ThresholdPolicyConfig
+
+    policy = options.threshold_policy or ThresholdPolicyConfig(kind="fixed")
+    return choose_threshold(y_val, val_proba, policy, fixed_threshold=options.threshold)
 
 
 def run_training(options: TrainingOptions) -> dict[str, Any]:
@@ -157,6 +180,43 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
             }
         )
         y_train = data.train[LABEL].to_numpy()
+        searched = None
+        if options.search is not None and options.search.trials > 0:
+            from loopline.training.search import run_search, study_name, winner_params
+
+            searched = run_search(
+                model_type=options.model_type,
+                train=data.train,
+                y_train=y_train,
+                validation=data.validation,
+                y_validation=data.validation[LABEL].to_numpy(),
+                base=options.params,
+                device=device,
+                search=options.search,
+                name=study_name(options.model_type, options.cutoff.isoformat(), fp["data_sha256"], options.params.seed),
+                run_name=run_name,
+            )
+            options = replace(options, params=winner_params(options.params, searched))
+            mlflow.log_params(
+                {
+                    "search.study": searched.study_name,
+                    "search.storage": searched.storage,
+                    "search.trials_budget": options.search.trials,
+                    "search.minutes_budget": options.search.minutes,
+                    "search.best_trial": searched.best_trial,
+                    **{f"search.best.{k}": v for k, v in searched.params.items()},
+                }
+            )
+            mlflow.log_metrics(
+                {
+                    "search_best_val_pr_auc": searched.best_value,
+                    "search_seconds": searched.seconds,
+                    "search_completed": float(searched.completed),
+                    "search_pruned": float(searched.pruned),
+                    "search_resumed": float(searched.resumed),
+                }
+            )
+            mlflow.set_tag("loopline.search", "on")
         model = train_model(
             options.model_type,
             data.train,
@@ -181,9 +241,22 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
         y_hold = data.holdout[LABEL].to_numpy()
         val_proba = model.predict_proba(data.validation)
         hold_proba = model.predict_proba(data.holdout)
+        decision = decide_threshold(y_val, val_proba, options)
+        threshold = decision.threshold
+        model.decision = decision.as_dict()  # saved in meta.json: scoring and the gate decide with it
+        log.info(
+            "threshold %.6g from policy %s (target %s): validation flag rate %.4f, precision %.4f, recall %.4f",
+            threshold,
+            decision.policy,
+            decision.target,
+            decision.expected_alert_rate,
+            decision.validation_precision,
+            decision.validation_recall,
+        )
+        mlflow.set_tags({"loopline.threshold": f"{threshold:.8g}", "loopline.threshold_policy": decision.policy})
         metrics = {
-            **_metrics("val", ev.evaluate(y_val, val_proba, options.threshold)),
-            **_metrics("holdout", ev.evaluate(y_hold, hold_proba, options.threshold)),
+            **_metrics("val", ev.evaluate(y_val, val_proba, threshold)),
+            **_metrics("holdout", ev.evaluate(y_hold, hold_proba, threshold)),
         }
         importance = model.feature_importance()
         importance_kind = "XGBoost gain"
@@ -210,13 +283,19 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
             logged_model_uri = tracking.log_training_run(
                 run,
                 model=model,
-                params=options.logged_params(device),
+                params={
+                    **options.logged_params(device),
+                    "threshold": threshold,
+                    "threshold_policy": decision.policy,
+                    "threshold_policy_target": decision.target,
+                },
                 fingerprint=fp,
                 metrics={**metrics, **extra},
                 plots=plots,
                 holdout=data.holdout,
                 reference=reference,
-                threshold=options.threshold,
+                threshold=threshold,
+                decision=decision.as_dict(),
             )
         run_id = run.info.run_id
 
@@ -228,6 +307,8 @@ def run_training(options: TrainingOptions) -> dict[str, Any]:
         "logged_model_uri": logged_model_uri,
         "model_type": options.model_type,
         "metrics": metrics,
+        "threshold": decision.as_dict(),
+        "search": searched.as_dict() if searched is not None else None,
         "fingerprint": fp,
         "device": device,
         "train_rows": len(data.train),
