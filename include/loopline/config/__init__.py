@@ -444,12 +444,14 @@ class SliceConfig(_Section):
 
     @field_validator("column")
     @classmethod
-    def _known_column(cls, value: str) -> str:
-        from loopline.schemas import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+    def _feature_like(cls, value: str) -> str:
+        # a first check that needs no config (the exact window columns are checked by LooplineConfig)
+        from loopline.schemas import CATEGORICAL_FEATURES, feature_schema
 
-        known = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
-        if value not in known:
-            raise ValueError(f"column {value!r} is not a feature column (one of {', '.join(known)})")
+        fixed = (*CATEGORICAL_FEATURES, *feature_schema(("1h", "1d")).numeric)
+        windowed = re.fullmatch(r"(cnt|sum|avg_amount|amount_to_avg|amount_zscore)_\d+[hd]", value)
+        if value not in fixed and not windowed:
+            raise ValueError(f"column {value!r} is not a feature column (one of {', '.join(fixed)})")
         return value
 
     @field_validator("bands")
@@ -667,6 +669,19 @@ class LooplineConfig(_Section):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
+
+    @model_validator(mode="after")
+    def _slice_columns(self) -> LooplineConfig:
+        # checked here, not on the slice: the feature columns depend on this same config's windows
+        from loopline.schemas import CATEGORICAL_FEATURES, feature_schema
+
+        known = (*CATEGORICAL_FEATURES, *feature_schema(self.features.windows).numeric)
+        for entry in self.gate.slices.by:
+            if entry.column not in known:
+                raise ValueError(
+                    f"gate.slices.by: column {entry.column!r} is not a feature column (one of {', '.join(known)})"
+                )
+        return self
 
     @field_validator("version")
     @classmethod
