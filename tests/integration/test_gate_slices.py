@@ -67,7 +67,13 @@ def pg(postgres):
 
 @pytest.fixture
 def cfg():
-    return load_config(environ={"LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.6", "LOOPLINE__GATE__MIN_IMPROVEMENT": "0.005"})
+    return load_config(
+        environ={
+            "LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.6",
+            "LOOPLINE__GATE__MIN_IMPROVEMENT": "0.005",
+            "LOOPLINE__GATE__SLICES__MIN_POSITIVES": "10",  # the constructed slices are small
+        }
+    )
 
 
 def log_run(model, frame: pd.DataFrame, tmp_path) -> str:

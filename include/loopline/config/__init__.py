@@ -467,7 +467,7 @@ class GateSlicesConfig(_Section):
 
     by: list[SliceConfig] = Field(default_factory=list)
     min_rows: int = Field(default=200, ge=1)  # a slice with fewer holdout rows is reported, never decides
-    min_positives: int = Field(default=10, ge=1)
+    min_positives: int = Field(default=100, ge=1)
     metric: Literal["roc_auc", "pr_auc", "recall_at_threshold"] = "roc_auc"
     tolerance: float = Field(default=0.02, ge=0)  # largest allowed drop of `metric` in a supported slice
     fairness_attribute: str | None = None  # slice name whose groups get fairlearn parity metrics
