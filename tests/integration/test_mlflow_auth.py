@@ -213,6 +213,7 @@ def test_the_local_trainer_inherits_the_credentials_through_its_environment(serv
     lake = write_synthetic_lake(tmp_path / "lake", start, days, rows_per_day=250, seed=5)
     os.environ[CONN_VAR] = server.connection()
     monkeypatch.setenv("LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE", "200")
+    monkeypatch.setenv("LOOPLINE__SCORING__THRESHOLD_POLICY__MIN_ALERTS", "1")  # a small lake: few validation rows
     seen: list[tuple[list[str], dict[str, str]]] = []
     real_run = subprocess.run
 

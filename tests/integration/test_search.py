@@ -165,6 +165,7 @@ def test_search_with_the_same_seed_repeats_itself():
     os.environ.pop("LOOPLINE_SEARCH_STORAGE_URL", None)
     tracking = f"sqlite:///{Path(os.environ.get('TMPDIR', '/tmp')) / f'search-{uuid.uuid4().hex[:6]}.db'}"
     mlflow.set_tracking_uri(tracking)
+    mlflow.set_experiment("search-seed")  # not whatever experiment an earlier test left active (another store's)
     try:
         for attempt in range(2):
             with mlflow.start_run(run_name=f"seeded-{attempt}"):

@@ -140,12 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in a pod log
     from loopline.config import ConfigError, get_config, resolve_uri
+
+    try:  # first: the feature columns, and so the modules below, come from the config
+        cfg = get_config()
+    except ConfigError as exc:
+        return _fail(EXIT_BAD_INPUT, " ".join(str(exc).split()))
     from loopline.thresholds import ThresholdPolicyError
     from loopline.training.dataset import TrainingDataError
     from loopline.training.models import DeviceUnavailableError
 
     try:
-        cfg = get_config()
         from loopline.training.tracking import tracking_uri, write_result
         from loopline.training.trainer import TrainingOptions, run_training
 
