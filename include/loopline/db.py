@@ -21,9 +21,10 @@ Least privilege: three roles, named in the config (``postgres.owner_role``, ``lo
 
 from __future__ import annotations
 
+import contextlib
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,21 @@ def require_current(conn: Any, schema: str, sql_dir: Path = SQL_DIR) -> str:
     return found
 
 
+@contextlib.contextmanager
+def _transaction(conn: Any) -> Iterator[None]:
+    """One transaction on a DB-API connection, whatever its autocommit mode: committed, or rolled back on error."""
+    previous_autocommit = conn.autocommit
+    conn.autocommit = False
+    try:
+        yield
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    finally:
+        conn.autocommit = previous_autocommit
+
+
 def _check_identifier(name: str) -> None:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"{name!r} is not a plain lower-case identifier")
@@ -160,37 +176,28 @@ def migrate(conn: Any, schema: str, sql_dir: Path = SQL_DIR, roles: Roles | None
     Run it as the owner role. With ``roles``, :func:`grant_statements` follow in the same transaction, so the loader
     and the analyst see every table of the new version the moment it commits."""
     applied_now: list[str] = []
-    previous_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            if roles is not None:
-                # whoever connected (the owner, or an administrator), the objects belong to the owner; the
-                # loader cannot become it and fails here, before any DDL
-                cur.execute(f"SET LOCAL ROLE {roles.owner}")
-            cur.execute(render(migration_files(sql_dir)[0], schema))  # creates the schema and the ledger
-            cur.execute(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 - validated identifier
-            done = {row[0] for row in cur.fetchall()}
-            for path in migration_files(sql_dir):
-                version = path.name.split("__")[0]
-                if version in done:
-                    continue
-                cur.execute(render(path, schema))
-                cur.execute(
-                    f"INSERT INTO {schema}.schema_migrations (version) VALUES (%s)",  # noqa: S608
-                    (version,),
-                )
-                applied_now.append(version)
-            if roles is not None:
-                for statement in grant_statements(schema, roles):
-                    cur.execute(statement)
-        conn.commit()
-    except Exception:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = previous_autocommit
+    with _transaction(conn), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        if roles is not None:
+            # whoever connected (the owner, or an administrator), the objects belong to the owner; the
+            # loader cannot become it and fails here, before any DDL
+            cur.execute(f"SET LOCAL ROLE {roles.owner}")
+        cur.execute(render(migration_files(sql_dir)[0], schema))  # creates the schema and the ledger
+        cur.execute(f"SELECT version FROM {schema}.schema_migrations")  # noqa: S608 - validated identifier
+        done = {row[0] for row in cur.fetchall()}
+        for path in migration_files(sql_dir):
+            version = path.name.split("__")[0]
+            if version in done:
+                continue
+            cur.execute(render(path, schema))
+            cur.execute(
+                f"INSERT INTO {schema}.schema_migrations (version) VALUES (%s)",  # noqa: S608
+                (version,),
+            )
+            applied_now.append(version)
+        if roles is not None:
+            for statement in grant_statements(schema, roles):
+                cur.execute(statement)
     return applied_now
 
 
@@ -250,50 +257,39 @@ def bootstrap(conn: Any, cfg: Any, passwords: Mapping[str, str] | None = None, r
     schema = cfg.postgres.schema_
     _check_identifier(schema)
     passwords = passwords or {}
-    previous_autocommit = conn.autocommit
-    conn.autocommit = False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            for role in (roles.owner, roles.loader, roles.analyst):
-                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                verb = "ALTER" if cur.fetchone() else "CREATE"
-                cur.execute(
-                    f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
-                )
-                if role in passwords:
-                    # the server renders the literal: the password never becomes part of Python-built SQL
-                    cur.execute(
-                        "SELECT format('ALTER ROLE %%I PASSWORD %%L', %s::text, %s::text)", (role, passwords[role])
-                    )
-                    cur.execute(cur.fetchone()[0])
-            cur.execute("SELECT current_database()")
-            database = cur.fetchone()[0]
+    with _transaction(conn), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        for role in (roles.owner, roles.loader, roles.analyst):
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+            verb = "ALTER" if cur.fetchone() else "CREATE"
             cur.execute(
-                "SELECT format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %%I TO %%I', %s::text, %s::text)",
-                (database, roles.owner),
+                f"{verb} ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT"
             )
-            cur.execute(cur.fetchone()[0])
-            cur.execute(
-                "SELECT format('GRANT CONNECT ON DATABASE %%I TO %%I, %%I', %s::text, %s::text, %s::text)",
-                (database, roles.loader, roles.analyst),
-            )
-            cur.execute(cur.fetchone()[0])
-            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {roles.owner}")
-            cur.execute(f"ALTER SCHEMA {schema} OWNER TO {roles.owner}")
-            cur.execute(
-                "SELECT format('ALTER %%s %%I.%%I OWNER TO %%I', CASE c.relkind WHEN 'v' THEN 'VIEW' "
-                "WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, n.nspname, c.relname, %s::text) "
-                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND pg_get_userbyid(c.relowner) <> %s",
-                (roles.owner, schema, roles.owner),
-            )
-            for (statement,) in cur.fetchall():
-                cur.execute(statement)
-        conn.commit()
-    except Exception:
-        conn.rollback()
-        raise
-    finally:
-        conn.autocommit = previous_autocommit
+            if role in passwords:
+                # the server renders the literal: the password never becomes part of Python-built SQL
+                cur.execute("SELECT format('ALTER ROLE %%I PASSWORD %%L', %s::text, %s::text)", (role, passwords[role]))
+                cur.execute(cur.fetchone()[0])
+        cur.execute("SELECT current_database()")
+        database = cur.fetchone()[0]
+        cur.execute(
+            "SELECT format('GRANT CONNECT, CREATE, TEMPORARY ON DATABASE %%I TO %%I', %s::text, %s::text)",
+            (database, roles.owner),
+        )
+        cur.execute(cur.fetchone()[0])
+        cur.execute(
+            "SELECT format('GRANT CONNECT ON DATABASE %%I TO %%I, %%I', %s::text, %s::text, %s::text)",
+            (database, roles.loader, roles.analyst),
+        )
+        cur.execute(cur.fetchone()[0])
+        cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {roles.owner}")
+        cur.execute(f"ALTER SCHEMA {schema} OWNER TO {roles.owner}")
+        cur.execute(
+            "SELECT format('ALTER %%s %%I.%%I OWNER TO %%I', CASE c.relkind WHEN 'v' THEN 'VIEW' "
+            "WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END, n.nspname, c.relname, %s::text) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm') AND pg_get_userbyid(c.relowner) <> %s",
+            (roles.owner, schema, roles.owner),
+        )
+        for (statement,) in cur.fetchall():
+            cur.execute(statement)
     return roles
