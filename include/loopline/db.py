@@ -71,15 +71,19 @@ class Roles:
     owner: str
     loader: str
     analyst: str
+    # the one schema where the loader may create tables: Optuna's study storage (training.search), which
+    # creates and upgrades its own tables; None leaves it out
+    search_schema: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Any) -> Roles:
-        return cls(cfg.postgres.owner_role, cfg.postgres.loader_role, cfg.postgres.analyst_role)
+        pg = cfg.postgres
+        return cls(pg.owner_role, pg.loader_role, pg.analyst_role, pg.search_schema)
 
     def __post_init__(self) -> None:
-        for name in (self.owner, self.loader, self.analyst):
+        for name in (self.owner, self.loader, self.analyst, self.search_schema or "x"):
             if not _IDENTIFIER.match(name):
-                raise ValueError(f"role {name!r} is not a plain lower-case identifier")
+                raise ValueError(f"role or schema {name!r} is not a plain lower-case identifier")
         if len({self.owner, self.loader, self.analyst}) != 3:
             raise ValueError(f"owner, loader and analyst roles must differ: {self}")
 
@@ -196,9 +200,22 @@ def migrate(conn: Any, schema: str, sql_dir: Path = SQL_DIR, roles: Roles | None
             )
             applied_now.append(version)
         if roles is not None:
-            for statement in grant_statements(schema, roles):
+            for statement in grant_statements(schema, roles) + search_schema_statements(roles):
                 cur.execute(statement)
     return applied_now
+
+
+def search_schema_statements(roles: Roles) -> list[str]:
+    """The search schema, owned by the owner, where the loader may create (Optuna's tables) and the analyst
+    sees nothing; run as the owner, idempotent."""
+    if roles.search_schema is None:
+        return []
+    search = roles.search_schema
+    return [
+        f"CREATE SCHEMA IF NOT EXISTS {search} AUTHORIZATION {roles.owner}",
+        f"REVOKE ALL ON SCHEMA {search} FROM PUBLIC, {roles.analyst}",
+        f"GRANT USAGE, CREATE ON SCHEMA {search} TO {roles.loader}",
+    ]
 
 
 def grant_statements(schema: str, roles: Roles) -> list[str]:

@@ -297,3 +297,47 @@ def test_loopline_migrate_through_a_connection(postgres, monkeypatch, capsys, ho
         with admin.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
         admin.close()
+
+
+def test_the_loader_keeps_an_optuna_study_in_the_search_schema_only(postgres, schema):
+    """`loopline migrate` provisions the search schema: Optuna creates its tables there as the loader (so a killed
+    search resumes from Postgres), while the analysts' schema stays closed to the loader's DDL."""
+    import dataclasses
+
+    import optuna
+
+    from loopline.training.search import rdb_url
+
+    search = f"search_{uuid.uuid4().hex[:8]}"
+    roles = dataclasses.replace(postgres.roles, search_schema=search)
+    admin = postgres.connect()
+    try:
+        db.migrate(admin, schema, roles=roles)
+    finally:
+        admin.close()
+    try:
+        uri = f"postgresql://{roles.loader}@{postgres.host}:{postgres.port}/{postgres.database}"
+        storage = optuna.storages.RDBStorage(rdb_url(uri, search))
+        study = optuna.create_study(study_name="resume-me", storage=storage, direction="maximize")
+        study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+        storage.remove_session()
+        storage.engine.dispose()
+        # what PostgresHook.get_uri() gives the local runner: the psycopg 3 driver
+        hook_uri = uri.replace("postgresql://", "postgresql+psycopg://")
+        again = optuna.load_study(study_name="resume-me", storage=rdb_url(hook_uri, search))
+        assert len(again.trials) == 2
+        tables = rows(postgres.connect(), "SELECT tablename, tableowner FROM pg_tables WHERE schemaname = %s", search)
+        assert ("studies", roles.loader) in tables
+        with postgres.connect_loader() as loader:
+            refused(loader, f"CREATE TABLE {schema}.mine (v int)")
+        analyst = postgres.connect(roles.analyst)
+        try:
+            refused(analyst, f"SELECT * FROM {search}.studies")
+        finally:
+            analyst.close()
+    finally:
+        admin = postgres.connect()
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {search} CASCADE")
+        admin.close()

@@ -74,8 +74,11 @@ class PostgresConfig(_Section):
     # Airflow connection that logs in as the owner, for `loopline migrate` against a database the stack did
     # not start (compose, a managed Postgres); the embedded stack's database needs none.
     owner_conn_id: str = "loopline_postgres_owner"
+    # Optuna's study tables (training.search): a schema of their own where the loader may create tables, so
+    # the analysts' schema stays DDL-free for it.
+    search_schema: str = "loopline_search"
 
-    @field_validator("schema_", "owner_role", "loader_role", "analyst_role")
+    @field_validator("schema_", "owner_role", "loader_role", "analyst_role", "search_schema")
     @classmethod
     def _identifier(cls, value: str) -> str:
         # Schema and role names are interpolated into DDL as identifiers, so only plain identifiers pass.
@@ -87,6 +90,8 @@ class PostgresConfig(_Section):
     def _distinct_roles(self) -> PostgresConfig:
         if len({self.owner_role, self.loader_role, self.analyst_role}) != 3:
             raise ValueError("owner_role, loader_role and analyst_role must be three different roles")
+        if self.search_schema == self.schema_:
+            raise ValueError("search_schema must differ from schema: the loader may create tables in it")
         return self
 
 

@@ -185,13 +185,33 @@ def train_local(args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "loopline.training", *args, "--output-json", str(output)]
-        completed = subprocess.run(command, text=True, capture_output=True, env=dict(os.environ))
+        completed = subprocess.run(command, text=True, capture_output=True, env=_with_search_storage(os.environ))
         sys.stdout.write(completed.stdout[-20000:])
         if completed.returncode == 2:  # bad input or no data: retrying will not help
             raise AirflowFailException(completed.stderr.strip().splitlines()[-1] if completed.stderr else "no data")
         if completed.returncode != 0:
             raise RuntimeError(f"trainer exited with {completed.returncode}:\n{completed.stderr[-5000:]}")
         return json.loads(output.read_text())
+
+
+def _with_search_storage(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` plus the search's study storage: unless one is configured, the loader's connection to the
+    predictions database with the tables in ``postgres.search_schema``, so a killed search resumes."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline.training import search
+
+    env = dict(environ)
+    cfg = get_config()
+    if search.storage_url(cfg.training.search.storage_url, environ):
+        return env
+    try:
+        uri = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_uri()
+    except AirflowNotFoundException:  # no predictions database: the study lives in memory
+        return env
+    env[search.STORAGE_ENV] = search.rdb_url(uri, cfg.postgres.search_schema)
+    return env
 
 
 def train_candidate(cfg: LooplineConfig):

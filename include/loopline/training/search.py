@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from loopline.training.models import TrainParams, train_model
 
@@ -46,9 +48,25 @@ class SearchResult:
         return asdict(self)
 
 
-def storage_url(configured: str | None) -> str | None:
+def storage_url(configured: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """``$LOOPLINE_SEARCH_STORAGE_URL``, else ``training.search.storage_url`` (None: in memory)."""
-    return os.environ.get(STORAGE_ENV) or configured
+    return (os.environ if environ is None else environ).get(STORAGE_ENV) or configured
+
+
+def rdb_url(postgres_uri: str, schema: str) -> str:
+    """A SQLAlchemy URL for Optuna from a Postgres connection URI (its driver kept, psycopg2 when it names
+    none), with the tables in ``schema``.
+
+    Optuna creates and upgrades its own tables, so they live in a schema of their own (``postgres.search_schema``,
+    where the loader may create tables), never in the analysts' schema."""
+    parts = urlsplit(postgres_uri)
+    drivers = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
+    scheme = drivers.get(parts.scheme, parts.scheme)
+    if scheme not in ("postgresql+psycopg2", "postgresql+psycopg"):
+        raise ValueError(f"search storage needs a Postgres connection, got a {parts.scheme!r} URI")
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), ""))
 
 
 def study_name(model_type: str, cutoff: str, data_sha256: str, seed: int) -> str:
