@@ -334,6 +334,20 @@ def airflow_db() -> Path:
     return home
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _mlflow_tracking_per_module() -> Iterator[None]:
+    """Each module starts on its own MLflow store: ``mlflow.set_tracking_uri`` in a task run in-process (dag.test)
+    also exports ``MLFLOW_TRACKING_URI``, which would point the next module's tasks at this module's store."""
+    before = {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_")}
+    yield
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
+        if name not in before:
+            del os.environ[name]
+    os.environ.update(before)
+
+
 def run_day(dag, day):
     """``dag.test()`` for the logical date ``day``: the run and each task's state."""
     import datetime as dt

@@ -152,3 +152,18 @@ def test_device_choice_without_a_gpu(model_type, data):
         train_model(model_type, train.head(100), y_train[:100], val, y_val, PARAMS, device="cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu", model_type)
+
+
+def test_a_model_trained_on_other_windows_is_refused_by_name(trained, tmp_path):
+    """The columns a model was trained on travel in meta.json; another features.windows is a clear error at load."""
+    import json
+
+    folder = trained.save(tmp_path / "m")
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["input_columns"] = [c.replace("_30d", "_90d") for c in meta["input_columns"]]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"does not match features\.windows") as refused:
+        load_model(folder)
+    assert "_90d" in str(refused.value)
+    assert "_30d" in str(refused.value)
+    assert "Retrain it" in str(refused.value)

@@ -336,6 +336,7 @@ def load_model(folder: str | Path) -> FraudModel:
     meta = json.loads((folder / "meta.json").read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"unsupported model format {meta.get('format_version')!r} in {folder}")
+    _check_recorded_columns(meta.get("input_columns"), folder)
     params = TrainParams(**{**meta["params"], "hidden": tuple(meta["params"]["hidden"])})
     pre = Preprocessor.from_dict(meta["preprocessor"])
     info = FitInfo(**meta["fit_info"])
@@ -349,6 +350,28 @@ def load_model(folder: str | Path) -> FraudModel:
     decision = meta.get("decision")
     model.decision = decision if isinstance(decision, dict) and "threshold" in decision else None
     return model
+
+
+def _check_recorded_columns(recorded: list[str] | None, folder: Path) -> None:
+    """A model scores only the feature columns it was trained on: a change of ``features.windows`` since then is
+    named here, before any data is read, instead of surfacing as a missing column mid-scoring."""
+    if recorded is None or tuple(recorded) == INPUT_COLUMNS:
+        return
+    gone = [name for name in recorded if name not in INPUT_COLUMNS]
+    new = [name for name in INPUT_COLUMNS if name not in recorded]
+    detail = "; ".join(
+        part
+        for part in (
+            f"trained on {', '.join(gone)}, which this configuration no longer computes" if gone else "",
+            f"this configuration adds {', '.join(new)}" if new else "",
+            "same columns in another order" if not gone and not new else "",
+        )
+        if part
+    )
+    raise ValueError(
+        f"the model in {folder} does not match features.windows: {detail}. Retrain it (train_model) on the "
+        "current features, or restore the features.windows it was trained with"
+    )
 
 
 def _pr_auc(y: np.ndarray, p: np.ndarray) -> float:
