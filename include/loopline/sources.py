@@ -60,11 +60,20 @@ def _day_bounds(ds: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return start, start + dt.timedelta(days=1)
 
 
-def _select(source: PostgresSource, kind: str) -> Any:
+def _sql(conn: Any) -> Any:
+    """The ``sql`` composition module of ``conn``'s driver: psycopg 3 (what the postgres provider's hook returns
+    with SQLAlchemy 2) or psycopg2; each driver accepts only its own composed queries."""
+    if type(conn).__module__.startswith("psycopg2"):
+        from psycopg2 import sql
+    else:
+        from psycopg import sql
+    return sql
+
+
+def _select(conn: Any, source: PostgresSource, kind: str) -> Any:
     """The day's query: ``query`` as configured, or the contract's columns of ``table`` composed from quoted
     identifiers (never string interpolation)."""
-    from psycopg2 import sql
-
+    sql = _sql(conn)
     if source.query is not None:
         return source.query
     event = sql.Identifier(source.event_time_column)
@@ -106,12 +115,12 @@ def extract_day(conn: Any, source: PostgresSource, kind: str, ds: dt.date, landi
     files: list[str] = []
     rows = 0
     try:
-        with conn.cursor() as setup:
-            setup.execute("SET statement_timeout = %s", (source.timeout_seconds * 1000,))
+        with conn.cursor() as setup:  # SET takes no bound parameters (psycopg 3 binds on the server)
+            setup.execute("SELECT set_config('statement_timeout', %s, false)", (str(source.timeout_seconds * 1000),))
         # A named cursor is a server-side cursor: rows arrive fetch_rows at a time.
         with conn.cursor(name=f"loopline_extract_{uuid.uuid4().hex[:8]}") as cur:
             cur.itersize = source.fetch_rows
-            cur.execute(_select(source, kind), {"start": start, "end": end})
+            cur.execute(_select(conn, source, kind), {"start": start, "end": end})
             out, writer = None, None
             names: list[str] | None = None
             for record in cur:
@@ -221,8 +230,7 @@ def _rollback(conn: Any) -> None:
 
 def watermark(conn: Any, source: PostgresSource) -> dt.datetime | None:
     """The source's watermark: ``watermark_query``'s single value, else the maximum event time."""
-    from psycopg2 import sql
-
+    sql = _sql(conn)
     query = source.watermark_query or sql.SQL("SELECT max({event}) FROM {table}").format(
         event=sql.Identifier(source.event_time_column),
         table=sql.Identifier(*source.table.split(".")),  # type: ignore[union-attr]
@@ -239,6 +247,26 @@ def watermark(conn: Any, source: PostgresSource) -> dt.datetime | None:
 
 def day_closed(conn: Any, source: PostgresSource, ds: dt.date) -> bool:
     """True once the watermark has passed the end of ``ds`` plus ``allowed_lateness_minutes``."""
-    mark = watermark(conn, source)
+    return day_state(conn, source, ds).closed
+
+
+@dataclass(frozen=True)
+class DayState:
+    """Where a PostgreSQL source's watermark stands against the end of one day (what the sensor reports)."""
+
+    watermark: dt.datetime | None
+    needed: dt.datetime  # the day's end plus the allowed lateness
+
+    @property
+    def closed(self) -> bool:
+        return self.watermark is not None and self.watermark >= self.needed
+
+    def describe(self, name: str) -> str:
+        seen = "no rows (watermark NULL)" if self.watermark is None else f"watermark {self.watermark.isoformat()}"
+        return f"{name}: {seen}, needs {self.needed.isoformat()} (the day's end + allowed_lateness_minutes)"
+
+
+def day_state(conn: Any, source: PostgresSource, ds: dt.date) -> DayState:
+    """The source's watermark and the value that closes ``ds``."""
     _, end = _day_bounds(ds)
-    return mark is not None and mark >= end + dt.timedelta(minutes=source.allowed_lateness_minutes)
+    return DayState(watermark(conn, source), end + dt.timedelta(minutes=source.allowed_lateness_minutes))

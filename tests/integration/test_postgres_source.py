@@ -86,6 +86,21 @@ def source_db(postgres, tmp_path_factory):
     conn.close()
 
 
+@pytest.fixture(params=["psycopg2", "psycopg"])
+def conn(request, source_db):
+    """The source connection with either driver: tests connect with psycopg2, while the postgres provider's
+    hook (what the DAG's tasks use) returns a psycopg 3 connection."""
+    pg, shared, *_ = source_db
+    if request.param == "psycopg2":
+        yield shared
+        return
+    import psycopg
+
+    other = psycopg.connect(host=pg.host, port=pg.port, user=pg.user, dbname=pg.database)
+    yield other
+    other.close()
+
+
 def _source(schema: str, kind: str, **over) -> PostgresSource:
     event = "event_time" if kind == "transactions" else "reported_at"
     return PostgresSource(kind="postgres", conn_id="src", table=f"{schema}.{kind}", event_time_column=event, **over)
@@ -141,8 +156,8 @@ def test_postgres_and_landing_give_the_same_raw_and_feature_partitions(spark, so
     assert feature_rows[1] == feature_rows[0], "features from the postgres source differ from the landing drop's"
 
 
-def test_reextracting_a_day_replaces_it_with_late_updates(source_db, tmp_path):
-    _pg, conn, schema, _files, _root = source_db
+def test_reextracting_a_day_replaces_it_with_late_updates(source_db, conn, tmp_path):
+    _pg, _conn, schema, _files, _root = source_db
     source = _source(schema, "transactions")
     first = extract_day(conn, source, "transactions", DS, str(tmp_path))
     amounts = {r[0]: float(r[5]) for r in _rows(tmp_path, "transactions")}
@@ -175,8 +190,8 @@ def test_reextracting_a_day_replaces_it_with_late_updates(source_db, tmp_path):
     assert not [p for p in (tmp_path / "transactions").iterdir() if p.name.startswith(".")]  # no leftovers
 
 
-def test_a_failing_slow_or_mistyped_source_names_the_day_and_keeps_the_drop(source_db, tmp_path):
-    _pg, conn, schema, _files, _root = source_db
+def test_a_failing_slow_or_mistyped_source_names_the_day_and_keeps_the_drop(source_db, conn, tmp_path):
+    _pg, _conn, schema, _files, _root = source_db
     good = extract_day(conn, _source(schema, "labels"), "labels", DS, str(tmp_path))
     before = sorted(p.name for p in Path(good.folder).iterdir())
 
@@ -223,8 +238,8 @@ def test_a_failing_slow_or_mistyped_source_names_the_day_and_keeps_the_drop(sour
     assert not [p for p in (tmp_path / "labels").iterdir() if p.name.startswith(".")]
 
 
-def test_the_day_closes_when_the_watermark_passes_its_end_plus_lateness(source_db):
-    _pg, conn, schema, _files, _root = source_db
+def test_the_day_closes_when_the_watermark_passes_its_end_plus_lateness(source_db, conn):
+    _pg, _conn, schema, _files, _root = source_db
     source = _source(schema, "transactions", allowed_lateness_minutes=30)
     assert day_closed(conn, source, DS - dt.timedelta(days=1))  # the last day holds rows after 01-02 00:30
     assert not day_closed(conn, source, DS)  # nothing after 2026-01-04 00:30 yet
@@ -234,4 +249,45 @@ def test_the_day_closes_when_the_watermark_passes_its_end_plus_lateness(source_d
             (dt.datetime(2026, 1, 4, 0, 31, tzinfo=dt.UTC),),
         )
     conn.commit()
-    assert day_closed(conn, source, DS)
+    try:
+        assert day_closed(conn, source, DS)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {schema}.transactions WHERE transaction_id = 'late'")
+        conn.commit()
+
+
+def test_a_day_that_never_closes_fails_the_sensor_naming_the_source(source_db, airflow_db, capfd, monkeypatch):
+    """feature_pipeline executed by Airflow: the watermark sensor's timeout names the source and its watermark."""
+    import json
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from loopline.config import get_config
+    from tests.conftest import REPO, run_day
+
+    pg, _conn, schema, _files, root = source_db
+    source = f"{{kind: postgres, conn_id: src, table: {schema}.transactions, event_time_column: event_time}}"
+    admin = {"conn_type": "postgres", "host": pg.host, "port": pg.port, "login": pg.user, "schema": pg.database}
+    for name, value in {
+        "LOOPLINE__SOURCES__TRANSACTIONS": source,
+        "LOOPLINE__STORAGE__LANDING_URI": str(root / "never"),
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "never-lake"),
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_SRC": json.dumps(admin),
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_config.cache_clear()
+    try:
+        dag = DagBag(dag_folder=str(REPO / "dags" / "feature_pipeline.py")).dags["feature_pipeline"]
+        dagrun, states = run_day(dag, dt.date(2026, 2, 1))  # the source's rows end in January
+    finally:
+        get_config.cache_clear()
+    assert dagrun.state == "failed"
+    assert states["wait_for_source_day"] == "failed"
+    assert states["ingest_drop"] == "upstream_failed"
+    out = capfd.readouterr().out
+    assert "ds=2026-02-01 never closed within validation.sensor_timeout_seconds (2s)" in out
+    assert f"sources.transactions ({schema}.transactions on connection src): watermark 2026-01-0" in out

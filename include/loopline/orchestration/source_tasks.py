@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.landing import KINDS, MARKER
@@ -26,26 +27,44 @@ def _connection(conn_id: str):
 
 @task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
 def wait_for_source_day(kinds: list[str]) -> bool:
-    """True once every PostgreSQL source's watermark has passed the end of ``ds`` plus its lateness."""
+    """True once every PostgreSQL source's watermark has passed the end of ``ds`` plus its lateness.
+
+    The last poke before the timeout fails with the source's name and its watermark, rather than Airflow's
+    generic "Sensor has timed out"."""
     import datetime as dt
 
-    from loopline.sources import day_closed
+    from loopline.sources import day_state
 
     cfg = get_config()
-    ds = dt.date.fromisoformat(get_current_context()["ds"])
+    context = get_current_context()
+    ds = dt.date.fromisoformat(context["ds"])
     for kind in kinds:
         source = getattr(cfg.sources, kind)
         conn = _connection(source.conn_id)
         try:
-            if not day_closed(conn, source, ds):
-                print(
-                    f"{kind}: {source.table or 'query'} has not closed ds={ds} yet (watermark before its end + "
-                    f"{source.allowed_lateness_minutes} min)"
-                )
-                return False
+            state = day_state(conn, source, ds)
         finally:
             conn.close()
+        if state.closed:
+            continue
+        name = f"sources.{kind} ({source.table or 'query'} on connection {source.conn_id})"
+        print(f"ds={ds} not closed yet: {state.describe(name)}")
+        if _waited_seconds(context) >= cfg.validation.sensor_timeout_seconds:
+            raise AirflowFailException(
+                f"ds={ds} never closed within validation.sensor_timeout_seconds "
+                f"({cfg.validation.sensor_timeout_seconds}s): {state.describe(name)}. Check that the source "
+                "is still being written (its loader or replication), or its watermark_query"
+            )
+        return False
     return True
+
+
+def _waited_seconds(context: Any) -> float:
+    """Seconds since this sensor's first poke (rescheduled pokes keep the first one's date)."""
+    from airflow.sdk import timezone
+
+    first = context["ti"].get_first_reschedule_date(context)
+    return 0.0 if first is None else (timezone.utcnow() - first).total_seconds()
 
 
 @task(task_id="extract_sources")
