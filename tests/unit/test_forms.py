@@ -108,6 +108,9 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
         def fetchone(self):
             return None if "trigger_state, reason" in self.sql or "decided_at >" in self.sql else (None,)
 
+        def fetchall(self):
+            return []  # no scheduled retraining due
+
     class _Conn:
         def cursor(self):
             return _Cursor()
