@@ -156,6 +156,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         drift_kind=args.drift_kind,
         stable_nights=args.stable_nights,
         drifted_nights=args.drifted_nights,
+        promotion=args.promotion,
     )
     return demo.run(plan)
 
@@ -255,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--drift-kind", default="covariate", help="generator drift of the last nights")
     demo.add_argument("--stable-nights", type=int, default=3, help="monitored nights before the drift")
     demo.add_argument("--drifted-nights", type=int, default=3, help="monitored nights in the drift (ending yesterday)")
+    demo.add_argument(
+        "--promotion",
+        action="store_true",
+        help="promotion on evidence with its shortest settings (use with --drift-kind new_pattern): the pattern's "
+        "retraining at label maturity, the shadow's evidence night by night, the approval through the REST API",
+    )
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
