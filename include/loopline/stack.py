@@ -757,9 +757,17 @@ class AirflowApi:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     def pending_approvals(self, dag_id: str) -> list[dict]:
-        """Human-in-the-loop tasks of ``dag_id`` waiting for an answer (the UI's Required actions)."""
+        """Human-in-the-loop tasks of ``dag_id`` waiting for an answer (the UI's Required actions).
+
+        Only tasks already parked in ``awaiting_input``: an answer recorded while the task is still writing its
+        request is stored but does not resume it."""
         page = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails?limit=100")
-        return [detail for detail in page["hitl_details"] if not detail.get("response_received")]
+        return [
+            detail
+            for detail in page["hitl_details"]
+            if not detail.get("response_received")
+            and (detail.get("task_instance") or {}).get("state") == "awaiting_input"
+        ]
 
     def answer(self, detail: dict, option: str) -> dict:
         """Answer one human-in-the-loop task (``Approve`` / ``Reject`` for an approval) as this API's user."""

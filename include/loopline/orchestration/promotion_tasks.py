@@ -149,7 +149,7 @@ def promote_shadow(approval: dict, params: dict | None = None) -> dict:
 
 
 @task(task_id=SETTLE_TASK_ID, trigger_rule="all_done")
-def settle_request(params: dict | None = None, ti: Any = None, dag_run: Any = None) -> str:
+def settle_request(params: dict | None = None, ti: Any = None) -> str:
     """Whatever happened, the request ends settled: rejected (by whom), timed out (no answer in
     ``promotion.approval_timeout_hours``), or left as the other tasks closed it (approved, retired)."""
     from loopline import promotion
@@ -173,8 +173,7 @@ def settle_request(params: dict | None = None, ti: Any = None, dag_run: Any = No
                 conn, schema, int(request_id), promotion.REJECTED, by=who, note=f"rejected in Airflow by {who}"
             )
             return promotion.REJECTED
-        states = {t.task_id: t.state for t in dag_run.get_task_instances()} if dag_run else {}
-        if states.get(APPROVE_TASK_ID) == "failed":
+        if chosen is None:  # never answered (check_request and promote_shadow close what they refuse)
             promotion.close_request(
                 conn,
                 schema,
