@@ -25,12 +25,27 @@ APPROVE_TASK_ID = "approve_promotion"
 PROMOTE_TASK_ID = "promote_shadow"
 SETTLE_TASK_ID = "settle_request"
 CONF_KEY = "promotion_conf"
+ANSWER_KEY = "answer"
 log = logging.getLogger(__name__)
 
 
 class PromotionApproval(ApprovalOperator):
     """The standard provider's approval task, whose timeout is final: no answer in time fails it at once (its
     retries are for infrastructure; a retry would ask the person again)."""
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # The answer, also for a rejection (whose skip of the downstream tasks pushes no return value).
+        if "error" not in event:
+            responded = event.get("responded_at")
+            context["ti"].xcom_push(
+                key=ANSWER_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "responded_by_user": dict(event.get("responded_by_user") or {}),
+                    "responded_at": responded.isoformat() if hasattr(responded, "isoformat") else str(responded),
+                },
+            )
+        return super().execute_complete(context, event)
 
     def process_trigger_event_error(self, event: dict[str, Any]) -> None:
         if event.get("error_type") == "timeout":
@@ -160,7 +175,7 @@ def settle_request(params: dict | None = None, ti: Any = None) -> str:
     request_id = params.get("request_id")
     if not request_id:
         raise AirflowSkipException("no request to settle")
-    answer = ti.xcom_pull(task_ids=APPROVE_TASK_ID) or {}
+    answer = ti.xcom_pull(task_ids=APPROVE_TASK_ID, key=ANSWER_KEY) or {}
     chosen = (answer.get("chosen_options") or [None])[0]
     user = answer.get("responded_by_user") or {}
     with predictions_db(cfg) as conn:
