@@ -10,6 +10,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.orchestration import monitoring_tasks as t
+from loopline.orchestration import promotion_tasks as p
 from loopline.orchestration.alerts import LooplineNotifier, deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.forms import drift_params
@@ -35,7 +36,14 @@ whose history windows were still filling on the reference's first day are report
 realized ROC AUC drop beyond `drift.performance_tolerance`, it triggers `train_model` with a
 conf stating the reason, the drifted features and the day, unless a trigger happened within
 `drift.cooldown_hours` (counted in nights, so backfills behave like the nights they replay) or a training
-run is already queued or running. The decision is sent on every channel of `alerts.channels`.
+run is already queued or running. A grown segment is a *pattern* drift: with
+`promotion.retrain_at_label_maturity` it is not retrained at once (the night's rows have no labels yet) but
+scheduled for `ds + features.label_maturity_days` in `loopline.scheduled_retrainings`; a covariate drift of the
+same night still retrains at once, and a scheduled retraining fires on its night (cooldown and running
+trainings permitting). The decision (with its kind and any scheduled night) is sent on every channel of
+`alerts.channels`. Then `compare_shadow` compares the `shadow` model (if any) with the champion on the same
+matured transactions; a win raises a promotion request and triggers `promote_model` (a person approves), a
+loss retires the shadow (docs/promotion.md).
 
 ## Inputs
 - Lake: `features/ds=<ds>` and `scores/ds=<ds>` (committed by `feature_pipeline` and `batch_score`);
@@ -46,10 +54,12 @@ run is already queued or running. The decision is sent on every channel of `aler
 
 ## Outputs
 - Postgres: `loopline.drift_runs` and `loopline.drift_reports` (the day replaced in one transaction),
-  `loopline.model_performance`, `loopline.retraining_decisions`.
+  `loopline.model_performance`, `loopline.retraining_decisions` (with `drift_kind`, `scheduled_for`),
+  `loopline.scheduled_retrainings`, `loopline.shadow_evaluations`, `loopline.promotion_requests`.
 - HTML/PNG report under `reports/drift/ds=<ds>/` and in the MLflow run `drift_monitor__<ds>`
   (experiment `drift.experiment`; the URL is in the `detect_drift` log and XCom).
-- A `train_model` run `drift_monitor__<ds>` when retraining is warranted; a notification either way.
+- A `train_model` run `drift_monitor__<ds>` when retraining is warranted (now, or a scheduled one due tonight);
+  a notification either way. A `promote_model` run `promote_model__v<version>` when the shadow won.
 
 ## Owner
 loopline-data-platform (ML platform on-call).
@@ -65,6 +75,9 @@ loopline-data-platform (ML platform on-call).
 - A segment drifted (`drift_runs.drifted_segments`): look at that night's rows in the segment, e.g.
   `SELECT merchant_id, count(*) ... WHERE amount_eur <= 5` for card_testing, before the retraining lands;
   a new fraud pattern is also a case for the fraud team, not only for the model.
+- A pattern drift did not retrain: by design; see `SELECT * FROM loopline.scheduled_retrainings WHERE
+  state = 'pending'` for when it will. `compare_shadow` waits: its log says how many days and frauds are
+  still missing (`promotion.min_days`, `promotion.min_positives`).
 - Retraining is idempotent per night: reruns reuse run id `drift_monitor__<ds>` and never start a second one.
 - `confirm_trigger` failed: the trigger did not create the `train_model` run (see `trigger_training`'s log);
   the night's row stays `trigger_state = 'pending'` (`triggered` false). Fix the cause and clear the night's
@@ -105,3 +118,17 @@ with DAG(
     decision >> [trigger, EmptyOperator(task_id=t.SKIP_TASK_ID)]
     # Two-phase: decide records the trigger as pending; only the run's existence confirms it.
     trigger >> t.confirm_trigger()
+    # The shadow (promotion.policy shadow_first) judged against the champion on tonight's matured labels.
+    judged = p.compare_shadow()
+    performance >> judged
+    request = TriggerDagRunOperator(
+        task_id=p.REQUEST_TASK_ID,
+        trigger_dag_id=p.PROMOTE_DAG_ID,
+        trigger_run_id=p.promote_run_id(
+            "{{ ti.xcom_pull(task_ids='" + p.COMPARE_TASK_ID + "', key='" + p.CONF_KEY + "')['version'] }}"
+        ),
+        conf=judged[p.CONF_KEY],  # native types: the Params are integers
+        skip_when_already_exists=True,  # one approval run per version
+        retries=1,
+    )
+    judged >> [request, EmptyOperator(task_id=p.NO_REQUEST_TASK_ID)]

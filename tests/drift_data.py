@@ -8,6 +8,7 @@ writes it, from the model in-process.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,18 @@ def shift(frame: pd.DataFrame) -> pd.DataFrame:
     out["amount_eur"] = (out["amount_eur"] * 3).astype(out["amount_eur"].dtype)
     out["log_amount"] = np.log1p(out["amount_eur"]).astype(out["log_amount"].dtype)
     out["hour_of_day"] = np.minimum(out["hour_of_day"] + 6, 23).astype(out["hour_of_day"].dtype)
+    return out
+
+
+def card_testing(frame: pd.DataFrame, share: float = 0.03, seed: int = 0) -> pd.DataFrame:
+    """A fraud pattern, not a covariate shift: ``share`` of the night's rows become small card-not-present
+    charges (the card_testing segment grows; no whole feature distribution moves by the drift floor)."""
+    out = frame.copy()
+    rng = np.random.default_rng(seed)
+    rows = rng.random(len(out)) < share
+    out.loc[rows, "amount_eur"] = np.asarray(rng.uniform(0.5, 4.0, int(rows.sum())), dtype=out["amount_eur"].dtype)
+    out["log_amount"] = np.log1p(out["amount_eur"]).astype(out["log_amount"].dtype)
+    out.loc[rows, "card_present"] = 0
     return out
 
 
@@ -58,8 +71,10 @@ def scored_lake(
     days: int,
     drift_start: dt.date,
     rows: int,
+    drift: Callable[[pd.DataFrame], pd.DataFrame] = shift,
 ) -> str:
-    """Write the lake and register the champion; returns the champion's run id."""
+    """Write the lake and register the champion; returns the champion's run id. ``drift`` changes the
+    feature rows of the days from ``drift_start`` on (default: the covariate :func:`shift`)."""
     lake = Lake(str(lake_root))
     write_synthetic_lake(lake_root, start, days, rows_per_day=rows, seed=21)
     model = fit("xgboost", seed=5)
@@ -73,7 +88,7 @@ def scored_lake(
         day = start + dt.timedelta(days=offset)
         features = pd.read_parquet(lake.partition(tables.FEATURES, day))
         if day >= drift_start:
-            features = shift(features)
+            features = drift(features)
             write_partition(lake, tables.FEATURES, day, features, version="v2")
         scores = score_batch(model, features, threshold=THRESHOLD, explain="none", reason_codes=0)
         scores.insert(0, "ds", day)

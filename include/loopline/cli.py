@@ -135,7 +135,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         transactions_per_day=args.transactions_per_day,
         seed=args.seed,
         drift_start=args.drift_start,
-        drift_kind=args.drift_kind,
+        drift_kind=args.drift_kind or ("new_pattern" if args.promotion else "covariate"),
         truth_out=Path(args.truth_out) if args.truth_out else None,
         compress=args.gzip,
     )
@@ -153,9 +153,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         start=demo.default_start(args.days),
         days=args.days,
         transactions_per_day=args.transactions_per_day,
-        drift_kind=args.drift_kind,
+        drift_kind=args.drift_kind or ("new_pattern" if args.promotion else "covariate"),
         stable_nights=args.stable_nights,
         drifted_nights=args.drifted_nights,
+        promotion=args.promotion,
     )
     return demo.run(plan)
 
@@ -252,9 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the loop on embedded defaults through the local stack")
     demo.add_argument("--days", type=int, default=60, help="days of landing drops to generate")
     demo.add_argument("--transactions-per-day", type=int, default=5000)
-    demo.add_argument("--drift-kind", default="covariate", help="generator drift of the last nights")
+    demo.add_argument(
+        "--drift-kind", help="generator drift of the last nights (default covariate; with --promotion new_pattern)"
+    )
     demo.add_argument("--stable-nights", type=int, default=3, help="monitored nights before the drift")
     demo.add_argument("--drifted-nights", type=int, default=3, help="monitored nights in the drift (ending yesterday)")
+    demo.add_argument(
+        "--promotion",
+        action="store_true",
+        help="promotion on evidence with its shortest settings (use with --drift-kind new_pattern): the pattern's "
+        "retraining at label maturity, the shadow's evidence night by night, the approval through the REST API",
+    )
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")

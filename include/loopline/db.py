@@ -52,6 +52,9 @@ ANALYST_RELATIONS = (
     "retraining_decisions",
     "daily_alerts",
     "model_performance_slices",
+    "scheduled_retrainings",
+    "shadow_evaluations",
+    "promotion_requests",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

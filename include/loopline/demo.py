@@ -54,6 +54,13 @@ class DemoPlan:
     drifted_nights: int = 3
     seed: int = 7
     first_champion_window_days: int = 35
+    # The promotion path (``loopline demo --promotion``): shortest settings of promotion on evidence. Labels
+    # count as matured after ``maturity_days`` (instead of features.label_maturity_days), the pattern drift's
+    # retraining fires on the night its labels matured, the retrained model is deployed as shadow, judged on
+    # ``evidence_days`` matured days, and the promotion request is approved through the REST API.
+    promotion: bool = False
+    maturity_days: int = 5
+    evidence_days: int = 2
 
     @property
     def end(self) -> dt.date:
@@ -62,7 +69,22 @@ class DemoPlan:
 
     @property
     def drift_start(self) -> dt.date:
+        if self.promotion:
+            # drift night -> maturity -> retraining night -> the shadow scores the next days -> maturity ->
+            # evidence_days nights of evidence, the last one yesterday
+            return self.end - dt.timedelta(days=2 * self.maturity_days + self.evidence_days)
         return self.end - dt.timedelta(days=self.drifted_nights - 1)
+
+    @property
+    def retrain_night(self) -> dt.date:
+        """Promotion path: the night the drift night's labels have matured and its retraining fires."""
+        return self.drift_start + dt.timedelta(days=self.maturity_days)
+
+    @property
+    def evidence_nights(self) -> list[dt.date]:
+        """Promotion path: the nights whose matured day the shadow scored (compare_shadow has evidence)."""
+        first = self.retrain_night + dt.timedelta(days=self.maturity_days + 1)
+        return tables.day_range(first, self.end)
 
     @property
     def first_monitored(self) -> dt.date:
@@ -75,6 +97,25 @@ class DemoPlan:
         if self.stable_nights + self.drifted_nights >= self.days:
             nights = self.stable_nights + self.drifted_nights
             raise ValueError(f"{self.days} days cannot hold {nights} monitored nights and the history before them")
+        if self.promotion and (self.maturity_days < 1 or self.evidence_days < 1):
+            raise ValueError("the promotion path needs maturity_days and evidence_days of at least 1")
+        if self.promotion and (self.end - self.first_monitored).days + 1 >= self.days:
+            raise ValueError(f"{self.days} days are too few for the promotion path's monitored nights")
+
+    def environment(self) -> dict[str, str]:
+        """The stack's settings for this plan (:data:`DEMO_ENVIRONMENT`, plus the promotion path's)."""
+        if not self.promotion:
+            return dict(DEMO_ENVIRONMENT)
+        # One retraining in the run: the cooldown outlasts the nights after the retraining night.
+        cooldown = (self.maturity_days + self.evidence_days + 2) * 24
+        return {
+            **DEMO_ENVIRONMENT,
+            "LOOPLINE__PROMOTION__POLICY": "shadow_first",
+            "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(self.maturity_days),
+            "LOOPLINE__PROMOTION__MIN_DAYS": str(self.evidence_days),
+            "LOOPLINE__PROMOTION__MIN_POSITIVES": "20",
+            "LOOPLINE__DRIFT__COOLDOWN_HOURS": str(cooldown),
+        }
 
 
 _APIS: dict[tuple[str, str], stack.AirflowApi] = {}
@@ -340,6 +381,122 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
     return dict(totals)
 
 
+def _query(cfg: LooplineConfig, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of one query on the stack's predictions database (as the superuser over its socket)."""
+    import psycopg2
+
+    pg = stack.embedded_pg()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def wait_for_approval(env: dict[str, str], timeout: float = 600) -> dict | None:
+    """The first promote_model approval waiting for an answer (None if none is asked within ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pending = _api(env).pending_approvals("promote_model")
+        if pending:
+            return pending[0]
+        runs = dag_runs("promote_model", env)
+        if runs and all(r.get("state") in ("success", "failed") for r in runs):
+            return None
+        time.sleep(POLL_SECONDS)
+    return None
+
+
+def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], echo: Callable[[str], None]) -> None:
+    """After the drift nights: the scheduled retraining, the shadow's evidence night by night, the approval.
+
+    The drift nights were replayed with the rest (``drift_monitor`` backfill): the pattern night scheduled its
+    retraining for ``retrain_night`` and that night fired it; the retrained model passed the gate as shadow.
+    Here the days after it are re-scored (the shadow next to the champion), the evidence nights replayed again
+    (``compare_shadow`` judges on matured labels), and the promotion request is approved through the REST API.
+    """
+    schema = cfg.postgres.schema_
+    for ds, kind, triggered, scheduled_for, reason in _query(
+        cfg,
+        f"SELECT ds, drift_kind, triggered, scheduled_for, reason FROM {schema}.retraining_decisions "  # noqa: S608
+        "WHERE ds BETWEEN %s AND %s AND (drift_kind IS NOT NULL OR triggered) ORDER BY ds",
+        (plan.drift_start, plan.retrain_night),
+    ):
+        what = "TRIGGERED" if triggered else f"scheduled for {scheduled_for}" if scheduled_for else "no trigger"
+        echo(f"   night {ds}: {kind} drift, {what}: {reason[:200]}")
+    for drift_ds, due_on, state, settled_by in _query(
+        cfg,
+        f"SELECT drift_ds, due_on, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds",  # noqa: S608
+    ):
+        echo(f"   scheduled retraining of {drift_ds}: due {due_on}, {state}{f' by {settled_by}' if settled_by else ''}")
+    shadow = _alias(cfg, "shadow")
+    if shadow is None:
+        echo("== no shadow after the retraining (the gate kept it as challenger, or nothing was retrained): done")
+        return
+    after = plan.retrain_night + dt.timedelta(days=1)
+    echo(f"== shadow v{shadow}: re-scoring {after} .. {plan.end} next to the champion")
+    _api(env).unpause("promote_model")
+    backfill("batch_score", after, plan.end, env, echo)
+    nights = plan.evidence_nights
+    echo(f"== the shadow's evidence on matured labels, nights {nights[0]} .. {nights[-1]} (drift_monitor backfill)")
+    backfill("drift_monitor", nights[0], nights[-1], env, echo)
+    for ds, rows, positives, shadow_auc, champion_auc, diff, low, high in _query(
+        cfg,
+        "SELECT ds, rows, positives, shadow_roc_auc, champion_roc_auc, difference, ci_low, ci_high "  # noqa: S608
+        f"FROM {schema}.shadow_evaluations WHERE slice = 'all' AND shadow_version = %s ORDER BY ds",
+        (shadow,),
+    ):
+        echo(
+            f"   day {ds}: {rows} paired rows, {positives} frauds: shadow {shadow_auc or float('nan'):.4f} vs "
+            f"champion {champion_auc or float('nan'):.4f} ({diff or float('nan'):+.4f}, interval "
+            f"[{low or float('nan'):+.4f}, {high or float('nan'):+.4f}])"
+        )
+    requests = _query(
+        cfg,
+        f"SELECT id, state FROM {schema}.promotion_requests WHERE version = %s",  # noqa: S608
+        (shadow,),
+    )
+    if not requests:
+        echo(
+            f"   no promotion request: the evidence did not show a win yet (drift_monitor {nights[-1]}: "
+            "compare_shadow's log)"
+        )
+        return
+    echo(f"== promotion request #{requests[0][0]} for v{shadow}: waiting for promote_model to ask")
+    detail = wait_for_approval(env)
+    if detail is None:
+        echo("   promote_model did not ask (see its check_request log)")
+        return
+    ti = detail["task_instance"]
+    base = f"http://127.0.0.1:{stack.AIRFLOW_PORT}"
+    echo(
+        f"   approve in the UI: {base}/dags/promote_model/runs/{ti['dag_run_id']}/tasks/approve_promotion/"
+        "required_actions"
+    )
+    echo("   (the demo approves it now through the REST API, as admin)")
+    _api(env).answer(detail, "Approve")
+    wait_for_runs("promote_model", lambda r: r.get("run_id") == ti["dag_run_id"], env, echo)
+    for alias, action, version, approved_by, decision in _query(
+        cfg,
+        f"SELECT alias, action, version, approved_by, decision FROM {schema}.model_alias_history "  # noqa: S608
+        "WHERE approved_by IS NOT NULL ORDER BY id DESC LIMIT 1",
+    ):
+        echo(f"   {alias} -> v{version} ({action}), approved by {approved_by}: {decision[:200]}")
+
+
+def _alias(cfg: LooplineConfig, alias: str) -> int | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(resolve_uri(cfg.mlflow.tracking_uri))
+    try:
+        return int(client.get_model_version_by_alias(cfg.mlflow.registered_model, alias).version)
+    except MlflowException:
+        return None
+
+
 EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first
   SELECT transaction_id, score, reasons FROM loopline.transaction_scores
    WHERE ds = '{day}' AND decision = 'flag' ORDER BY score DESC LIMIT 20;
@@ -363,10 +520,16 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     from loopline import synth
 
     plan = plan or DemoPlan()
+    os.environ.update(plan.environment())
+    get_config.cache_clear()
     cfg = get_config()
     started = time.monotonic()
     echo("== starting the local stack (train_model without its weekly schedule: the demo replays past nights)")
-    os.environ.update(DEMO_ENVIRONMENT)
+    if plan.promotion:
+        echo(
+            f"   promotion path: policy shadow_first, labels matured after {plan.maturity_days} days, "
+            f"{plan.evidence_days} days of shadow evidence (a stack already running keeps its own settings)"
+        )
     stack.up(cfg, echo=echo)
     env = stack.stack_environment(cfg, stack.embedded_pg())
 
@@ -440,7 +603,10 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         wait_for_runs("train_model", lambda r: str(r.get("run_id", "")).startswith("drift_monitor__"), env, echo)
         decisions = retraining_decisions(cfg, monitored)
         second = champion(cfg)
-        if second is not None and second != first:
+        if plan.promotion:
+            promotion_path(plan, cfg, env, echo)
+            second = champion(cfg)
+        elif second is not None and second != first:
             echo(f"== re-scoring the drifted days {plan.drift_start} .. {plan.end} with champion v{second[1]}")
             backfill("batch_score", plan.drift_start, plan.end, env, echo)
         else:
@@ -466,7 +632,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         echo(f"retraining suppressed on {len(suppressed)} later night(s) (cooldown or training running)")
     echo(f"first champion: v{first[1]}" if first else "first champion: none (train_model failed or the gate refused)")
     if second and second != first:
-        echo(f"champion after the drift: v{second[1]} (promoted by the champion/challenger gate)")
+        how = "approved in promote_model" if plan.promotion else "promoted by the champion/challenger gate"
+        echo(f"champion after the drift: v{second[1]} ({how})")
     elif first:
         echo("champion after the drift: unchanged (the retrained challenger did not beat it: see train_model's gate)")
     echo(_auc_line(f"drifted days {plan.drift_start} .. {plan.end}, before re-scoring", auc_before))
@@ -483,5 +650,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     example = EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port, analyst=cfg.postgres.analyst_role)
     echo("Prediction tables (Postgres):\n" + example)
     echo("The stack keeps running; `make down` stops it.")
+    if plan.promotion:
+        echo(f"Required actions (approvals): http://127.0.0.1:{stack.AIRFLOW_PORT}/required_actions")
     final = run_states(["feature_pipeline", "batch_score", "drift_monitor"], env)
     return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1

@@ -119,6 +119,18 @@ def render(
     lines += ["", "## Gate decision", f"- alias `{gate.get('alias')}`: {gate.get('decision')}"]
     for loss in gate.get("slice_losses") or []:
         lines.append(f"- lost slice {loss['slice']}={loss['group']}: {loss['metric']} drop {_fmt(loss['drop'])}")
+    promotion = gate.get("promotion")
+    if promotion:
+        ev = promotion.get("evidence") or {}
+        lines += [
+            "",
+            "## Promotion from shadow (matured labels, same transactions as the champion)",
+            f"- {'approved' if promotion.get('approved') else 'not approved'} by {promotion.get('approved_by')} "
+            f"at {promotion.get('approved_at')}",
+            f"- {ev.get('days')} day(s), {ev.get('rows')} paired rows, {ev.get('positives')} frauds: ROC AUC "
+            f"{_fmt(ev.get('shadow_auc'))} vs champion {_fmt(ev.get('champion_auc'))}, difference "
+            f"{_fmt(ev.get('difference'))}, interval [{_fmt(ev.get('ci_low'))}, {_fmt(ev.get('ci_high'))}]",
+        ]
     return "\n".join(lines) + "\n"
 
 

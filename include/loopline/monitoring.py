@@ -417,6 +417,14 @@ def _labelled_scores(lake: Lake, scored_day: dt.date, asof: dt.date) -> tuple[pd
     if scores_uri is None:
         return None
     scores = lake.arrow_dataset(scores_uri).to_table(columns=list(SCORE_COLUMNS)).to_pandas()
+    labels = matured_labels(lake, scored_day, asof)
+    rows = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner")
+    return scores, rows
+
+
+def matured_labels(lake: Lake, scored_day: dt.date, asof: dt.date) -> pd.DataFrame:
+    """Labels of ``scored_day``'s transactions reported by the end of ``asof``: ``transaction_id, is_fraud``
+    (a transaction with several reports takes the latest: a corrected verdict replaces the first)."""
     parts = []
     for day in tables.day_range(scored_day, asof):
         uri = lake.partition(tables.LABELED_TRANSACTIONS, day)
@@ -430,8 +438,7 @@ def _labelled_scores(lake: Lake, scored_day: dt.date, asof: dt.date) -> tuple[pd
         labels = labels[reported < pd.Timestamp(asof + dt.timedelta(days=1), tz="UTC")]
         labels = labels.dropna(subset=["is_fraud"]).sort_values(["transaction_id", "reported_at"], kind="mergesort")
         labels = labels.drop_duplicates("transaction_id", keep="last")
-    rows = scores.merge(labels[["transaction_id", "is_fraud"]], on="transaction_id", how="inner")
-    return scores, rows
+    return labels[["transaction_id", "is_fraud"]].reset_index(drop=True)
 
 
 def realized_day(lake_root: str, scored_day: dt.date, asof: dt.date) -> tuple[pd.DataFrame, dict[str, Any]] | None:
@@ -604,6 +611,7 @@ def decide_and_record(
     triggered_run_exists: bool = False,
     pending_lease: dt.timedelta = PENDING_LEASE,
     dry_run: bool = False,
+    label_maturity_days: int | None = None,
 ) -> tuple[Decision, bool]:
     """Decide the night and record it, atomically per model; returns ``(decision, already_triggered)``.
 
@@ -621,7 +629,13 @@ def decide_and_record(
       in flight: this night does not trigger too.
     - ``dry_run`` (the trigger form's dry run): the decision is recorded with its reason prefixed ``dry run:``
       and never as a trigger, so it neither triggers nor starts a cooldown.
+    - ``label_maturity_days`` (``promotion.retrain_at_label_maturity``): a grown segment (a pattern) does not
+      trigger now; a retraining is scheduled in ``scheduled_retrainings`` for ``ds + label_maturity_days``, and
+      scheduled retrainings due by ``ds`` trigger tonight (cooldown and running trainings permitting; until
+      then they stay pending). None: every drift triggers now, as before.
     """
+    from loopline import promotion
+
     _check_schema(schema)
     try:
         with conn.cursor() as cur:
@@ -654,27 +668,59 @@ def decide_and_record(
             )
             in_flight = cur.fetchone()
             last_at = _night(last) if last is not None else None
-            decision = retrain_decision(result, performance_drop, last_at, _night(ds), cooldown_hours, training_active)
+            defer = label_maturity_days is not None
+            due = (
+                [d.isoformat() for d in promotion.due_retrainings(cur, schema, model_name=model_name, ds=ds)]
+                if defer
+                else []
+            )
+            due_on = ds + dt.timedelta(days=label_maturity_days) if defer else None
+            note = (
+                f"for {due_on.isoformat()}, when this night's labels have matured ({label_maturity_days} days)"
+                if defer
+                else ""
+            )
+            decision = retrain_decision(
+                result,
+                performance_drop,
+                last_at,
+                _night(ds),
+                cooldown_hours,
+                training_active,
+                defer_pattern=defer,
+                due=due,
+                maturity_note=note,
+            )
             if decision.trigger and in_flight is not None:
                 decision = Decision(
                     False,
                     f"suppressed (the trigger of night {in_flight[0].isoformat()} is pending since "
                     f"{in_flight[1].isoformat()}: one retraining at a time); would trigger for {decision.reason}",
                     decision.drifted_features,
+                    decision.kind,
+                    decision.schedule,
                 )
             if dry_run:
                 verdict = "would trigger" if decision.trigger else "would not trigger"
-                decision = Decision(False, f"dry run: {verdict}: {decision.reason}", decision.drifted_features)
+                decision = Decision(
+                    False, f"dry run: {verdict}: {decision.reason}", decision.drifted_features, decision.kind
+                )
+            scheduled_for = due_on if decision.schedule else None
+            if scheduled_for is not None:
+                promotion.schedule_retraining(
+                    cur, schema, model_name=model_name, drift_ds=ds, due_on=scheduled_for, reason=decision.reason
+                )
             cur.execute(
                 f"""INSERT INTO {schema}.retraining_decisions
                 (ds, model_name, model_version, triggered, reason, drifted_features, train_run_id, airflow_run_id,
-                 trigger_state, triggered_run_id, confirmed_at)
-                VALUES (%s, %s, %s, false, %s, %s, %s, %s, %s, NULL, NULL)
+                 trigger_state, triggered_run_id, confirmed_at, drift_kind, scheduled_for)
+                VALUES (%s, %s, %s, false, %s, %s, %s, %s, %s, NULL, NULL, %s, %s)
                 ON CONFLICT (ds) DO UPDATE SET model_name = EXCLUDED.model_name,
                   model_version = EXCLUDED.model_version, triggered = false,
                   reason = EXCLUDED.reason, drifted_features = EXCLUDED.drifted_features,
                   train_run_id = EXCLUDED.train_run_id, airflow_run_id = EXCLUDED.airflow_run_id,
                   trigger_state = EXCLUDED.trigger_state, triggered_run_id = NULL, confirmed_at = NULL,
+                  drift_kind = EXCLUDED.drift_kind, scheduled_for = EXCLUDED.scheduled_for,
                   decided_at = now()""",  # noqa: S608
                 (
                     ds,
@@ -685,6 +731,8 @@ def decide_and_record(
                     train_run_id if decision.trigger else None,
                     airflow_run_id,
                     TRIGGER_PENDING if decision.trigger else None,
+                    decision.kind,
+                    scheduled_for,
                 ),
             )
         conn.commit()
@@ -695,13 +743,19 @@ def decide_and_record(
 
 
 def _confirm(cur: Any, schema: str, ds: dt.date, triggered_run_id: str) -> bool:
+    from loopline import promotion
+
     cur.execute(
         f"""UPDATE {schema}.retraining_decisions
         SET trigger_state = %s, triggered = true, triggered_run_id = %s, confirmed_at = coalesce(confirmed_at, now())
-        WHERE ds = %s AND trigger_state IN (%s, %s)""",  # noqa: S608 - validated identifier
+        WHERE ds = %s AND trigger_state IN (%s, %s) RETURNING model_name""",  # noqa: S608 - validated identifier
         (TRIGGER_CONFIRMED, triggered_run_id, ds, TRIGGER_PENDING, TRIGGER_CONFIRMED),
     )
-    return cur.rowcount == 1
+    rows = cur.fetchall()
+    for (model_name,) in rows:
+        # The training's cut-off (ds + 1) holds every scheduled retraining's labels due by ds: they are covered.
+        promotion.settle_covered(cur, schema, model_name=model_name, ds=ds, train_run_id=triggered_run_id)
+    return len(rows) == 1
 
 
 def confirm_trigger(conn: Any, schema: str, *, ds: dt.date, triggered_run_id: str) -> bool:
@@ -731,8 +785,13 @@ def notification(ds: str, drift: Mapping[str, Any] | None, decision: Mapping[str
         if drift.get("mlflow_run_url"):
             lines.append(f"report: {drift['mlflow_run_url']}")
     if decision is not None:
-        verb = "TRIGGERED train_model" if decision.get("trigger") else "no retraining"
+        verb = "TRIGGERED train_model" if decision.get("trigger") else "no retraining now"
         lines.append(f"{verb}: {decision.get('reason')}")
+        if decision.get("scheduled_for"):
+            lines.append(
+                f"{decision.get('kind')} drift: retraining scheduled for {decision['scheduled_for']} (when this "
+                "night's labels have matured; loopline.scheduled_retrainings)"
+            )
         if decision.get("train_run_id"):
             lines.append(f"train_model run: {decision['train_run_id']}")
     return {

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+SHADOW = "shadow"  # promotion.policy shadow_first: the gate's winner, scored in shadow until a person approves
+MOVE, REMOVE = "move", "remove"  # model_alias_history.action
 LABEL_COLUMNS = ("is_fraud", "label")
 PENDING, APPLIED, ABANDONED = "pending", "applied", "abandoned"
 ROLLED_BACK_TAG = "loopline.rolled_back"
@@ -69,6 +71,9 @@ class AliasMove:
     decision: str
     metrics: dict[str, Any] = field(default_factory=dict)
     moved_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    action: str = MOVE  # REMOVE: the alias was taken off ``version`` (a retired or promoted shadow)
+    approved_by: str | None = None  # who approved a promotion from shadow (Airflow user)
+    approved_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,7 @@ def register_and_gate(
     conn: Any | None = None,
     schema: str | None = None,
     allow_pickled: bool = False,
+    policy: str = "promote",
 ) -> tuple[GateDecision, AliasMove]:
     """Register the run's model (once), evaluate it and the champion on its holdout, and move one alias.
 
@@ -210,6 +216,8 @@ def register_and_gate(
     always passes them) pending moves are reconciled first, the artifacts' digests are verified or recorded and
     the move is recorded in ``model_alias_history`` (pending, alias move, applied); without them nothing is
     recorded (a benchmark's scratch registry). ``allow_pickled`` is ``registry.allow_pickled_models``.
+    ``policy`` is ``promotion.policy``: with ``shadow_first`` a candidate that beats an existing champion gets
+    alias ``shadow`` instead (the first model still becomes champion: there is nothing to compare it with).
     Returns the decision and the alias move.
     """
     import mlflow
@@ -312,6 +320,13 @@ def register_and_gate(
                 f"v{number} was champion and was rolled back ({rolled_back}): re-gating does not promote it "
                 f"again (it would have: {decision.reason}); train a new version",
             )
+    if policy == "shadow_first" and decision.promote and decision.alias == CHAMPION and champion is not None:
+        decision = GateDecision(
+            False,
+            SHADOW,
+            f"passed the gate ({decision.reason}); deployed as shadow (promotion.policy shadow_first): judged on "
+            "matured labels against the champion, promoted once a person approves",
+        )
     previous = _alias_version(client, model_name, decision.alias)
     move = AliasMove(
         model_name=model_name,
@@ -444,15 +459,16 @@ def reconcile(client: Any, conn: Any, schema: str, model_name: str | None = None
     with _model_lock(conn, model_name):  # never while a move of the same model is between its steps
         with conn.cursor() as cur:
             cur.execute(
-                f"SELECT id, alias, version FROM {_history(schema)} "  # noqa: S608 - validated identifier
+                f"SELECT id, alias, version, action FROM {_history(schema)} "  # noqa: S608 - validated identifier
                 "WHERE state = %s AND model_name = %s ORDER BY id",
                 (PENDING, model_name),
             )
             pending = cur.fetchall()
         conn.commit()
-        for row_id, alias, version in pending:
+        for row_id, alias, version, action in pending:
             actual = _alias_version(client, model_name, alias)
-            state = APPLIED if actual is not None and int(actual.version) == int(version) else ABANDONED
+            there = actual is not None and int(actual.version) == int(version)
+            state = APPLIED if there != (action == REMOVE) else ABANDONED
             _mark(conn, schema, row_id, state)
             log.warning(
                 "reconciled %s %s -> v%s (history row %s): %s (MLflow alias is at %s)",
@@ -555,8 +571,9 @@ def _insert_history(conn: Any, schema: str, move: AliasMove, state: str) -> int:
         cur.execute(
             f"INSERT INTO {_history(schema)} "  # noqa: S608 - validated identifier
             "(model_name, alias, version, previous_version, run_id, moved_at, triggered_by, reason, decision, metrics,"
-            " state) VALUES (%(model_name)s, %(alias)s, %(version)s, %(previous_version)s, %(run_id)s, %(moved_at)s,"
-            " %(triggered_by)s, %(reason)s, %(decision)s, %(metrics)s, %(state)s) RETURNING id",
+            " state, action, approved_by, approved_at) VALUES (%(model_name)s, %(alias)s, %(version)s,"
+            " %(previous_version)s, %(run_id)s, %(moved_at)s, %(triggered_by)s, %(reason)s, %(decision)s, %(metrics)s,"
+            " %(state)s, %(action)s, %(approved_by)s, %(approved_at)s) RETURNING id",
             {**row, "metrics": json.dumps(row["metrics"]), "state": state},
         )
         return int(cur.fetchone()[0])

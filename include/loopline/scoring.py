@@ -27,6 +27,7 @@ import pandas as pd
 
 CHAMPION_ALIAS = "champion"
 CHALLENGER_ALIAS = "challenger"
+SHADOW_ALIAS = "shadow"
 FLAG = "flag"
 PASS = "pass"  # noqa: S105 - a decision, not a password
 EXPLAIN_POLICIES = ("flagged", "all", "none")

@@ -681,11 +681,20 @@ class AirflowApi:
     process costs about 3 CPU seconds, which a 2-core machine otherwise spends on the backfill it watches.
     """
 
-    def __init__(self, base: str | None = None, home: Path | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base: str | None = None,
+        home: Path | None = None,
+        timeout: float = 30.0,
+        *,
+        user: str = "admin",
+        password: str | None = None,
+    ) -> None:
         self.base = (base or f"http://127.0.0.1:{AIRFLOW_PORT}").rstrip("/")
         self.home = home
         self._token: str | None = None
         self.timeout = timeout
+        self.user, self.password = user, password  # default: admin, with the stack's generated password
 
     @classmethod
     def for_env(cls, env: dict[str, str]) -> AirflowApi:
@@ -695,12 +704,12 @@ class AirflowApi:
         return cls(f"http://127.0.0.1:{port}", home)
 
     def _login(self) -> str:
-        password = admin_password(self.home)
+        password = self.password or admin_password(self.home)
         if password is None:
             raise RuntimeError(
                 f"no admin password under {(self.home or loopline_home()) / 'airflow'}: is the stack up?"
             )
-        body = json.dumps({"username": "admin", "password": password}).encode()
+        body = json.dumps({"username": self.user, "password": password}).encode()
         request = urllib.request.Request(  # noqa: S310 - the stack's own loopback server
             f"{self.base}/auth/token", data=body, headers={"Content-Type": "application/json"}
         )
@@ -746,6 +755,28 @@ class AirflowApi:
 
     def unpause(self, dag_id: str) -> None:
         self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    def pending_approvals(self, dag_id: str) -> list[dict]:
+        """Human-in-the-loop tasks of ``dag_id`` waiting for an answer (the UI's Required actions).
+
+        Only tasks already parked in ``awaiting_input``: an answer recorded while the task is still writing its
+        request is stored but does not resume it."""
+        page = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails?limit=100")
+        return [
+            detail
+            for detail in page["hitl_details"]
+            if not detail.get("response_received")
+            and (detail.get("task_instance") or {}).get("state") == "awaiting_input"
+        ]
+
+    def answer(self, detail: dict, option: str) -> dict:
+        """Answer one human-in-the-loop task (``Approve`` / ``Reject`` for an approval) as this API's user."""
+        ti = detail["task_instance"]
+        path = (
+            f"/api/v2/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/"
+            f"{ti.get('map_index', -1)}/hitlDetails"
+        )
+        return self.request("PATCH", path, {"chosen_options": [option]})
 
     def trigger(self, dag_id: str, run_id: str, conf: dict) -> None:
         """A manual run now (no logical date, as ``airflow dags trigger`` makes in Airflow 3)."""

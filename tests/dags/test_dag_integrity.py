@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
 # The DAG ids of ARCHITECTURE.md that exist so far; each DAG issue adds its id here.
-EXPECTED_DAG_IDS = {"batch_score", "drift_monitor", "feature_pipeline", "train_model"}
+EXPECTED_DAG_IDS = {"batch_score", "drift_monitor", "feature_pipeline", "promote_model", "train_model"}
 HEAVY = (
     "pandas",
     "pyspark",
@@ -148,6 +148,7 @@ def test_trigger_forms_survive_serialization_and_refuse_bad_conf(dagbag):
 
     bad = {"batch_score": {"model_version": "latest"}, "drift_monitor": {"dry_run": "maybe"}}
     bad |= {"feature_pipeline": {"force_reingest": 3}, "train_model": {"window_days": 1}}
+    bad |= {"promote_model": {"request_id": "latest"}}
     for dag_id, conf in bad.items():
         serialized = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.get_dag(dag_id)))
         for name, param in serialized.params.items():

@@ -221,6 +221,10 @@ def test_drift_triggers_training_once_then_guards_and_cooldown_hold(monitor):
         first,
     )
     assert confirmed == [(True, "confirmed", f"drift_monitor__{first}", True)]
+    # A covariate shift is learnt from tonight's rows: retrained at once, nothing scheduled for later.
+    kind = postgres.query(f"SELECT drift_kind, scheduled_for FROM {SCHEMA}.retraining_decisions WHERE ds = %s", first)
+    assert kind == [("covariate", None)]
+    assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.scheduled_retrainings") == [(0,)]
     conf = runs[0][2]
     assert conf["triggered_by"] == "drift_monitor"
     assert conf["ds"] == str(first)

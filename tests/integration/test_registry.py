@@ -191,3 +191,35 @@ def test_constant_or_broken_model_never_becomes_champion(client, cfg, tmp_path):
         with pytest.raises(registry.GateError):
             gate(client, run_id, cfg)
         assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+
+
+def test_shadow_first_deploys_the_gates_winner_as_shadow(client, cfg, tmp_path, postgres):
+    """promotion.policy shadow_first: the first model still becomes champion (nothing to compare it with); a
+    later winner gets alias `shadow` and the champion keeps serving; a loser stays challenger; the history row
+    records the shadow move."""
+    schema = f"shadow_{uuid.uuid4().hex[:8]}"
+    postgres.migrate(schema)
+    frame = holdout()
+
+    def gate_shadow_first(run_id):
+        with postgres.connect_loader() as conn:
+            return registry.register_and_gate(
+                client, run_id=run_id, model_name=NAME, gate=cfg.gate, threshold=0.5, triggered_by="test",
+                reason="unit", allow_pickled=True, policy="shadow_first", conn=conn, schema=schema,
+            )  # fmt: skip
+
+    decision, move = gate_shadow_first(log_run(ScoreModel(noise=1.5), frame, tmp_path))
+    assert (decision.promote, move.alias) == (True, "champion")
+    decision, move = gate_shadow_first(log_run(ScoreModel(noise=0.1, seed=2), frame, tmp_path))
+    assert (decision.promote, move.alias, move.version) == (False, "shadow", 2)
+    assert "deployed as shadow" in decision.reason
+    assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
+    assert int(client.get_model_version_by_alias(NAME, "shadow").version) == 2
+    decision, move = gate_shadow_first(log_run(ScoreModel(noise=4.0, seed=1), frame, tmp_path))
+    assert move.alias == "challenger"
+    rows = postgres.query(f"SELECT alias, version, action, state FROM {schema}.model_alias_history ORDER BY id")
+    assert rows == [
+        ("champion", 1, "move", "applied"),
+        ("shadow", 2, "move", "applied"),
+        ("challenger", 3, "move", "applied"),
+    ]

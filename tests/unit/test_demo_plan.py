@@ -63,3 +63,19 @@ def test_scheduler_preloads_the_task_libraries_through_a_forkserver(tmp_path: Pa
     # The forkserver skips a module that fails to import without a word: a renamed one would cost every task.
     for name in modules:
         importlib.import_module(name)
+
+
+def test_promotion_path_leaves_room_for_maturity_retraining_and_evidence():
+    plan = DemoPlan(start=dt.date(2026, 1, 1), days=60, promotion=True, maturity_days=5, evidence_days=2)
+    assert plan.drift_start == plan.end - dt.timedelta(days=12)
+    assert plan.retrain_night == plan.drift_start + dt.timedelta(days=5)  # the drift night's labels matured
+    # the shadow scores the days after its retraining; their labels mature 5 days later, the last night yesterday
+    assert plan.evidence_nights == [plan.end - dt.timedelta(days=1), plan.end]
+    assert plan.evidence_nights[0] - dt.timedelta(days=5) == plan.retrain_night + dt.timedelta(days=1)
+    env = plan.environment()
+    assert env["LOOPLINE__PROMOTION__POLICY"] == "shadow_first"
+    assert env["LOOPLINE__FEATURES__LABEL_MATURITY_DAYS"] == "5"
+    # one retraining: the cooldown outlasts every night after the retraining night
+    assert int(env["LOOPLINE__DRIFT__COOLDOWN_HOURS"]) > (plan.end - plan.retrain_night).days * 24
+    load_config(environ=env)  # a valid configuration
+    assert DemoPlan(start=dt.date(2026, 1, 1)).environment() == DEMO_ENVIRONMENT

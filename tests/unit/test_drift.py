@@ -623,7 +623,7 @@ NOW = dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC)
 def test_retrain_decision_triggers_on_drift_or_performance():
     drift = _result(("amount_eur", "log_amount"))
     decision = retrain_decision(drift, False, None, NOW, 72, training_active=False)
-    assert decision == Decision(True, decision.reason, ["amount_eur", "log_amount"])
+    assert decision == Decision(True, decision.reason, ["amount_eur", "log_amount"], kind="covariate")
     assert decision.reason.startswith("data drift")
     assert "amount_eur, log_amount" in decision.reason
     quiet = _result(("country",))

@@ -57,7 +57,10 @@ def test_batch_score_scores_the_version_the_form_names(monkeypatch):
 
     def by_alias(client, name, alias):
         asked.append(("alias", alias))
-        version = {"champion": 7, "challenger": 8}[alias]
+        versions = {"champion": 7, "challenger": 8}  # no shadow: the challenger shadows
+        if alias not in versions:
+            raise scoring.NoModel(f"no {alias}")
+        version = versions[alias]
         return scoring.ModelRef(name=name, version=version, run_id=f"run{version}", alias=alias)
 
     def by_version(client, name, version):
@@ -104,6 +107,9 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
 
         def fetchone(self):
             return None if "trigger_state, reason" in self.sql or "decided_at >" in self.sql else (None,)
+
+        def fetchall(self):
+            return []  # no scheduled retraining due
 
     class _Conn:
         def cursor(self):

@@ -504,6 +504,22 @@ class RegistryConfig(_Section):
     allow_pickled_models: bool = False
 
 
+class PromotionConfig(_Section):
+    """How a challenger that passed the gate reaches traffic, and the evidence a shadow needs (docs/promotion.md)."""
+
+    # promote: the gate moves ``champion`` itself (as before); shadow_first: the gate gives the winner alias
+    # ``shadow``, it is scored in shadow and judged on matured labels, and a person approves the promotion.
+    policy: Literal["promote", "shadow_first"] = "promote"
+    min_days: int = Field(default=5, ge=1)  # matured days scored by both before the shadow is judged
+    min_positives: int = Field(default=200, ge=1)  # labelled frauds over those days, paired rows
+    min_improvement: float = Field(default=0.0, ge=0)  # the interval's lower bound must clear this to win
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)  # of the paired bootstrap interval
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    approval_timeout_hours: float = Field(default=72, gt=0)  # an unanswered request is retired after this
+    approvers: list[str] = Field(default_factory=list)  # Airflow user ids who may answer; empty: any with access
+    retrain_at_label_maturity: bool = True  # a pattern drift schedules its retraining for when its labels matured
+
+
 class RetryConfig(_Section):
     """Retries of every task whose failure may be transient (infrastructure), with exponential backoff."""
 
@@ -673,6 +689,7 @@ class LooplineConfig(_Section):
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
 
     @model_validator(mode="after")

@@ -185,6 +185,9 @@ def promotion_alert(context: dict[str, Any], cfg: LooplineConfig | None = None) 
         check=(
             "tomorrow's batch_score scores with it; roll back in one step with `loopline model rollback`"
             if gate.get("promoted")
+            else "nothing yet: it is scored in shadow and judged nightly on matured labels; promote_model asks for "
+            "approval if it wins (docs/promotion.md)"
+            if gate.get("alias") == "shadow"
             else "nothing: the champion is unchanged (the reason says why the candidate lost)"
         ),
         run_url=run_url(ti.dag_id, ti.run_id, cfg=cfg),

@@ -14,7 +14,7 @@ from airflow.sdk import Param
 
 from loopline.config import LooplineConfig
 
-MODEL_ALIASES = ("champion", "challenger")
+MODEL_ALIASES = ("champion", "challenger", "shadow")
 
 
 def feature_params() -> dict[str, Param]:
@@ -91,3 +91,30 @@ def param(context_params: Any, name: str, default: Any) -> Any:
     except KeyError:
         return default
     return default if value is None and default is not None else value
+
+
+def promotion_params(cfg: LooplineConfig) -> dict[str, Param]:
+    """``promote_model``: the request to decide (raised by drift_monitor when a shadow won on matured labels)."""
+    return {
+        "request_id": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="The promotion request (loopline.promotion_requests.id) this run asks a person to decide.",
+        ),
+        "version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description=(
+                f"The {cfg.mlflow.registered_model} version the request promotes: it must still be the shadow "
+                "(checked before asking and again before promoting)."
+            ),
+        ),
+        "reason": Param(
+            "shadow won on matured labels",
+            type="string",
+            maxLength=500,
+            description="Why the promotion was requested (shown in the approval task and the alias history).",
+        ),
+    }

@@ -245,11 +245,18 @@ def decide_retraining(
             airflow_run_id=run_id,
             triggered_run_exists=exists,
             dry_run=bool(param(params, "dry_run", False)),
+            label_maturity_days=(cfg.features.label_maturity_days if cfg.promotion.retrain_at_label_maturity else None),
         )
     finally:
         conn.close()
     target = target if decision.trigger else None
-    ti.xcom_push(key="decision", value=monitoring.decision_dict(decision, train_run_id=target, ds=ds))
+    scheduled_for = None
+    if decision.schedule:
+        scheduled_for = (day + dt.timedelta(days=cfg.features.label_maturity_days)).isoformat()
+    ti.xcom_push(
+        key="decision",
+        value=monitoring.decision_dict(decision, train_run_id=target, ds=ds, scheduled_for=scheduled_for),
+    )
     log.info(
         "ds=%s: %s%s",
         ds,

@@ -34,7 +34,14 @@ def resolve_models(params: dict | None = None) -> dict:
     off or on for this run.
     """
     from loopline.orchestration.forms import param
-    from loopline.scoring import CHALLENGER_ALIAS, CHAMPION_ALIAS, NoModel, resolve_model, resolve_version
+    from loopline.scoring import (
+        CHALLENGER_ALIAS,
+        CHAMPION_ALIAS,
+        SHADOW_ALIAS,
+        NoModel,
+        resolve_model,
+        resolve_version,
+    )
 
     cfg = get_config()
     client = _client()
@@ -46,12 +53,19 @@ def resolve_models(params: dict | None = None) -> dict:
     except NoModel as exc:
         raise AirflowFailException(f"no model to score with: {exc}") from exc
     challenger = None
-    if param(params, "shadow", cfg.scoring.shadow) and primary.alias != CHALLENGER_ALIAS:
-        try:
-            found = resolve_model(client, name, CHALLENGER_ALIAS)
-            challenger = found.as_dict() if found.version != primary.version else None
-        except NoModel:
-            challenger = None
+    if param(params, "shadow", cfg.scoring.shadow):
+        # The shadow (promotion.policy shadow_first: the gate's winner awaiting its evidence) when there is one,
+        # else the challenger: scored into transaction_scores_shadow either way.
+        for alias in (SHADOW_ALIAS, CHALLENGER_ALIAS):
+            if primary.alias == alias:
+                continue
+            try:
+                found = resolve_model(client, name, alias)
+            except NoModel:
+                continue
+            if found.version != primary.version:
+                challenger = found.as_dict()
+                break
     return {"champion": primary.as_dict(), "challenger": challenger}
 
 

@@ -252,6 +252,7 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
                 conn=conn,
                 schema=cfg.postgres.schema_,
                 allow_pickled=cfg.registry.allow_pickled_models,
+                policy=cfg.promotion.policy,
             )
         except registry.GateError as exc:
             raise AirflowFailException(f"gate error, champion unchanged: {exc}") from exc

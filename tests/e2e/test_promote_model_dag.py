@@ -1,0 +1,396 @@
+"""Shadow first, then a person: drift_monitor (`dag.test()`) judges the shadow against the champion on the same
+matured transactions and raises a promotion request; promote_model (`dag.test()`) waits in Airflow's
+human-in-the-loop state until the request is answered through the HITL REST route of a real api-server on the
+same metadata database, as a named user. Real MLflow store, real Postgres, real models scoring a synthetic lake:
+the weak model is three XGBoost stumps on a tenth of the features, the strong one sixty rounds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from loopline import lake as tables
+from loopline.config import get_config
+from loopline.lake import Lake
+from tests.conftest import REPO, SESSION_HOME, free_port, run_day, stop, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+START = dt.date(2026, 1, 1)
+MATURITY = 5
+ROWS = 3000
+NAME = "loopline-shadow-e2e"
+SCHEMA = "shadow_e2e"
+NIGHTS = [START + dt.timedelta(days=MATURITY + i) for i in range(2)]  # the scored days START, START+1 mature
+APPROVER, PASSWORD = "approver", "approver-secret-1"
+
+
+def _dag(dag_id: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py")).dags[dag_id]
+
+
+def _models():
+    """A weak model (three stumps on a tenth of the features) and a strong one (sixty rounds)."""
+    from loopline.training.models import TrainParams, train_model
+    from tests.models import fit, training_frame
+
+    features, labels = training_frame(seed=5)
+    split = int(len(features) * 0.8)
+    stumps = TrainParams(max_rounds=3, max_depth=1, colsample_bytree=0.1, seed=5)
+    weak = train_model(
+        "xgboost", features[:split], labels[:split], features[split:], labels[split:], stumps, device="cpu"
+    )
+    return weak, fit("xgboost", seed=5, rounds=60)
+
+
+def _register(model, root: Path, name: str, alias: str, postgres) -> int:
+    """Register ``model`` under ``alias`` and record its digests, as the gate would have."""
+    from mlflow import MlflowClient
+
+    from loopline import artifacts
+    from tests.models import register
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    version = register(model, uri, root / "artifacts", name, alias)
+    fetched = artifacts.fetch(
+        MlflowClient(uri), name, version, root / f"fetch-{name}-{version}", conn=None, schema=None,
+        require_digests=False,
+    )  # fmt: skip
+    conn = postgres.connect()
+    try:
+        artifacts.record_digests(conn, SCHEMA, name, version, fetched.digests)
+        conn.commit()
+    finally:
+        conn.close()
+    return version
+
+
+def _score_days(lake_root: Path, table: str, model, name: str, version: int, days: list[dt.date]) -> None:
+    from mlflow import MlflowClient
+
+    from loopline.scoring import score_batch
+    from loopline.training.synthetic import write_partition
+
+    run_id = MlflowClient(get_config().mlflow.tracking_uri).get_model_version(name, str(version)).run_id
+    lake = Lake(str(lake_root))
+    for day in days:
+        features = pd.read_parquet(lake.partition(tables.FEATURES, day))
+        scores = score_batch(model, features, threshold=0.2, explain="none", reason_codes=0)
+        scores.insert(0, "ds", day)
+        scores["threshold"] = 0.2
+        scores["model_name"] = name
+        scores["model_version"] = version
+        scores["model_run_id"] = run_id
+        scores["scored_at"] = pd.Timestamp("2026-02-01", tz="UTC")
+        write_partition(lake, table, day, scores)
+
+
+def _lake(root: Path, name: str, champion, shadow, postgres) -> tuple[int, int]:
+    from loopline.training.synthetic import write_synthetic_lake
+
+    write_synthetic_lake(root / "lake", START, MATURITY + 3, rows_per_day=ROWS, seed=21)
+    champion_version = _register(champion, root, name, "champion", postgres)
+    shadow_version = _register(shadow, root, name, "shadow", postgres)
+    scored = [START, START + dt.timedelta(days=1)]
+    _score_days(root / "lake", tables.SCORES, champion, name, champion_version, scored)
+    _score_days(root / "lake", tables.SCORES_SHADOW, shadow, name, shadow_version, scored)
+    return champion_version, shadow_version
+
+
+@pytest.fixture(scope="module")
+def loop(airflow_db, postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("promotion")
+    overrides = {
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
+        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
+        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
+        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
+        "LOOPLINE__PROMOTION__POLICY": "shadow_first",
+        "LOOPLINE__PROMOTION__MIN_DAYS": "2",
+        "LOOPLINE__PROMOTION__MIN_POSITIVES": "20",
+        "LOOPLINE__PROMOTION__BOOTSTRAP_SAMPLES": "300",
+        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+    }
+    os.environ.update(overrides)
+    get_config.cache_clear()
+    postgres.migrate(SCHEMA)
+    weak, strong = _models()
+    champion, shadow = _lake(root, NAME, weak, strong, postgres)
+    yield {
+        "root": root,
+        "postgres": postgres,
+        "drift": _dag("drift_monitor"),
+        "promote": _dag("promote_model"),
+        "champion": champion,
+        "shadow": shadow,
+        "models": (weak, strong),
+    }
+    for name in overrides:
+        os.environ.pop(name)
+    get_config.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def api_server(loop):
+    """A real api-server on this session's metadata database, with one user who may approve."""
+    port = free_port()
+    passwords = SESSION_HOME / "approver-passwords.json"
+    passwords.write_text(json.dumps({APPROVER: PASSWORD}))
+    env = {
+        **os.environ,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{APPROVER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": "promotion-test-secret",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+    }
+    log = SESSION_HOME / "api-server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "airflow"), "api-server", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(port, 180, process, log)
+        from loopline.stack import AirflowApi
+
+        api = AirflowApi(f"http://127.0.0.1:{port}", user=APPROVER, password=PASSWORD, timeout=60)
+        deadline = time.monotonic() + 120
+        while True:  # the port opens before the app answers
+            try:
+                api.request("GET", "/api/v2/monitor/health")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        yield api
+    finally:
+        stop(process)
+
+
+def _answer_when_asked(api, option: str, answered: dict) -> threading.Thread:
+    """A person at the UI: waits for the approval to be asked, then answers it through the REST route."""
+
+    def run() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                pending = api.pending_approvals("promote_model")
+            except RuntimeError:
+                pending = []
+            if pending:
+                answered["body"] = pending[0]["body"]
+                answered["response"] = api.answer(pending[0], option)
+                return
+            time.sleep(1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _test_run(dag, conf: dict):
+    dagrun = dag.test(run_conf=conf)
+    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+
+def _alias(name: str, alias: str) -> int | None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return int(MlflowClient(get_config().mlflow.tracking_uri).get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def test_a_winning_shadow_is_promoted_only_once_a_person_approves(loop, api_server):
+    from mlflow import MlflowClient
+
+    pg, drift = loop["postgres"], loop["drift"]
+    _, states = run_day(drift, NIGHTS[0])
+    assert states["compare_shadow"] == "success", states
+    assert states["skip_promotion_request"] == "success"  # one day: the evidence is still building
+    evaluated = pg.query(
+        f"SELECT ds, shadow_version, champion_version, rows, positives, difference FROM {SCHEMA}.shadow_evaluations "
+        "WHERE slice = 'all'"
+    )
+    assert [(row[0], row[1], row[2]) for row in evaluated] == [(START, loop["shadow"], loop["champion"])]
+    assert evaluated[0][3] > 300  # the day's transactions labelled within 5 days, both models on each
+    assert pg.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests") == [(0,)]
+
+    _, states = run_day(drift, NIGHTS[1])
+    assert states["request_promotion"] == "success", states
+    requests = pg.query(f"SELECT id, version, champion_version, state, evidence FROM {SCHEMA}.promotion_requests")
+    request_id, version, champion, state, evidence = requests[0]
+    assert (version, champion, state) == (loop["shadow"], loop["champion"], "open")
+    assert evidence["days"] == 2
+    assert evidence["ci_low"] > 0, evidence  # the strong model wins on the same transactions
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        triggered = session.query(DagRun).filter(DagRun.dag_id == "promote_model").one()
+        assert triggered.run_id == f"promote_model__v{version}"
+        assert dict(triggered.conf)["request_id"] == request_id
+        conf = dict(triggered.conf)
+    # Asked, not promoted: the champion serves until a person answers.
+    assert _alias(NAME, "champion") == loop["champion"]
+
+    answered: dict = {}
+    person = _answer_when_asked(api_server, "Approve", answered)
+    _, states = _test_run(loop["promote"], conf)
+    person.join(timeout=10)
+    assert answered, "the approval was never asked"
+    assert "paired bootstrap" in answered["body"]
+    assert "model_card.md" in answered["body"] or "Model card" in answered["body"]
+    assert states == {
+        "check_request": "success",
+        "approve_promotion": "success",
+        "promote_shadow": "success",
+        "settle_request": "success",
+    }, states
+    assert _alias(NAME, "champion") == loop["shadow"]
+    assert _alias(NAME, "shadow") is None
+    history = pg.query(
+        f"SELECT alias, action, version, approved_by, approved_at IS NOT NULL, state, metrics ? 'shadow_evidence' "
+        f"FROM {SCHEMA}.model_alias_history ORDER BY id"
+    )
+    assert ("champion", "move", loop["shadow"], APPROVER, True, "applied", True) in history
+    assert ("shadow", "remove", loop["shadow"], None, False, "applied", False) in history
+    assert pg.query(f"SELECT state, decided_by FROM {SCHEMA}.promotion_requests") == [("approved", APPROVER)]
+    client = MlflowClient(get_config().mlflow.tracking_uri)
+    run_id = client.get_model_version(NAME, str(loop["shadow"])).run_id
+    card = Path(client.download_artifacts(run_id, "model_card.md", str(loop["root"]))).read_text()
+    assert f"approved by {APPROVER}" in card
+
+    # Rollback stays one command.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
+    rolled = subprocess.run(
+        [sys.executable, "-m", "loopline", "model", "rollback", "--reason", "approved too early"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rolled.returncode == 0, rolled.stderr[-2000:]
+    assert f"champion is v{loop['champion']} again" in rolled.stdout
+    assert _alias(NAME, "champion") == loop["champion"]
+
+
+def test_a_rejected_request_promotes_nothing(loop, api_server):
+    from loopline import promotion
+
+    pg = loop["postgres"]
+    _, strong = loop["models"]
+    version = _register(strong, loop["root"], NAME, "shadow", pg)
+    conn = pg.connect_loader()
+    try:
+        request_id = promotion.raise_request(
+            conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
+            requested_on=NIGHTS[1], evidence={"days": 2, "rows": 100, "positives": 30, "difference": 0.01},
+        )  # fmt: skip
+    finally:
+        conn.close()
+    champion_rows = pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'")
+    answered: dict = {}
+    person = _answer_when_asked(api_server, "Reject", answered)
+    _, states = _test_run(loop["promote"], {"request_id": request_id, "version": version})
+    person.join(timeout=10)
+    assert answered
+    assert states["approve_promotion"] == "success"
+    assert states["promote_shadow"] == "skipped"
+    assert states["settle_request"] == "success"
+    assert _alias(NAME, "champion") == loop["champion"]
+    assert pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'") == champion_rows
+    assert pg.query(f"SELECT state, decided_by FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id) == [
+        ("rejected", APPROVER)
+    ]
+
+
+def test_bad_requests_promote_nothing_and_say_why(loop):
+    from mlflow import MlflowClient
+
+    from loopline import promotion
+
+    pg = loop["postgres"]
+    _, strong = loop["models"]
+    client = MlflowClient(get_config().mlflow.tracking_uri)
+    version = _register(strong, loop["root"], NAME, "shadow", pg)
+    conn = pg.connect_loader()
+    try:
+        request_id = promotion.raise_request(
+            conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
+            requested_on=NIGHTS[1], evidence={"days": 2},
+        )  # fmt: skip
+        with pytest.raises(promotion.PromotionError, match=rf"already has promotion request #{request_id} \(open"):
+            promotion.raise_request(
+                conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
+                requested_on=NIGHTS[1], evidence={"days": 3},
+            )  # fmt: skip
+        # No longer the shadow (another version took the alias): refused, nothing promoted.
+        client.set_registered_model_alias(NAME, "shadow", str(loop["shadow"]))
+        with pytest.raises(promotion.PromotionError, match=rf"v{version} is no longer the shadow"):
+            promotion.promote_shadow(client, conn, SCHEMA, request_id, approved_by="x", approved_at="now")
+        assert _alias(NAME, "champion") == loop["champion"]
+        # The shadow's files are gone: refused before anyone is asked, the request retired.
+        client.set_registered_model_alias(NAME, "shadow", str(version))
+        source = Path(client.get_model_version_download_uri(NAME, str(version)).removeprefix("file://"))
+        shutil.rmtree(source)
+    finally:
+        conn.close()
+    _, states = _test_run(loop["promote"], {"request_id": request_id, "version": version})
+    assert states["check_request"] == "failed", states
+    assert states["approve_promotion"] == "upstream_failed"
+    assert _alias(NAME, "champion") == loop["champion"]
+    state, note = pg.query(f"SELECT state, note FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id)[0]
+    assert state == "retired"
+    assert "missing or changed" in note
+
+
+def test_a_losing_shadow_is_retired(loop, postgres, tmp_path, monkeypatch):
+    root = tmp_path
+    name = "loopline-shadow-loses"
+    monkeypatch.setenv("LOOPLINE__STORAGE__LAKE_URI", str(root / "lake"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("LOOPLINE__MLFLOW__ARTIFACT_URI", str(root / "artifacts"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__REGISTERED_MODEL", name)
+    get_config.cache_clear()
+    weak, strong = loop["models"]
+    champion, shadow = _lake(root, name, strong, weak, postgres)  # now the shadow is the weak one
+    try:
+        for night in NIGHTS:
+            _, states = run_day(loop["drift"], night)
+            assert states["compare_shadow"] == "success", states
+        assert _alias(name, "shadow") is None
+        assert _alias(name, "champion") == champion
+        retired = postgres.query(
+            f"SELECT action, version, decision FROM {SCHEMA}.model_alias_history WHERE model_name = %s AND "
+            "alias = 'shadow' AND state = 'applied' ORDER BY id",
+            name,
+        )
+        assert retired[-1][:2] == ("remove", shadow)
+        assert "the shadow loses" in retired[-1][2]
+        assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
+    finally:
+        get_config.cache_clear()
