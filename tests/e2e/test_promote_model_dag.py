@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -32,7 +33,8 @@ ROWS = 3000
 NAME = "loopline-shadow-e2e"
 SCHEMA = "shadow_e2e"
 NIGHTS = [START + dt.timedelta(days=MATURITY + i) for i in range(2)]  # the scored days START, START+1 mature
-APPROVER, PASSWORD = "approver", "approver-secret-1"
+APPROVER = "approver"
+APPROVER_KEY = secrets.token_urlsafe(16)  # a throwaway user of the test api-server, its password
 
 
 def _dag(dag_id: str):
@@ -154,12 +156,12 @@ def api_server(loop):
     """A real api-server on this session's metadata database, with one user who may approve."""
     port = free_port()
     passwords = SESSION_HOME / "approver-passwords.json"
-    passwords.write_text(json.dumps({APPROVER: PASSWORD}))
+    passwords.write_text(json.dumps({APPROVER: APPROVER_KEY}))
     env = {
         **os.environ,
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{APPROVER}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "promotion-test-secret",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__WORKERS": "1",
@@ -176,7 +178,7 @@ def api_server(loop):
         wait_for_port(port, 180, process, log)
         from loopline.stack import AirflowApi
 
-        api = AirflowApi(f"http://127.0.0.1:{port}", user=APPROVER, password=PASSWORD, timeout=60)
+        api = AirflowApi(f"http://127.0.0.1:{port}", user=APPROVER, password=APPROVER_KEY, timeout=60)
         deadline = time.monotonic() + 120
         while True:  # the port opens before the app answers
             try:

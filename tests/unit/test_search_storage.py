@@ -11,8 +11,8 @@ from loopline.training.search import STORAGE_ENV, rdb_url
 
 
 def test_the_storage_url_points_optuna_at_its_schema():
-    url = rdb_url("postgres://loader:s3cret@127.0.0.1:15432/loopline?sslmode=disable", "loopline_search")
-    assert url.startswith("postgresql+psycopg2://loader:s3cret@127.0.0.1:15432/loopline?")
+    url = rdb_url("postgres://loader@127.0.0.1:15432/loopline?sslmode=disable", "loopline_search")
+    assert url.startswith("postgresql+psycopg2://loader@127.0.0.1:15432/loopline?")
     assert "sslmode=disable" in url
     assert "options=-csearch_path%3Dloopline_search" in url
     with pytest.raises(ValueError, match="needs a Postgres connection"):
