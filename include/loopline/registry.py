@@ -126,19 +126,15 @@ def decide(
     )
 
 
-def holdout_metrics(model: Any, holdout, threshold: float) -> dict[str, float]:
-    """Metrics of a loaded model (``predict_proba`` or a pyfunc's ``predict``) on the holdout; a constant
-    predictor is refused."""
+def holdout_metrics(model: Any, holdout, threshold: float, proba: np.ndarray | None = None) -> dict[str, float]:
+    """Metrics of a loaded model (``predict_proba`` or a pyfunc's ``predict``) on the holdout, or of its
+    holdout scores ``proba`` when already computed; a constant predictor is refused."""
     from loopline.training.evaluate import evaluate
 
     label = next((c for c in LABEL_COLUMNS if c in holdout.columns), None)
     if label is None:
         raise GateError(f"holdout has no label column (one of {LABEL_COLUMNS})")
-    from loopline.schemas import FEATURE_COLUMNS
-
-    frame = holdout[list(FEATURE_COLUMNS)]
-    predict = getattr(model, "predict_proba", None) or model.predict
-    proba = np.asarray(predict(frame), dtype=float).reshape(-1)
+    proba = _holdout_scores(model, holdout) if proba is None else proba
     if proba.shape[0] != len(holdout) or not np.all(np.isfinite(proba)):
         raise GateError("the model returned the wrong number of predictions or non-finite values")
     if np.ptp(proba) == 0:
@@ -156,16 +152,24 @@ def model_threshold(model: Any, fallback: float) -> float:
     return float(recorded) if isinstance(recorded, int | float) else float(fallback)
 
 
-def _sliced(model: Any, holdout, threshold: float, slicing: Any) -> dict[str, Any] | None:
+def _holdout_scores(model: Any, holdout) -> np.ndarray:
+    from loopline.schemas import FEATURE_COLUMNS
+
+    predict = getattr(model, "predict_proba", None) or model.predict
+    return np.asarray(predict(holdout[list(FEATURE_COLUMNS)]), dtype=float).reshape(-1)
+
+
+def _holdout_label(holdout):
+    return holdout[next(c for c in LABEL_COLUMNS if c in holdout.columns)]
+
+
+def _sliced(proba: np.ndarray, holdout, threshold: float, slicing: Any) -> dict[str, Any] | None:
     """The model's per-slice and parity metrics on the holdout (None when no slices are configured)."""
     if slicing is None or not slicing.by:
         return None
-    from loopline.schemas import FEATURE_COLUMNS
     from loopline.slices import SliceError, evaluate_slices
 
-    label = next(c for c in LABEL_COLUMNS if c in holdout.columns)
-    predict = getattr(model, "predict_proba", None) or model.predict
-    proba = np.asarray(predict(holdout[list(FEATURE_COLUMNS)]), dtype=float).reshape(-1)
+    label = _holdout_label(holdout).name
     try:
         return evaluate_slices(holdout, holdout[label].to_numpy(), proba, threshold, slicing)
     except SliceError as exc:
@@ -264,7 +268,8 @@ def register_and_gate(
         try:
             candidate_model = load(number, Path(tmp) / "candidate")
             candidate_threshold = model_threshold(candidate_model, threshold)
-            candidate = holdout_metrics(candidate_model, holdout, candidate_threshold)
+            candidate_proba = _holdout_scores(candidate_model, holdout)
+            candidate = holdout_metrics(candidate_model, holdout, candidate_threshold, candidate_proba)
         except GateError:
             client.set_model_version_tag(model_name, str(number), "loopline.gate", "rejected: unusable model")
             raise
@@ -276,18 +281,19 @@ def register_and_gate(
             raise GateError(f"model version {number} cannot be loaded back: {exc}") from exc
         client.set_model_version_tag(model_name, str(number), "loopline.threshold", f"{candidate_threshold:.8g}")
         slicing = getattr(gate, "slices", None)
-        candidate_slices = _sliced(candidate_model, holdout, candidate_threshold, slicing)
+        candidate_slices = _sliced(candidate_proba, holdout, candidate_threshold, slicing)
 
         champion_version = _alias_version(client, model_name, CHAMPION)
-        champion = champion_slices = None
+        champion = champion_slices = champion_proba = None
         if champion_version is not None and int(champion_version.version) != number:
             try:
                 champion_model = load(int(champion_version.version), Path(tmp) / "champion")
             except artifacts.ArtifactError as exc:
                 raise GateError(f"the champion cannot be loaded safely: {exc}") from exc
             champion_threshold = model_threshold(champion_model, threshold)
-            champion = holdout_metrics(champion_model, holdout, champion_threshold)
-            champion_slices = _sliced(champion_model, holdout, champion_threshold, slicing)
+            champion_proba = _holdout_scores(champion_model, holdout)
+            champion = holdout_metrics(champion_model, holdout, champion_threshold, champion_proba)
+            champion_slices = _sliced(champion_proba, holdout, champion_threshold, slicing)
 
     losses: list[Any] = []
     if champion_version is not None and int(champion_version.version) == number:
@@ -302,9 +308,16 @@ def register_and_gate(
             guardrails=dict(gate.guardrails),
         )
         if decision.promote and champion_slices is not None and candidate_slices is not None:
-            from loopline.slices import slice_losses
+            from loopline.slices import significant_losses, slice_losses
 
-            losses = slice_losses(candidate_slices, champion_slices, metric=slicing.metric, tolerance=slicing.tolerance)
+            losses = significant_losses(
+                slice_losses(candidate_slices, champion_slices, metric=slicing.metric, tolerance=slicing.tolerance),
+                holdout,
+                _holdout_label(holdout).to_numpy(),
+                (candidate_proba, candidate_threshold),
+                (champion_proba, champion_threshold),
+                slicing,
+            )
             if losses:
                 decision = GateDecision(
                     False,

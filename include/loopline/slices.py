@@ -6,7 +6,9 @@ AUC, recall and false-positive rate at the model's threshold (fairlearn's ``Metr
 whether the group has the support (``min_rows`` rows and ``min_positives`` frauds) to decide anything.
 :func:`parity_metrics` gives fairlearn's demographic-parity and equalized-odds differences across the groups of
 the configured ``fairness_attribute``. :func:`slice_losses` lists the supported groups where the candidate loses
-more than ``tolerance`` of the configured metric against the champion on the same rows: any one rejects it.
+more than ``tolerance`` of the configured metric against the champion on the same rows, and
+:func:`significant_losses` keeps those whose paired bootstrap interval of the difference lies below zero (a
+loss that is not sampling noise): any one rejects it.
 
 No Airflow, no MLflow: arrays and pandas in, plain dicts out.
 """
@@ -167,11 +169,16 @@ class SliceLoss:
     tolerance: float
     rows: int
     positives: int
+    # paired bootstrap interval of candidate - champion on the slice's rows (None: not computed)
+    ci_low: float | None = None
+    ci_high: float | None = None
 
     def describe(self) -> str:
+        interval = "" if self.ci_high is None else f", interval [{self.ci_low:+.4f}, {self.ci_high:+.4f}]"
         return (
             f"slice {self.slice}={self.group}: {self.metric} {self.candidate:.4f} vs champion {self.champion:.4f} "
-            f"drops {self.drop:.4f} > tolerance {self.tolerance} ({self.rows} rows, {self.positives} frauds)"
+            f"drops {self.drop:.4f} > tolerance {self.tolerance} ({self.rows} rows, {self.positives} frauds"
+            f"{interval})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -197,3 +204,49 @@ def slice_losses(
                     SliceLoss(name, group, metric, a, b, drop, tolerance, int(cand["rows"]), int(cand["positives"]))
                 )
     return sorted(losses, key=lambda loss: -loss.drop)
+
+
+def significant_losses(
+    losses: list[SliceLoss],
+    holdout: pd.DataFrame,
+    y_true: Any,
+    candidate: tuple[Any, float],
+    champion: tuple[Any, float],
+    slicing: Any,
+) -> list[SliceLoss]:
+    """The ``losses`` that are evidence: the paired bootstrap interval of candidate - champion (each model's
+    scores and threshold) on the slice's holdout rows lies entirely below zero. With
+    ``slicing.bootstrap_samples`` 0 every loss stands, as the tolerance alone decides."""
+    from dataclasses import replace
+
+    from loopline.evidence import paired_interval, pr_auc, recall_at, roc_auc
+
+    if slicing.bootstrap_samples <= 0:
+        return losses
+    specs = {spec.name: spec for spec in slicing.by}
+    y = np.asarray(y_true).astype(int)
+    (cand_proba, cand_threshold), (champ_proba, champ_threshold) = candidate, champion
+    metrics = {
+        "roc_auc": (roc_auc, roc_auc),
+        "pr_auc": (pr_auc, pr_auc),
+        "recall_at_threshold": (recall_at(cand_threshold), recall_at(champ_threshold)),
+    }
+    kept = []
+    for loss in losses:
+        spec = specs[loss.slice]
+        rows = (slice_groups(holdout, spec.column, spec.bands) == loss.group).to_numpy()
+        metric_a, metric_b = metrics[loss.metric]
+        low, high = paired_interval(
+            y[rows],
+            np.asarray(cand_proba)[rows],
+            np.asarray(champ_proba)[rows],
+            metric_a,
+            metric_b,
+            confidence=slicing.confidence,
+            samples=slicing.bootstrap_samples,
+        )
+        if math.isnan(high) or high < 0:  # NaN: no interval possible, the tolerance decides
+            kept.append(
+                replace(loss, ci_low=None if math.isnan(low) else low, ci_high=None if math.isnan(high) else high)
+            )
+    return kept

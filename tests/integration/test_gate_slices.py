@@ -118,6 +118,7 @@ def test_a_challenger_that_wins_globally_but_loses_a_slice_is_rejected_naming_it
     losses = move.metrics["slice_losses"]
     assert losses[0]["slice"] == "country"
     assert losses[0]["group"] == "FR"
+    assert losses[0]["ci_high"] < 0  # the paired bootstrap: a loss, not sampling noise
     assert int(client.get_model_version_by_alias(NAME, "champion").version) == 1
 
     # The decision and the slice are in the history row; every slice's metrics are on the candidate's run.

@@ -472,9 +472,13 @@ class GateSlicesConfig(_Section):
 
     by: list[SliceConfig] = Field(default_factory=list)
     min_rows: int = Field(default=200, ge=1)  # a slice with fewer holdout rows is reported, never decides
-    min_positives: int = Field(default=100, ge=1)
+    min_positives: int = Field(default=30, ge=1)
     metric: Literal["roc_auc", "pr_auc", "recall_at_threshold"] = "roc_auc"
     tolerance: float = Field(default=0.02, ge=0)  # largest allowed drop of `metric` in a supported slice
+    # A drop beyond the tolerance rejects only when the paired bootstrap interval of candidate - champion on
+    # the slice's rows lies below zero at this confidence; 0 samples: the tolerance alone decides.
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(default=500, ge=0)
     fairness_attribute: str | None = None  # slice name whose groups get fairlearn parity metrics
 
     @model_validator(mode="after")
