@@ -652,6 +652,18 @@ class AlertsConfig(_Section):
     lateness: LatenessConfig = Field(default_factory=LatenessConfig)
 
 
+class LineageConfig(_Section):
+    """OpenLineage: the dataset namespace Loopline's events use, and the local event file.
+
+    Where events go is Airflow's own setting (``[openlineage] transport``): the local stack writes them to
+    ``events_file`` (file transport, no server); production sets an HTTP transport in its environment.
+    """
+
+    enabled: bool = True
+    namespace: str = Field(default="loopline", min_length=1)
+    events_file: str = "lineage/events.jsonl"
+
+
 class LooplineConfig(_Section):
     version: int
     storage: StorageConfig
@@ -669,6 +681,7 @@ class LooplineConfig(_Section):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
+    lineage: LineageConfig = Field(default_factory=LineageConfig)
 
     @model_validator(mode="after")
     def _slice_columns(self) -> LooplineConfig:

@@ -109,6 +109,19 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         report,
         run_url,
     )
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report
+
+    ns = namespace()
+    report(
+        [
+            lineage.lake(ns, tables.FEATURES, ds),
+            lineage.lake(ns, tables.SCORES, ds),
+            lineage.model_version(ns, scored.model_name, scored.model_version),
+        ],
+        [lineage.analyst(ns, "drift_reports", ds), lineage.analyst(ns, "drift_runs", ds)],
+    )
     return {
         "ds": ds,
         "drift": result.drift,
@@ -187,6 +200,15 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
         facts["unlabelled_rows"],
         dropped,
     )
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report
+
+    ns = namespace()
+    outputs = [lineage.analyst(ns, "model_performance", scored_day)]
+    if sliced is not None:
+        outputs.append(lineage.analyst(ns, "model_performance_slices", scored_day))
+    report([lineage.lake(ns, tables.SCORES, scored_day), lineage.lake(ns, tables.LABELED_TRANSACTIONS, asof)], outputs)
     return {key: (value.isoformat() if isinstance(value, dt.date) else value) for key, value in row.items()}
 
 

@@ -13,10 +13,13 @@ from typing import Any
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from loopline import lineage
 from loopline.config import get_config
+from loopline.orchestration.lineage import namespace, report
 from loopline.orchestration.spark_access import SPARK_TASK
 
-SCORES_ASSET = Asset(name="loopline_scores", group="loopline")
+# Its name is the scores' lineage dataset name (each day's partition: ``loopline_scores/ds=<ds>``).
+SCORES_ASSET = Asset(name=lineage.SCORES_ASSET, group="loopline")
 
 
 def _client():
@@ -109,6 +112,11 @@ def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
         result["seconds"],
         result["uri"],
     )
+    ns = namespace()
+    report(
+        [lineage.lake(ns, tables.FEATURES, ds), lineage.model_version(ns, model.name, model.version)],
+        [lineage.lake(ns, table, ds, result.get("version"))],
+    )
     return result
 
 
@@ -132,6 +140,7 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from loopline import db
+    from loopline import lake as tables
     from loopline.config import resolve_uri
     from loopline.lake import Lake
     from loopline.score_load import ScoringRun, load_day
@@ -178,6 +187,11 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
         result["deleted"],
         result["loaded"],
         result["load_seconds"],
+    )
+    ns = namespace()
+    report(
+        [lineage.lake(ns, tables.SCORES if role == "champion" else tables.SCORES_SHADOW, ds, scored.get("version"))],
+        [lineage.analyst(ns, result["table"].split(".")[-1], ds), lineage.analyst(ns, "scoring_runs", ds)],
     )
     return result
 
