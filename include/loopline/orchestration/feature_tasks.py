@@ -200,9 +200,8 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
 @task.pyspark(**SPARK_TASK, depends_on_past=True, trigger_rule="none_failed")  # day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
-    from spark_jobs import features
-
     from loopline import lake as tables
+    from spark_jobs import features
 
     built = _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
     ns = namespace()

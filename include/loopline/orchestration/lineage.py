@@ -45,7 +45,7 @@ def report(inputs: Iterable[LineageDataset] = (), outputs: Iterable[LineageDatas
             outputs=[_ol(d, "output") for d in outputs],
             raise_on_error=True,
         )
-    except Exception as exc:  # noqa: BLE001 - lineage is best effort: the task's own work has succeeded
+    except Exception as exc:  # lineage is best effort: the task's own work has succeeded
         FAILURES["count"] += 1
         log.warning(
             "lineage not emitted (%d failure(s) in this process): %s: %s; the task goes on",
