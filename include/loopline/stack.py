@@ -208,10 +208,12 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
         "PG_PORT": str(pg.port if pg else 5432),  # the socket's name: 5432 unless the cluster profile moved it
         "SPARK_PORT": str(spark_port),
         "PG_LOADER_ROLE": cfg.postgres.loader_role,
+        "PG_ANALYST_ROLE": cfg.postgres.analyst_role,
     }
     env = read_env_file(DEV_ENV_FILE, values)
-    if not pg:
+    if not pg:  # an external Postgres: its connections (loader, analyst) are the operator's to set
         env.pop(POSTGRES_CONN_VAR)
+        env.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES_ANALYST", None)
     return {name: value for name, value in env.items() if name not in os.environ}
 
 

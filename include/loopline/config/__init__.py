@@ -74,6 +74,8 @@ class PostgresConfig(_Section):
     # Airflow connection that logs in as the owner, for `loopline migrate` against a database the stack did
     # not start (compose, a managed Postgres); the embedded stack's database needs none.
     owner_conn_id: str = "loopline_postgres_owner"
+    # Airflow connection that logs in as the analyst (read-only): the model-health page beside the UI reads with it.
+    analyst_conn_id: str = "loopline_postgres_analyst"
 
     @field_validator("schema_", "owner_role", "loader_role", "analyst_role")
     @classmethod
