@@ -141,7 +141,8 @@ def health_app() -> FastAPI:
                 detail=f"cannot reach the analyst tables through connection {cfg.analyst_conn_id!r}: {exc}",
             ) from exc
         try:
-            conn.set_session(readonly=True)
+            with conn.cursor() as cur:  # psycopg 2 or 3, whichever the provider uses: plain SQL
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             data = health.gather(conn, cfg.schema_, days=max(1, min(days, 3660)))
         finally:
             conn.close()

@@ -57,7 +57,7 @@ def _rows(conn: Any, schema: str, template: str, args: tuple = ()) -> list[dict[
         raise ValueError(f"{schema!r} is not a plain lower-case SQL identifier")
     with conn.cursor() as cur:
         cur.execute(template.replace("{s}", schema), args)
-        names = [column[0] for column in cur.description]
+        names = [getattr(column, "name", None) or column[0] for column in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 

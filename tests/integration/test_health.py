@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
+import os
 
 import pytest
 
 from loopline import health
+from loopline.config import get_config
+from tests.conftest import REPO
 
 SCHEMA = "health_it"
 DAYS = [dt.date(2026, 3, 1) + dt.timedelta(days=i) for i in range(6)]
@@ -103,7 +107,8 @@ def test_the_analyst_role_reads_every_section(history):
     shares = {}
     for row in data.scores:
         shares[row["ds"]] = shares.get(row["ds"], 0) + row["share"]
-    assert all(share == pytest.approx(1.0) for share in shares.values()) and len(shares) == len(DAYS)
+    assert len(shares) == len(DAYS)
+    assert all(share == pytest.approx(1.0) for share in shares.values())
     assert [c["kind"] for c in data.champions] == ["first", "promotion", "rollback"]
 
     # Older days than the window are left out.
@@ -123,10 +128,13 @@ def test_the_page_draws_every_section_and_marks_the_trigger_night(history):
         conn.close()
     for key, *_ in health.SECTIONS:
         assert f'id="chart-{key}"' in page, key
-    assert "retraining triggered" in page and str(DRIFT_NIGHT) in page
-    assert "rollback" in page and "promotion" in page
+    assert "retraining triggered" in page
     assert f"retraining triggered on {DRIFT_NIGHT}" in page
-    assert "cdn" not in page.lower() and "https://" not in page.split("<body>")[0]  # plotly.js is served locally
+    assert "rollback" in page
+    assert "promotion" in page
+    head = page.split("<body>")[0]
+    assert "https://" not in head  # plotly.js is served locally, never from a CDN
+    assert f"src='{health.HEALTH_PREFIX}/{health.PLOTLY_JS}'" in head
 
 
 def test_an_empty_schema_says_why_each_chart_is_missing(postgres):
@@ -138,7 +146,8 @@ def test_an_empty_schema_says_why_each_chart_is_missing(postgres):
         conn.close()
     assert data.empty
     page = health.render(data)
-    assert "chart-" not in page and "No drift_monitor night recorded yet" in page
+    assert "chart-" not in page
+    assert "No drift_monitor night recorded yet" in page
 
 
 def test_a_schema_that_is_not_an_identifier_is_refused(postgres):
@@ -152,4 +161,64 @@ def test_a_schema_that_is_not_an_identifier_is_refused(postgres):
 
 def test_plotly_js_is_bundled():
     js = health.plotly_js()
-    assert len(js) > 1_000_000 and "plotly" in js[:2000].lower()
+    assert len(js) > 1_000_000
+    assert "plotly" in js[:2000].lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The page as the plugin serves it beside the UI
+
+
+def _plugin():
+    spec = importlib.util.spec_from_file_location("loopline_plugin_health", REPO / "plugins" / "loopline_plugin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def served(history, airflow_db):
+    """A test client of the health app mounted where the API server mounts it, reading ``SCHEMA`` as the analyst."""
+    from airflow.api_fastapi.app import init_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    analyst = json.loads(history.airflow_conn)
+    analyst["login"] = history.roles.analyst
+    env = {"AIRFLOW_CONN_LOOPLINE_POSTGRES_ANALYST": json.dumps(analyst), "LOOPLINE__POSTGRES__SCHEMA": SCHEMA}
+    os.environ.update(env)
+    get_config.cache_clear()
+    plugin = _plugin()
+    api = FastAPI()
+    api.mount(health.HEALTH_PREFIX, plugin.health_app())
+    token = init_auth_manager().generate_jwt(SimpleAuthManagerUser(username="admin", role="admin"))
+    try:
+        yield lambda logged_in: TestClient(api, cookies={"_token": token} if logged_in else None)
+    finally:
+        for name in env:
+            os.environ.pop(name)
+        get_config.cache_clear()
+
+
+def test_the_plugin_serves_the_page_only_behind_the_login(served):
+    with served(False) as anonymous:
+        assert anonymous.get(f"{health.HEALTH_PREFIX}/").status_code == 401
+        assert anonymous.get(f"{health.HEALTH_PREFIX}/{health.PLOTLY_JS}").status_code == 401
+    with served(True) as client:
+        page = client.get(f"{health.HEALTH_PREFIX}/", params={"days": 3660})
+        assert page.status_code == 200
+        assert 'id="chart-drift"' in page.text
+        assert f"retraining triggered on {DRIFT_NIGHT}" in page.text
+        js = client.get(f"{health.HEALTH_PREFIX}/{health.PLOTLY_JS}")
+        assert js.status_code == 200
+        assert js.headers["content-type"].startswith("text/javascript")
+
+
+def test_without_the_analyst_connection_the_page_says_which_is_missing(served):
+    os.environ.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES_ANALYST")
+    with served(True) as client:
+        answer = client.get(f"{health.HEALTH_PREFIX}/")
+    assert answer.status_code == 503
+    assert "loopline_postgres_analyst" in answer.json()["detail"]
+    os.environ["AIRFLOW_CONN_LOOPLINE_POSTGRES_ANALYST"] = "{}"  # the fixture's teardown pops it
