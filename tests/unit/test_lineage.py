@@ -107,5 +107,5 @@ def test_report_outside_a_task_is_a_logged_no_op_never_an_error(caplog):
     from loopline.orchestration import lineage as reporting
 
     # No OpenLineage transport configured here: nothing is sent and nothing raises.
-    assert reporting.report([lineage.landing("ns", "labels", DAY)], []) is False
-    assert reporting.report([], []) is False
+    assert reporting.report_lineage([lineage.landing("ns", "labels", DAY)], []) is False
+    assert reporting.report_lineage([], []) is False

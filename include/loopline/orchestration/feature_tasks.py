@@ -21,7 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from loopline import lineage
 from loopline.config import get_config, resolve_uri
 from loopline.orchestration import links, reports
-from loopline.orchestration.lineage import namespace, report
+from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ def ingest_drop(ds: str | None = None, spark: Any = None, params: dict | None = 
             f"; extra columns ignored: {counts['extra_columns']}" if counts["extra_columns"] else "",
         )
     ns = namespace()
-    report(
+    report_lineage(
         [lineage.landing(ns, kind, ds) for kind in ("transactions", "labels")],
         [lineage.lake(ns, table, ds, version) for table, version in sorted(result["tables"].items())],
     )
@@ -191,7 +191,7 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
     ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
     ns = namespace()
     published = [lineage.lake(ns, table, ds, v) for table, v in sorted(ingested["tables"].items())]
-    report(published, published)
+    report_lineage(published, published)
     return results
 
 
@@ -205,7 +205,7 @@ def build_features(ds: str | None = None, spark: Any = None) -> dict:
 
     built = _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
     ns = namespace()
-    report(
+    report_lineage(
         [lineage.lake(ns, t, ds) for t in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.LABELED_TRANSACTIONS)],
         [lineage.lake(ns, tables.FEATURES, ds, built["version"])],
     )
@@ -223,5 +223,5 @@ def publish_features(built: dict, ds: str | None = None, spark: Any = None, outl
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
     outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
     partition = [lineage.lake(namespace(), "features", ds, built["version"])]
-    report(partition, partition)
+    report_lineage(partition, partition)
     return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}

@@ -1,6 +1,6 @@
 """Report a task's inputs and outputs to OpenLineage (the openlineage provider's public API).
 
-TaskFlow tasks get run events from the provider but no datasets: a task calls :func:`report` with the
+TaskFlow tasks get run events from the provider but no datasets: a task calls :func:`report_lineage` with the
 :mod:`loopline.lineage` datasets it read and wrote, and the provider emits them as a RUNNING event of the
 task's own OpenLineage run (same run id as its START and COMPLETE events), through whatever transport Airflow
 is configured with. Lineage never fails a task: an error building or sending the event is logged (and counted
@@ -30,7 +30,7 @@ def _ol(dataset: LineageDataset, kind: str):
     return cls(namespace=dataset.namespace, name=dataset.name, facets=facets)
 
 
-def report(inputs: Iterable[LineageDataset] = (), outputs: Iterable[LineageDataset] = ()) -> bool:
+def report_lineage(inputs: Iterable[LineageDataset] = (), outputs: Iterable[LineageDataset] = ()) -> bool:
     """Emit the running task's ``inputs`` and ``outputs``; True when handed to the transport, else False."""
     inputs, outputs = list(inputs), list(outputs)
     if not get_config().lineage.enabled or not (inputs or outputs):

@@ -111,10 +111,10 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
     )
     from loopline import lake as tables
     from loopline import lineage
-    from loopline.orchestration.lineage import namespace, report
+    from loopline.orchestration.lineage import namespace, report_lineage
 
     ns = namespace()
-    report(
+    report_lineage(
         [
             lineage.lake(ns, tables.FEATURES, ds),
             lineage.lake(ns, tables.SCORES, ds),
@@ -202,13 +202,15 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
     )
     from loopline import lake as tables
     from loopline import lineage
-    from loopline.orchestration.lineage import namespace, report
+    from loopline.orchestration.lineage import namespace, report_lineage
 
     ns = namespace()
     outputs = [lineage.analyst(ns, "model_performance", scored_day)]
     if sliced is not None:
         outputs.append(lineage.analyst(ns, "model_performance_slices", scored_day))
-    report([lineage.lake(ns, tables.SCORES, scored_day), lineage.lake(ns, tables.LABELED_TRANSACTIONS, asof)], outputs)
+    report_lineage(
+        [lineage.lake(ns, tables.SCORES, scored_day), lineage.lake(ns, tables.LABELED_TRANSACTIONS, asof)], outputs
+    )
     return {key: (value.isoformat() if isinstance(value, dt.date) else value) for key, value in row.items()}
 
 

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline import lineage
 from loopline.config import get_config
-from loopline.orchestration.lineage import namespace, report
+from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
 # Its name is the scores' lineage dataset name (each day's partition: ``loopline_scores/ds=<ds>``).
@@ -113,7 +113,7 @@ def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
         result["uri"],
     )
     ns = namespace()
-    report(
+    report_lineage(
         [lineage.lake(ns, tables.FEATURES, ds), lineage.model_version(ns, model.name, model.version)],
         [lineage.lake(ns, table, ds, result.get("version"))],
     )
@@ -189,7 +189,7 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
         result["load_seconds"],
     )
     ns = namespace()
-    report(
+    report_lineage(
         [lineage.lake(ns, tables.SCORES if role == "champion" else tables.SCORES_SHADOW, ds, scored.get("version"))],
         [lineage.analyst(ns, result["table"].split(".")[-1], ds), lineage.analyst(ns, "scoring_runs", ds)],
     )

@@ -193,10 +193,12 @@ def train_local(args: list[str]) -> dict:
             raise RuntimeError(f"trainer exited with {completed.returncode}:\n{completed.stderr[-5000:]}")
         result = json.loads(output.read_text())
     from loopline import lineage
-    from loopline.orchestration.lineage import namespace, report
+    from loopline.orchestration.lineage import namespace, report_lineage
 
     ns = namespace()
-    report(lineage.training_inputs(ns, result.get("fingerprint") or {}), [lineage.mlflow_run(ns, result["run_id"])])
+    report_lineage(
+        lineage.training_inputs(ns, result.get("fingerprint") or {}), [lineage.mlflow_run(ns, result["run_id"])]
+    )
     return result
 
 
@@ -250,11 +252,11 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     pin = pin_model_inputs(cfg, cfg.mlflow.registered_model, move.version, result.get("fingerprint") or {})
     log.info("data fingerprint of v%s pinned in the lake: %s", move.version, pin)
     from loopline import lineage
-    from loopline.orchestration.lineage import namespace, report
+    from loopline.orchestration.lineage import namespace, report_lineage
 
     # The partitions too, not only the run: with the Kubernetes runner the training task reports nothing.
     ns = namespace()
-    report(
+    report_lineage(
         [lineage.mlflow_run(ns, result["run_id"]), *lineage.training_inputs(ns, result.get("fingerprint") or {})],
         [lineage.model_version(ns, cfg.mlflow.registered_model, move.version)],
     )
