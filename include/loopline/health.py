@@ -146,9 +146,22 @@ def champions(conn: Any, schema: str) -> list[dict[str, Any]]:
     return rows
 
 
+def latest_day(conn: Any, schema: str) -> dt.date | None:
+    """The newest ``ds`` scored, monitored or measured (None when nothing is recorded yet)."""
+    rows = _rows(
+        conn,
+        schema,
+        "SELECT max(ds) AS ds FROM (SELECT max(ds) AS ds FROM {s}.scoring_runs UNION ALL "
+        "SELECT max(ds) FROM {s}.drift_runs UNION ALL SELECT max(ds) FROM {s}.model_performance) AS days",
+    )
+    return rows[0]["ds"] if rows else None
+
+
 def gather(conn: Any, schema: str, *, days: int = 90, today: dt.date | None = None) -> HealthData:
-    """Read every section of the page for the last ``days`` days (by ``ds``)."""
-    since = (today or dt.date.today()) - dt.timedelta(days=days)
+    """Read every section of the page for the ``days`` days up to ``today`` (by ``ds``); without ``today``, up
+    to the newest day recorded, so a replayed or backfilled history shows as well as last night."""
+    end = today or latest_day(conn, schema) or dt.date.today()
+    since = end - dt.timedelta(days=days)
     return HealthData(
         schema=schema,
         performance=performance(conn, schema, since),

@@ -118,6 +118,13 @@ def test_the_analyst_role_reads_every_section(history):
     finally:
         conn.close()
     assert [r["ds"] for r in recent.performance] == DAYS[-3:]
+    # Without a date, the window ends at the newest day recorded (a replayed history shows too).
+    conn = history.connect(history.roles.analyst)
+    try:
+        assert health.latest_day(conn, SCHEMA) == DAYS[-1]
+        assert [r["ds"] for r in health.gather(conn, SCHEMA, days=1).performance] == DAYS[-2:]
+    finally:
+        conn.close()
 
 
 def test_the_page_draws_every_section_and_marks_the_trigger_night(history):
@@ -206,7 +213,7 @@ def test_the_plugin_serves_the_page_only_behind_the_login(served):
         assert anonymous.get(f"{health.HEALTH_PREFIX}/").status_code == 401
         assert anonymous.get(f"{health.HEALTH_PREFIX}/{health.PLOTLY_JS}").status_code == 401
     with served(True) as client:
-        page = client.get(f"{health.HEALTH_PREFIX}/", params={"days": 3660})
+        page = client.get(f"{health.HEALTH_PREFIX}/")
         assert page.status_code == 200
         assert 'id="chart-drift"' in page.text
         assert f"retraining triggered on {DRIFT_NIGHT}" in page.text
