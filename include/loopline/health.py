@@ -28,6 +28,7 @@ from typing import Any
 HEALTH_PREFIX = "/loopline/health"
 PLOTLY_JS = "plotly.min.js"
 SCORE_BUCKETS = 20
+DRIFT_TESTS_SHOWN = 12  # the drift chart's lines: the tests that drifted, then the largest statistics
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
-def _layout(fig: Any, title: str, yaxis: str) -> Any:
+def _layout(fig: Any, title: str, yaxis: str, *, day_axis: bool = True) -> Any:
+    if day_axis:  # one tick label per day, not hours of a single-day range
+        fig.update_xaxes(tickformat="%Y-%m-%d")
     fig.update_layout(
         title=title,
         yaxis_title=yaxis,
@@ -252,7 +255,12 @@ def drift_figure(data: HealthData) -> Any:
     for row in data.drift:
         if row["statistic"] is not None:
             features.setdefault(f"{row['feature']} ({row['test']})", []).append(row)
-    for name, rows in sorted(features.items()):
+    # The tests that moved most (drifted ones first): a chart of every feature would hide them.
+    ranked = sorted(
+        features.items(),
+        key=lambda item: (not any(r["drifted"] for r in item[1]), -max(r["statistic"] for r in item[1])),
+    )
+    for name, rows in sorted(ranked[:DRIFT_TESTS_SHOWN]):
         fig.add_trace(
             go.Scatter(
                 x=[str(r["ds"]) for r in rows],
@@ -281,7 +289,11 @@ def drift_figure(data: HealthData) -> Any:
                 )
             )
             _mark_days(fig, [n["ds"] for n in chosen], color)
-    return _layout(fig, "Drift statistic per feature and night (x: drifted)", "test statistic")
+    return _layout(
+        fig,
+        f"Drift statistic per test and night (x: drifted; the {DRIFT_TESTS_SHOWN} that moved most)",
+        "test statistic",
+    )
 
 
 def volume_figure(data: HealthData) -> Any:
@@ -347,7 +359,7 @@ def champion_figure(data: HealthData) -> Any:
                     text=[f"{r['decision']} ({r['triggered_by']})"[:200] for r in chosen],
                 )
             )
-    return _layout(fig, "Champion history (promotions and rollbacks)", "model version")
+    return _layout(fig, "Champion history (promotions and rollbacks)", "model version", day_axis=False)
 
 
 SECTIONS = (

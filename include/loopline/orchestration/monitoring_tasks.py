@@ -120,7 +120,11 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
             lineage.lake(ns, tables.SCORES, ds),
             lineage.model_version(ns, scored.model_name, scored.model_version),
         ],
-        [lineage.analyst(ns, "drift_reports", ds), lineage.analyst(ns, "drift_runs", ds)],
+        [
+            lineage.analyst(ns, "drift_reports", ds),
+            lineage.analyst(ns, "drift_runs", ds),
+            lineage.mlflow_run(ns, mlflow_run_id),  # the night's report in the drift experiment
+        ],
     )
     return {
         "ds": ds,
@@ -274,6 +278,14 @@ def decide_retraining(
         conn.close()
     target = target if decision.trigger else None
     ti.xcom_push(key="decision", value=monitoring.decision_dict(decision, train_run_id=target, ds=ds))
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    read = [lineage.analyst(ns, "drift_runs", ds)] if drift else []
+    if performance and performance.get("ds"):
+        read.append(lineage.analyst(ns, "model_performance", performance["ds"]))
+    report_lineage(read, [lineage.analyst(ns, "retraining_decisions", ds)])
     log.info(
         "ds=%s: %s%s",
         ds,

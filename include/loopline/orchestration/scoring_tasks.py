@@ -55,6 +55,9 @@ def resolve_models(params: dict | None = None) -> dict:
             challenger = found.as_dict() if found.version != primary.version else None
         except NoModel:
             challenger = None
+    ns = namespace()
+    pinned = [primary.as_dict(), *([challenger] if challenger else [])]
+    report_lineage([lineage.model_version(ns, m["name"], m["version"]) for m in pinned], [])
     return {"champion": primary.as_dict(), "challenger": challenger}
 
 
