@@ -74,6 +74,8 @@ def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
     }
+    # The tasks point MLflow's client (and MLFLOW_TRACKING_URI) at this module's store: put it back afterwards.
+    tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ.update(overrides)
     get_config.cache_clear()
     _openlineage_conf_reset()
@@ -83,6 +85,11 @@ def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     yield {"root": root, "events": events, "postgres": postgres}
     for name in overrides:
         os.environ.pop(name)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_before)  # None: back to "not set"
+    if tracking_before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_config.cache_clear()
     _openlineage_conf_reset()
 
