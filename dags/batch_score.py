@@ -11,7 +11,7 @@ from loopline.orchestration import scoring_tasks as t
 from loopline.orchestration.alerts import deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.forms import score_params
-from loopline.orchestration.links import MlflowLink, attach
+from loopline.orchestration.links import HealthPageLink, MlflowLink, attach
 from loopline.orchestration.sensors import published_sensor
 
 DOC = """
@@ -67,5 +67,5 @@ with DAG(
     doc_md=DOC,
 ) as dag:
     models = published_sensor(cfg, tables.FEATURES, "wait_for_features") >> t.resolve_models()
-    t.load_scores(attach(t.score_champion(models), MlflowLink()))
+    attach(t.load_scores(attach(t.score_champion(models), MlflowLink())), HealthPageLink())
     t.load_shadow_scores(attach(t.score_challenger(models), MlflowLink()))

@@ -14,7 +14,7 @@ from loopline.orchestration import promotion_tasks as p
 from loopline.orchestration.alerts import LooplineNotifier, deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.forms import drift_params
-from loopline.orchestration.links import MlflowLink, ValidationReportLink, attach
+from loopline.orchestration.links import HealthPageLink, MlflowLink, ValidationReportLink, attach
 from loopline.orchestration.sensors import published_sensor
 
 DOC = """
@@ -103,7 +103,7 @@ with DAG(
 ) as dag:
     # No scores for the day means nothing to measure: skip the night with the sensor's message, never alarm.
     scores = published_sensor(cfg, tables.SCORES, "wait_for_scores", soft_fail=True)
-    drift = attach(t.detect_drift(), MlflowLink(), ValidationReportLink())
+    drift = attach(t.detect_drift(), MlflowLink(), ValidationReportLink(), HealthPageLink())
     performance = t.measure_performance()
     decision = t.decide_retraining.override(on_success_callback=[LooplineNotifier("drift")])(drift, performance)
     scores >> drift

@@ -10,7 +10,7 @@ from loopline.orchestration import feature_tasks as t
 from loopline.orchestration.alerts import deadlines
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
 from loopline.orchestration.forms import feature_params
-from loopline.orchestration.links import ValidationReportLink, attach
+from loopline.orchestration.links import HealthPageLink, ValidationReportLink, attach
 from loopline.orchestration.source_tasks import wait_for_inputs
 
 DOC = """
@@ -85,5 +85,5 @@ with DAG(
         ingested,
         attach(t.publish_raw(ingested), ValidationReportLink()),
         built,
-        attach(t.publish_features(built), ValidationReportLink()),
+        attach(t.publish_features(built), ValidationReportLink(), HealthPageLink()),
     )

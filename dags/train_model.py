@@ -9,7 +9,7 @@ from loopline.config import get_config
 from loopline.orchestration import training_tasks as t
 from loopline.orchestration.alerts import LooplineNotifier
 from loopline.orchestration.defaults import DEFAULT_ARGS, tags
-from loopline.orchestration.links import MlflowLink, ModelCardLink, attach
+from loopline.orchestration.links import HealthPageLink, MlflowLink, ModelCardLink, attach
 
 DOC = """
 # train_model
@@ -76,6 +76,7 @@ with DAG(
         t.gate_candidate.override(on_success_callback=[LooplineNotifier("promotion")])(trained),
         MlflowLink(),
         ModelCardLink(),
+        HealthPageLink(),
     )
     # The lake versions the trainer read stay pinned until here, whatever happened (all_done).
     [trained, gated] >> t.release_inputs()

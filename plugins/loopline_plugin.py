@@ -9,7 +9,13 @@
   front of the bucket, and this mount goes unused. Every request needs the API server's own login (the UI's
   session cookie or a bearer token); an anonymous one gets 401, an invalid token 403.
 
-Importing the plugin reads the config and nothing else: the object store is reached only per request.
+- ``/loopline/health/``: the model-health page (``loopline.health``): realized performance, slices, drift,
+  volumes, score distribution and champion history over time, read per request from the analyst tables with
+  the analyst role (connection ``postgres.analyst_conn_id``), charts drawn with the plotly.js of the ``plotly``
+  package served at ``/loopline/health/plotly.min.js`` (no CDN). Same login as the reports; the "Model health"
+  extra link of each DAG opens it.
+
+Importing the plugin reads the config and nothing else: the object store and Postgres are reached only per request.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from typing import Any, ClassVar
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from loopline.config import get_config, resolve_uri
-from loopline.orchestration.links import MlflowLink, ModelCardLink, ValidationReportLink
+from loopline.health import HEALTH_PREFIX, PLOTLY_JS
+from loopline.orchestration.links import HealthPageLink, MlflowLink, ModelCardLink, ValidationReportLink
 from loopline.orchestration.reports import is_object_store, read_object
 
 REPORTS_PREFIX = "/loopline/reports"
@@ -108,9 +115,59 @@ def reports_app() -> FastAPI:
     return app
 
 
+def _login_required() -> list[Any]:
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import requires_access_view
+
+    return [Depends(requires_access_view(AccessView.WEBSITE))]
+
+
+def health_app() -> FastAPI:
+    """The app mounted at ``HEALTH_PREFIX``: the model-health page and the plotly.js it loads."""
+    app = FastAPI(title="Loopline model health", dependencies=_login_required())
+
+    @app.get("/", include_in_schema=False)
+    def page(days: int = 90) -> HTMLResponse:  # sync: the queries block, FastAPI runs it in its thread pool
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        from loopline import health
+
+        cfg = get_config().postgres
+        try:
+            conn = PostgresHook(postgres_conn_id=cfg.analyst_conn_id).get_conn()
+        except Exception as exc:  # no connection configured, or the database is down: say which and why
+            raise HTTPException(
+                status_code=503,
+                detail=f"cannot reach the analyst tables through connection {cfg.analyst_conn_id!r}: {exc}",
+            ) from exc
+        try:
+            with conn.cursor() as cur:  # psycopg 2 or 3, whichever the provider uses: plain SQL
+                cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            data = health.gather(conn, cfg.schema_, days=max(1, min(days, 3660)))
+        finally:
+            conn.close()
+        return HTMLResponse(health.render(data))
+
+    @app.get(f"/{PLOTLY_JS}", include_in_schema=False)
+    def plotly_js() -> Response:
+        from loopline import health
+
+        return Response(
+            health.plotly_js(), media_type="text/javascript", headers={"Cache-Control": "private, max-age=86400"}
+        )
+
+    return app
+
+
 class LooplinePlugin(AirflowPlugin):
     name = "loopline"
-    operator_extra_links: ClassVar[list[Any]] = [MlflowLink(), ValidationReportLink(), ModelCardLink()]
+    operator_extra_links: ClassVar[list[Any]] = [
+        MlflowLink(),
+        ValidationReportLink(),
+        ModelCardLink(),
+        HealthPageLink(),
+    ]
     fastapi_apps: ClassVar[list[dict[str, Any]]] = [
-        {"app": reports_app(), "url_prefix": REPORTS_PREFIX, "name": "Loopline reports"}
+        {"app": reports_app(), "url_prefix": REPORTS_PREFIX, "name": "Loopline reports"},
+        {"app": health_app(), "url_prefix": HEALTH_PREFIX, "name": "Loopline model health"},
     ]

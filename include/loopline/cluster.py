@@ -96,6 +96,7 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
         "SPARK_PORT": str(spark_port),
         "MLFLOW_PORT": str(mlflow_port),
         "PG_LOADER_ROLE": cfg.postgres.loader_role,
+        "PG_ANALYST_ROLE": cfg.postgres.analyst_role,
     }
     env = {**stack.read_env_file(SERVICES_ENV), **stack.read_env_file(CLUSTER_ENV, values)}
     return {name: value for name, value in env.items() if name not in environ}

@@ -22,6 +22,7 @@ from pathlib import Path
 from loopline import lake as tables
 from loopline import stack
 from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.health import HEALTH_PREFIX
 from loopline.lake import Lake
 
 
@@ -646,9 +647,11 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"\nAirflow UI: http://127.0.0.1:{stack.AIRFLOW_PORT}  (user admin, password {stack.admin_password()})")
     echo(f"MLflow UI:  {cfg.mlflow.ui_url}  {stack.mlflow_login_hint()}")
     echo(f"Lake:       {resolve_uri(cfg.storage.lake_uri)}   Reports: {resolve_uri(cfg.storage.reports_uri)}")
+    echo(f"Lineage:    {resolve_uri(cfg.lineage.events_file)}  (OpenLineage events, one JSON object a line)")
     pg = stack.embedded_pg()
     example = EXAMPLE_SQL.format(day=plan.end, pg_host=pg.host, pg_port=pg.port, analyst=cfg.postgres.analyst_role)
     echo("Prediction tables (Postgres):\n" + example)
+    echo(f"Model health: http://127.0.0.1:{stack.AIRFLOW_PORT}{HEALTH_PREFIX}/  (behind the Airflow login)")
     echo("The stack keeps running; `make down` stops it.")
     if plan.promotion:
         echo(f"Required actions (approvals): http://127.0.0.1:{stack.AIRFLOW_PORT}/required_actions")

@@ -208,10 +208,12 @@ def dev_environment(cfg: LooplineConfig, pg: PgAddress | None = None) -> dict[st
         "PG_PORT": str(pg.port if pg else 5432),  # the socket's name: 5432 unless the cluster profile moved it
         "SPARK_PORT": str(spark_port),
         "PG_LOADER_ROLE": cfg.postgres.loader_role,
+        "PG_ANALYST_ROLE": cfg.postgres.analyst_role,
     }
     env = read_env_file(DEV_ENV_FILE, values)
-    if not pg:
+    if not pg:  # an external Postgres: its connections (loader, analyst) are the operator's to set
         env.pop(POSTGRES_CONN_VAR)
+        env.pop("AIRFLOW_CONN_LOOPLINE_POSTGRES_ANALYST", None)
     return {name: value for name, value in env.items() if name not in os.environ}
 
 
@@ -256,6 +258,21 @@ def airflow_environment(home: Path, pg: PgAddress | None = None) -> dict[str, st
     }
 
 
+def lineage_environment(cfg: LooplineConfig) -> dict[str, str]:
+    """OpenLineage for the local stack: the provider's file transport into ``lineage.events_file`` (JSON lines,
+    appended; no server), jobs in the ``lineage.namespace`` namespace; the provider off when ``lineage.enabled``
+    is false. Production sets an HTTP transport instead (docker-compose.yaml)."""
+    if not cfg.lineage.enabled:
+        return {"AIRFLOW__OPENLINEAGE__DISABLED": "True"}
+    events = Path(resolve_uri(cfg.lineage.events_file))
+    events.parent.mkdir(parents=True, exist_ok=True)
+    transport = {"type": "file", "log_file_path": str(events), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": cfg.lineage.namespace,
+    }
+
+
 def stack_environment(cfg: LooplineConfig, pg: PgAddress | None = None, profile: str = EMBEDDED) -> dict[str, str]:
     """The full environment the stack's processes (and ``airflow`` CLI calls) run with."""
     env = dict(os.environ)
@@ -268,6 +285,8 @@ def stack_environment(cfg: LooplineConfig, pg: PgAddress | None = None, profile:
         cfg = load_config(environ={**env, **profile_env})
     env.update(dev_environment(cfg, pg))
     env.update(airflow_environment(loopline_home() / "airflow", pg))
+    # A transport already in the environment (e.g. an HTTP one to a lineage server) wins over the local file.
+    env.update({k: v for k, v in lineage_environment(cfg).items() if k not in os.environ})
     if profile == CLUSTER:
         env.update(profile_env)  # the executor and the rest win over the embedded defaults
     env["SPARK_HOME"] = str(spark_home())

@@ -13,8 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -135,5 +137,48 @@ def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
             expect(page.get_by_text("drift_monitor__2026-01-05").first).to_be_visible(timeout=30_000)
             page.goto(f"{ui['base']}{href}")
             expect(page.get_by_role("heading", name=f"Drift {NIGHT}", exact=False)).to_be_visible()
+        finally:
+            browser.close()
+
+
+def test_the_model_health_page_shows_the_drift_night_behind_the_login(ui):
+    from playwright.sync_api import expect, sync_playwright
+
+    from loopline import lineage
+    from loopline.health import HEALTH_PREFIX
+
+    url = f"{ui['base']}{HEALTH_PREFIX}/"
+    with pytest.raises(urllib.error.HTTPError) as anonymous:
+        urllib.request.urlopen(url, timeout=30)  # noqa: S310 - a loopback URL of the test's own stack
+    assert anonymous.value.code == 401
+
+    # The night's lineage went to the stack's file transport (what `loopline up` configures).
+    graph = lineage.LineageGraph.from_events(lineage.read_events(ui["home"] / "lineage" / "events.jsonl"))
+    assert graph.jobs[lineage.analyst("loopline", "drift_reports", NIGHT).key] == {"drift_monitor.detect_drift"}
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.goto(f"{ui['base']}/")
+            page.wait_for_url("**/auth/login**", timeout=30_000)
+            page.fill("input[name=username]", "admin")
+            page.fill("input[name=password]", ui["password"])
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{ui['base']}/", timeout=30_000)
+
+            page.goto(url)
+            expect(page.get_by_role("heading", name="Model health")).to_be_visible(timeout=30_000)
+            drift = page.locator("#chart-drift")
+            expect(drift.locator(".main-svg").first).to_be_visible(timeout=30_000)  # drawn by plotly.js
+            assert page.locator(".js-plotly-plot").count() >= 1
+            # The drift night is on the chart: marked as a trigger night (or a drifted one the cooldown held back).
+            expect(page.locator("#summary")).to_contain_text("1 monitored night(s)")
+            night_mark = drift.locator(".legendtext").filter(has_text=re.compile("retraining triggered|drift, not"))
+            expect(night_mark).to_have_count(1)
+            if os.environ.get("LOOPLINE_SCREENSHOTS"):
+                folder = Path(os.environ["LOOPLINE_SCREENSHOTS"])
+                folder.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(folder / "model-health.png"), full_page=True)
         finally:
             browser.close()

@@ -77,6 +77,8 @@ class PostgresConfig(_Section):
     # Optuna's study tables (training.search): a schema of their own where the loader may create tables, so
     # the analysts' schema stays DDL-free for it.
     search_schema: str = "loopline_search"
+    # Airflow connection that logs in as the analyst (read-only): the model-health page beside the UI reads with it.
+    analyst_conn_id: str = "loopline_postgres_analyst"
 
     @field_validator("schema_", "owner_role", "loader_role", "analyst_role", "search_schema")
     @classmethod
@@ -677,6 +679,18 @@ class AlertsConfig(_Section):
     lateness: LatenessConfig = Field(default_factory=LatenessConfig)
 
 
+class LineageConfig(_Section):
+    """OpenLineage: the dataset namespace Loopline's events use, and the local event file.
+
+    Where events go is Airflow's own setting (``[openlineage] transport``): the local stack writes them to
+    ``events_file`` (file transport, no server); production sets an HTTP transport in its environment.
+    """
+
+    enabled: bool = True
+    namespace: str = Field(default="loopline", min_length=1)
+    events_file: str = "lineage/events.jsonl"
+
+
 class LooplineConfig(_Section):
     version: int
     storage: StorageConfig
@@ -695,6 +709,7 @@ class LooplineConfig(_Section):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
+    lineage: LineageConfig = Field(default_factory=LineageConfig)
 
     @model_validator(mode="after")
     def _slice_columns(self) -> LooplineConfig:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from loopline import lineage
 from loopline.config import get_config, resolve_uri
 from loopline.orchestration import links, reports
+from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
 if TYPE_CHECKING:
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 
 # Name-only on purpose: a URI with a scheme makes Airflow load every provider's URI handlers (amazon's S3
 # hook among them), which costs ~0.6 s on every parse of every DAG that declares the Asset.
-FEATURES_ASSET = Asset(name="loopline_features", group="loopline")
+# Its name is the features' lineage dataset name (each day's partition: ``loopline_features/ds=<ds>``).
+FEATURES_ASSET = Asset(name=lineage.FEATURES_ASSET, group="loopline")
 
 
 def _reports_dir(space: reports.ReportSpace, kind: str) -> Path:
@@ -125,6 +128,11 @@ def ingest_drop(ds: str | None = None, spark: Any = None, params: dict | None = 
             counts["files_quarantined"],
             f"; extra columns ignored: {counts['extra_columns']}" if counts["extra_columns"] else "",
         )
+    ns = namespace()
+    report_lineage(
+        [lineage.landing(ns, kind, ds) for kind in ("transactions", "labels")],
+        [lineage.lake(ns, table, ds, version) for table, version in sorted(result["tables"].items())],
+    )
     return result
 
 
@@ -181,6 +189,9 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
         results[suite] = {"evaluated": result.evaluated, "report_uri": result.report_uri}
     links.record(links.REPORT_KEY, links.report_url(results["raw_transactions"]["report_uri"]))
     ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
+    ns = namespace()
+    published = [lineage.lake(ns, table, ds, v) for table, v in sorted(ingested["tables"].items())]
+    report_lineage(published, published)
     return results
 
 
@@ -189,9 +200,16 @@ def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dic
 @task.pyspark(**SPARK_TASK, depends_on_past=True, trigger_rule="none_failed")  # day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
+    from loopline import lake as tables
     from spark_jobs import features
 
-    return _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
+    built = _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
+    ns = namespace()
+    report_lineage(
+        [lineage.lake(ns, t, ds) for t in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.LABELED_TRANSACTIONS)],
+        [lineage.lake(ns, tables.FEATURES, ds, built["version"])],
+    )
+    return built
 
 
 @task.pyspark(**SPARK_TASK, outlets=[FEATURES_ASSET])
@@ -204,4 +222,6 @@ def publish_features(built: dict, ds: str | None = None, spark: Any = None, outl
     result = _fail_on_data_errors(_gate, frame, "features", ds=ds, params={"min_rows": 1})
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
     outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
+    partition = [lineage.lake(namespace(), "features", ds, built["version"])]
+    report_lineage(partition, partition)
     return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}

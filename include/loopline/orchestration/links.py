@@ -104,6 +104,17 @@ class ModelCardLink(BaseOperatorLink):
         return _get(ti_key, CARD_KEY) or ""
 
 
+class HealthPageLink(BaseOperatorLink):
+    """ "Model health": the model-health page served beside the UI (the loop over time, every DAG's view)."""
+
+    name = "Model health"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        from loopline.health import HEALTH_PREFIX
+
+        return f"{HEALTH_PREFIX}/"
+
+
 def attach(task: Any, *links: BaseOperatorLink) -> Any:
     """Add ``links`` to a task (an operator or a TaskFlow call's XComArg); returns ``task``."""
     operator = getattr(task, "operator", task)

@@ -109,6 +109,23 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
         report,
         run_url,
     )
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    report_lineage(
+        [
+            lineage.lake(ns, tables.FEATURES, ds),
+            lineage.lake(ns, tables.SCORES, ds),
+            lineage.model_version(ns, scored.model_name, scored.model_version),
+        ],
+        [
+            lineage.analyst(ns, "drift_reports", ds),
+            lineage.analyst(ns, "drift_runs", ds),
+            lineage.mlflow_run(ns, mlflow_run_id),  # the night's report in the drift experiment
+        ],
+    )
     return {
         "ds": ds,
         "drift": result.drift,
@@ -187,6 +204,17 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
         facts["unlabelled_rows"],
         dropped,
     )
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    outputs = [lineage.analyst(ns, "model_performance", scored_day)]
+    if sliced is not None:
+        outputs.append(lineage.analyst(ns, "model_performance_slices", scored_day))
+    report_lineage(
+        [lineage.lake(ns, tables.SCORES, scored_day), lineage.lake(ns, tables.LABELED_TRANSACTIONS, asof)], outputs
+    )
     return {key: (value.isoformat() if isinstance(value, dt.date) else value) for key, value in row.items()}
 
 
@@ -257,6 +285,14 @@ def decide_retraining(
         key="decision",
         value=monitoring.decision_dict(decision, train_run_id=target, ds=ds, scheduled_for=scheduled_for),
     )
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    read = [lineage.analyst(ns, "drift_runs", ds)] if drift else []
+    if performance and performance.get("ds"):
+        read.append(lineage.analyst(ns, "model_performance", performance["ds"]))
+    report_lineage(read, [lineage.analyst(ns, "retraining_decisions", ds)])
     log.info(
         "ds=%s: %s%s",
         ds,

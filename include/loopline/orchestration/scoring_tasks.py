@@ -13,10 +13,13 @@ from typing import Any
 from airflow.sdk import Asset, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from loopline import lineage
 from loopline.config import get_config
+from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
-SCORES_ASSET = Asset(name="loopline_scores", group="loopline")
+# Its name is the scores' lineage dataset name (each day's partition: ``loopline_scores/ds=<ds>``).
+SCORES_ASSET = Asset(name=lineage.SCORES_ASSET, group="loopline")
 
 
 def _client():
@@ -66,6 +69,9 @@ def resolve_models(params: dict | None = None) -> dict:
             if found.version != primary.version:
                 challenger = found.as_dict()
                 break
+    ns = namespace()
+    pinned = [primary.as_dict(), *([challenger] if challenger else [])]
+    report_lineage([lineage.model_version(ns, m["name"], m["version"]) for m in pinned], [])
     return {"champion": primary.as_dict(), "challenger": challenger}
 
 
@@ -123,6 +129,11 @@ def _score(models: dict, role: str, ds: str, spark: Any) -> dict:
         result["seconds"],
         result["uri"],
     )
+    ns = namespace()
+    report_lineage(
+        [lineage.lake(ns, tables.FEATURES, ds), lineage.model_version(ns, model.name, model.version)],
+        [lineage.lake(ns, table, ds, result.get("version"))],
+    )
     return result
 
 
@@ -146,6 +157,7 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
     from loopline import db
+    from loopline import lake as tables
     from loopline.config import resolve_uri
     from loopline.lake import Lake
     from loopline.score_load import ScoringRun, load_day
@@ -192,6 +204,11 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
         result["deleted"],
         result["loaded"],
         result["load_seconds"],
+    )
+    ns = namespace()
+    report_lineage(
+        [lineage.lake(ns, tables.SCORES if role == "champion" else tables.SCORES_SHADOW, ds, scored.get("version"))],
+        [lineage.analyst(ns, result["table"].split(".")[-1], ds), lineage.analyst(ns, "scoring_runs", ds)],
     )
     return result
 

@@ -191,7 +191,15 @@ def train_local(args: list[str]) -> dict:
             raise AirflowFailException(completed.stderr.strip().splitlines()[-1] if completed.stderr else "no data")
         if completed.returncode != 0:
             raise RuntimeError(f"trainer exited with {completed.returncode}:\n{completed.stderr[-5000:]}")
-        return json.loads(output.read_text())
+        result = json.loads(output.read_text())
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    report_lineage(
+        lineage.training_inputs(ns, result.get("fingerprint") or {}), [lineage.mlflow_run(ns, result["run_id"])]
+    )
+    return result
 
 
 def _with_search_storage(environ: Mapping[str, str]) -> dict[str, str]:
@@ -264,6 +272,15 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
     # A retry re-registers nothing (the gate is idempotent per run) and rewrites the same pin.
     pin = pin_model_inputs(cfg, cfg.mlflow.registered_model, move.version, result.get("fingerprint") or {})
     log.info("data fingerprint of v%s pinned in the lake: %s", move.version, pin)
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    # The partitions too, not only the run: with the Kubernetes runner the training task reports nothing.
+    ns = namespace()
+    report_lineage(
+        [lineage.mlflow_run(ns, result["run_id"]), *lineage.training_inputs(ns, result.get("fingerprint") or {})],
+        [lineage.model_version(ns, cfg.mlflow.registered_model, move.version)],
+    )
     return {
         "promoted": decision.promote,
         "alias": move.alias,

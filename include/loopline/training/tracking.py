@@ -173,6 +173,51 @@ def end_abandoned_runs(experiment_id: str, run_name: str) -> list[str]:
     return abandoned
 
 
+def lake_inputs(fingerprint: dict[str, Any], namespace: str | None = None) -> list[tuple[Any, str, dict[str, str]]]:
+    """The fingerprint's lake partitions as MLflow datasets: ``(dataset, context, tags)`` for ``mlflow.log_inputs``.
+
+    Each is named by its lineage dataset name (:mod:`loopline.lineage`), its source is the exact version's
+    folder in the lake and its digest the version: a registered version's run leads back to those partitions.
+    """
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.config import get_config
+
+    ns = namespace or get_config().lineage.namespace
+    root = str(fingerprint.get("lake") or "").rstrip("/")
+    found = []
+    for key, table, context in (
+        ("feature_partitions", tables.FEATURES, "training"),
+        ("label_partitions", tables.LABELED_TRANSACTIONS, "labels"),
+    ):
+        for ds, version in sorted((fingerprint.get(key) or {}).items()):
+            uri = f"{root}/{table}/ds={ds}/run={version}"
+            name = lineage.lake(ns, table, ds, version).name
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": two local sources, one meaning
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(uri)
+            dataset = MetaDataset(source=source, name=name, digest=str(version)[:36])
+            tags = {"loopline.table": table, "loopline.ds": str(ds), "loopline.version": str(version)}
+            found.append((dataset, context, {**tags, "lineage.namespace": ns}))
+    return found
+
+
+def log_lake_inputs(fingerprint: dict[str, Any]) -> int:
+    """``mlflow.log_inputs`` of the partitions the training set read (see :func:`lake_inputs`); returns how many."""
+    import mlflow
+
+    inputs = lake_inputs(fingerprint)
+    for start in range(0, len(inputs), 100):  # MLflow's batch limit per call
+        batch = inputs[start : start + 100]
+        mlflow.log_inputs(
+            datasets=[d for d, _, _ in batch], contexts=[c for _, c, _ in batch], tags_list=[t for _, _, t in batch]
+        )
+    return len(inputs)
+
+
 def log_training_run(
     run,
     *,
@@ -209,6 +254,7 @@ def log_training_run(
     for start in range(0, len(history), 1000):
         client.log_batch(run_id, metrics=history[start : start + 1000])
     mlflow.log_dict(json_safe(fingerprint), "fingerprint.json")
+    log_lake_inputs(fingerprint)
     mlflow.log_dict(json_safe(metrics), "metrics.json")
     if decision is not None:
         mlflow.log_dict(json_safe(decision), "threshold.json")

@@ -1,0 +1,196 @@
+"""OpenLineage end to end: one day through feature_pipeline, train_model and batch_score (`dag.test()`) with the
+provider's file transport, then the chain landing → raw → features → model version → scores read back from the
+emitted events alone; and a broken transport never fails a task.
+
+The day's landing drop goes through the real pipeline; the model is trained on a synthetic history in the same
+lake (days after the drop's day: label maturity needs weeks of history, which one day cannot give).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from loopline import lake as tables
+from loopline import lineage
+from loopline.config import get_config
+from loopline.synth import generate
+from loopline.training.synthetic import write_synthetic_lake
+from tests.conftest import REPO, run_day
+
+pytestmark = pytest.mark.e2e
+
+DAY = dt.date(2026, 1, 1)  # the drop that goes through feature_pipeline, then batch_score
+HISTORY = dt.date(2026, 1, 2)  # synthetic features and labels from here on: the training window
+CUTOFF = dt.date(2026, 2, 7)
+NAME = "loopline-lineage-e2e"
+SCHEMA = "lineage_e2e"
+
+
+def _openlineage_conf_reset() -> None:
+    """The provider caches its settings per process: read them again (this module changes the transport)."""
+    from airflow.providers.openlineage import conf
+    from airflow.providers.openlineage.plugins.listener import get_openlineage_listener
+
+    for value in vars(conf).values():
+        if callable(getattr(value, "cache_clear", None)):
+            value.cache_clear()
+    get_openlineage_listener().adapter._client = None  # built again from the transport now configured
+
+
+def _dag(file_name: str):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags" / f"{file_name}.py")).dags[file_name]
+
+
+@pytest.fixture(scope="module")
+def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lineage")
+    events = root / "lineage" / "events.jsonl"
+    events.parent.mkdir()
+    overrides = {
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        "LOOPLINE__STORAGE__LANDING_URI": str(root / "landing"),
+        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
+        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
+        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": "10",
+        "LOOPLINE__TRAINING__WINDOW_DAYS": "25",
+        "LOOPLINE__TRAINING__HOLDOUT_DAYS": "5",
+        "LOOPLINE__TRAINING__VALIDATION_DAYS": "4",
+        "LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.6",
+        "LOOPLINE__SCORING__THRESHOLD": "0.1",
+        "LOOPLINE__SCORING__SHADOW": "false",
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "6",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+        # What `loopline up` sets (stack.lineage_environment): the file transport, appended.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
+    }
+    # The tasks point MLflow's client (and MLFLOW_TRACKING_URI) at this module's store: put it back afterwards.
+    tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ.update(overrides)
+    get_config.cache_clear()
+    _openlineage_conf_reset()
+    postgres.migrate(SCHEMA)
+    generate(DAY, 1, root / "landing", transactions_per_day=600, seed=5)
+    write_synthetic_lake(root / "lake", HISTORY, 36, rows_per_day=600, seed=3)
+    yield {"root": root, "events": events, "postgres": postgres}
+    for name in overrides:
+        os.environ.pop(name)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_before)  # None: back to "not set"
+    if tracking_before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    get_config.cache_clear()
+    _openlineage_conf_reset()
+
+
+def test_one_day_chain_from_the_landing_drop_to_the_scores(loop):
+    from mlflow import MlflowClient
+
+    dagrun, states = run_day(_dag("feature_pipeline"), DAY)
+    assert dagrun.state == "success", states
+    trained = _dag("train_model").test(
+        logical_date=dt.datetime.combine(CUTOFF, dt.time(), tzinfo=dt.UTC),
+        run_conf={"reason": "lineage", "max_rounds": 40, "cutoff": str(CUTOFF)},
+    )
+    assert trained.state == "success", {ti.task_id: ti.state for ti in trained.get_task_instances()}
+    dagrun, states = run_day(_dag("batch_score"), DAY)
+    assert dagrun.state == "success", states
+
+    graph = lineage.LineageGraph.from_events(lineage.read_events(loop["events"]))
+    ns = "loopline"
+    scores = lineage.lake(ns, tables.SCORES, DAY).key
+    analyst = lineage.analyst(ns, "transaction_scores", DAY).key
+    features = lineage.lake(ns, tables.FEATURES, DAY).key
+    raw = lineage.lake(ns, tables.RAW_TRANSACTIONS, DAY).key
+    landing = lineage.landing(ns, "transactions", DAY).key
+    model = lineage.model_version(ns, NAME, 1).key
+
+    # The chain, from the events alone: landing → raw → features → scores, and the model version that scored.
+    assert landing in graph.producers[raw]  # ingest_drop
+    assert raw in graph.producers[features]  # build_features
+    assert {features, model} <= graph.producers[scores]  # score_champion
+    assert scores in graph.producers[analyst]  # load_scores
+    assert graph.path(landing, analyst) is not None
+    assert {landing, raw, features, model} <= graph.upstream(scores)
+    assert graph.jobs[features] == {"feature_pipeline.build_features", "feature_pipeline.publish_features"}
+    assert graph.jobs[scores] == {"batch_score.score_champion"}
+    assert graph.jobs[model] == {"train_model.gate_candidate"}
+    # The features' dataset is the Asset's day, and it carries the lake version that was published.
+    from loopline.orchestration.feature_tasks import FEATURES_ASSET
+
+    assert features[1] == f"{FEATURES_ASSET.name}/ds={DAY}"
+    from loopline.config import resolve_uri
+    from loopline.lake import Lake
+
+    lake = Lake(resolve_uri(get_config().storage.lake_uri))
+    assert graph.versions[features] == {lake.current_version(tables.FEATURES, DAY)}
+
+    # The model version leads back to the exact partitions it was trained on: in the lineage events and in
+    # MLflow's logged inputs of its run, the same names and versions.
+    trained_on = {key for key in graph.upstream(model) if key[1].startswith(f"{lineage.FEATURES_ASSET}/")}
+    assert len(trained_on) >= 10  # the training split's days (validation and holdout days too)
+    client = MlflowClient(get_config().resolve(get_config().mlflow.tracking_uri))
+    run = client.get_run(client.get_model_version(NAME, "1").run_id)
+    logged = {
+        (d.dataset.name, d.dataset.digest)
+        for d in run.inputs.dataset_inputs
+        if d.dataset.name.startswith("loopline_features/")
+    }
+    assert {name for name, _ in logged} == {name for _, name in trained_on}
+    for name, digest in logged:
+        assert graph.versions[(ns, name)] == {digest}
+        ds = name.split("ds=")[1]
+        assert lake.current_version(tables.FEATURES, dt.date.fromisoformat(ds)) == digest
+
+
+def test_a_broken_transport_never_fails_a_task(loop):
+    from airflow.providers.openlineage.plugins.listener import get_openlineage_listener
+
+    folder = loop["root"] / "not-a-file"
+    folder.mkdir()
+    os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+        {"type": "file", "log_file_path": str(folder), "append": True}  # a folder: every write fails
+    )
+    _openlineage_conf_reset()
+    try:
+        before = loop["events"].stat().st_size
+        dagrun, states = run_day(_dag("batch_score"), DAY)
+        assert dagrun.state == "success", states
+        assert loop["events"].stat().st_size == before  # nothing went to the working file: the transport was used
+        assert get_openlineage_listener().adapter._client is not None
+    finally:
+        os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+            {"type": "file", "log_file_path": str(loop["events"]), "append": True}
+        )
+        _openlineage_conf_reset()
+
+
+def test_an_error_inside_the_lineage_call_never_fails_a_task(loop):
+    import airflow.providers.openlineage.api as api
+
+    from loopline.orchestration import lineage as reporting
+
+    original = api.emit_dataset_lineage
+
+    def broken(**kwargs):
+        raise RuntimeError("lineage backend exploded")
+
+    api.emit_dataset_lineage = broken
+    failures = reporting.FAILURES["count"]
+    try:
+        dagrun, states = run_day(_dag("batch_score"), DAY)
+    finally:
+        api.emit_dataset_lineage = original
+    assert dagrun.state == "success", states
+    assert reporting.FAILURES["count"] >= failures + 2  # score_champion and load_scores each tried and went on
