@@ -348,6 +348,18 @@ def _mlflow_tracking_per_module() -> Iterator[None]:
     os.environ.update(before)
 
 
+def finish_training_runs() -> None:
+    """What the scheduler would do once triggered trainings finished (dag.test() leaves them queued in the
+    session's metadata database, where drift_monitor's "training already queued" guard would see them)."""
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id == "train_model").all():
+            run.state = DagRunState.SUCCESS
+
+
 def run_day(dag, day):
     """``dag.test()`` for the logical date ``day``: the run and each task's state."""
     import datetime as dt

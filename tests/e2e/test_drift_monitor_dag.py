@@ -19,7 +19,7 @@ import pytest
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
-from tests.conftest import run_day
+from tests.conftest import finish_training_runs, run_day
 from tests.drift_data import scored_lake
 
 pytestmark = pytest.mark.e2e
@@ -84,17 +84,6 @@ def training_runs() -> list:
     with create_session() as session:
         runs = session.query(DagRun).filter(DagRun.dag_id == "train_model").all()
         return [(run.run_id, run.state, dict(run.conf or {})) for run in runs]
-
-
-def finish_training_runs() -> None:
-    """What the scheduler would do once the triggered training finished."""
-    from airflow.models import DagRun
-    from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-
-    with create_session() as session:
-        for run in session.query(DagRun).filter(DagRun.dag_id == "train_model").all():
-            run.state = DagRunState.SUCCESS
 
 
 def extra_links(dagrun, task_id: str) -> dict[str, str]:

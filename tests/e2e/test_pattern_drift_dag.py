@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loopline.config import get_config
-from tests.conftest import run_day
+from tests.conftest import finish_training_runs, run_day
 from tests.drift_data import card_testing, scored_lake
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +66,7 @@ def monitor(airflow_db, postgres, tmp_path_factory):
     dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "drift_monitor.py")).dags[
         "drift_monitor"
     ]
+    finish_training_runs()  # trainings other modules triggered would hold the "already queued" guard
     yield dag, root, postgres
     for name in overrides:
         os.environ.pop(name)
