@@ -52,6 +52,8 @@ ANALYST_RELATIONS = (
     "retraining_decisions",
     "daily_alerts",
     "model_performance_slices",
+    "backfill_runs",
+    "stale_days",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"
