@@ -64,9 +64,7 @@ def fault_point(day: dt.date, point: str) -> None:
         raise BackfillFault(f"injected fault at ds={day} {point} ({FAULT_ENV}={wanted})")
 
 
-def plan_range(
-    start: dt.date, end: dt.date, cfg: LooplineConfig, has_drop: Callable[[dt.date], bool]
-) -> list[dt.date]:
+def plan_range(start: dt.date, end: dt.date, cfg: LooplineConfig, has_drop: Callable[[dt.date], bool]) -> list[dt.date]:
     """The days of ``start .. end``; raises :class:`RangeRefused` with what to change when the range is bad.
 
     ``has_drop(day)``: whether the day's landing drop is complete (both markers).
@@ -158,8 +156,8 @@ def request_rescore(api: Any, days: list[dt.date], dag_id: str = "batch_score") 
 def reach_days(cfg: LooplineConfig) -> int:
     """How many days after a day its data can still change features: labels match transactions up to the
     label lookback back, and the feature windows (customer and label risk) read aggregates that far back."""
-    from spark_jobs.ingest import LABEL_LOOKBACK_DAYS
     from spark_jobs.features import FeatureWindows
+    from spark_jobs.ingest import LABEL_LOOKBACK_DAYS
 
     windows = FeatureWindows.from_config(cfg)
     return LABEL_LOOKBACK_DAYS + max(windows.long_days, windows.risk_days)
@@ -265,6 +263,7 @@ class Ledger:
             (start, end),
         )
         resume, resumed_from = (previous[0][1], previous[0][0]) if previous else (None, None)
+        predecessor = None if resumed_from == run_id else resumed_from
         if resumed_from and resumed_from != run_id:
             self._execute(
                 "UPDATE {schema}.backfill_runs SET status = 'superseded', updated_at = now() WHERE run_id = %s",
@@ -277,7 +276,7 @@ class Ledger:
                ON CONFLICT (run_id) DO UPDATE SET status = 'running', days_total = EXCLUDED.days_total,
                    cascade_days = EXCLUDED.cascade_days, failed_ds = NULL, reason = NULL, finished_at = NULL,
                    updated_at = now()""",
-            (run_id, start, end, days_total, cascade, resume or start, None if resumed_from == run_id else resumed_from),
+            (run_id, start, end, days_total, cascade, resume or start, predecessor),
         )
         return resume
 
@@ -371,7 +370,14 @@ def run_range(
     result = RangeResult(run_id, [str(d) for d in range_days], [str(d) for d in later])
     result.skipped = [str(day) for day in days if day not in todo]
     if resume:
-        log.info("resuming %s .. %s at ds=%s (%d of %d days already published)", start, end, resume, len(result.skipped), len(days))
+        log.info(
+            "resuming %s .. %s at ds=%s (%d of %d days already published)",
+            start,
+            end,
+            resume,
+            len(result.skipped),
+            len(days),
+        )
     if later:
         log.info(
             "%d later published day(s) read the range and are recomputed after it (correction): %s .. %s",
@@ -392,7 +398,7 @@ def run_range(
             except DayFailed as failed:
                 ledger.finish(run_id, failed=failed)
                 result.failed = {"ds": str(failed.day), "reason": failed.reason}
-                log.error("range stopped at ds=%s: %s (earlier days stay published; rerun to resume)", day, failed.reason)
+                log.error("range stopped at ds=%s: %s (earlier days stay published; rerun resumes)", day, failed.reason)
                 raise
             progress.day_done(int(done.get("rows", 0)))
             flagged = ledger.mark_stale(day, reason)

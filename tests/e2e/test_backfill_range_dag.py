@@ -69,7 +69,8 @@ def env(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     generate(START, DAYS, root / "landing", transactions_per_day=ROWS, seed=5)
     from airflow.dag_processing.dagbag import DagBag
 
-    dags = {name: DagBag(dag_folder=str(DAGS / f"{name}.py")).get_dag(name) for name in ("backfill_range", "feature_pipeline")}
+    names = ("backfill_range", "feature_pipeline")
+    dags = {name: DagBag(dag_folder=str(DAGS / f"{name}.py")).get_dag(name) for name in names}
     yield {"root": root, "range": dags["backfill_range"], "daily": dags["feature_pipeline"], "pg": postgres}
     for name, value in saved.items():
         if value is None:
@@ -109,7 +110,7 @@ def execute(pg, sql: str, *args) -> None:
 
 
 def ledger(pg, *columns: str) -> list[tuple]:
-    return pg.query(f"SELECT {', '.join(columns)} FROM {SCHEMA}.backfill_runs ORDER BY started_at")  # noqa: S608
+    return pg.query(f"SELECT {', '.join(columns)} FROM {SCHEMA}.backfill_runs ORDER BY started_at")
 
 
 def test_range_publishes_what_the_daily_runs_publish(env):
@@ -128,7 +129,8 @@ def test_range_publishes_what_the_daily_runs_publish(env):
             assert ours.equals(theirs), f"{table} ds={day(offset)} differs from the daily run's"
         assert ranged.stats(tables.FEATURES, day(offset)) == daily.stats(tables.FEATURES, day(offset))
 
-    status, done, total, chunk, rows = ledger(env["pg"], "status", "days_done", "days_total", "current_chunk", "rows_done")[-1]
+    columns = ("status", "days_done", "days_total", "current_chunk", "rows_done")
+    status, done, total, chunk, rows = ledger(env["pg"], *columns)[-1]
     assert (status, done, total) == ("succeeded", 4, 4)
     assert chunk.endswith("(2/2)")  # chunk_days = 2
     assert rows == sum(ranged.stats(tables.RAW_TRANSACTIONS, day(i))["rows"] for i in range(4))
@@ -153,7 +155,7 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     part.write_text("\n".join(broken) + "\n")
     (part.parent / "_SUCCESS").touch()
 
-    dagrun, states = run_range(env["range"], day(4), day(6))
+    dagrun, _ = run_range(env["range"], day(4), day(6))
     assert dagrun.state == "failed"
     assert lake.partition(tables.FEATURES, day(4)) is not None  # before the failed day: published
     assert lake.partition(tables.RAW_TRANSACTIONS, day(5)) is None  # the failed day: nothing
@@ -185,7 +187,8 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     assert lake.current_version(tables.FEATURES, day(4)) == kept
     assert lake.partition(tables.FEATURES, day(6)) is not None
     rows = ledger(env["pg"], "status", "days_done", "days_total", "resumed_from")
-    assert rows[-1][:3] == ("succeeded", 3, 3) and rows[-1][3] is not None
+    assert rows[-1][:3] == ("succeeded", 3, 3)
+    assert rows[-1][3] is not None
     assert [r[0] for r in rows[-3:-1]] == ["superseded", "superseded"]
 
 
@@ -225,14 +228,14 @@ def test_correction_recomputes_later_days_like_a_clean_run(env):
     for offset in (3, 4):  # a scored and monitored day, to be flagged stale
         execute(
             pg,
-            f"INSERT INTO {SCHEMA}.scoring_runs (ds, role, model_name, model_version, model_run_id, threshold, "  # noqa: S608
+            f"INSERT INTO {SCHEMA}.scoring_runs (ds, role, model_name, model_version, model_run_id, threshold, "
             "rows_scored, rows_flagged, rows_explained, score_seconds, load_seconds, lake_uri) "
             "VALUES (%s, 'champion', 'm', 1, 'r', 0.5, 1, 0, 0, 0, 0, 'x')",
             day(offset),
         )
     execute(
         pg,
-        f"INSERT INTO {SCHEMA}.drift_runs (ds, model_name, model_version, backend, drift, signals, min_signals, "  # noqa: S608
+        f"INSERT INTO {SCHEMA}.drift_runs (ds, model_name, model_version, backend, drift, signals, min_signals, "
         "drifted_features, reference_rows, current_rows, summary) "
         "VALUES (%s, 'm', 1, 'scipy', false, 0, 1, '{}', 1, 1, 's')",
         day(4),
@@ -270,7 +273,7 @@ def test_correction_recomputes_later_days_like_a_clean_run(env):
             changed.append(offset)
     assert changed, "no later day's windowed sums read the corrected day"
 
-    stale = pg.query(f"SELECT ds, output FROM {SCHEMA}.stale_days ORDER BY ds, output")  # noqa: S608
+    stale = pg.query(f"SELECT ds, output FROM {SCHEMA}.stale_days ORDER BY ds, output")
     assert stale == [(day(3), "scores"), (day(4), "drift_report"), (day(4), "scores")]
 
 
@@ -278,10 +281,12 @@ def test_cli_refuses_a_range_overlapping_a_running_backfill(env):
     from loopline import backfill
 
     class Api:  # the REST client's surface request_range uses; a running range holds days 2 .. 5
-        created: list = []
+        def __init__(self):
+            self.created = []
 
         def dag_runs(self, dag_id):
-            return [{"run_id": "backfill_range__x", "state": "running", "conf": {"start": str(day(2)), "end": str(day(5))}}]
+            conf = {"start": str(day(2)), "end": str(day(5))}
+            return [{"run_id": "backfill_range__x", "state": "running", "conf": conf}]
 
         def unpause(self, dag_id):
             self.created.append(("unpause", dag_id))
@@ -294,7 +299,8 @@ def test_cli_refuses_a_range_overlapping_a_running_backfill(env):
         backfill.request_range(api, day(4), day(6), get_config())
     assert api.created == []
     run_id = backfill.request_range(api, day(0), day(1), get_config())
-    assert run_id.startswith("backfill_range__") and api.created[-1] == (
+    assert run_id.startswith("backfill_range__")
+    assert api.created[-1] == (
         "backfill_range",
         {"start": str(day(0)), "end": str(day(1)), "cascade": True},
     )

@@ -133,7 +133,7 @@ def backfill_days(
     def end_chunk() -> None:
         try:
             spark.catalog.clearCache()  # a chunk's cached relations go before the next chunk's
-        except Exception as exc:  # noqa: BLE001 - a cache that cannot be cleared costs memory, not correctness
+        except Exception as exc:  # a cache that cannot be cleared costs memory, not correctness
             log.warning("could not clear the Spark cache between chunks: %s", exc)
 
     try:

@@ -47,7 +47,9 @@ def backfill_params() -> dict[str, Param]:
             type=["null", "string"],
             format="date",
             title="Last day",
-            description="Last day of the range (YYYY-MM-DD), inclusive; required; every day needs a complete landing drop.",
+            description=(
+                "Last day of the range (YYYY-MM-DD), inclusive; required; every day needs a complete landing drop."
+            ),
         ),
         "cascade": Param(
             True,
