@@ -203,6 +203,8 @@ def main() -> None:
             if days <= 0:
                 continue
             results["scales"].append(bench_scale(env, landing, lake, first, days, rows))
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # each scale as soon as it is measured
             first += dt.timedelta(days=days + 200)  # a later span: no day reads the previous scale's
         results["total_seconds"] = round(time.monotonic() - started, 1)
     finally:
