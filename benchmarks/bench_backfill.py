@@ -123,7 +123,9 @@ def features_snapshot(lake: Path, days: list[dt.date]) -> dict[str, object]:
     return out
 
 
-def bench_scale(env: dict[str, str], landing: Path, lake: Path, start: dt.date, days: int, rows: int) -> dict:
+def bench_scale(
+    env: dict[str, str], landing: Path, lake: Path, start: dt.date, days: int, rows: int, daily_first: bool = False
+) -> dict:
     from loopline import lake as tables
     from loopline.synth import generate
 
@@ -131,12 +133,17 @@ def bench_scale(env: dict[str, str], landing: Path, lake: Path, start: dt.date, 
     print(f"[scale {days} x {rows}] generating {start} .. {end}", flush=True)
     generate(start, days, landing, transactions_per_day=rows, seed=17)
     span = tables.day_range(start, end)
+    if daily_first:
+        daily = phase(lambda: run_daily(env, start, end))
+        after_daily = features_snapshot(lake, span)
+        print(f"[scale {days} x {rows}] day-by-day backfill: {daily}", flush=True)
     ranged = phase(lambda: run_range(env, start, end))
     after_range = features_snapshot(lake, span)
     print(f"[scale {days} x {rows}] range backfill: {ranged}", flush=True)
-    daily = phase(lambda: run_daily(env, start, end))
-    after_daily = features_snapshot(lake, span)
-    print(f"[scale {days} x {rows}] day-by-day backfill: {daily}", flush=True)
+    if not daily_first:
+        daily = phase(lambda: run_daily(env, start, end))
+        after_daily = features_snapshot(lake, span)
+        print(f"[scale {days} x {rows}] day-by-day backfill: {daily}", flush=True)
     same = all(after_range[d].equals(after_daily[d]) for d in after_range)
     total = days * rows
     return {
@@ -155,6 +162,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--small-days", type=int, default=30)
     parser.add_argument("--small-rows", type=int, default=1_000)
+    parser.add_argument("--daily-first", action="store_true", help="run the day-by-day backfill first")
     parser.add_argument("--keep", action="store_true", help="leave the stack running and the home in place")
     args = parser.parse_args()
     # A timeout's SIGTERM still stops the stack (the finally below).
@@ -183,9 +191,12 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {"cpu_cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "note": "range backfill (one backfill_range run) vs airflow backfill create of feature_pipeline, "
-        "same data, same stack, range first",
+        f"same data, same stack, {'day-by-day' if args.daily_first else 'range'} first",
         "scales": [],
     }
+    if RESULTS.exists():  # earlier runs stay in the file, newest last
+        earlier = json.loads(RESULTS.read_text())
+        results["earlier_runs"] = [*earlier.pop("earlier_runs", []), earlier]
     try:
         started = time.monotonic()
         up = subprocess.run([loopline, "up"], env=env, capture_output=True, text=True, check=False)
@@ -202,7 +213,7 @@ def main() -> None:
         for days, rows in ((args.small_days, args.small_rows), (args.days, args.rows)):
             if days <= 0:
                 continue
-            results["scales"].append(bench_scale(env, landing, lake, first, days, rows))
+            results["scales"].append(bench_scale(env, landing, lake, first, days, rows, args.daily_first))
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(json.dumps(results, indent=2) + "\n")  # each scale as soon as it is measured
             first += dt.timedelta(days=days + 200)  # a later span: no day reads the previous scale's
