@@ -211,6 +211,49 @@ def _cmd_model_record_digests(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_api():
+    from loopline import stack
+
+    try:
+        return stack.AirflowApi.for_env(stack.shell_environment(stack.loopline_home(), {}))
+    except OSError:  # no env.sh: a stack started elsewhere, on the default port
+        return stack.AirflowApi()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from loopline import backfill
+
+    run_id = backfill.request_range(_stack_api(), args.start, args.end, get_config(), cascade=not args.no_cascade)
+    print(
+        f"created {backfill.DAG_ID} run {run_id} for {args.start} .. {args.end}; follow it in the Airflow UI "
+        f"(the task log prints a line per day) or in {get_config().postgres.schema_}.backfill_runs"
+    )
+    return 0
+
+
+def _cmd_rescore_stale(args: argparse.Namespace) -> int:
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import backfill, db
+
+    cfg = get_config()
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.require_current(conn, cfg.postgres.schema_)
+        days = backfill.Ledger(conn, cfg.postgres.schema_).stale_days()
+    finally:
+        conn.close()
+    if not days:
+        print("no stale scores: nothing to re-score")
+        return 0
+    created = backfill.request_rescore(_stack_api(), days)
+    print(
+        f"{len(days)} day(s) with stale scores ({days[0]} .. {days[-1]}): batch_score backfill "
+        f"{(created or {}).get('id', '?')} re-scores {days[0]} .. {days[-1]} (each load clears its stale flag)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -264,6 +307,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="promotion on evidence with its shortest settings (use with --drift-kind new_pattern): the pattern's "
         "retraining at label maturity, the shadow's evidence night by night, the approval through the REST API",
     )
+    back = commands.add_parser(
+        "backfill",
+        help="backfill a range of days in one backfill_range run (refused before any work if the range is bad)",
+    )
+    back.add_argument("--start", type=_date, required=True, help="first day, YYYY-MM-DD (inclusive)")
+    back.add_argument("--end", type=_date, required=True, help="last day, YYYY-MM-DD (inclusive)")
+    back.add_argument(
+        "--no-cascade",
+        action="store_true",
+        help="do not recompute the later published days whose features read the range (default: recompute them)",
+    )
+    commands.add_parser(
+        "rescore-stale", help="re-score the days whose scores a correction made stale (a batch_score backfill)"
+    )
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
@@ -283,6 +340,8 @@ HANDLERS = {
     "migrate": _cmd_migrate,
     "generate": _cmd_generate,
     "demo": _cmd_demo,
+    "backfill": _cmd_backfill,
+    "rescore-stale": _cmd_rescore_stale,
     "model": lambda args: {"rollback": _cmd_model_rollback, "record-digests": _cmd_model_record_digests}[
         args.model_command
     ](args),

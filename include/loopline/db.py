@@ -55,6 +55,8 @@ ANALYST_RELATIONS = (
     "scheduled_retrainings",
     "shadow_evaluations",
     "promotion_requests",
+    "backfill_runs",
+    "stale_days",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

@@ -1,8 +1,9 @@
 """``loopline demo``: the loop on embedded defaults, through the real scheduler.
 
-Brings the local stack up, generates landing drops with a drift over the last nights, backfills
-``feature_pipeline`` with ``airflow backfill create`` while printing which runs are queued, running and
-done, trains the first champion with ``train_model`` as of the first monitored day, scores the monitored
+Brings the local stack up, generates landing drops with a drift over the last nights, publishes the whole
+history with one range backfill (``backfill_range``: every day ingested, gated and featurised as
+``feature_pipeline`` would, without a DAG run per day) while printing its progress, trains the first
+champion with ``train_model`` as of the first monitored day, scores the monitored
 days with a ``batch_score`` backfill, replays ``drift_monitor`` over those nights (a drifted night triggers
 ``train_model``), re-scores the drifted days when the champion changed, and ends with a summary of runs,
 rows at each stage, quarantined rows, the retraining and the champions' AUC against the true-probability
@@ -208,6 +209,56 @@ def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], ech
     """Create a backfill and follow it until every run has finished; returns the final state counts."""
     create_backfill(dag_id, start, end, env)
     return follow_backfill(dag_id, start, end, env, echo)
+
+
+def range_backfill(
+    start: dt.date, end: dt.date, cfg: LooplineConfig, env: dict[str, str], echo: Callable[[str], None]
+) -> str:
+    """One ``backfill_range`` run over ``start .. end`` (``loopline backfill``), followed to its end; returns its
+    final state. Progress lines come from ``backfill_runs`` (days done/total, rows/s, chunk, ETA)."""
+    from loopline import backfill
+
+    run_id = backfill.request_range(_api(env), start, end, cfg)
+    last = ""
+    while True:
+        state = next((r.get("state") for r in dag_runs(backfill.DAG_ID, env) if r["run_id"] == run_id), None)
+        line = f"{backfill.DAG_ID} {start} .. {end}: {state or 'not created yet'}{_range_progress(cfg, run_id)}"
+        if line != last:
+            echo(line)
+            last = line
+        if state in ("success", "failed"):
+            return state
+        time.sleep(POLL_SECONDS)
+
+
+def _range_progress(cfg: LooplineConfig, run_id: str) -> str:
+    """``, 12/60 days, 4100 rows/s, chunk ..., ETA 80 s`` from the run's ``backfill_runs`` row (empty if none)."""
+    import psycopg2
+
+    pg = stack.embedded_pg()
+    if pg is None:
+        return ""
+    try:
+        conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    except psycopg2.Error:  # progress is a nicety: the run's state is what the demo waits on
+        return ""
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"SELECT days_done, days_total, rows_per_s, current_chunk, eta_seconds FROM "  # noqa: S608
+                f"{cfg.postgres.schema_}.backfill_runs WHERE run_id = %s",
+                (run_id,),
+            )
+            row = cur.fetchone()
+    except psycopg2.Error:
+        return ""
+    finally:
+        conn.close()
+    if not row:
+        return ""
+    done, total, rate, chunk, eta = row
+    eta_text = "?" if eta is None else f"{eta:.0f} s"
+    return f", {done}/{total} days, {rate or 0:.0f} rows/s, chunk {chunk}, ETA {eta_text}"
 
 
 def wait_for_run(dag_id: str, day: dt.date, env: dict[str, str], echo: Callable[[str], None]) -> str:
@@ -551,7 +602,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo(f"   {summary.transactions} transactions, {summary.frauds} fraud, {summary.labels} labels")
 
     echo("== waiting for the dag-processor to parse the DAGs")
-    wait_for_dags(["feature_pipeline", "batch_score", "train_model", "drift_monitor"], env)
+    wait_for_dags(["feature_pipeline", "backfill_range", "batch_score", "train_model", "drift_monitor"], env)
     schedule = _api(env).dag("train_model").get("timetable_summary")
     if schedule:
         echo(
@@ -559,13 +610,14 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
             "its settings; its scheduled run will compete with the demo's first champion (`make down` first "
             "to replay without it)"
         )
-    # Unpaused: the scheduler runs yesterday itself (it waits for the backfill through depends_on_past).
-    _api(env).unpause("feature_pipeline")
+    # The whole history, yesterday included, in one range backfill; feature_pipeline stays paused meanwhile
+    # (a scheduled day racing the range would find its history missing), then runs the days to come.
     before_end = plan.end - dt.timedelta(days=1)
-    echo(f"== backfilling feature_pipeline {plan.start} .. {before_end} (airflow backfill create)")
+    echo(f"== backfilling feature_pipeline's days {plan.start} .. {plan.end} in one range backfill (backfill_range)")
     feature_started = time.monotonic()
-    backfill("feature_pipeline", plan.start, before_end, env, echo)
-    wait_for_run("feature_pipeline", plan.end, env, echo)
+    if range_backfill(plan.start, plan.end, cfg, env, echo) != "success":
+        echo("   the range backfill failed: see its task log and loopline.backfill_runs")
+    _api(env).unpause("feature_pipeline")
     feature_minutes = (time.monotonic() - feature_started) / 60
 
     cutoff, window = plan.first_monitored, plan.first_champion_window_days
@@ -615,8 +667,9 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
 
     total = (time.monotonic() - started) / 60
     echo("\n== summary")
-    echo(f"whole demo {total:.1f} min (feature_pipeline backfill of {plan.days} days {feature_minutes:.1f} min)")
-    for dag_id, states in run_states(["feature_pipeline", "train_model", "batch_score", "drift_monitor"], env).items():
+    echo(f"whole demo {total:.1f} min (range backfill of {plan.days} days {feature_minutes:.1f} min)")
+    dag_ids = ["backfill_range", "feature_pipeline", "train_model", "batch_score", "drift_monitor"]
+    for dag_id, states in run_states(dag_ids, env).items():
         echo(f"{dag_id:>17} runs: {states}")
     # train_model runs: the demo's first champion and drift_monitor's triggers
     for r in sorted(dag_runs("train_model", env), key=lambda r: str(r.get("run_id"))):
@@ -655,5 +708,5 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     echo("The stack keeps running; `make down` stops it.")
     if plan.promotion:
         echo(f"Required actions (approvals): http://127.0.0.1:{stack.AIRFLOW_PORT}/required_actions")
-    final = run_states(["feature_pipeline", "batch_score", "drift_monitor"], env)
+    final = run_states(["backfill_range", "feature_pipeline", "batch_score", "drift_monitor"], env)
     return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1

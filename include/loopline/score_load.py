@@ -165,7 +165,7 @@ def load_day(
                   threshold_policy = EXCLUDED.threshold_policy, alert_rate = EXCLUDED.alert_rate,
                   expected_alert_rate = EXCLUDED.expected_alert_rate, alert_band_low = EXCLUDED.alert_band_low,
                   alert_band_high = EXCLUDED.alert_band_high, alert_out_of_band = EXCLUDED.alert_out_of_band,
-                  alert_note = EXCLUDED.alert_note""",  # noqa: S608
+                  alert_note = EXCLUDED.alert_note, stale = false, stale_reason = NULL""",  # noqa: S608
                 (
                     run.ds,
                     run.role,

@@ -26,6 +26,9 @@ def _validated(params, conf):
         (lambda cfg: forms.drift_params(cfg), {"dry_run": "yes"}),
         (lambda cfg: forms.drift_params(cfg), {"cooldown_hours": -1}),
         (lambda cfg: forms.feature_params(), {"force_reingest": "no"}),
+        (lambda cfg: forms.backfill_params(), {"start": "2026-13-01", "end": "2026-01-31"}),
+        (lambda cfg: forms.backfill_params(), {"start": "2026-01-01", "end": "last week"}),
+        (lambda cfg: forms.backfill_params(), {"cascade": "yes"}),
     ],
 )
 def test_a_bad_conf_is_rejected_before_anything_runs(build, bad):
@@ -43,6 +46,8 @@ def test_good_confs_validate():
     assert _validated(ParamsDict(forms.score_params(cfg)), {"model_version": 3})["model_version"] == 3
     assert _validated(ParamsDict(forms.drift_params(cfg)), {"dry_run": True})["dry_run"] is True
     assert _validated(ParamsDict(forms.feature_params()), {})["force_reingest"] is True
+    chosen = _validated(ParamsDict(forms.backfill_params()), {"start": "2026-01-01", "end": "2026-01-31"})
+    assert (chosen["start"], chosen["end"], chosen["cascade"]) == ("2026-01-01", "2026-01-31", True)
 
 
 class _Client:

@@ -330,6 +330,17 @@ class ValidationConfig(_Section):
     max_decompressed_bytes: int = Field(default=2 * 2**30, ge=2**20)
 
 
+class BackfillConfig(_Section):
+    """Range backfills (``backfill_range``): how many days one chunk processes and the largest range accepted."""
+
+    # Days processed between two checkpoints of the Spark session (its cache is cleared and the progress
+    # row written per chunk): size it so a chunk's days fit the Spark server's memory.
+    chunk_days: int = Field(default=7, ge=1, le=366)
+    max_days: int = Field(default=731, ge=1)  # a longer range is refused: split it
+    # A range that re-ingests days later published days depend on recomputes those days too (corrections).
+    cascade: bool = True
+
+
 class KubernetesConfig(_Section):
     namespace: str
     image: str
@@ -708,6 +719,7 @@ class LooplineConfig(_Section):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    backfill: BackfillConfig = Field(default_factory=BackfillConfig)
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
     lineage: LineageConfig = Field(default_factory=LineageConfig)
 

@@ -152,6 +152,11 @@ def _published_raw(day: dt.date) -> str | None:
 def publish_raw(ingested: dict, ds: str | None = None, spark: Any = None) -> dict:
     """GX gate on the uncommitted raw versions and on the ingest's quarantine rate; when every suite
     passes, commit the raw layer (one atomic pointer flip per table). A failed gate commits nothing."""
+    return gate_and_publish_raw(spark, ds, ingested)
+
+
+def gate_and_publish_raw(spark: Any, ds: str, ingested: dict) -> dict:
+    """``publish_raw``'s work, shared with the range backfill: the day's raw gates, then the commit."""
     import pandas as pd
 
     from loopline import lake as tables
@@ -216,12 +221,18 @@ def build_features(ds: str | None = None, spark: Any = None) -> dict:
 def publish_features(built: dict, ds: str | None = None, spark: Any = None, outlet_events: Any = None) -> dict:
     """GX gate on the features version (nulls, ranges, distribution sanity); when it passes, commit the
     partition and announce it on the Asset (with the day and row count). A failed gate commits nothing."""
+    result = gate_and_publish_features(spark, ds, built)
+    outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": result["uri"]}
+    return result
+
+
+def gate_and_publish_features(spark: Any, ds: str, built: dict) -> dict:
+    """``publish_features``' work, shared with the range backfill: the features gate, then the commit."""
     from spark_jobs import features
 
     frame = _gate_frame(spark, built["uri"])
     result = _fail_on_data_errors(_gate, frame, "features", ds=ds, params={"min_rows": 1})
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
-    outlet_events[FEATURES_ASSET].extra = {"ds": ds, "rows": built["rows"], "uri": uri}
     partition = [lineage.lake(namespace(), "features", ds, built["version"])]
     report_lineage(partition, partition)
     return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}

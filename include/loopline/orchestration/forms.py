@@ -32,6 +32,36 @@ def feature_params() -> dict[str, Param]:
     }
 
 
+def backfill_params() -> dict[str, Param]:
+    """``backfill_range``: the days to backfill, and whether later published days that read them follow."""
+    return {
+        "start": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="First day",
+            description="First day of the range (YYYY-MM-DD), inclusive; required.",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Last day",
+            description=(
+                "Last day of the range (YYYY-MM-DD), inclusive; required; every day needs a complete landing drop."
+            ),
+        ),
+        "cascade": Param(
+            True,
+            type="boolean",
+            description=(
+                "Also recompute, after the range, the already-published later days whose features read it (a "
+                "corrected drop changes their windows); their scores and drift reports are flagged stale."
+            ),
+        ),
+    }
+
+
 def score_params(cfg: LooplineConfig) -> dict[str, Param]:
     """``batch_score``: which registry version scores the day, and whether a challenger shadows it."""
     return {

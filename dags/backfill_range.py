@@ -1,0 +1,62 @@
+"""backfill_range: a range of days through the daily pipeline's steps in one run, each day published on its own."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from loopline.orchestration import backfill_tasks as t
+from loopline.orchestration.defaults import DEFAULT_ARGS, tags
+
+DOC = """
+# backfill_range
+
+## What it does
+Backfills the days `start` .. `end` (trigger form) in one task: for each day in order, the same steps as
+`feature_pipeline` (Spark ingest with quarantine, GX gates on raw, commit, Spark features, GX gate, commit),
+through the same functions, so every day is published exactly as its daily run would publish it, each day
+committed atomically on its own. Days are processed in chunks of `backfill.chunk_days` (the Spark session's
+cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
+features read a day of the range are recomputed in order (a corrected drop), and their scores and drift
+reports are flagged stale (`loopline.stale_days`; re-score with `loopline rescore-stale`).
+
+Tasks: `backfill_days`. Created from the CLI with `loopline backfill --start ... --end ...`, or from this form.
+
+## Inputs
+- Params: `start`, `end` (dates, inclusive), `cascade` (default on).
+- Landing: every day's drop with both `_SUCCESS` markers; a range beyond the delivered data is refused.
+- Lake: the earlier days' published aggregates and state (as `feature_pipeline`).
+
+## Outputs
+- Lake: per day the raw layer, quarantine, features and rolling state, exactly as `feature_pipeline`.
+- Asset `loopline_features`: one event per published day (extra: `ds`, `rows`, `uri`), through the alias
+  `loopline_features_backfill`; `batch_score` waits on the published partition as for a daily run.
+- Postgres `loopline.backfill_runs`: progress (days done/total, rows/s, current chunk, ETA), the day a range
+  stopped at and why; `scoring_runs.stale` / `drift_runs.stale` for the recomputed days.
+
+## Owner
+loopline-data-platform (data engineering on-call).
+
+## Triage
+- "range refused, nothing done": start after end, days without a complete drop, longer than
+  `backfill.max_days`, or days held by another running backfill. Fix the range and trigger again.
+- "stopped at ds=D": D failed its gate (the message lists the failed expectations and the report; rejected rows
+  are under `quarantine/*/ds=D`). Days before D are published, later days were not started. Fix the drop,
+  then trigger the same range again (or clear the task): it resumes at D (`backfill_runs.next_ds`).
+- A killed worker leaves every day published completely or not at all; the rerun resumes the same way.
+- Progress: the task log prints a line per day; `SELECT * FROM loopline.backfill_runs ORDER BY started_at DESC`.
+"""
+
+with DAG(
+    dag_id="backfill_range",
+    description="Range backfill: ingest, gate and featurise start..end in one run, publishing each day",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # overlapping ranges are refused anyway; one range at a time keeps the lake's order
+    default_args=DEFAULT_ARGS,
+    params=t.range_params(),
+    tags=tags("features", "ingestion", "validation", "spark"),
+    doc_md=DOC,
+) as dag:
+    t.backfill_days()

@@ -1,0 +1,173 @@
+"""Tasks of the ``backfill_range`` DAG: :mod:`loopline.backfill` with the daily pipeline's own steps.
+
+Each day goes through what ``feature_pipeline`` runs for it, in the same order and through the same functions
+(:func:`spark_jobs.ingest.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_raw`,
+:func:`spark_jobs.features.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_features`), so a
+day published by a range is the day the daily run publishes. Progress goes to the task log and to
+``backfill_runs`` after every day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk import AssetAlias, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from loopline.config import get_config, resolve_uri
+from loopline.orchestration.feature_tasks import FEATURES_ASSET
+from loopline.orchestration.spark_access import SPARK_TASK
+
+# The range emits one event on loopline_features per published day (extra: ds, rows, uri, as the daily run),
+# through an alias: a task's own outlet carries one event, an alias one per distinct extra.
+BACKFILL_ALIAS = AssetAlias(name="loopline_features_backfill", group="loopline")
+
+log = logging.getLogger(__name__)
+
+
+def range_params() -> dict[str, Any]:
+    """``backfill_range``'s trigger form (typed Params)."""
+    from loopline.orchestration.forms import backfill_params
+
+    return backfill_params()
+
+
+def _day_step(spark: Any):
+    """One day of the daily pipeline: ingest, raw gates and commit, features, features gate and commit."""
+    from loopline.backfill import DayFailed, fault_point
+    from loopline.orchestration import feature_tasks as ft
+    from spark_jobs import features, ingest
+
+    def step(day: dt.date) -> dict:
+        ds = str(day)
+        try:
+            ingested = ft._fail_on_data_errors(ingest.run, spark, day)
+            fault_point(day, "after_ingest")
+            ft.gate_and_publish_raw(spark, ds, ingested)
+            fault_point(day, "after_raw")
+            built = ft._fail_on_data_errors(features.run, spark, day)
+            published = ft.gate_and_publish_features(spark, ds, built)
+            fault_point(day, "after_features")
+        except AirflowFailException as exc:  # a data error: the gate's or the drop's message
+            raise DayFailed(day, str(exc)) from exc
+        tx = ingested["transactions"]
+        log.info(
+            "ds=%s: transactions read %d, written %d, duplicates %d, quarantined %d %s; features %d (%s state)",
+            ds,
+            tx["rows_read"],
+            tx["rows_written"],
+            tx["duplicates_dropped"],
+            tx["rows_quarantined"],
+            tx["quarantined_by_reason"] or "",
+            built["rows"],
+            built["state_path"],
+        )
+        return {"rows": tx["rows_written"], "feature_rows": built["rows"], "uri": published["uri"]}
+
+    return step
+
+
+def published_after(lake: Any, end: dt.date, reach: int) -> list[dt.date]:
+    """Days after ``end`` with committed features, scanning window by window until ``reach`` empty days."""
+    from loopline import lake as tables
+
+    found: list[dt.date] = []
+    cursor = end
+    while True:
+        window = tables.day_range(cursor + dt.timedelta(days=1), cursor + dt.timedelta(days=reach))
+        hits = sorted(lake.partitions(tables.FEATURES, window))
+        if not hits:
+            return found
+        found += hits
+        cursor = window[-1]
+
+
+def _ledger(cfg: Any):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    from loopline import db
+    from loopline.backfill import Ledger
+
+    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    db.require_current(conn, cfg.postgres.schema_)
+    return Ledger(conn, cfg.postgres.schema_)
+
+
+@task.pyspark(**SPARK_TASK, outlets=[BACKFILL_ALIAS])
+def backfill_days(
+    spark: Any = None, params: dict | None = None, run_id: str | None = None, outlet_events: Any = None
+) -> dict:
+    """Validate the range, then ingest, gate and featurise its days (and the later days a correction
+    touches) in order, publishing each day on its own; a failed day stops the range with its reason."""
+    from dataclasses import asdict
+
+    from loopline import backfill
+    from loopline.lake import Lake
+    from loopline.orchestration.forms import param
+
+    cfg = get_config()
+    raw = {name: param(params, name, None) for name in ("start", "end")}
+    try:
+        start, end = (dt.date.fromisoformat(str(raw[name])) for name in ("start", "end"))
+    except ValueError as exc:
+        raise AirflowFailException(
+            f"range refused, nothing done: start and end are required dates like 2026-01-31, got {raw}"
+        ) from exc
+    try:
+        backfill.check_range(start, end, cfg)
+    except backfill.RangeRefused as exc:
+        raise AirflowFailException(f"range refused, nothing done: {exc}") from exc
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    cascade = bool(param(params, "cascade", cfg.backfill.cascade))
+    published = published_after(lake, end, backfill.reach_days(cfg)) if cascade else []
+    ledger = _ledger(cfg)
+    step = _day_step(spark)
+
+    def on_day(day: dt.date, done: dict) -> None:
+        outlet_events[BACKFILL_ALIAS].add(
+            FEATURES_ASSET, extra={"ds": str(day), "rows": done["feature_rows"], "uri": done["uri"]}
+        )
+
+    def end_chunk() -> None:
+        try:
+            spark.catalog.clearCache()  # a chunk's cached relations go before the next chunk's
+        except Exception as exc:  # a cache that cannot be cleared costs memory, not correctness
+            log.warning("could not clear the Spark cache between chunks: %s", exc)
+
+    try:
+        result = backfill.run_range(
+            run_id or "manual",
+            start,
+            end,
+            cfg,
+            published_features=published,
+            ledger=ledger,
+            step=step,
+            end_chunk=end_chunk,
+            on_day=on_day,
+            cascade=cascade,
+        )
+    except backfill.RangeRefused as exc:
+        raise AirflowFailException(f"range refused, nothing done: {exc}") from exc
+    except backfill.BackfillFault as exc:  # a drill: fail without retries, as a crash the operator reruns
+        raise AirflowFailException(f"{exc}; rerun the same range to resume") from exc
+    except backfill.DayFailed as exc:
+        raise AirflowFailException(
+            f"range {start} .. {end} stopped at ds={exc.day}: {exc.reason}. Days before it are published; "
+            "fix the drop and rerun the same range (it resumes at that day)."
+        ) from exc
+    finally:
+        ledger.conn.close()
+    log.info(
+        "range %s .. %s done: %d day(s) published (%d recomputed after it), %d rows in %.1f s; stale outputs: %s",
+        start,
+        end,
+        len(result.published),
+        len(result.cascade),
+        result.rows,
+        result.seconds,
+        result.stale_flagged or "none",
+    )
+    return asdict(result)
