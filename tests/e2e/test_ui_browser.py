@@ -2,7 +2,7 @@
 
 Brings the stack up (``loopline up``) in a throwaway home, runs one ``drift_monitor`` night in it with
 ``airflow dags test`` (a real run in the stack's metadata database, on a lake scored by a registered
-champion), then logs in as a person would, checks that the four DAGs are listed without import errors,
+champion), then logs in as a person would, checks that the six DAGs are listed without import errors,
 opens the finished ``detect_drift`` task and follows its extra links to the MLflow run and the drift report.
 
 With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list is saved there (the README's picture comes from this).
@@ -39,7 +39,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DAG_IDS = ("batch_score", "drift_monitor", "feature_pipeline", "train_model")
+DAG_IDS = ("backfill_range", "batch_score", "drift_monitor", "feature_pipeline", "promote_model", "train_model")
 NIGHT = dt.date(2026, 1, 5)
 
 
@@ -113,7 +113,7 @@ def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
             page.wait_for_url(f"{ui['base']}/", timeout=30_000)
 
             page.goto(f"{ui['base']}/dags")
-            expect(page.get_by_text("4 Dags")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text(f"{len(DAG_IDS)} Dags")).to_be_visible(timeout=30_000)
             for dag_id in DAG_IDS:
                 expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible()
             assert page.get_by_text("Import Errors").count() == 0

@@ -17,7 +17,7 @@ from loopline.orchestration import alerts
 from tests.conftest import REPO, free_port
 from tests.smtp_sink import start_smtp_sink
 
-DAY = dt.date(2026, 3, 2)
+DAY = dt.date(2026, 6, 2)  # a day no other module runs feature_pipeline for (one run per logical date)
 
 
 @pytest.fixture
