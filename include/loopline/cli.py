@@ -135,7 +135,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         transactions_per_day=args.transactions_per_day,
         seed=args.seed,
         drift_start=args.drift_start,
-        drift_kind=args.drift_kind or ("new_pattern" if args.promotion else "covariate"),
+        drift_kind=args.drift_kind,
         truth_out=Path(args.truth_out) if args.truth_out else None,
         compress=args.gzip,
     )

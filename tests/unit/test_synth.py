@@ -357,3 +357,16 @@ def test_a_200k_row_day_fits_in_bounded_memory(tmp_path: Path) -> None:
     assert rows == 200_000
     assert max_rss_kib < 512 * 1024, f"peak RSS {max_rss_kib / 1024:.0f} MiB"
     assert len(_lines(tmp_path / "landing" / "transactions" / "ds=2026-01-05")) == 200_001
+
+
+def test_the_generate_command_writes_the_days_it_is_asked_for(tmp_path, capsys):
+    from loopline.cli import main
+
+    landing = str(tmp_path / "landing")
+    args = ["generate", "--start", "2026-01-01", "--days", "2", "--out", landing, "--transactions-per-day", "50"]
+    assert main([*args, "--drift-start", "2026-01-02", "--drift-kind", "covariate"]) == 0
+    assert "generated 2 days, 100 transactions" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "landing" / "transactions").iterdir()) == [
+        "ds=2026-01-01",
+        "ds=2026-01-02",
+    ]
