@@ -11,12 +11,14 @@ import pytest
 from tests.integration import test_s3_source as s3_source
 from tests.integration.test_s3_source import DS, _bytes
 
-s3_export = s3_source.export  # its generated export day, registered here as the fixture `export`
+s3_export = s3_source.export  # the generated export day, as this module's fixture `s3_export`
 
 pytestmark = pytest.mark.e2e
 
 
-def test_feature_pipeline_ingests_a_day_from_s3_sources(export, spark_connect_url, airflow_db, tmp_path, monkeypatch):
+def test_feature_pipeline_ingests_a_day_from_s3_sources(
+    s3_export, spark_connect_url, airflow_db, tmp_path, monkeypatch
+):
     """feature_pipeline executed by Airflow with both inputs on S3: the export marker sensor, the copy into
     the landing drop, then the same ingest, gates and features as a landing drop."""
     import json
@@ -28,7 +30,7 @@ def test_feature_pipeline_ingests_a_day_from_s3_sources(export, spark_connect_ur
     from loopline.lake import Lake
     from tests.conftest import REPO, run_day
 
-    bucket, files, _client = export
+    bucket, files, _client = s3_export
     for kind in ("transactions", "labels"):
         monkeypatch.setenv(
             f"LOOPLINE__SOURCES__{kind.upper()}", f"{{kind: s3, prefix: 's3://{bucket}/exports/{kind}/date={{ds}}'}}"
