@@ -341,3 +341,32 @@ def test_the_loader_keeps_an_optuna_study_in_the_search_schema_only(postgres, sc
         with admin.cursor() as cur:
             cur.execute(f"DROP SCHEMA IF EXISTS {search} CASCADE")
         admin.close()
+
+
+def test_daily_alerts_shows_realized_precision_once_the_days_labels_matured(postgres, schema):
+    """The analysts' daily_alerts view: a scored day's flag rate at once, its realized precision and recall
+    only once drift_monitor has measured the matured day (model_performance), and only for that version."""
+    import datetime as dt
+
+    later = DS + dt.timedelta(days=1)
+    with postgres.connect_loader() as loader:
+        load_day(loader, schema, run_row(), scores(DS, 20))
+        load_day(loader, schema, run_row(later), scores(later, 20))
+        with loader.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {schema}.model_performance (ds, model_name, model_version, evaluated_on, rows, "
+                "unlabelled_rows, positives, flagged, threshold, precision_at_threshold, recall_at_threshold, "
+                "performance_drop) VALUES (%s, 'fraud', 1, %s, 20, 0, 4, 5, 0.9, 0.6, 0.75, false)",
+                (DS, DS + dt.timedelta(days=20)),
+            )
+        loader.commit()
+    analyst = postgres.connect(postgres.roles.analyst)
+    try:
+        got = rows(
+            analyst,
+            f"SELECT ds, rows_scored, realized_precision, realized_recall, frauds FROM {schema}.daily_alerts "
+            "ORDER BY ds",
+        )
+    finally:
+        analyst.close()
+    assert got == [(DS, 20, 0.6, 0.75, 4), (later, 20, None, None, None)]
