@@ -118,7 +118,14 @@ def render(
         ]
     lines += ["", "## Gate decision", f"- alias `{gate.get('alias')}`: {gate.get('decision')}"]
     for loss in gate.get("slice_losses") or []:
-        lines.append(f"- lost slice {loss['slice']}={loss['group']}: {loss['metric']} drop {_fmt(loss['drop'])}")
+        interval = (
+            f", paired interval [{_fmt(loss['ci_low'])}, {_fmt(loss['ci_high'])}]"
+            if loss.get("ci_high") is not None
+            else ""
+        )
+        lines.append(
+            f"- lost slice {loss['slice']}={loss['group']}: {loss['metric']} drop {_fmt(loss['drop'])}{interval}"
+        )
     promotion = gate.get("promotion")
     if promotion:
         ev = promotion.get("evidence") or {}

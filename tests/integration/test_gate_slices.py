@@ -147,6 +147,7 @@ def test_a_challenger_that_wins_globally_but_loses_a_slice_is_rejected_naming_it
     assert "| country | FR* |" in card
     assert "loses a slice" in card
     assert "lost slice country=FR" in card
+    assert "paired interval [" in card
     assert "## Parity across `channel` (fairlearn)" in card
 
     # Better everywhere: promoted.
