@@ -231,29 +231,35 @@ def range_backfill(
         time.sleep(POLL_SECONDS)
 
 
+def _query(sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of one query on the stack's predictions database (as the superuser over its socket)."""
+    import psycopg2
+
+    pg = stack.embedded_pg()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
 def _range_progress(cfg: LooplineConfig, run_id: str) -> str:
     """``, 12/60 days, 4100 rows/s, chunk ..., ETA 80 s`` from the run's ``backfill_runs`` row (empty if none)."""
     import psycopg2
 
-    pg = stack.embedded_pg()
-    if pg is None:
+    if stack.embedded_pg() is None:
         return ""
     try:
-        conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+        rows = _query(
+            f"SELECT days_done, days_total, rows_per_s, current_chunk, eta_seconds FROM "  # noqa: S608
+            f"{cfg.postgres.schema_}.backfill_runs WHERE run_id = %s",
+            (run_id,),
+        )
     except psycopg2.Error:  # progress is a nicety: the run's state is what the demo waits on
         return ""
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT days_done, days_total, rows_per_s, current_chunk, eta_seconds FROM "  # noqa: S608
-                f"{cfg.postgres.schema_}.backfill_runs WHERE run_id = %s",
-                (run_id,),
-            )
-            row = cur.fetchone()
-    except psycopg2.Error:
-        return ""
-    finally:
-        conn.close()
+    row = rows[0] if rows else None
     if not row:
         return ""
     done, total, rate, chunk, eta = row
@@ -351,40 +357,22 @@ def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date]) -> dict:
 
 def retraining_decisions(cfg: LooplineConfig, days: list[dt.date]) -> list[tuple]:
     """drift_monitor's decision per night: (ds, triggered, reason, train_run_id)."""
-    import psycopg2
-
-    pg = stack.embedded_pg()
-    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                f"SELECT ds, triggered, reason, train_run_id FROM {cfg.postgres.schema_}.retraining_decisions "  # noqa: S608 (identifier validated by the config loader)
-                "WHERE ds BETWEEN %s AND %s ORDER BY ds",
-                (min(days), max(days)),
-            )
-            return cur.fetchall()
-    finally:
-        conn.close()
+    return _query(
+        f"SELECT ds, triggered, reason, train_run_id FROM {cfg.postgres.schema_}.retraining_decisions "  # noqa: S608 (identifier validated by the config loader)
+        "WHERE ds BETWEEN %s AND %s ORDER BY ds",
+        (min(days), max(days)),
+    )
 
 
 def alert_summary(cfg: LooplineConfig) -> list[str]:
     """Per scored day (``daily_alerts``): the flag rate against the alert policy's band, and the realized
     precision and recall once the day's labels matured."""
-    import psycopg2
-
-    pg = stack.embedded_pg()
-    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
-    try:
-        with conn.cursor() as cur:
-            columns = (
-                "ds, model_version, threshold, rows_scored, rows_flagged, alert_rate, alert_band_low, "
-                "alert_band_high, alert_out_of_band, realized_precision, realized_recall, frauds"
-            )
-            # the schema is an identifier validated by the config loader
-            cur.execute(f"SELECT {columns} FROM {cfg.postgres.schema_}.daily_alerts ORDER BY ds")  # noqa: S608
-            rows = cur.fetchall()
-    finally:
-        conn.close()
+    columns = (
+        "ds, model_version, threshold, rows_scored, rows_flagged, alert_rate, alert_band_low, "
+        "alert_band_high, alert_out_of_band, realized_precision, realized_recall, frauds"
+    )
+    # the schema is an identifier validated by the config loader
+    rows = _query(f"SELECT {columns} FROM {cfg.postgres.schema_}.daily_alerts ORDER BY ds")  # noqa: S608
     lines = []
     for ds, version, threshold, scored, flagged, rate, low, high, out, precision, recall, frauds in rows:
         band = f"band [{low:.2%}, {high:.2%}]{' ALERT' if out else ''}" if low is not None else "no policy band"
@@ -433,20 +421,6 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
     return dict(totals)
 
 
-def _query(cfg: LooplineConfig, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows of one query on the stack's predictions database (as the superuser over its socket)."""
-    import psycopg2
-
-    pg = stack.embedded_pg()
-    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchall()
-    finally:
-        conn.close()
-
-
 def wait_for_approval(env: dict[str, str], timeout: float = 600) -> dict | None:
     """The first promote_model approval waiting for an answer (None if none is asked within ``timeout``)."""
     deadline = time.monotonic() + timeout
@@ -471,7 +445,6 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
     """
     schema = cfg.postgres.schema_
     for ds, kind, triggered, scheduled_for, reason in _query(
-        cfg,
         f"SELECT ds, drift_kind, triggered, scheduled_for, reason FROM {schema}.retraining_decisions "  # noqa: S608
         "WHERE ds BETWEEN %s AND %s AND (drift_kind IS NOT NULL OR triggered) ORDER BY ds",
         (plan.drift_start, plan.retrain_night),
@@ -479,7 +452,6 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
         what = "TRIGGERED" if triggered else f"scheduled for {scheduled_for}" if scheduled_for else "no trigger"
         echo(f"   night {ds}: {kind} drift, {what}: {reason[:200]}")
     for drift_ds, due_on, state, settled_by in _query(
-        cfg,
         f"SELECT drift_ds, due_on, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds",  # noqa: S608
     ):
         echo(f"   scheduled retraining of {drift_ds}: due {due_on}, {state}{f' by {settled_by}' if settled_by else ''}")
@@ -495,7 +467,6 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
     echo(f"== the shadow's evidence on matured labels, nights {nights[0]} .. {nights[-1]} (drift_monitor backfill)")
     backfill("drift_monitor", nights[0], nights[-1], env, echo)
     for ds, rows, positives, shadow_auc, champion_auc, diff, low, high in _query(
-        cfg,
         "SELECT ds, rows, positives, shadow_roc_auc, champion_roc_auc, difference, ci_low, ci_high "  # noqa: S608
         f"FROM {schema}.shadow_evaluations WHERE slice = 'all' AND shadow_version = %s ORDER BY ds",
         (shadow,),
@@ -506,7 +477,6 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
             f"[{low or float('nan'):+.4f}, {high or float('nan'):+.4f}])"
         )
     requests = _query(
-        cfg,
         f"SELECT id, state FROM {schema}.promotion_requests WHERE version = %s",  # noqa: S608
         (shadow,),
     )
@@ -531,7 +501,6 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
     _api(env).answer(detail, "Approve")
     wait_for_runs("promote_model", lambda r: r.get("run_id") == ti["dag_run_id"], env, echo)
     for alias, action, version, approved_by, decision in _query(
-        cfg,
         f"SELECT alias, action, version, approved_by, decision FROM {schema}.model_alias_history "  # noqa: S608
         "WHERE approved_by IS NOT NULL ORDER BY id DESC LIMIT 1",
     ):
