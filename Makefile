@@ -12,13 +12,14 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SOURCE := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 UV_INSTALL := $(UV) pip install --compile-bytecode --python $(PY) $(TORCH_SOURCE)
 
-.PHONY: help install browser lint test test-fast demo up down status generate benchmarks clean
+.PHONY: help install browser lint docs test test-fast demo up down status generate benchmarks clean
 
 help:
 	@echo "make demo    set up, start the local stack and run the whole loop on embedded defaults"
 	@echo "make test    set up, then ruff and the whole pytest suite"
 	@echo "make up | down | status    the local stack (Airflow, Spark Connect, PostgreSQL, MLflow)"
 	@echo "make benchmarks            reproducible measurements (see benchmarks/)"
+	@echo "make docs                  build the documentation site into build/site (strict)"
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Loopline needs Python 3.11, found " + sys.version'
@@ -45,7 +46,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: install browser lint
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or a page missing from the nav.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+test: install browser lint docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 up: install

@@ -31,18 +31,29 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class StorageConfig(_Section):
     landing_uri: str
+    """Where landing drops arrive: a folder (relative paths resolve under the Loopline home) or ``s3://bucket/prefix``.
+    """
     lake_uri: str
+    """The Parquet lake (``raw/``, ``quarantine/``, ``features/``, ``aggregates/``, ``state/``, ``scores/``): a folder
+    or ``s3a://`` URI.
+    """
     reports_uri: str
+    """Where rendered validation (Data Docs) and drift reports are written."""
     reports_url: str
+    """Where browsers find ``reports_uri``: served by the Loopline Airflow plugin locally, an https URL in front of the
+    reports bucket in production.
+    """
     aws_conn_id: str
-    # A folder every Spark executor sees where an object-store landing drop is copied before Spark reads it;
-    # None: Spark reads the object store itself (s3a, needs hadoop-aws in the Spark image).
+    """Airflow connection used whenever a URI is ``s3://`` (its extra names the endpoint)."""
     stage_uri: str | None = None
+    """A folder every Spark executor sees, where an object-store landing drop is copied before Spark reads it; None:
+    Spark reads the object store itself (s3a, needs hadoop-aws in the Spark image).
+    """
 
     @field_validator("stage_uri")
     @classmethod
@@ -54,31 +65,44 @@ class StorageConfig(_Section):
 
 class SparkConfig(_Section):
     conn_id: str
+    """Airflow connection of the Spark cluster: type ``spark_connect`` (default) or ``spark`` (a master URL; the task
+    functions run as a driver).
+    """
     connect_url: str
+    """Address (host and port) of the local Spark Connect server that ``loopline up`` starts."""
     pool: str
+    """Airflow pool that bounds concurrent Spark tasks."""
     pool_slots: int = Field(ge=1)
+    """Slots of the Spark pool: Spark tasks that may run at once."""
     driver_memory: str
+    """Driver memory of the local Spark Connect server (JVM size, e.g. ``2g``)."""
     shuffle_partitions: int = Field(ge=1)
-    # Extra properties of the Spark Connect server that `loopline up` starts (not of a cluster's).
+    """``spark.sql.shuffle.partitions`` of the local Spark Connect server."""
     server_conf: dict[str, str | bool | int | float] = Field(default_factory=dict)
+    """Extra properties of the Spark Connect server that ``loopline up`` starts (not of a cluster's)."""
 
 
 class PostgresConfig(_Section):
     conn_id: str
+    """Airflow connection of the predictions database (the analysts' tables); tasks log in as ``loader_role``."""
     schema_: str = Field(alias="schema")
-    # Least privilege (loopline.db): the owner runs the migrations, the loader is what conn_id logs in as
-    # (DML only), the analyst reads the analyst-facing tables and views (docs/analysts.md).
+    """Schema of the analysts' tables and views."""
     owner_role: str = "loopline_owner"
+    """Role that owns the schema and runs the migrations (``loopline up`` / ``loopline migrate``)."""
     loader_role: str = "loopline_loader"
+    """Role the Airflow tasks log in as: DML on the schema's tables, no DDL."""
     analyst_role: str = "loopline_analyst"
-    # Airflow connection that logs in as the owner, for `loopline migrate` against a database the stack did
-    # not start (compose, a managed Postgres); the embedded stack's database needs none.
+    """Read-only role on the analyst-facing tables and views (BI tools, the model-health page)."""
     owner_conn_id: str = "loopline_postgres_owner"
-    # Optuna's study tables (training.search): a schema of their own where the loader may create tables, so
-    # the analysts' schema stays DDL-free for it.
+    """Airflow connection that logs in as the owner, for ``loopline migrate`` against a database the stack did not start
+    (compose, a managed Postgres).
+    """
     search_schema: str = "loopline_search"
-    # Airflow connection that logs in as the analyst (read-only): the model-health page beside the UI reads with it.
+    """Schema of Optuna's study tables (``training.search``): the loader may create tables here, and only here, so the
+    analysts' schema stays DDL-free.
+    """
     analyst_conn_id: str = "loopline_postgres_analyst"
+    """Airflow connection that logs in as the analyst (read-only); the model-health page beside the UI reads with it."""
 
     @field_validator("schema_", "owner_role", "loader_role", "analyst_role", "search_schema")
     @classmethod
@@ -99,13 +123,21 @@ class PostgresConfig(_Section):
 
 class MlflowConfig(_Section):
     tracking_uri: str
+    """MLflow tracking URI used when the ``conn_id`` connection does not exist (relative SQLite paths resolve under the
+    Loopline home).
+    """
     artifact_uri: str
+    """Artifact root of the local tracking store (a folder or an object-store URI)."""
     experiment: str
+    """MLflow experiment of the training runs."""
     registered_model: str
+    """Registered model name whose aliases (``champion``, ``challenger``, ``shadow``) the loop moves."""
     ui_url: str
-    # Airflow connection (type http) of a tracking server with basic auth; when it exists, tasks use its URL
-    # and login/password instead of tracking_uri (loopline.orchestration.mlflow_access).
+    """Base URL of the MLflow UI, for the extra links in the Airflow UI."""
     conn_id: str = "loopline_mlflow"
+    """Airflow connection (type http) of a tracking server with basic auth; when it exists, tasks use its URL, login and
+    password instead of ``tracking_uri``.
+    """
 
 
 MAX_HOUR_WINDOW = 24  # sliding windows read today's and the previous day's transactions only
@@ -122,9 +154,17 @@ class FeaturesConfig(_Section):
     """
 
     windows: list[str] = Field(min_length=1)
+    """Customer velocity windows (``<n>h`` sliding, 1-24; ``<n>d`` day-aligned, 1-62), each giving ``cnt_<w>`` and
+    ``sum_<w>``; at least one day window.
+    """
     label_maturity_days: int = Field(ge=1)
+    """Days after which a transaction day counts as labelled: younger days are left out of training and of realized
+    performance.
+    """
     risk_prior_strength: float = Field(gt=0)
+    """Strength of the Bayesian prior that smooths merchant and category fraud rates."""
     risk_window_days: int = Field(ge=1)
+    """Merchant and category risk come from labels reported in this many days before ``ds``."""
 
     @field_validator("windows")
     @classmethod
@@ -182,12 +222,14 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 class FxConfig(_Section):
     """Where the EUR rates come from, and what a day without one does."""
 
-    # static: ``reference.currencies`` rates every day; daily: the ``fx_rates`` landing input of the day
-    # (``fx_rates/ds=YYYY-MM-DD/*.csv`` with ``currency,rate_to_eur`` and a ``_SUCCESS`` marker).
     source: Literal["static", "daily"] = "static"
-    # daily: a currency without a rate on ``ds`` takes its newest rate of the ``max_age_days`` days before;
-    # older or none: its rows are quarantined (``no_fx_rate``), naming the day and the currency.
+    """``static``: the ``reference.currencies`` rates every day; ``daily``: the landing's ``fx_rates`` input of the day
+    (``currency,rate_to_eur`` and a ``_SUCCESS`` marker).
+    """
     max_age_days: int = Field(default=3, ge=0, le=31)
+    """With ``daily``: a currency without a rate on ``ds`` takes its newest rate of this many days before; older or
+    none: its rows are quarantined (``no_fx_rate``).
+    """
 
 
 class ReferenceConfig(_Section):
@@ -200,10 +242,17 @@ class ReferenceConfig(_Section):
     """
 
     currencies: dict[str, float | None] = Field(min_length=1)
+    """Accepted ISO-4217 codes and their EUR rate (null: only from the daily rates input)."""
     fx: FxConfig = Field(default_factory=FxConfig)
+    """Where the EUR rates come from, and what a day without one does."""
     channels: list[str] = Field(min_length=1)
+    """Accepted channels, lower case; rows with another are quarantined."""
     countries: list[str] | None = None
+    """Accepted ISO-3166 alpha-2 codes; rows with another are quarantined (``unknown_country``). Null: any two capital
+    letters.
+    """
     max_amount_eur: float = Field(gt=0)
+    """Largest plausible amount in EUR: anything above is a data error, not a purchase (quarantined)."""
 
     @field_validator("currencies")
     @classmethod
@@ -246,6 +295,7 @@ class LandingSource(_Section):
     """The input arrives as a landing drop (files and a ``_SUCCESS`` marker): the default."""
 
     kind: Literal["landing"] = "landing"
+    """``landing``: files and ``_SUCCESS`` under ``storage.landing_uri`` (the drop contract)."""
 
 
 class PostgresSource(_Section):
@@ -258,14 +308,25 @@ class PostgresSource(_Section):
     """
 
     kind: Literal["postgres"]
+    """``postgres``: the day's rows are extracted from a PostgreSQL table or query into the landing drop."""
     conn_id: str
+    """Airflow connection of the source database."""
     table: str | None = None
+    """``schema.table`` holding the contract's columns by name (exactly one of ``table`` or ``query``)."""
     query: str | None = None
+    """A SELECT with ``%(start)s`` / ``%(end)s`` placeholders yielding the contract's columns (needs
+    ``watermark_query``).
+    """
     event_time_column: str
+    """Column whose value places a row in a day (UTC)."""
     watermark_query: str | None = None
+    """Query returning how far the source is complete; default: the maximum of ``event_time_column``."""
     allowed_lateness_minutes: int = Field(default=60, ge=0)
+    """The day is closed when the watermark reaches its end plus this many minutes."""
     timeout_seconds: int = Field(default=900, ge=1)
+    """Statement timeout of the extract's queries on the source database."""
     fetch_rows: int = Field(default=10_000, ge=1)
+    """Rows fetched per round trip of the server-side cursor."""
 
     @field_validator("table")
     @classmethod
@@ -296,7 +357,11 @@ class S3Source(_Section):
     and a ``_SUCCESS`` marker written last; the day's objects are copied into the day's landing drop."""
 
     kind: Literal["s3"]
+    """``s3``: the day's objects under ``prefix`` are copied into the landing drop."""
     prefix: str
+    """``s3://`` prefix with a ``{ds}`` placeholder holding the day's contract files and a ``_SUCCESS`` marker written
+    last.
+    """
 
     @field_validator("prefix")
     @classmethod
@@ -310,54 +375,87 @@ class SourcesConfig(_Section):
     """Where each input comes from: ``landing`` (the drop contract), ``postgres`` or ``s3``."""
 
     transactions: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
+    """Where transactions come from: ``{kind: landing}``, ``{kind: postgres, ...}`` or ``{kind: s3, ...}``."""
     labels: LandingSource | PostgresSource | S3Source = Field(default_factory=LandingSource, discriminator="kind")
+    """Where labels come from: ``{kind: landing}``, ``{kind: postgres, ...}`` or ``{kind: s3, ...}``."""
 
 
 class ValidationConfig(_Section):
     max_quarantine_rate: float = Field(ge=0, le=1)
+    """Largest share of a day's rows that may be quarantined before the gate fails the day."""
     row_count_lookback_days: int = Field(ge=1)
+    """Recent days whose median row count today's count is compared with."""
     row_count_min_ratio: float = Field(ge=0)
+    """Today's rows divided by the recent median must be at least this."""
     row_count_max_ratio: float = Field(gt=0)
+    """Today's rows divided by the recent median must be at most this."""
     min_rows: int = Field(ge=0)
+    """Fewest rows a day may have."""
     sensor_timeout_seconds: int = Field(ge=1)
+    """How long the landing sensor waits for a drop's ``_SUCCESS`` markers before failing the run."""
     sensor_poke_seconds: int = Field(ge=1)
+    """Seconds between two checks of the landing sensor."""
     sensor_mode: Literal["deferrable", "reschedule"]
+    """``deferrable`` (waits in the triggerer, needs one) or ``reschedule`` (frees the worker slot between checks)."""
     engine: Literal["pandas", "spark"]
-    # Bounds on what one landing file may make the ingest read: a hostile or broken drop (a multi-gigabyte
-    # line, a runaway quote, a gzip bomb) is quarantined whole before Spark reads it, never loaded.
+    """Where Great Expectations computes: ``pandas`` (the day fits in the worker) or ``spark`` (every expectation is a
+    Spark query, for days that do not).
+    """
     max_line_bytes: int = Field(default=16 * 2**20, ge=1024)
+    """Longest physical line of a landing file; past it the file is quarantined whole (``line_too_long``)."""
     max_field_bytes: int = Field(default=8 * 2**20, ge=1024)
+    """Longest quoted field open across lines (a runaway quote); past it the file is quarantined whole
+    (``field_too_long``).
+    """
     max_decompressed_bytes: int = Field(default=2 * 2**30, ge=2**20)
+    """Largest content of one file after gzip (a gzip bomb stops here, ``decompressed_too_large``)."""
 
 
 class BackfillConfig(_Section):
     """Range backfills (``backfill_range``): how many days one chunk processes and the largest range accepted."""
 
-    # Days processed between two checkpoints of the Spark session (its cache is cleared and the progress
-    # row written per chunk): size it so a chunk's days fit the Spark server's memory.
     chunk_days: int = Field(default=7, ge=1, le=366)
-    max_days: int = Field(default=731, ge=1)  # a longer range is refused: split it
-    # A range that re-ingests days later published days depend on recomputes those days too (corrections).
+    """Days processed between two checkpoints of a range backfill (the Spark session's cache is cleared and the progress
+    row written per chunk): size it so a chunk's days fit the Spark server's memory.
+    """
+    max_days: int = Field(default=731, ge=1)
+    """Longest range accepted at once; a longer one is refused (split it)."""
     cascade: bool = True
+    """A range that re-ingests days that later published days depend on recomputes those days too (corrections)."""
 
 
 class KubernetesConfig(_Section):
     namespace: str
+    """Namespace of the trainer pod."""
     image: str
+    """Trainer image (``docker/trainer.Dockerfile``)."""
     service_account: str
+    """Service account of the trainer pod."""
     gpus: int = Field(ge=0)
+    """``nvidia.com/gpu`` requested and limited (0: a CPU pod)."""
     cpu: str
+    """CPU request and limit of the trainer pod."""
     memory: str
+    """Memory request and limit of the trainer pod."""
     node_selector: dict[str, str]
+    """Node selector of the trainer pod (e.g. GPU nodes)."""
     tolerations: list[dict[str, str]]
+    """Tolerations of the trainer pod (e.g. the GPU nodes' taint)."""
     secret_name: str
+    """Kubernetes secret whose keys become the pod's environment (MLflow and S3 credentials,
+    ``LOOPLINE_SEARCH_STORAGE_URL``).
+    """
     startup_timeout_seconds: int = Field(ge=1)
+    """How long the pod may take to start before the task fails."""
     schedule_timeout_seconds: int = Field(ge=1)
-    # The pod's non-root identity: the image's `trainer` user (1000:1000) unless the cluster assigns a range.
+    """How long the pod may wait to be scheduled (e.g. for a free GPU) before the task fails."""
     run_as_user: int = Field(default=1000, ge=1)
+    """The pod's non-root user id: the image's ``trainer`` user unless the cluster assigns a range."""
     run_as_group: int = Field(default=1000, ge=1)
-    # The writable emptyDir (HOME, TMPDIR, caches): the rest of the root filesystem is read-only.
+    """The pod's non-root group id."""
     scratch_size: str = "20Gi"
+    """Size of the writable emptyDir at ``/tmp`` (HOME, TMPDIR, caches); the rest of the root filesystem is read-only.
+    """
 
 
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -375,8 +473,11 @@ class SearchRange(_Section):
     """One hyper-parameter's range: ``low <= value <= high``, sampled on a log scale when ``log``."""
 
     low: float
+    """Lowest value sampled."""
     high: float
+    """Highest value sampled (must exceed ``low``)."""
     log: bool = False
+    """Sample on a log scale (needs ``low > 0``)."""
 
     @model_validator(mode="after")
     def _possible(self) -> SearchRange:
@@ -390,15 +491,23 @@ class SearchRange(_Section):
 class SearchConfig(_Section):
     """Hyper-parameter search (Optuna) inside the trainer; ``trials: 0`` trains the configured parameters."""
 
-    trials: int = Field(default=0, ge=0)  # budget in trials (completed + pruned, over every attempt)
-    minutes: float = Field(default=30.0, gt=0)  # budget in wall-clock minutes, per attempt
-    pruning: bool = True  # median pruning on the validation PR AUC, round by round
-    warmup_steps: int = Field(default=10, ge=0)  # rounds (epochs) of a trial before it may be pruned
-    # SQLAlchemy URL of the study storage (e.g. Postgres with a dedicated schema), so an interrupted search
-    # resumes; the environment variable LOOPLINE_SEARCH_STORAGE_URL (with credentials) takes precedence.
-    # None and no variable: the study lives in memory (a killed search starts again).
+    trials: int = Field(default=0, ge=0)
+    """Budget in trials (completed and pruned, over every attempt); 0 trains the configured parameters without a search.
+    """
+    minutes: float = Field(default=30.0, gt=0)
+    """Budget in wall-clock minutes per attempt; the search ends at whichever budget ends first."""
+    pruning: bool = True
+    """Median pruning on the validation PR AUC, round by round."""
+    warmup_steps: int = Field(default=10, ge=0)
+    """Rounds (epochs) a trial runs before it may be pruned."""
     storage_url: str | None = None
+    """SQLAlchemy URL of the study storage, so an interrupted search resumes; ``LOOPLINE_SEARCH_STORAGE_URL`` (with
+    credentials) takes precedence. None and no variable: the study lives in memory.
+    """
     space: dict[str, dict[str, SearchRange]] = Field(default_factory=dict)
+    """Per model type (``xgboost``, ``mlp``): hyper-parameter name to its ``{low, high, log}`` range; unknown parameters
+    and impossible ranges fail at load.
+    """
 
     @field_validator("space")
     @classmethod
@@ -420,19 +529,34 @@ class SearchConfig(_Section):
 
 class TrainingConfig(_Section):
     model_type: Literal["xgboost", "mlp"]
+    """Model trained by default: ``xgboost`` or ``mlp`` (PyTorch)."""
     runner: Literal["local", "kubernetes"]
-    schedule: str | None  # train_model's routine retraining; None: only triggered runs
+    """``local``: the trainer runs as a child process of the task; ``kubernetes``: in a pod (KubernetesPodOperator)."""
+    schedule: str | None
+    """``train_model``'s routine retraining (a 5-field cron or a preset such as ``@weekly``); None: only triggered runs.
+    """
     window_days: int = Field(ge=2)
+    """Days of features in a training window (training, validation and holdout together)."""
     validation_days: int = Field(ge=1)
+    """Most recent days before the holdout used for early stopping and the threshold."""
     holdout_days: int = Field(ge=1)
+    """Most recent days of the window kept for the gate's comparison."""
     seed: int
+    """Seed of the trainer and of the search's sampler."""
     max_rounds: int = Field(ge=1)
+    """Most boosting rounds (XGBoost) or epochs (MLP)."""
     early_stopping_rounds: int = Field(ge=1)
+    """Rounds without validation improvement before training stops."""
     max_fraud_rate: float = Field(gt=0, le=1)
+    """A larger labelled fraud share is a broken or poisoned label feed: the trainer refuses to train."""
     pool: str
+    """Airflow pool of ``train_candidate``: trainings that may run at once."""
     pool_slots: int = Field(ge=1)
+    """Slots of the training pool (GPUs for the kubernetes runner, or local trainers the machine can take)."""
     kubernetes: KubernetesConfig
+    """The trainer pod of the ``kubernetes`` runner."""
     search: SearchConfig = Field(default_factory=SearchConfig)
+    """Hyper-parameter search (Optuna) inside the trainer."""
 
     @field_validator("schedule")
     @classmethod
@@ -449,9 +573,11 @@ class SliceConfig(_Section):
     """A slicing of the holdout by one feature column: its values, or bands of a numeric column."""
 
     name: str
+    """Name of the slicing (a lower-case identifier), used in decisions and reports."""
     column: str
-    # Numeric columns: band edges (ascending); rows fall in [edge_i, edge_i+1), the last band is open-ended.
+    """Feature column whose values (or bands) make the groups."""
     bands: list[float] | None = None
+    """Numeric columns: ascending band edges; rows fall in ``[edge_i, edge_i+1)``, the last band is open-ended."""
 
     @field_validator("name")
     @classmethod
@@ -484,15 +610,23 @@ class GateSlicesConfig(_Section):
     """Per-slice comparison of candidate and champion on the same holdout (see :mod:`loopline.slices`)."""
 
     by: list[SliceConfig] = Field(default_factory=list)
-    min_rows: int = Field(default=200, ge=1)  # a slice with fewer holdout rows is reported, never decides
+    """The slicings compared (a feature column, with ``bands`` for a numeric one)."""
+    min_rows: int = Field(default=200, ge=1)
+    """A group with fewer holdout rows is reported but never decides."""
     min_positives: int = Field(default=30, ge=1)
+    """A group with fewer frauds is reported but never decides."""
     metric: Literal["roc_auc", "pr_auc", "recall_at_threshold"] = "roc_auc"
-    tolerance: float = Field(default=0.02, ge=0)  # largest allowed drop of `metric` in a supported slice
-    # A drop beyond the tolerance rejects only when the paired bootstrap interval of candidate - champion on
-    # the slice's rows lies below zero at this confidence; 0 samples: the tolerance alone decides.
+    """Metric compared per supported group: ``roc_auc``, ``pr_auc`` or ``recall_at_threshold``."""
+    tolerance: float = Field(default=0.02, ge=0)
+    """Largest allowed drop of ``metric`` in a supported group."""
     confidence: float = Field(default=0.95, gt=0, lt=1)
+    """A drop beyond the tolerance rejects only when the paired bootstrap interval of candidate minus champion on the
+    group's rows lies below zero at this confidence.
+    """
     bootstrap_samples: int = Field(default=500, ge=0)
-    fairness_attribute: str | None = None  # slice name whose groups get fairlearn parity metrics
+    """Resamples of that interval; 0: the tolerance alone decides."""
+    fairness_attribute: str | None = None
+    """Slice name whose groups get fairlearn's demographic-parity and equalized-odds differences."""
 
     @model_validator(mode="after")
     def _consistent(self) -> GateSlicesConfig:
@@ -507,70 +641,103 @@ class GateSlicesConfig(_Section):
 
 class GateConfig(_Section):
     primary_metric: Literal["roc_auc", "pr_auc"]
+    """Metric the candidate must improve: ``roc_auc`` or ``pr_auc``."""
     min_improvement: float = Field(ge=0)
+    """The candidate must beat the champion by at least this on the primary metric."""
     absolute_floor: float = Field(ge=0, le=1)
+    """Every candidate, the first one too, needs at least this primary metric to become champion."""
     guardrails: dict[str, float]
+    """Metric name to the largest allowed drop against the champion."""
     slices: GateSlicesConfig = Field(default_factory=GateSlicesConfig)
+    """Per-slice comparison of candidate and champion on the same holdout."""
 
 
 class RegistryConfig(_Section):
     """How model versions are loaded from the registry (gate, scoring, shadow scoring)."""
 
-    # Unsafe: loading a pickled (cloudpickle) pyfunc runs arbitrary code from the model store on the worker.
-    # Off, such a version is refused; models are logged as code plus native weights (see loopline.artifacts).
     allow_pickled_models: bool = False
+    """Unsafe: load old cloudpickled pyfunc versions (unpickling runs arbitrary code from the model store). Off, such a
+    version is refused.
+    """
 
 
 class PromotionConfig(_Section):
     """How a challenger that passed the gate reaches traffic, and the evidence a shadow needs (docs/promotion.md)."""
 
-    # promote: the gate moves ``champion`` itself (as before); shadow_first: the gate gives the winner alias
-    # ``shadow``, it is scored in shadow and judged on matured labels, and a person approves the promotion.
     policy: Literal["promote", "shadow_first"] = "promote"
-    min_days: int = Field(default=5, ge=1)  # matured days scored by both before the shadow is judged
-    min_positives: int = Field(default=200, ge=1)  # labelled frauds over those days, paired rows
-    min_improvement: float = Field(default=0.0, ge=0)  # the interval's lower bound must clear this to win
-    confidence: float = Field(default=0.95, gt=0.5, lt=1)  # of the paired bootstrap interval
+    """``promote``: the gate moves ``champion`` itself; ``shadow_first``: the winner gets alias ``shadow``, is judged on
+    matured labels and promoted once a person approves.
+    """
+    min_days: int = Field(default=5, ge=1)
+    """Matured days scored by both models before the shadow is judged."""
+    min_positives: int = Field(default=200, ge=1)
+    """Labelled frauds among those paired rows before the shadow is judged."""
+    min_improvement: float = Field(default=0.0, ge=0)
+    """The lower bound of the ROC AUC difference's interval must clear this for the shadow to win."""
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    """Confidence of the paired bootstrap interval of the ROC AUC difference."""
     bootstrap_samples: int = Field(default=1000, ge=100)
-    approval_timeout_hours: float = Field(default=72, gt=0)  # an unanswered request is retired after this
-    approvers: list[str] = Field(default_factory=list)  # Airflow user ids who may answer; empty: any with access
-    retrain_at_label_maturity: bool = True  # a pattern drift schedules its retraining for when its labels matured
+    """Resamples of that interval."""
+    approval_timeout_hours: float = Field(default=72, gt=0)
+    """An approval request nobody answers is retired after this."""
+    approvers: list[str] = Field(default_factory=list)
+    """Airflow user ids who may approve; empty: anyone allowed to answer the DAG."""
+    retrain_at_label_maturity: bool = True
+    """A pattern drift schedules its retraining for when the drifted night's labels matured, not at once."""
 
 
 class RetryConfig(_Section):
     """Retries of every task whose failure may be transient (infrastructure), with exponential backoff."""
 
     retries: int = Field(default=2, ge=0)
+    """Retries of every task whose failure may be transient (data errors fail at once)."""
     delay_seconds: int = Field(default=120, ge=1)
+    """First retry delay; doubled on each try."""
     max_delay_seconds: int = Field(default=1200, ge=1)
+    """Longest retry delay."""
 
 
 class ThresholdPolicyConfig(_Section):
     """How each version's threshold is chosen on its validation data (see :mod:`loopline.thresholds`)."""
 
     kind: Literal["alert_budget", "target_precision", "fixed"] = "alert_budget"
-    alert_budget: float = Field(default=0.02, gt=0, lt=1)  # share of transactions the team can review
+    """``alert_budget``, ``target_precision`` or ``fixed`` (``scoring.threshold``)."""
+    alert_budget: float = Field(default=0.02, gt=0, lt=1)
+    """``alert_budget``: flag at most this share of transactions (what a review team can handle)."""
     target_precision: float = Field(default=0.5, gt=0, le=1)
-    min_alerts: int = Field(default=5, ge=1)  # on validation: fewer alerts than this is no threshold
-    band_factor: float = Field(default=2.0, gt=1)  # a day flagging outside [expected/f, expected*f] alerts
+    """``target_precision``: the lowest threshold whose validation precision reaches this."""
+    min_alerts: int = Field(default=5, ge=1)
+    """A threshold flagging fewer validation rows than this is refused."""
+    band_factor: float = Field(default=2.0, gt=1)
+    """A scored day flagging outside ``[expected / f, expected * f]`` raises an alert."""
 
 
 class ScoringConfig(_Section):
     threshold: float = Field(gt=0, lt=1)
+    """The fixed threshold: for policy kind ``fixed``, and for versions recorded without a threshold of their own."""
     threshold_policy: ThresholdPolicyConfig = Field(default_factory=ThresholdPolicyConfig)
+    """How each version's threshold is chosen on its validation data when it is trained."""
     reason_codes: int = Field(ge=0)
+    """Features listed in each explained row's reasons (0: none)."""
     explain: Literal["flagged", "all", "none"]
+    """Which rows get reason codes: ``flagged``, ``all`` or ``none``."""
     reason_method: Literal["exact", "approx"]
+    """``exact`` (XGBoost TreeSHAP) or ``approx`` (Saabas, cheaper); the MLP always uses occlusion."""
     shadow: bool
+    """Also score the ``shadow`` model (else the ``challenger``) into ``transaction_scores_shadow``."""
 
 
 class SegmentCondition(_Section):
     """``feature op value``, or ``feature op`` the reference's ``reference_quantile`` of that feature."""
 
     feature: str
+    """Feature column (or ``score``) the condition tests."""
     op: Literal["<", "<=", ">", ">=", "==", "!="]
+    """Comparison: ``<``, ``<=``, ``>``, ``>=``, ``==`` or ``!=``."""
     value: float | None = None
+    """Fixed bound (exactly one of ``value`` or ``reference_quantile``)."""
     reference_quantile: float | None = Field(default=None, ge=0, le=1)
+    """Bound at this quantile of the feature in the reference, fixed when the detector is fitted."""
 
     @model_validator(mode="after")
     def _one_bound(self) -> SegmentCondition:
@@ -583,8 +750,11 @@ class SegmentConfig(_Section):
     """A named slice of traffic (all conditions hold) whose share of the night is watched."""
 
     name: str
+    """Segment name (a lower-case identifier), reported as ``segment:<name>``."""
     description: str
+    """What the segment stands for, shown in reports."""
     where: list[SegmentCondition] = Field(min_length=1)
+    """Conditions that must all hold for a row to be in the segment."""
 
     @field_validator("name")
     @classmethod
@@ -596,21 +766,41 @@ class SegmentConfig(_Section):
 
 class DriftConfig(_Section):
     backend: Literal["alibi", "scipy"]
+    """``alibi`` (alibi-detect, BSL 1.1 licence) or ``scipy`` (permissive, same univariate decisions)."""
     p_value: float = Field(gt=0, lt=1)
+    """Significance level before the multiple-test correction."""
     correction: Literal["bonferroni", "fdr"]
+    """Multiple-test correction over the features: ``bonferroni`` or ``fdr``."""
     min_drifted_features: int = Field(ge=1)
+    """Signals (drifted features, MMD, score) a night needs to count as drifted."""
     min_effect: float = Field(ge=0, lt=1)
+    """A test drifts only when its p-value is below the threshold and its effect (KS distance, or total variation
+    distance for a categorical feature) reaches this.
+    """
     exclude_features: list[str]
+    """Features not tested (they move without any change in behaviour)."""
     count_warming_features: bool
+    """Count history features whose window was still filling on the reference's first day as signals (off: tested and
+    reported only).
+    """
     segments: list[SegmentConfig]
+    """Slices of traffic whose share of the night is tested against the reference."""
     min_segment_excess: float = Field(ge=0, lt=1)
+    """A segment drifts when its share grew by at least this and its corrected p-value is below the level."""
     segment_signals: int = Field(ge=1)
+    """Signals a grown segment counts for."""
     reference_sample_size: int = Field(ge=100)
+    """Rows of the reference sample the trainer logs for the drift monitor."""
     performance_tolerance: float = Field(ge=0, le=1)
+    """Realized ROC AUC drop against the model's holdout AUC that counts as a retraining reason."""
     performance_min_positives: int = Field(ge=1)
+    """Fewer labelled frauds on the matured day: its AUC is too noisy to call a drop."""
     cooldown_hours: int = Field(ge=0)
+    """In data time: hours of logical dates between two triggers, so backfills behave as nights would."""
     report_features: int = Field(ge=1)
+    """Most drifted features plotted in the HTML report."""
     experiment: str
+    """MLflow experiment of the nightly drift reports (one run per day)."""
 
     @field_validator("segments")
     @classmethod
@@ -629,22 +819,29 @@ class FileChannel(_Section):
     """Local target: one JSON line per alert appended to ``path`` (resolved under the Loopline home)."""
 
     type: Literal["file"]
+    """``file``: one JSON line per alert."""
     path: str = "reports/notifications.jsonl"
+    """File the alerts are appended to (resolved under the Loopline home)."""
 
 
 class LogChannel(_Section):
     """Local target: the alert in the log of the process that raised it (task log, triggerer log)."""
 
     type: Literal["log"]
+    """``log``: the alert in the log of the process that raised it."""
 
 
 class SmtpChannel(_Section):
     """E-mail through the SMTP provider's ``SmtpNotifier``; host, port and credentials in the connection."""
 
     type: Literal["smtp"]
+    """``smtp``: e-mail through the SMTP provider's ``SmtpNotifier``."""
     conn_id: str = "smtp_default"
+    """Airflow connection with host, port and credentials."""
     to: list[str] = Field(min_length=1)
-    from_email: str | None = None  # None: the connection's from_email
+    """Recipients."""
+    from_email: str | None = None
+    """Sender; None: the connection's ``from_email``."""
 
 
 class WebhookChannel(_Section):
@@ -652,8 +849,11 @@ class WebhookChannel(_Section):
     connection (host, and a ``Authorization`` header in its extra)."""
 
     type: Literal["webhook"]
+    """``webhook``: JSON POST with a Slack-compatible ``text`` through the HTTP provider's ``HttpNotifier``."""
     conn_id: str = "loopline_alerts"
+    """Airflow connection with the URL (host) and token (an ``Authorization`` header in its extra)."""
     endpoint: str | None = None
+    """Path appended to the connection's host."""
 
 
 AlertChannel = Annotated[FileChannel | LogChannel | SmtpChannel | WebhookChannel, Field(discriminator="type")]
@@ -662,12 +862,16 @@ AlertChannel = Annotated[FileChannel | LogChannel | SmtpChannel | WebhookChannel
 class LatenessConfig(_Section):
     """Deadline alerts (UTC wall-clock times on the day after ``ds``, when the day's data is due)."""
 
-    # Off for `airflow dags test` / dag.test(): Airflow 3.3.0's dag.test() fails a *successful* run of a DAG
-    # with deadline alerts (it looks the alerts up by their definition instead of their stored id).
     enabled: bool = True
-    drop_due: str = "06:00"  # feature_pipeline's run for ds not finished (drop, raw, features) by then
-    scores_due: str = "09:00"  # batch_score's run for ds not finished (scores published) by then
-    drift_max_hours: int = Field(default=30, ge=1)  # drift_monitor's run not finished this long after ds ended
+    """Deadline alerts on; off for ``airflow dags test`` / ``dag.test()``, which fails a successful run of a DAG with
+    deadline alerts in Airflow 3.3.0.
+    """
+    drop_due: str = "06:00"
+    """UTC time (HH:MM, day after ``ds``) by which ``feature_pipeline`` must have finished ``ds``."""
+    scores_due: str = "09:00"
+    """UTC time (HH:MM, day after ``ds``) by which ``batch_score`` must have finished ``ds``."""
+    drift_max_hours: int = Field(default=30, ge=1)
+    """``drift_monitor`` must have finished ``ds`` this many hours after ``ds`` ended."""
 
     @field_validator("drop_due", "scores_due")
     @classmethod
@@ -686,8 +890,11 @@ class AlertsConfig(_Section):
     """Where failure, lateness and drift/retraining alerts go: one or more channels, all of them each time."""
 
     channels: list[AlertChannel] = Field(min_length=1)
-    airflow_url: str | None = None  # the UI links point here; None: Airflow's [api] base_url
+    """Every alert goes to every channel: ``file``, ``log``, ``smtp``, ``webhook``."""
+    airflow_url: str | None = None
+    """Base of the run links in alerts; None: Airflow's ``[api] base_url``."""
     lateness: LatenessConfig = Field(default_factory=LatenessConfig)
+    """Deadline alerts of the daily DAGs."""
 
 
 class LineageConfig(_Section):
@@ -698,30 +905,54 @@ class LineageConfig(_Section):
     """
 
     enabled: bool = True
+    """Emit OpenLineage events; off, the stack turns the provider off."""
     namespace: str = Field(default="loopline", min_length=1)
+    """Namespace of every Loopline dataset (landing, lake, analyst tables, models)."""
     events_file: str = "lineage/events.jsonl"
+    """The local stack's file transport (JSON lines); production sets an HTTP transport in Airflow's ``[openlineage]
+    transport``.
+    """
 
 
 class LooplineConfig(_Section):
     version: int
+    """Version of the configuration format (1)."""
     storage: StorageConfig
+    """Where landing drops, the lake and the reports live."""
     spark: SparkConfig
+    """The Spark cluster and the local Spark Connect server."""
     postgres: PostgresConfig
+    """The predictions database: schema, roles and connections."""
     mlflow: MlflowConfig
+    """Tracking server, experiment and registered model."""
     features: FeaturesConfig
+    """Feature windows and label maturity."""
     validation: ValidationConfig
+    """The Great Expectations gates, the landing sensor and the bounds on landing files."""
     training: TrainingConfig
+    """The trainer: model, window, runner, search."""
     gate: GateConfig
+    """The champion/challenger gate."""
     scoring: ScoringConfig
+    """Batch scoring: thresholds and reason codes."""
     drift: DriftConfig
+    """The drift monitor: tests, segments, realized performance, the retraining trigger."""
     reference: ReferenceConfig
+    """Reference data of the landing contract: what a valid transaction may contain."""
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    """Where each input comes from."""
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    """Retries of every task whose failure may be transient."""
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    """How model versions are loaded from the registry."""
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    """How a challenger that passed the gate reaches traffic."""
     backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    """Range backfills."""
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig(channels=[FileChannel(type="file")]))
+    """Failure, lateness and drift alerts."""
     lineage: LineageConfig = Field(default_factory=LineageConfig)
+    """OpenLineage events."""
 
     @model_validator(mode="after")
     def _slice_columns(self) -> LooplineConfig:
