@@ -48,7 +48,7 @@ lint: install
 
 # The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or a page missing from the nav.
 docs: install
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
 test: install browser lint docs
 	$(PY) -m pytest $(PYTEST_ARGS)
