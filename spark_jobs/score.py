@@ -5,8 +5,8 @@ against the digests recorded at the gate, native weights only) and is loaded onc
 Python worker; rows go through it in Arrow batches (``mapInArrow``), never one by one: the id/time/amount
 columns pass through as Arrow arrays and only the model's input columns become pandas
 (:func:`loopline.scoring.score_arrow_batch`). Reason codes are computed only for the rows the
-``scoring.explain`` policy selects (flagged ones by default), because exact TreeSHAP costs ~1000x a plain
-prediction.
+``scoring.explain`` policy selects (flagged ones by default), because exact TreeSHAP costs orders of magnitude
+more than a plain prediction (the Benchmarks page, scoring).
 
     python -m spark_jobs.score --ds 2026-01-05 [--alias champion | --version 7] [--table scores]
 """

@@ -150,7 +150,7 @@ def wait_for_dags(dag_ids: list[str], env: dict[str, str], timeout: float = 180)
 # are triggered (the demo's first champion, drift_monitor). A stack already running keeps its own settings.
 DEMO_ENVIRONMENT = {"LOOPLINE__TRAINING__SCHEDULE": "null"}
 
-# How often the demo asks for run states: one REST call is ~0.03 CPU s (client and API server), and a phase
+# How often the demo asks for run states: one REST call is cheap (the Benchmarks page, demo), and a phase
 # ends on average half a poll after its last run; the demo waits between phases eight times.
 POLL_SECONDS = 2
 

@@ -580,7 +580,7 @@ def _write_partition(folder: Path, text: str, *, compress: bool, marker: bool) -
     data = text.encode("ascii")
     with open(tmp, "wb") as raw:
         if compress:
-            # mtime=0 and no file name keep the gzip header byte-stable; level 3 is ~2x faster than 6.
+            # mtime=0 and no file name keep the gzip header byte-stable; level 3 is faster than 6.
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=3) as gz:
                 gz.write(data)
         else:

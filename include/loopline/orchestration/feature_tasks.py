@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from loopline.validation import GateResult
 
 # Name-only on purpose: a URI with a scheme makes Airflow load every provider's URI handlers (amazon's S3
-# hook among them), which costs ~0.6 s on every parse of every DAG that declares the Asset.
+# hook among them), a cost paid on every parse of every DAG that declares the Asset.
 # Its name is the features' lineage dataset name (each day's partition: ``loopline_features/ds=<ds>``).
 FEATURES_ASSET = Asset(name=lineage.FEATURES_ASSET, group="loopline")
 

@@ -410,8 +410,8 @@ class XGBoostModel(FraudModel):
         return self.explain(df).contributions
 
     def explain(self, df: pd.DataFrame, method: str = "exact") -> Explanation:
-        """TreeSHAP (``exact``, ~600 rows/s for 300 depth-6 trees on 2 cores) or Saabas (``approx``, ~100x
-        faster); both add up with the bias to the margin. The prior correction shifts the base only."""
+        """TreeSHAP (``exact``) or Saabas (``approx``, far cheaper: see the Benchmarks page); both add up with
+        the bias to the margin. The prior correction shifts the base only."""
         if method not in ("exact", "approx"):
             raise ValueError(f"unknown explanation method {method!r}: exact | approx")
         best = self.fit_info.best_iteration
