@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Landing contract (README, "The landing contract"): header row, these columns, in this order.
+# Landing contract (docs/architecture.md, "The landing contract"): header row, these columns, in this order.
 TRANSACTION_COLUMNS: tuple[str, ...] = (
     "transaction_id",
     "event_time",
