@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from record import recording
+
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
 ONE_FILE = """
@@ -72,4 +74,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "dag_parse", note="each DAG file on top of a warm import airflow, and the whole folder through a DagBag"
+    ):
+        main()

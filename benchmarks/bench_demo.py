@@ -39,6 +39,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_feature_pipeline import free_port, tree_cpu  # the sibling benchmark's helpers
+from record import recording
 
 CATEGORIES = (  # first match wins
     ("spark (JVM)", ("SparkConnectServer",)),
@@ -215,4 +216,12 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "demo",
+        note="make demo in a throwaway home: time, CPU seconds by component, status polls",
+        keep=lambda line: (
+            line.startswith(("[cpu]", "[poll]"))
+            or (line.startswith("[demo") and ("min" in line or "AUC" in line or "champion" in line))
+        ),
+    ):
+        main()

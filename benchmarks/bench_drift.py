@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from record import recording
 
 RAW_NUMERIC = ["amount_eur", "log_amount", "hour_of_day", "card_present"]
 KINDS = ("covariate", "new_pattern", "fraud_surge")
@@ -275,4 +276,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "drift", note="drift_monitor detection: one night per backend, decisions over stable and drifted nights"
+    ):
+        main()

@@ -34,6 +34,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from record import recording
+
 HOME = Path()  # set by main() before anything reads the configuration
 
 
@@ -310,4 +312,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "feature_pipeline",
+        note="Spark task start-up, one feature_pipeline day end to end, the feature job with long vs short history",
+    ):
+        main()

@@ -38,6 +38,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+from record import recording
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -253,4 +255,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "load", note="a feature_pipeline backfill through the real scheduler with the other DAGs running beside it"
+    ):
+        main()

@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_feature_pipeline
 from bench_feature_pipeline import free_port, start_server, timed
+from record import recording
 
 # Its own temporary home (the feature benchmark sets its HOME only in its main()).
 HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-scoring-"))
@@ -224,4 +225,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "scoring",
+        note="batch_score: Spark scoring vs in-process predict, the Postgres load vs psql copy, one day end to end",
+    ):
+        main()

@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_feature_pipeline as fp  # the sibling benchmark: its server and helpers
+from record import recording
 
 # JVM thread names (15 characters in /proc) by prefix, and what they are
 THREAD_KINDS = {
@@ -155,4 +156,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording("spark_server", note="a Spark Connect server property vs Spark's defaults on small days"):
+        main()

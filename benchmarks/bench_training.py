@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_feature_pipeline as pipeline  # the feature benchmark's server and day helpers
 from bench_feature_pipeline import free_port, ingest_day, start_server
+from record import recording
 
 HOME = Path(tempfile.mkdtemp(prefix="loopline-bench-training-"))
 
@@ -146,4 +147,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with recording(
+        "training_drift" if "--drift-kind" in sys.argv else "training",
+        note="the trainer CLI on generated days: holdout ROC AUC vs the true-probability AUC, time",
+    ):
+        main()

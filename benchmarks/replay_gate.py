@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from record import recording
+
 from loopline.config import get_config, resolve_uri
 
 
@@ -96,4 +98,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with recording(
+        "replay_gate",
+        note="the gate the demo replays: first champion vs the first drifted night's retraining, several dates",
+    ):
+        code = main()
+        if code:
+            raise SystemExit(code)

@@ -197,6 +197,26 @@ def config_reference_markdown() -> str:
 # --- benchmarks -------------------------------------------------------------------------------------------
 
 
+# Section titles by results file (their anchors are linked from other pages; a file not listed uses its own title).
+TITLES = {
+    "setup": "Set-up: install time, venv size, bytecode",
+    "feature_pipeline": "Feature pipeline and training",
+    "training": "Training",
+    "scoring": "Scoring",
+    "drift": "Drift detection",
+    "training_drift": "Retraining after a drift",
+    "load": "Load",
+    "demo": "The whole demo",
+    "replay_gate": "The demo's promotion",
+    "spark_server": "Spark server settings on small days",
+    "backfill": "Range backfill",
+    "bench_cluster": "Cluster profile",
+    "cluster_report": "Cluster profile: the earlier report",
+    "search": "Hyper-parameter search",
+    "dag_parse": "DAG parse cost",
+}
+
+
 def results_files() -> list[Path]:
     return sorted(RESULTS.glob("*.json"))
 
@@ -224,7 +244,53 @@ def _fmt_value(value: Any) -> str:
     return _cell(json.dumps(value) if not isinstance(value, str) else value)
 
 
-_META = {"benchmark", "title", "date", "measured_at", "machine", "machine_cores", "note", "transcribed", "report"}
+_META = {
+    "benchmark",
+    "title",
+    "date",
+    "measured_at",
+    "machine",
+    "machine_cores",
+    "note",
+    "transcribed",
+    "report",
+    "command",
+    "figures",
+    "earlier_runs",
+}
+
+
+def _when_where(data: dict[str, Any]) -> str:
+    date = data.get("date") or data.get("measured_at") or "date not recorded"
+    machine = data.get("machine") or (f"{data['machine_cores']} cores" if "machine_cores" in data else "")
+    return f"{date} · {_machine(machine) or 'machine not recorded'}"
+
+
+def _render_run(data: dict[str, Any], level: int) -> list[str]:
+    """One run of a benchmark: its context, its figures (a transcribed report, the tagged lines it printed, or
+    a table of its values) and, below it, the runs the file kept from before."""
+    out: list[str] = []
+    if data.get("command"):
+        out += [f"Command: `{_cell(data['command'])}`", ""]
+    for key in ("note", "transcribed"):
+        if data.get(key):
+            out += [f"*{_cell(data[key])}*", ""]
+    figures = data.get("figures")
+    if data.get("report"):
+        out += [re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + level) + " ", data["report"], flags=re.M), ""]
+    elif isinstance(figures, list) and all(isinstance(line, str) for line in figures):
+        out += ["```", *figures, "```", ""]
+    rest = {k: v for k, v in data.items() if k not in _META}
+    if isinstance(figures, dict) and not data.get("report"):
+        rest = {**figures, **rest}
+    if rest and not data.get("report"):
+        out += ["| figure | value |", "|---|---|"]
+        out += [f"| `{leaf}` | {_fmt_value(value)} |" for leaf, value in _leaves(rest)]
+        out.append("")
+    for earlier in data.get("earlier_runs") or []:
+        out += [f"{'#' * (level + 2)} Earlier run: {_when_where(earlier)}", ""]
+        out += _render_run(earlier, level + 1)
+    return out
 
 
 def benchmarks_markdown() -> str:
@@ -234,30 +300,17 @@ def benchmarks_markdown() -> str:
         "",
         "Generated at build time from `benchmarks/results/*.json`, the one place measured figures are kept "
         "(how to run each benchmark: `benchmarks/README.md`). Each section names its file, when and on what it "
-        "was measured. The figures are measurements of one machine at one time, not promises: rerun a "
-        "benchmark on yours before relying on a number.",
+        "was measured; runs a file kept from before follow the latest. The figures are measurements of one "
+        "machine at one time, not promises: rerun a benchmark on yours before relying on a number.",
         "",
     ]
     for path in results_files():
         data = json.loads(path.read_text(encoding="utf-8"))
-        title = data.get("title") or data.get("benchmark") or path.stem
-        date = data.get("date") or data.get("measured_at") or "not recorded"
-        machine = data.get("machine") or (
-            f"{data['machine_cores']} cores" if "machine_cores" in data else "not recorded"
-        )
-        out += [f"## {title}", "", f"`benchmarks/results/{path.name}` · {date} · {_machine(machine)}", ""]
+        title = TITLES.get(path.stem) or data.get("title") or data.get("benchmark") or path.stem
+        out += [f"## {title}", "", f"`benchmarks/results/{path.name}` · {_when_where(data)}", ""]
         if data.get("benchmark"):
-            out += [f"Script: `{data['benchmark']}`.", ""]
-        for key in ("note", "transcribed"):
-            if data.get(key):
-                out += [f"*{_cell(data[key])}*", ""]
-        if data.get("report"):
-            out += [re.sub(r"^(#+) ", r"#\1 ", data["report"], flags=re.M), ""]
-            continue
-        out += ["| figure | value |", "|---|---|"]
-        for leaf, value in _leaves({k: v for k, v in data.items() if k not in _META}):
-            out.append(f"| `{leaf}` | {_fmt_value(value)} |")
-        out.append("")
+            out += [f"Benchmark: `{data['benchmark']}`.", ""]
+        out += _render_run(data, 1)
     return "\n".join(out)
 
 

@@ -163,3 +163,68 @@ def test_every_page_is_in_the_nav():
     on_disk = {str(p.relative_to(REPO / "docs")) for p in (REPO / "docs").rglob("*.md")}
     generated = {docs.CONFIG_PAGE, docs.BENCHMARKS_PAGE}
     assert on_disk | generated <= listed, f"pages missing from the nav: {sorted((on_disk | generated) - listed)}"
+
+
+def _record():
+    spec = importlib.util.spec_from_file_location("bench_record", REPO / "benchmarks" / "record.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_benchmark_run_writes_its_tagged_lines_with_date_and_machine(tmp_path, capsys):
+    record = _record()
+    with record.recording("probe", note="what was compared", results=tmp_path):
+        print("[setup] generated 3 days")  # progress: skipped
+        print("[day] ingest:", end=" ")
+        print("12.37 s")
+        print("untagged chatter")
+        print("usage: bench [-h]\n             [--days DAYS]")  # argparse's wrapped usage is no figure
+    first = json.loads((tmp_path / "probe.json").read_text())
+    assert first["figures"] == ["[day] ingest: 12.37 s"]
+    assert first["note"] == "what was compared"
+    assert first["date"]
+    assert first["machine"]["cpu_cores"] >= 1
+    assert "untagged chatter" in capsys.readouterr().out  # still printed
+
+    with record.recording("probe", results=tmp_path):
+        print("[day] ingest: 11.02 s")
+    second = json.loads((tmp_path / "probe.json").read_text())
+    assert second["figures"] == ["[day] ingest: 11.02 s"]
+    assert [run["figures"] for run in second["earlier_runs"]] == [["[day] ingest: 12.37 s"]]
+
+
+def test_a_failed_benchmark_run_writes_nothing(tmp_path):
+    record = _record()
+    stdout = sys.stdout
+
+    def half_a_run():
+        with record.recording("probe", results=tmp_path):
+            print("[day] half a measurement: 1.0 s")
+            raise RuntimeError("server died")
+
+    with pytest.raises(RuntimeError):
+        half_a_run()
+    assert sys.stdout is stdout
+    assert not (tmp_path / "probe.json").exists()
+
+    def exit_two():
+        with record.recording("probe", results=tmp_path):
+            raise SystemExit(2)
+
+    with pytest.raises(SystemExit):
+        exit_two()
+    assert not (tmp_path / "probe.json").exists()
+    with record.recording("probe", results=tmp_path):  # --help: argparse exits 0 having measured nothing
+        raise SystemExit(0)
+    assert not (tmp_path / "probe.json").exists()
+
+
+def test_every_benchmark_writes_a_results_file():
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        if script.name == "record.py":
+            continue
+        text = script.read_text(encoding="utf-8")
+        assert "recording(" in text or ("results" in text and ".write_text(" in text), (
+            f"{script.name} does not write benchmarks/results/<name>.json (wrap its main() in record.recording)"
+        )
