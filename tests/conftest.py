@@ -5,7 +5,7 @@
   cluster-wide, so their names carry the session's id, also in ``LOOPLINE__POSTGRES__*_ROLE``), exported as
   ``AIRFLOW_CONN_LOOPLINE_POSTGRES`` logging in as the loader: every task of every test proves the loader's
   privileges are enough. Tasks no longer migrate: a test migrates its schema with ``postgres.migrate``.
-- ``spark``: a Spark Connect server on a free loopback port and a thin client session.
+- ``spark``: a Spark Connect server on a free loopback port and a thin client session per module.
 - ``s3``: an S3-compatible ``moto_server`` on loopback, exported as ``AIRFLOW_CONN_LOOPLINE_S3``.
 - ``airflow_db``: a migrated Airflow SQLite home whose dags folder is the repo's ``dags/``.
 
@@ -266,8 +266,10 @@ def spark_connect_url() -> Iterator[str]:
         get_config.cache_clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def spark(spark_connect_url: str):
+    """A client session per module: a Spark task run in-process (``dag.test()``) stops the active session at its
+    end, so no module may depend on a session another module created (the server is shared)."""
     from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(spark_connect_url).getOrCreate()
