@@ -330,6 +330,73 @@ def test_a_rejected_request_promotes_nothing(loop, api_server):
     ]
 
 
+def _scheduler_timeout_sweep(dag_id: str, done: threading.Event) -> threading.Thread:
+    """The scheduler's own sweep of Human-in-the-loop tasks whose response deadline passed
+    (``SchedulerJobRunner.check_awaiting_input_timeouts``, on the scheduler's interval): ``dag.test()`` parks an
+    approval in *awaiting input* and leaves resolving its timeout to the scheduler."""
+
+    def run() -> None:
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        runner = SchedulerJobRunner(job=Job())
+        deadline = time.monotonic() + 300
+        while not done.is_set() and time.monotonic() < deadline:
+            runner.check_awaiting_input_timeouts()
+            time.sleep(1)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"{dag_id}-timeout-sweep")
+    thread.start()
+    return thread
+
+
+def test_an_unanswered_request_times_out_and_promotes_nothing(loop, monkeypatch):
+    """Nobody answers within ``promotion.approval_timeout_hours`` (seconds here): the approval fails, nothing is
+    promoted, the request ends ``timed_out`` and the shadow keeps its alias (it keeps being judged)."""
+    from loopline import promotion
+
+    pg = loop["postgres"]
+    _, strong = loop["models"]
+    version = _register(strong, loop["root"], NAME, "shadow", pg)
+    conn = pg.connect_loader()
+    try:
+        request_id = promotion.raise_request(
+            conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
+            requested_on=NIGHTS[1], evidence={"days": 2, "rows": 100, "positives": 30, "difference": 0.01},
+        )  # fmt: skip
+    finally:
+        conn.close()
+    champion_rows = pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'")
+    monkeypatch.setenv("LOOPLINE__PROMOTION__APPROVAL_TIMEOUT_HOURS", str(3 / 3600))  # three seconds
+    get_config.cache_clear()
+    try:
+        dag = _dag("promote_model")  # the DAG takes its response timeout from the configuration
+        assert dag.get_task("approve_promotion").response_timeout == dt.timedelta(seconds=3)
+        done = threading.Event()
+        sweep = _scheduler_timeout_sweep("promote_model", done)
+        try:
+            _, states = _test_run(dag, {"request_id": request_id, "version": version})
+        finally:
+            done.set()
+            sweep.join(timeout=10)
+    finally:
+        get_config.cache_clear()
+    assert states == {
+        "check_request": "success",
+        "approve_promotion": "failed",
+        "promote_shadow": "upstream_failed",
+        "settle_request": "success",
+    }, states
+    assert _alias(NAME, "champion") == loop["champion"]
+    assert _alias(NAME, "shadow") == version
+    assert pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'") == champion_rows
+    state, decided_by, note = pg.query(
+        f"SELECT state, decided_by, note FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id
+    )[0]
+    assert (state, decided_by) == ("timed_out", "promote_model")
+    assert "promotion.approval_timeout_hours" in note
+
+
 def test_bad_requests_promote_nothing_and_say_why(loop):
     from mlflow import MlflowClient
 
