@@ -688,7 +688,9 @@ def judge_night(
     evidence and act: a win raises the version's promotion request, a loss retires the shadow.
 
     Returns a JSON-safe dict: ``outcome`` (``win``, ``lose``, ``wait`` or ``none``), ``reason``, and for a win
-    the ``request_id`` and ``version`` (None when a request already existed). ``cfg`` is the Loopline config.
+    the ``request_id`` and ``version`` (None when a request already existed); with a shadow also the
+    ``scored_day`` compared tonight, whether it was ``evaluated`` (its rows written), the ``pooled_days`` the
+    verdict read and whether the shadow was ``retired``. ``cfg`` is the Loopline config.
     """
     name = cfg.mlflow.registered_model
     shadow = registry._alias_version(client, name, SHADOW)
@@ -706,6 +708,7 @@ def judge_night(
         )
 
     tonight, why = day_rows(scored_day)
+    evaluated = tonight is not None
     if tonight is not None:
         overall = paired_auc_difference(
             tonight["is_fraud"], tonight["shadow"], tonight["champion"],
@@ -718,7 +721,14 @@ def judge_night(
         )  # fmt: skip
     days = evaluated_days(conn, schema, name, shadow_version, champion_version)
     if not days:
-        return {"outcome": WAIT, "reason": f"v{shadow_version} not compared yet: {why}", "version": shadow_version}
+        return {
+            "outcome": WAIT,
+            "reason": f"v{shadow_version} not compared yet: {why}",
+            "version": shadow_version,
+            "champion_version": champion_version,
+            "scored_day": scored_day.isoformat(),
+            "evaluated": False,
+        }
     pooled = pd.concat([frame for frame, _ in map(day_rows, days) if frame is not None], ignore_index=True)
     overall = paired_auc_difference(
         pooled["is_fraud"], pooled["shadow"], pooled["champion"],
@@ -737,6 +747,10 @@ def judge_night(
         "champion_version": champion_version,
         "evidence": evidence,
         "request_id": None,
+        "scored_day": scored_day.isoformat(),
+        "evaluated": evaluated,
+        "pooled_days": [day.isoformat() for day in days],
+        "retired": False,
     }
     if verdict.outcome == WIN:
         try:
@@ -747,8 +761,9 @@ def judge_night(
         except PromotionError as exc:
             out["reason"] += f"; {exc}"
     elif verdict.outcome == LOSE:
-        retire_shadow(
+        retired = retire_shadow(
             client, conn, schema, name, shadow_version, reason=verdict.reason[:1500],
             triggered_by=f"drift_monitor {ds}",
         )  # fmt: skip
+        out["retired"] = retired is not None
     return out

@@ -24,6 +24,7 @@ from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
 from tests.conftest import REPO, SESSION_HOME, free_port, run_day, stop, wait_for_port
+from tests.e2e.test_lineage_chain import _openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -131,9 +132,15 @@ def loop(airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
         "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
         "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+        # What `loopline up` sets: OpenLineage's file transport, appended.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(root / "events.jsonl"), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
     }
     os.environ.update(overrides)
     get_config.cache_clear()
+    _openlineage_conf_reset()
     postgres.migrate(SCHEMA)
     weak, strong = _models()
     champion, shadow = _lake(root, NAME, weak, strong, postgres)
@@ -149,6 +156,7 @@ def loop(airflow_db, postgres, tmp_path_factory):
     for name in overrides:
         os.environ.pop(name)
     get_config.cache_clear()
+    _openlineage_conf_reset()
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +296,30 @@ def test_a_winning_shadow_is_promoted_only_once_a_person_approves(loop, api_serv
     run_id = client.get_model_version(NAME, str(loop["shadow"])).run_id
     card = Path(client.download_artifacts(run_id, "model_card.md", str(loop["root"]))).read_text()
     assert f"approved by {APPROVER}" in card
+
+    # OpenLineage, from the events alone: both models' scores of the matured day and its labels -> the day's
+    # shadow evaluation -> the night's promotion request -> the alias history of the approved move.
+    from loopline import lineage
+
+    graph = lineage.LineageGraph.from_events(lineage.read_events(loop["root"] / "events.jsonl"))
+    ns = "loopline"
+    evaluation = lineage.analyst(ns, "shadow_evaluations", START).key
+    request = lineage.analyst(ns, "promotion_requests", NIGHTS[1]).key
+    moved = lineage.analyst(ns, "model_alias_history", dt.datetime.now(dt.UTC).date()).key
+    shadow_scores = lineage.lake(ns, tables.SCORES_SHADOW, START).key
+    assert {
+        lineage.lake(ns, tables.SCORES, START).key,
+        shadow_scores,
+        lineage.lake(ns, tables.LABELED_TRANSACTIONS, NIGHTS[0]).key,
+        lineage.model_version(ns, NAME, loop["shadow"]).key,
+        lineage.model_version(ns, NAME, loop["champion"]).key,
+    } <= graph.producers[evaluation]
+    assert graph.jobs[evaluation] == {"drift_monitor.compare_shadow"}
+    assert lineage.lake(ns, tables.SCORES_SHADOW, START + dt.timedelta(days=1)).key in graph.producers[request]
+    assert graph.jobs[request] == {"drift_monitor.compare_shadow"}
+    assert {request, lineage.model_version(ns, NAME, loop["shadow"]).key} <= graph.producers[moved]
+    assert graph.jobs[moved] == {"promote_model.promote_shadow"}
+    assert graph.path(shadow_scores, moved) is not None
 
     # Rollback stays one command.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
