@@ -495,3 +495,76 @@ def test_a_losing_shadow_is_retired(loop, postgres, tmp_path, monkeypatch):
         assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
     finally:
         get_config.cache_clear()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
+    return subprocess.run(
+        [sys.executable, "-m", "loopline", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_an_inconclusive_shadow_is_retired_after_max_days_and_by_hand(loop, postgres, tmp_path, monkeypatch):
+    """Twin models: the paired difference is exactly zero, no verdict ever comes. After
+    ``promotion.max_shadow_days`` compared days drift_monitor retires the shadow; an operator can retire one at
+    any time with ``loopline model retire-shadow``."""
+    root = tmp_path
+    name = "loopline-shadow-twin"
+    monkeypatch.setenv("LOOPLINE__STORAGE__LAKE_URI", str(root / "lake"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("LOOPLINE__MLFLOW__ARTIFACT_URI", str(root / "artifacts"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__REGISTERED_MODEL", name)
+    monkeypatch.setenv("LOOPLINE__PROMOTION__MAX_SHADOW_DAYS", "2")
+    get_config.cache_clear()
+    _, strong = loop["models"]
+    champion, shadow = _lake(root, name, strong, strong, postgres)
+    history = (
+        f"SELECT action, version, triggered_by, decision FROM {SCHEMA}.model_alias_history "
+        "WHERE model_name = %s AND alias = 'shadow' AND state = 'applied' ORDER BY id"
+    )
+    try:
+        _, states = run_day(loop["drift"], NIGHTS[0])
+        assert states["compare_shadow"] == "success", states
+        assert _alias(name, "shadow") == shadow  # one day: still building
+        _, states = run_day(loop["drift"], NIGHTS[1])
+        assert states["skip_promotion_request"] == "success", states
+        assert _alias(name, "shadow") is None
+        assert _alias(name, "champion") == champion
+        action, version, by, decision = postgres.query(history, name)[-1]
+        assert (action, version, by) == ("remove", shadow, f"drift_monitor {NIGHTS[1]}")
+        assert "inconclusive after 2 compared day(s)" in decision
+        assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
+
+        # By hand: nothing to retire, the wrong version, then the shadow (its open request retired with it).
+        refused = _cli("model", "retire-shadow", "--reason", "no shadow")
+        assert refused.returncode == 1
+        assert f"{name} has no shadow: nothing retired" in refused.stderr
+        again = _register(strong, root, name, "shadow", postgres)
+        conn = postgres.connect_loader()
+        try:
+            from loopline import promotion
+
+            request_id = promotion.raise_request(
+                conn, SCHEMA, model_name=name, version=again, champion_version=champion,
+                requested_on=NIGHTS[1], evidence={"days": 2},
+            )  # fmt: skip
+        finally:
+            conn.close()
+        wrong = _cli("model", "retire-shadow", "--reason", "wrong one", "--version", str(champion))
+        assert wrong.returncode == 1
+        assert f"v{champion} is not the shadow (v{again} is): nothing retired" in wrong.stderr
+        assert _alias(name, "shadow") == again
+        retired = _cli("model", "retire-shadow", "--reason", "inconclusive for a month", "--version", str(again))
+        assert retired.returncode == 0, retired.stderr[-2000:]
+        assert f"v{again} is no longer the shadow" in retired.stdout
+        assert _alias(name, "shadow") is None
+        assert _alias(name, "champion") == champion
+        action, version, by, decision = postgres.query(history, name)[-1]
+        assert (action, version) == ("remove", again)
+        assert by.startswith("retire-shadow by ")
+        assert "inconclusive for a month" in decision
+        assert postgres.query(f"SELECT state FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id) == [
+            ("retired",)
+        ]
+    finally:
+        get_config.cache_clear()

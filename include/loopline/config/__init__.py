@@ -535,6 +535,17 @@ class PromotionConfig(_Section):
     approval_timeout_hours: float = Field(default=72, gt=0)  # an unanswered request is retired after this
     approvers: list[str] = Field(default_factory=list)  # Airflow user ids who may answer; empty: any with access
     retrain_at_label_maturity: bool = True  # a pattern drift schedules its retraining for when its labels matured
+    # a shadow still without a verdict after this many compared days is retired as inconclusive; None: never
+    max_shadow_days: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _max_after_min(self) -> PromotionConfig:
+        if self.max_shadow_days is not None and self.max_shadow_days < self.min_days:
+            raise ValueError(
+                f"promotion.max_shadow_days ({self.max_shadow_days}) must be at least promotion.min_days "
+                f"({self.min_days}): a shadow would be retired before it could be judged"
+            )
+        return self
 
 
 class RetryConfig(_Section):
