@@ -43,7 +43,8 @@ same night still retrains at once, and a scheduled retraining fires on its night
 trainings permitting). The decision (with its kind and any scheduled night) is sent on every channel of
 `alerts.channels`. Then `compare_shadow` compares the `shadow` model (if any) with the champion on the same
 matured transactions; a win raises a promotion request and triggers `promote_model` (a person approves), a
-loss retires the shadow (docs/promotion.md).
+loss retires the shadow, and so does no verdict after `promotion.max_shadow_days` compared days, when set
+(docs/promotion.md). By hand: `loopline model retire-shadow --reason "..."`.
 
 ## Inputs
 - Lake: `features/ds=<ds>` and `scores/ds=<ds>` (committed by `feature_pipeline` and `batch_score`);

@@ -184,6 +184,41 @@ def _cmd_model_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_model_retire_shadow(args: argparse.Namespace) -> int:
+    """Take alias ``shadow`` off its version (an inconclusive or unwanted shadow); its open request is retired."""
+    import getpass
+
+    from loopline import promotion, registry
+    from loopline.orchestration.mlflow_access import mlflow_client
+    from loopline.orchestration.training_tasks import predictions_db
+
+    cfg = get_config()
+    client = mlflow_client(cfg)
+    name = cfg.mlflow.registered_model
+    shadow = registry._alias_version(client, name, promotion.SHADOW)
+    if shadow is None:
+        print(f"{name} has no shadow: nothing retired", file=sys.stderr)
+        return 1
+    if args.version is not None and int(shadow.version) != args.version:
+        print(f"{name} v{args.version} is not the shadow (v{shadow.version} is): nothing retired", file=sys.stderr)
+        return 1
+    with predictions_db(cfg) as conn:
+        move = promotion.retire_shadow(
+            client,
+            conn,
+            cfg.postgres.schema_,
+            name,
+            int(shadow.version),
+            reason=args.reason,
+            triggered_by=f"retire-shadow by {getpass.getuser()}",
+        )
+    if move is None:  # another hand moved the alias in between
+        print(f"{name} v{shadow.version} stopped being the shadow meanwhile: nothing retired", file=sys.stderr)
+        return 1
+    print(f"{name}: v{move.version} is no longer the shadow ({args.reason}); the champion keeps serving")
+    return 0
+
+
 def _cmd_model_record_digests(args: argparse.Namespace) -> int:
     """Record the SHA-256 of a version's files as they are now (a version gated before digests existed)."""
     import tempfile
@@ -324,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     model = commands.add_parser("model", help="registry operations").add_subparsers(dest="model_command", required=True)
     rollback = model.add_parser("rollback", help="restore the previous champion in one step")
     rollback.add_argument("--reason", required=True, help="why (recorded in the alias history)")
+    retire = model.add_parser(
+        "retire-shadow", help="take alias shadow off its version (e.g. inconclusive evidence); its request retired"
+    )
+    retire.add_argument("--reason", required=True, help="why (recorded in the alias history and the version's tag)")
+    retire.add_argument("--version", type=int, help="the version you expect to be the shadow (refused if not)")
     digests = model.add_parser(
         "record-digests",
         help="trust a version's files as they are now: record their SHA-256 (for versions gated before digests "
@@ -342,9 +382,11 @@ HANDLERS = {
     "demo": _cmd_demo,
     "backfill": _cmd_backfill,
     "rescore-stale": _cmd_rescore_stale,
-    "model": lambda args: {"rollback": _cmd_model_rollback, "record-digests": _cmd_model_record_digests}[
-        args.model_command
-    ](args),
+    "model": lambda args: {
+        "rollback": _cmd_model_rollback,
+        "retire-shadow": _cmd_model_retire_shadow,
+        "record-digests": _cmd_model_record_digests,
+    }[args.model_command](args),
 }
 
 

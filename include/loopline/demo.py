@@ -63,6 +63,14 @@ class DemoPlan:
     promotion: bool = False
     maturity_days: int = 5
     evidence_days: int = 2
+    # The promotion path's first champion keeps the same handicap: with labels matured after 5 days instead
+    # of 20, 35 days would hold 19 training days; 20 days hold 4, as 35 do with 20 days of maturity.
+    promotion_first_window_days: int = 20
+
+    @property
+    def first_window_days(self) -> int:
+        """The first champion's training window (days before its cut-off)."""
+        return self.promotion_first_window_days if self.promotion else self.first_champion_window_days
 
     @property
     def end(self) -> dt.date:
@@ -589,7 +597,7 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     _api(env).unpause("feature_pipeline")
     feature_minutes = (time.monotonic() - feature_started) / 60
 
-    cutoff, window = plan.first_monitored, plan.first_champion_window_days
+    cutoff, window = plan.first_monitored, plan.first_window_days
     echo(
         f"== training the first champion with what was known on {cutoff}, on a {window}-day window "
         "(train_model, local runner)"

@@ -11,11 +11,13 @@ Three pieces, none of which knows Airflow:
   scored next to the champion. :func:`paired_rows` joins both models' scores of a day with the day's matured
   labels on ``transaction_id`` (the same transactions), :func:`paired_auc_difference` bootstraps the ROC AUC
   difference (``scipy.stats.bootstrap`` with ``paired=True``) and :func:`judge` says ``win``, ``lose`` or
-  ``wait`` from the evidence pooled over the days seen so far.
+  ``wait`` from the evidence pooled over the days seen so far (``inconclusive`` once
+  ``promotion.max_shadow_days`` days brought no verdict).
 * **Requests and approval.** A win raises one request per version (:func:`raise_request`); a person approves
   it in Airflow (the ``promote_model`` DAG) and :func:`promote_shadow` moves ``champion`` with the approver,
-  the time and the evidence in ``model_alias_history``; a loss, a rejection or a timeout retires the shadow
-  (:func:`retire_shadow`) or the request (:func:`close_request`).
+  the time and the evidence in ``model_alias_history``; a loss or an inconclusive shadow retires the shadow
+  (:func:`retire_shadow`, also ``loopline model retire-shadow``), a rejection or a timeout the request
+  (:func:`close_request`).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from loopline.evidence import paired_interval, roc_auc
 log = logging.getLogger(__name__)
 
 SHADOW = "shadow"
-WIN, LOSE, WAIT = "win", "lose", "wait"
+WIN, LOSE, WAIT, INCONCLUSIVE = "win", "lose", "wait", "inconclusive"
 OPEN, APPROVED, REJECTED, TIMED_OUT, RETIRED = "open", "approved", "rejected", "timed_out", "retired"
 OVERALL = "all"  # the ``slice`` of the whole day's rows in shadow_evaluations
 
@@ -219,6 +221,7 @@ def judge(
     min_positives: int,
     min_improvement: float,
     slice_tolerance: float,
+    max_days: int | None = None,
 ) -> Verdict:
     """The rule, as a pure function of the pooled paired evidence.
 
@@ -226,8 +229,32 @@ def judge(
     - the interval lies below zero (the shadow is worse), or a supported slice's interval lies below
       ``-slice_tolerance``: ``lose``;
     - the interval's lower bound is above ``min_improvement`` and no supported slice loses: ``win``;
-    - otherwise ``wait`` (not enough evidence either way yet).
+    - otherwise ``wait`` (not enough evidence either way yet), or ``inconclusive`` once ``max_days`` days were
+      compared without a verdict (the shadow is retired: it would hold its alias, and the scoring, forever).
     """
+    verdict = _judge(
+        overall, days, slices, min_days=min_days, min_positives=min_positives, min_improvement=min_improvement,
+        slice_tolerance=slice_tolerance,
+    )  # fmt: skip
+    if verdict.outcome == WAIT and max_days is not None and days >= max_days:
+        return Verdict(
+            INCONCLUSIVE,
+            f"inconclusive after {days} compared day(s) (promotion.max_shadow_days {max_days}): {verdict.reason}",
+            verdict.evidence,
+        )
+    return verdict
+
+
+def _judge(
+    overall: PairedDifference,
+    days: int,
+    slices: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    min_days: int,
+    min_positives: int,
+    min_improvement: float,
+    slice_tolerance: float,
+) -> Verdict:
     evidence = {
         "days": days,
         **_finite_dict(asdict(overall)),
@@ -685,10 +712,13 @@ def judge_night(
     airflow_run_id: str | None = None,
 ) -> dict[str, Any]:
     """Compare the shadow with the champion on the day whose labels matured tonight, then judge the pooled
-    evidence and act: a win raises the version's promotion request, a loss retires the shadow.
+    evidence and act: a win raises the version's promotion request, a loss (or no verdict after
+    ``promotion.max_shadow_days`` compared days) retires the shadow.
 
-    Returns a JSON-safe dict: ``outcome`` (``win``, ``lose``, ``wait`` or ``none``), ``reason``, and for a win
-    the ``request_id`` and ``version`` (None when a request already existed). ``cfg`` is the Loopline config.
+    Returns a JSON-safe dict: ``outcome`` (``win``, ``lose``, ``wait``, ``inconclusive`` or ``none``),
+    ``reason``, and for a win the ``request_id`` and ``version`` (None when a request already existed); with a
+    shadow also the ``scored_day`` compared tonight, whether it was ``evaluated`` (its rows written), the
+    ``pooled_days`` the verdict read and whether the shadow was ``retired``. ``cfg`` is the Loopline config.
     """
     name = cfg.mlflow.registered_model
     shadow = registry._alias_version(client, name, SHADOW)
@@ -706,6 +736,7 @@ def judge_night(
         )
 
     tonight, why = day_rows(scored_day)
+    evaluated = tonight is not None
     if tonight is not None:
         overall = paired_auc_difference(
             tonight["is_fraud"], tonight["shadow"], tonight["champion"],
@@ -718,7 +749,14 @@ def judge_night(
         )  # fmt: skip
     days = evaluated_days(conn, schema, name, shadow_version, champion_version)
     if not days:
-        return {"outcome": WAIT, "reason": f"v{shadow_version} not compared yet: {why}", "version": shadow_version}
+        return {
+            "outcome": WAIT,
+            "reason": f"v{shadow_version} not compared yet: {why}",
+            "version": shadow_version,
+            "champion_version": champion_version,
+            "scored_day": scored_day.isoformat(),
+            "evaluated": False,
+        }
     pooled = pd.concat([frame for frame, _ in map(day_rows, days) if frame is not None], ignore_index=True)
     overall = paired_auc_difference(
         pooled["is_fraud"], pooled["shadow"], pooled["champion"],
@@ -727,7 +765,7 @@ def judge_night(
     sliced = slice_differences(pooled, slicing, confidence=policy.confidence, samples=policy.bootstrap_samples)
     verdict = judge(
         overall, len(days), sliced, min_days=policy.min_days, min_positives=policy.min_positives,
-        min_improvement=policy.min_improvement, slice_tolerance=slicing.tolerance,
+        min_improvement=policy.min_improvement, slice_tolerance=slicing.tolerance, max_days=policy.max_shadow_days,
     )  # fmt: skip
     evidence = {**verdict.evidence, "first_day": days[0].isoformat(), "last_day": days[-1].isoformat()}
     out: dict[str, Any] = {
@@ -737,6 +775,10 @@ def judge_night(
         "champion_version": champion_version,
         "evidence": evidence,
         "request_id": None,
+        "scored_day": scored_day.isoformat(),
+        "evaluated": evaluated,
+        "pooled_days": [day.isoformat() for day in days],
+        "retired": False,
     }
     if verdict.outcome == WIN:
         try:
@@ -746,9 +788,10 @@ def judge_night(
             )  # fmt: skip
         except PromotionError as exc:
             out["reason"] += f"; {exc}"
-    elif verdict.outcome == LOSE:
-        retire_shadow(
+    elif verdict.outcome in (LOSE, INCONCLUSIVE):
+        retired = retire_shadow(
             client, conn, schema, name, shadow_version, reason=verdict.reason[:1500],
             triggered_by=f"drift_monitor {ds}",
         )  # fmt: skip
+        out["retired"] = retired is not None
     return out

@@ -24,6 +24,7 @@ from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
 from tests.conftest import REPO, SESSION_HOME, free_port, run_day, stop, wait_for_port
+from tests.e2e.test_lineage_chain import _openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -131,9 +132,15 @@ def loop(airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
         "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
         "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+        # What `loopline up` sets: OpenLineage's file transport, appended.
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(root / "events.jsonl"), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
     }
     os.environ.update(overrides)
     get_config.cache_clear()
+    _openlineage_conf_reset()
     postgres.migrate(SCHEMA)
     weak, strong = _models()
     champion, shadow = _lake(root, NAME, weak, strong, postgres)
@@ -149,6 +156,7 @@ def loop(airflow_db, postgres, tmp_path_factory):
     for name in overrides:
         os.environ.pop(name)
     get_config.cache_clear()
+    _openlineage_conf_reset()
 
 
 @pytest.fixture(scope="module")
@@ -289,6 +297,30 @@ def test_a_winning_shadow_is_promoted_only_once_a_person_approves(loop, api_serv
     card = Path(client.download_artifacts(run_id, "model_card.md", str(loop["root"]))).read_text()
     assert f"approved by {APPROVER}" in card
 
+    # OpenLineage, from the events alone: both models' scores of the matured day and its labels -> the day's
+    # shadow evaluation -> the night's promotion request -> the alias history of the approved move.
+    from loopline import lineage
+
+    graph = lineage.LineageGraph.from_events(lineage.read_events(loop["root"] / "events.jsonl"))
+    ns = "loopline"
+    evaluation = lineage.analyst(ns, "shadow_evaluations", START).key
+    request = lineage.analyst(ns, "promotion_requests", NIGHTS[1]).key
+    moved = lineage.analyst(ns, "model_alias_history", dt.datetime.now(dt.UTC).date()).key
+    shadow_scores = lineage.lake(ns, tables.SCORES_SHADOW, START).key
+    assert {
+        lineage.lake(ns, tables.SCORES, START).key,
+        shadow_scores,
+        lineage.lake(ns, tables.LABELED_TRANSACTIONS, NIGHTS[0]).key,
+        lineage.model_version(ns, NAME, loop["shadow"]).key,
+        lineage.model_version(ns, NAME, loop["champion"]).key,
+    } <= graph.producers[evaluation]
+    assert graph.jobs[evaluation] == {"drift_monitor.compare_shadow"}
+    assert lineage.lake(ns, tables.SCORES_SHADOW, START + dt.timedelta(days=1)).key in graph.producers[request]
+    assert graph.jobs[request] == {"drift_monitor.compare_shadow"}
+    assert {request, lineage.model_version(ns, NAME, loop["shadow"]).key} <= graph.producers[moved]
+    assert graph.jobs[moved] == {"promote_model.promote_shadow"}
+    assert graph.path(shadow_scores, moved) is not None
+
     # Rollback stays one command.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
     rolled = subprocess.run(
@@ -328,6 +360,73 @@ def test_a_rejected_request_promotes_nothing(loop, api_server):
     assert pg.query(f"SELECT state, decided_by FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id) == [
         ("rejected", APPROVER)
     ]
+
+
+def _scheduler_timeout_sweep(dag_id: str, done: threading.Event) -> threading.Thread:
+    """The scheduler's own sweep of Human-in-the-loop tasks whose response deadline passed
+    (``SchedulerJobRunner.check_awaiting_input_timeouts``, on the scheduler's interval): ``dag.test()`` parks an
+    approval in *awaiting input* and leaves resolving its timeout to the scheduler."""
+
+    def run() -> None:
+        from airflow.jobs.job import Job
+        from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+        runner = SchedulerJobRunner(job=Job())
+        deadline = time.monotonic() + 300
+        while not done.is_set() and time.monotonic() < deadline:
+            runner.check_awaiting_input_timeouts()
+            time.sleep(1)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"{dag_id}-timeout-sweep")
+    thread.start()
+    return thread
+
+
+def test_an_unanswered_request_times_out_and_promotes_nothing(loop, monkeypatch):
+    """Nobody answers within ``promotion.approval_timeout_hours`` (seconds here): the approval fails, nothing is
+    promoted, the request ends ``timed_out`` and the shadow keeps its alias (it keeps being judged)."""
+    from loopline import promotion
+
+    pg = loop["postgres"]
+    _, strong = loop["models"]
+    version = _register(strong, loop["root"], NAME, "shadow", pg)
+    conn = pg.connect_loader()
+    try:
+        request_id = promotion.raise_request(
+            conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
+            requested_on=NIGHTS[1], evidence={"days": 2, "rows": 100, "positives": 30, "difference": 0.01},
+        )  # fmt: skip
+    finally:
+        conn.close()
+    champion_rows = pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'")
+    monkeypatch.setenv("LOOPLINE__PROMOTION__APPROVAL_TIMEOUT_HOURS", str(3 / 3600))  # three seconds
+    get_config.cache_clear()
+    try:
+        dag = _dag("promote_model")  # the DAG takes its response timeout from the configuration
+        assert dag.get_task("approve_promotion").response_timeout == dt.timedelta(seconds=3)
+        done = threading.Event()
+        sweep = _scheduler_timeout_sweep("promote_model", done)
+        try:
+            _, states = _test_run(dag, {"request_id": request_id, "version": version})
+        finally:
+            done.set()
+            sweep.join(timeout=10)
+    finally:
+        get_config.cache_clear()
+    assert states == {
+        "check_request": "success",
+        "approve_promotion": "failed",
+        "promote_shadow": "upstream_failed",
+        "settle_request": "success",
+    }, states
+    assert _alias(NAME, "champion") == loop["champion"]
+    assert _alias(NAME, "shadow") == version
+    assert pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'") == champion_rows
+    state, decided_by, note = pg.query(
+        f"SELECT state, decided_by, note FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id
+    )[0]
+    assert (state, decided_by) == ("timed_out", "promote_model")
+    assert "promotion.approval_timeout_hours" in note
 
 
 def test_bad_requests_promote_nothing_and_say_why(loop):
@@ -394,5 +493,78 @@ def test_a_losing_shadow_is_retired(loop, postgres, tmp_path, monkeypatch):
         assert retired[-1][:2] == ("remove", shadow)
         assert "the shadow loses" in retired[-1][2]
         assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
+    finally:
+        get_config.cache_clear()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
+    return subprocess.run(
+        [sys.executable, "-m", "loopline", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_an_inconclusive_shadow_is_retired_after_max_days_and_by_hand(loop, postgres, tmp_path, monkeypatch):
+    """Twin models: the paired difference is exactly zero, no verdict ever comes. After
+    ``promotion.max_shadow_days`` compared days drift_monitor retires the shadow; an operator can retire one at
+    any time with ``loopline model retire-shadow``."""
+    root = tmp_path
+    name = "loopline-shadow-twin"
+    monkeypatch.setenv("LOOPLINE__STORAGE__LAKE_URI", str(root / "lake"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("LOOPLINE__MLFLOW__ARTIFACT_URI", str(root / "artifacts"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__REGISTERED_MODEL", name)
+    monkeypatch.setenv("LOOPLINE__PROMOTION__MAX_SHADOW_DAYS", "2")
+    get_config.cache_clear()
+    _, strong = loop["models"]
+    champion, shadow = _lake(root, name, strong, strong, postgres)
+    history = (
+        f"SELECT action, version, triggered_by, decision FROM {SCHEMA}.model_alias_history "
+        "WHERE model_name = %s AND alias = 'shadow' AND state = 'applied' ORDER BY id"
+    )
+    try:
+        _, states = run_day(loop["drift"], NIGHTS[0])
+        assert states["compare_shadow"] == "success", states
+        assert _alias(name, "shadow") == shadow  # one day: still building
+        _, states = run_day(loop["drift"], NIGHTS[1])
+        assert states["skip_promotion_request"] == "success", states
+        assert _alias(name, "shadow") is None
+        assert _alias(name, "champion") == champion
+        action, version, by, decision = postgres.query(history, name)[-1]
+        assert (action, version, by) == ("remove", shadow, f"drift_monitor {NIGHTS[1]}")
+        assert "inconclusive after 2 compared day(s)" in decision
+        assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
+
+        # By hand: nothing to retire, the wrong version, then the shadow (its open request retired with it).
+        refused = _cli("model", "retire-shadow", "--reason", "no shadow")
+        assert refused.returncode == 1
+        assert f"{name} has no shadow: nothing retired" in refused.stderr
+        again = _register(strong, root, name, "shadow", postgres)
+        conn = postgres.connect_loader()
+        try:
+            from loopline import promotion
+
+            request_id = promotion.raise_request(
+                conn, SCHEMA, model_name=name, version=again, champion_version=champion,
+                requested_on=NIGHTS[1], evidence={"days": 2},
+            )  # fmt: skip
+        finally:
+            conn.close()
+        wrong = _cli("model", "retire-shadow", "--reason", "wrong one", "--version", str(champion))
+        assert wrong.returncode == 1
+        assert f"v{champion} is not the shadow (v{again} is): nothing retired" in wrong.stderr
+        assert _alias(name, "shadow") == again
+        retired = _cli("model", "retire-shadow", "--reason", "inconclusive for a month", "--version", str(again))
+        assert retired.returncode == 0, retired.stderr[-2000:]
+        assert f"v{again} is no longer the shadow" in retired.stdout
+        assert _alias(name, "shadow") is None
+        assert _alias(name, "champion") == champion
+        action, version, by, decision = postgres.query(history, name)[-1]
+        assert (action, version) == ("remove", again)
+        assert by.startswith("retire-shadow by ")
+        assert "inconclusive for a month" in decision
+        assert postgres.query(f"SELECT state FROM {SCHEMA}.promotion_requests WHERE id = %s", request_id) == [
+            ("retired",)
+        ]
     finally:
         get_config.cache_clear()

@@ -79,3 +79,27 @@ def test_promotion_path_leaves_room_for_maturity_retraining_and_evidence():
     assert int(env["LOOPLINE__DRIFT__COOLDOWN_HOURS"]) > (plan.end - plan.retrain_night).days * 24
     load_config(environ=env)  # a valid configuration
     assert DemoPlan(start=dt.date(2026, 1, 1)).environment() == DEMO_ENVIRONMENT
+
+
+def test_promotion_path_first_champion_keeps_its_short_history():
+    """With the path's short label maturity the first champion still has 4 training days, the retraining of
+    the scheduled night many more: the retrained model has something to win with."""
+    plan = DemoPlan(start=dt.date(2026, 1, 1), days=60, promotion=True)
+    cfg = load_config(environ=plan.environment())
+    first, retrained = (
+        plan_splits(
+            cutoff,
+            window,
+            cfg.training.validation_days,
+            cfg.training.holdout_days,
+            cfg.features.label_maturity_days,
+        )
+        for cutoff, window in (
+            (plan.first_monitored, plan.first_window_days),
+            (plan.retrain_night + dt.timedelta(days=1), cfg.training.window_days),  # cut-off of the retraining
+        )
+    )
+    assert len(first.train.days) == 4
+    assert len(retrained.train.days) == 34
+    assert first.train.start >= plan.start
+    assert DemoPlan(start=dt.date(2026, 1, 1)).first_window_days == 35  # the default path is unchanged

@@ -118,3 +118,27 @@ def test_drift_kind_and_the_retraining_it_asks_for():
     assert "scheduled retraining due" in due.reason
     # Without deferral (the old rule) a pattern retrains at once.
     assert retrain_decision(pattern, False, None, now, 72, False).trigger
+
+
+def test_no_verdict_after_max_days_is_inconclusive():
+    spanning = _diff(-0.01, 0.02)
+    assert promotion.judge(spanning, 4, {}, **RULE, max_days=5).outcome == promotion.WAIT
+    verdict = promotion.judge(spanning, 5, {}, **RULE, max_days=5)
+    assert verdict.outcome == promotion.INCONCLUSIVE
+    assert "inconclusive after 5 compared day(s) (promotion.max_shadow_days 5)" in verdict.reason
+    # Too few frauds after max_days: no verdict either.
+    assert promotion.judge(_diff(0.01, 0.03, positives=50), 6, {}, **RULE, max_days=5).outcome == "inconclusive"
+    # A verdict on the last day still counts.
+    assert promotion.judge(_diff(0.01, 0.03), 5, {}, **RULE, max_days=5).outcome == promotion.WIN
+    assert promotion.judge(_diff(-0.03, -0.01), 5, {}, **RULE, max_days=5).outcome == promotion.LOSE
+    assert promotion.judge(spanning, 50, {}, **RULE).outcome == promotion.WAIT  # unset: judged until it decides
+
+
+def test_max_shadow_days_below_min_days_is_refused():
+    from loopline.config import ConfigError, load_config
+
+    overrides = {"LOOPLINE__PROMOTION__MIN_DAYS": "5", "LOOPLINE__PROMOTION__MAX_SHADOW_DAYS": "3"}
+    with pytest.raises(ConfigError, match=r"promotion.max_shadow_days \(3\) must be at least promotion.min_days \(5\)"):
+        load_config(environ=overrides)
+    allowed = load_config(environ={**overrides, "LOOPLINE__PROMOTION__MAX_SHADOW_DAYS": "5"})
+    assert allowed.promotion.max_shadow_days == 5

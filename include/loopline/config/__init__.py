@@ -684,6 +684,17 @@ class PromotionConfig(_Section):
     """Airflow user ids who may approve; empty: anyone allowed to answer the DAG."""
     retrain_at_label_maturity: bool = True
     """A pattern drift schedules its retraining for when the drifted night's labels matured, not at once."""
+    max_shadow_days: int | None = Field(default=None, ge=1)
+    """A shadow still without a verdict after this many compared days is retired as inconclusive; empty: never."""
+
+    @model_validator(mode="after")
+    def _max_after_min(self) -> PromotionConfig:
+        if self.max_shadow_days is not None and self.max_shadow_days < self.min_days:
+            raise ValueError(
+                f"promotion.max_shadow_days ({self.max_shadow_days}) must be at least promotion.min_days "
+                f"({self.min_days}): a shadow would be retired before it could be judged"
+            )
+        return self
 
 
 class RetryConfig(_Section):

@@ -79,6 +79,7 @@ def compare_shadow(ds: str | None = None, run_id: str | None = None, ti: Any = N
             airflow_run_id=run_id,
         )
     log.info("ds=%s shadow: %s: %s", ds, result["outcome"], result["reason"])
+    _judgement_lineage(cfg, ds, result)
     ti.xcom_push(key="judgement", value=result)
     if result["outcome"] == promotion.WIN and result.get("request_id"):
         ti.xcom_push(
@@ -91,6 +92,37 @@ def compare_shadow(ds: str | None = None, run_id: str | None = None, ti: Any = N
         )
         return REQUEST_TASK_ID
     return NO_REQUEST_TASK_ID
+
+
+def _judgement_lineage(cfg: Any, ds: str, result: dict) -> None:
+    """The night's comparison in OpenLineage: both models' scores of the matured day (and of every day the
+    verdict pooled), the labels and the two model versions -> the day's ``shadow_evaluations``, and tonight's
+    ``promotion_requests`` (a win raised one) or ``model_alias_history`` (a loss retired the shadow). Nothing
+    compared or decided: nothing reported."""
+    from loopline import lake as tables
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    if not result.get("scored_day"):
+        return
+    ns, name = namespace(), cfg.mlflow.registered_model
+    scored_day = result["scored_day"]
+    outputs = [lineage.analyst(ns, "shadow_evaluations", scored_day)] if result.get("evaluated") else []
+    if result.get("request_id"):
+        outputs.append(lineage.analyst(ns, "promotion_requests", ds))
+    if result.get("retired"):
+        outputs.append(lineage.analyst(ns, "model_alias_history", ds))
+    days = sorted({scored_day, *(result.get("pooled_days") or [])})
+    scores = [lineage.lake(ns, table, day) for day in days for table in (tables.SCORES, tables.SCORES_SHADOW)]
+    report_lineage(
+        [
+            *scores,
+            lineage.lake(ns, tables.LABELED_TRANSACTIONS, ds),
+            lineage.model_version(ns, name, result["version"]),
+            lineage.model_version(ns, name, result["champion_version"]),
+        ],
+        outputs,
+    )
 
 
 def _settle_refused(conn: Any, schema: str, request_id: int, exc: Exception, by: str) -> None:
@@ -157,8 +189,22 @@ def promote_shadow(approval: dict, params: dict | None = None) -> dict:
         except promotion.PromotionError as exc:
             _settle_refused(conn, schema, request_id, exc, f"promote_model (approved by {approver})")
             raise AirflowFailException(str(exc)) from exc
+        requested_on = promotion.get_request(conn, schema, request_id)["requested_on"]
     log.info(
         "v%s is champion (was v%s), approved by %s at %s", move.version, move.previous_version, approver, approved_at
+    )
+    from loopline import lineage
+    from loopline.orchestration.lineage import namespace, report_lineage
+
+    ns = namespace()
+    # The request (raised on its night from that night's evidence) and the shadow version -> the alias history
+    # of the day the champion moved (with the approver).
+    report_lineage(
+        [
+            lineage.analyst(ns, "promotion_requests", requested_on),
+            lineage.model_version(ns, move.model_name, move.version),
+        ],
+        [lineage.analyst(ns, "model_alias_history", move.moved_at[:10])],
     )
     return {"version": move.version, "previous_version": move.previous_version, "approved_by": approver}
 
