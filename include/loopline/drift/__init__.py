@@ -90,6 +90,14 @@ categories, standardization and kernel bandwidth) and ``reference.npz`` (the enc
 pickle, so loading runs no code from the artifact and does not depend on the alibi-detect version.
 :func:`load_detector` rebuilds the detector (building alibi's objects from the stored arrays takes
 milliseconds); a folder saved by one backend loads into the other with ``backend=``.
+
+Modules
+-------
+:mod:`~loopline.drift.settings` (a detector's settings, mapped from the config and the saved state),
+:mod:`~loopline.drift.segments`, :mod:`~loopline.drift.stats` (corrections, scipy tests, numpy MMD),
+:mod:`~loopline.drift.detectors` (the backends, build and load), :mod:`~loopline.drift.reports` (test rows and
+results), :mod:`~loopline.drift.warmup`, :mod:`~loopline.drift.performance` and :mod:`~loopline.drift.decision`.
+Their public names are importable from ``loopline.drift``.
 """
 
 from loopline.drift.decision import BOTH, COVARIATE, PATTERN, Decision, drift_kind, retrain_decision

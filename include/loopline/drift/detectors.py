@@ -276,7 +276,7 @@ class DriftDetector(ABC):
 
 
 class ScipyDriftDetector(DriftDetector):
-    """Permissive backend: scipy KS / chi² with alibi's corrections, numpy MMD (see the module docstring)."""
+    """Permissive backend: scipy KS / chi² with alibi's corrections, numpy MMD (see :mod:`loopline.drift`)."""
 
     backend: ClassVar[Backend] = "scipy"
 

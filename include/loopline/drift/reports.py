@@ -34,7 +34,7 @@ class DriftTest:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """What one current frame looks like against the reference (see the module docstring for the rule)."""
+    """What one current frame looks like against the reference (see "Decision rule" in :mod:`loopline.drift`)."""
 
     backend: Backend
     tests: tuple[DriftTest, ...]

@@ -28,7 +28,7 @@ class Condition:
 
 @dataclass(frozen=True)
 class Segment:
-    """A named slice of traffic: the rows where every condition holds (see "Segments" in the module docstring)."""
+    """A named slice of traffic: the rows where every condition holds (see "Segments" in :mod:`loopline.drift`)."""
 
     name: str
     where: tuple[Condition, ...]
