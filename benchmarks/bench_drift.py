@@ -30,6 +30,7 @@ import datetime as dt
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def raw_features(landing: Path, day: dt.date) -> pd.DataFrame:
 
 def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
     from loopline.config import get_config
-    from loopline.drift import AlibiDriftDetector, ScipyDriftDetector, retrain_decision
+    from loopline.drift import AlibiDriftDetector, DetectorSettings, ScipyDriftDetector, retrain_decision
     from loopline.schemas import CATEGORICAL_FEATURES
     from loopline.synth import generate
 
@@ -104,14 +105,16 @@ def bench_decisions(night_rows: int, stable_nights: int, backend: str) -> None:
             )
             reference = pd.concat(raw_features(landing, start + dt.timedelta(days=i)) for i in range(reference_days))
             reference = reference.sample(n=min(cfg.reference_sample_size, len(reference)), random_state=0)
-            detector = cls(
-                p_value=cfg.p_value,
-                correction=cfg.correction,
-                min_drifted_features=cfg.min_drifted_features,
-                min_effect=cfg.min_effect,
+            # The configured decision rule on the raw columns, without the segments (they slice engineered features).
+            settings = replace(
+                DetectorSettings.from_config(cfg),
                 numeric_features=RAW_NUMERIC,
-                categorical_features=list(CATEGORICAL_FEATURES),
-            ).fit(reference)
+                categorical_features=CATEGORICAL_FEATURES,
+                segments=(),
+                min_segment_excess=0.0,
+                segment_signals=1,
+            )
+            detector = cls(settings).fit(reference)
             last_trigger, stable_triggers, stable_drift, first_drifted = None, 0, 0, []
             for offset in range(reference_days, days):
                 day = start + dt.timedelta(days=offset)

@@ -36,14 +36,13 @@ def _ints(text: str) -> list[int]:
 
 def gate(lake: str, cutoff: dt.date, window: int, retrain_cutoff: dt.date, scratch: Path) -> tuple[str, str]:
     """Train the first champion and the retraining into ``scratch``; the retraining's alias and the reason."""
-    from mlflow import MlflowClient
-
     from loopline import registry
+    from loopline.training.tracking import mlflow_client
     from loopline.training.trainer import TrainingOptions, run_training
 
     cfg = get_config()
     uri = f"sqlite:///{scratch}/mlflow.db"
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     decision = ("", "")
     for train_cutoff, window_days in ((cutoff, window), (retrain_cutoff, cfg.training.window_days)):
         options = TrainingOptions.from_config(

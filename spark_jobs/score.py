@@ -131,11 +131,9 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mlflow import MlflowClient
-
     from loopline.orchestration.scoring_tasks import verified_package
     from loopline.scoring import CHAMPION_ALIAS, resolve_model, resolve_version
-    from loopline.training.tracking import tracking_uri
+    from loopline.training.tracking import mlflow_client, tracking_uri
 
     def extra(parser):
         parser.add_argument("--alias", default=CHAMPION_ALIAS, help="registry alias to resolve (default champion)")
@@ -145,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(__doc__.splitlines()[0], argv, extra)
     cfg = get_config()
     tracking = tracking_uri(cfg.mlflow.tracking_uri)
-    client = MlflowClient(tracking_uri=tracking)
+    client = mlflow_client(tracking)
     name = cfg.mlflow.registered_model
     model = resolve_version(client, name, args.version) if args.version else resolve_model(client, name, args.alias)
     blob = verified_package(cfg, model, tracking)  # digest-verified native weights, nothing unpickled

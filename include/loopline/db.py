@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+from loopline.package_data import package_path
+
+SQL_DIR = package_path("sql")
 _VERSION = re.compile(r"^V(\d{3})__[a-z0-9_]+\.sql$")
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _LOCK_KEY = 0x10_0915  # advisory lock id for migrations

@@ -42,7 +42,15 @@ import pandas as pd
 
 from loopline import lake as tables
 from loopline.db import _IDENTIFIER
-from loopline.drift import SCORE_COLUMN, Decision, DriftResult, feature_horizons, retrain_decision, warming_features
+from loopline.drift import (
+    SCORE_COLUMN,
+    Decision,
+    DetectorSettings,
+    DriftResult,
+    feature_horizons,
+    retrain_decision,
+    warming_features,
+)
 from loopline.lake import Lake
 from loopline.schemas import CATEGORICAL_FEATURES, FEATURE_COLUMNS
 
@@ -144,16 +152,9 @@ def day_frame(lake_root: str, ds: dt.date) -> ScoredDay:
 def detector_key(cfg: DriftConfig) -> str:
     """What a fitted detector depends on besides the reference (the backend does not: both load one folder)."""
     settings = {
-        "p_value": cfg.p_value,
-        "correction": cfg.correction,
-        "min_drifted_features": cfg.min_drifted_features,
-        "min_effect": cfg.min_effect,
+        **DetectorSettings.from_config(cfg).to_state(),
         "reference_sample_size": cfg.reference_sample_size,
-        "exclude_features": sorted(cfg.exclude_features),
-        "segments": [segment.model_dump() for segment in cfg.segments],
-        "min_segment_excess": cfg.min_segment_excess,
-        "segment_signals": cfg.segment_signals,
-        "format": 2,
+        "format": 3,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 

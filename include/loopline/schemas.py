@@ -49,8 +49,6 @@ RAW_LABEL_TYPES: dict[str, str] = {
     "reported_at": "timestamp",
     "source_file": "string",
 }
-# Quarantine: the row as it arrived (strings), the file it came from, and why it was rejected.
-QUARANTINE_COLUMNS: tuple[str, ...] = ("source_file", "reason", "raw_record")
 
 # Feature table: numeric model inputs, categorical model inputs, and identifiers carried along. The velocity
 # columns depend on ``features.windows``, so the lists are built from the configuration here, in one place:

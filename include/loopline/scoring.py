@@ -112,11 +112,10 @@ def package_model(
     store is executed or unpickled; executors rebuild the model from the JSON spec and weights
     (:func:`load_packaged`).
     """
-    from mlflow import MlflowClient
-
     from loopline import artifacts
+    from loopline.training.tracking import mlflow_client
 
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="loopline-score-") as tmp:
         fetched = artifacts.fetch(client, ref.name, ref.version, Path(tmp) / "version", conn=conn, schema=schema)
         if not fetched.pickled and artifacts.is_native(fetched.folder):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopline import schemas
+from loopline.package_data import package_path
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -52,10 +53,9 @@ __all__ = [
     "row_count_bounds",
     "run_gate",
     "suite_names",
-    "suite_parameters",
 ]
 
-GX_DIR = Path(__file__).resolve().parents[1] / "gx"
+GX_DIR = package_path("gx")
 PARAMETER_KEY = "$PARAMETER"
 FOR_EACH = "for_each"
 WHEN = "when"
@@ -239,12 +239,6 @@ def _expand(expectations: list[Any], values: Mapping[str, Any]) -> list[Any]:
         else:
             out.append(_substitute(spec, values))
     return out
-
-
-def suite_parameters(name: str) -> set[str]:
-    """The parameter names suite ``name`` uses."""
-    document = json.loads(_suite_path(name).read_text(encoding="utf-8"))
-    return _needed(document.get("expectations", []))
 
 
 def _resolved_expectations(name: str, params: Mapping[str, Any] | None) -> list[dict[str, Any]]:

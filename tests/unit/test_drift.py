@@ -311,18 +311,18 @@ def test_a_shrinking_segment_is_not_drift(frames):
 
 def test_segment_bounds_are_fixed_from_the_reference_and_saved(tmp_path, frames):
     detector = _segment_detector(AlibiDriftDetector, frames["reference"])
-    (bound,) = detector.segments[1].where
+    (bound,) = detector.settings.segments[1].where
     assert bound.value == pytest.approx(np.quantile(frames["reference"]["score"], 0.99))
     assert detector.s_ref[:, 1].mean() == pytest.approx(0.01, abs=0.001)
     current = _card_testing(frames["stable"])
     loaded = load_detector(detector.save(tmp_path / "detector"), backend="scipy")
-    assert loaded.segments == detector.segments
-    assert loaded.min_segment_excess == 0.005
+    assert loaded.settings.segments == detector.settings.segments
+    assert loaded.settings.min_segment_excess == 0.005
     assert loaded.test(current).drifted_segments == ("card_testing",)
     # Without scores, the score segment cannot be fitted or tested; the others still are.
     unscored = ScipyDriftDetector(mmd_sample_size=0, segments=[CARD_TESTING, HIGH_SCORES])
     unscored.fit(frames["reference"].drop(columns="score"))
-    assert [s.name for s in unscored.segments] == ["card_testing"]
+    assert [s.name for s in unscored.settings.segments] == ["card_testing"]
     assert [r.feature for r in detector.test(current.drop(columns="score")).tests if r.test == "segment"] == [
         "card_testing"
     ]
@@ -506,7 +506,7 @@ def test_save_load_round_trip(tmp_path, frames, detectors, results):
         assert state["categories"]["country"] == sorted(CATEGORIES["country"])
         loaded = load_detector(folder)
         assert type(loaded) is type(detector)
-        assert loaded.min_effect == detector.min_effect
+        assert loaded.settings == detector.settings  # every setting, segments with their fitted bounds, round-trips
         assert loaded.test(frames["numeric"]) == results[backend, "numeric"]
     # One artifact serves both backends: the alibi-built state loads into the permissive backend.
     crossed = ScipyDriftDetector.load(tmp_path / "alibi")
@@ -520,11 +520,11 @@ def test_build_detector_follows_the_config(frames):
     cfg = base.model_copy(update={"backend": "scipy", "reference_sample_size": 1000, "correction": "fdr"})
     detector = build_detector(cfg, frames["reference"])
     assert isinstance(detector, ScipyDriftDetector)
-    assert (detector.p_value, detector.correction) == (cfg.p_value, "fdr")
-    assert detector.min_drifted_features == cfg.min_drifted_features
-    assert detector.min_effect == cfg.min_effect
-    assert [s.name for s in detector.segments] == [s.name for s in cfg.segments]
-    assert detector.min_segment_excess == cfg.min_segment_excess
+    assert (detector.settings.p_value, detector.settings.correction) == (cfg.p_value, "fdr")
+    assert detector.settings.min_drifted_features == cfg.min_drifted_features
+    assert detector.settings.min_effect == cfg.min_effect
+    assert [s.name for s in detector.settings.segments] == [s.name for s in cfg.segments]
+    assert detector.settings.min_segment_excess == cfg.min_segment_excess
     assert len(detector.x_ref) == 1000
     assert build_detector(cfg, frames["reference"]).x_ref.tolist() == detector.x_ref.tolist()  # seeded sample
     alibi = build_detector(base.model_copy(update={"backend": "alibi"}), frames["reference"].head(800))

@@ -131,9 +131,9 @@ def configure_mlflow(cfg: LooplineConfig | None = None) -> str:
 
 def mlflow_client(cfg: LooplineConfig | None = None):
     """An ``MlflowClient`` for the tracking URI of :func:`configure_mlflow` (credentials in the environment)."""
-    from mlflow import MlflowClient
+    from loopline.training.tracking import mlflow_client as client_for
 
-    return MlflowClient(tracking_uri=configure_mlflow(cfg))
+    return client_for(configure_mlflow(cfg))
 
 
 def _mask(secret: str) -> None:

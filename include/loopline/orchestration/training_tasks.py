@@ -24,6 +24,7 @@ from airflow.sdk import Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import LooplineConfig, get_config
+from loopline.training import MODEL_TYPES
 
 if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
@@ -80,7 +81,7 @@ TRAINER_ENV_AS_CONFIG = {"MLFLOW_TRACKING_URI": "LOOPLINE__MLFLOW__TRACKING_URI"
 def params(cfg: LooplineConfig) -> dict[str, Param]:
     """The typed trigger form of ``train_model`` (validated by Airflow before a run is created)."""
     return {
-        "model_type": Param(cfg.training.model_type, type="string", enum=["xgboost", "mlp"],
+        "model_type": Param(cfg.training.model_type, type="string", enum=list(MODEL_TYPES),
                             description="Model family to train."),
         "window_days": Param(cfg.training.window_days, type="integer", minimum=7, maximum=365,
                              description="Days of features (before the cut-off) in the training window."),

@@ -16,7 +16,13 @@ local CPU process. Public API (imported lazily, so ``import loopline.training`` 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, get_args
+
+from loopline.config import TrainingConfig
+
+# The model families as the configuration's ``training.model_type`` spells them: the one list every part
+# (the trainer, its command line, the trigger form) takes them from.
+MODEL_TYPES: tuple[str, ...] = get_args(TrainingConfig.model_fields["model_type"].annotation)
 
 _EXPORTS = {
     "build_training_set": "dataset",
@@ -37,7 +43,7 @@ _EXPORTS = {
     "LooplineModel": "pyfunc",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "MODEL_TYPES"])
 
 
 def __getattr__(name: str) -> Any:

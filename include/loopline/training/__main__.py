@@ -17,6 +17,8 @@ import os
 import sys
 import traceback
 
+from loopline.training import MODEL_TYPES
+
 RESULT_PREFIX = "LOOPLINE_RESULT "
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 2 bad input or no data, 1 unexpected error. Defaults come from loopline.yaml.",
     )
     parser.add_argument("--cutoff", type=_date, required=True, help="first day NOT used: data up to cutoff-1")
-    parser.add_argument("--model-type", choices=("xgboost", "mlp"), help="default: training.model_type")
+    parser.add_argument("--model-type", choices=MODEL_TYPES, help="default: training.model_type")
     parser.add_argument("--window-days", type=_positive_int, help="transaction days before the cutoff to consider")
     parser.add_argument("--validation-days", type=_positive_int, help="days before the holdout for early stopping")
     parser.add_argument("--holdout-days", type=_positive_int, help="most recent mature days, for evaluation")

@@ -24,16 +24,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from loopline.schemas import CATEGORICAL_FEATURES, NUMERIC_FEATURES
+from loopline.training import MODEL_TYPES
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES: tuple[str, ...] = ("xgboost", "mlp")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 INPUT_COLUMNS: tuple[str, ...] = (*CATEGORICAL_FEATURES, *NUMERIC_FEATURES)
 FORMAT_VERSION = 1
@@ -679,7 +679,7 @@ class MLPModel(FraudModel):
 
 
 def train_model(
-    model_type: Literal["xgboost", "mlp"] | str,
+    model_type: str,
     train: pd.DataFrame,
     y_train: np.ndarray,
     validation: pd.DataFrame,

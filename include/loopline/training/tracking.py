@@ -54,6 +54,19 @@ def tracking_uri(configured: str, override: str | None = None) -> str:
     return override or os.environ.get("MLFLOW_TRACKING_URI") or resolve_uri(configured)
 
 
+def mlflow_client(uri: str | None = None) -> Any:
+    """The one way Loopline builds an ``MlflowClient``: for ``uri`` when given (a task passes the URI its
+    Airflow connection configured, the trainer the one it tracks to), else for :func:`tracking_uri` of the
+    loaded configuration (``MLFLOW_TRACKING_URI``, else ``mlflow.tracking_uri`` resolved under home)."""
+    from mlflow import MlflowClient
+
+    if uri is None:
+        from loopline.config import get_config
+
+        uri = tracking_uri(get_config().mlflow.tracking_uri)
+    return MlflowClient(tracking_uri=uri)
+
+
 def ensure_experiment(name: str, uri: str, artifact_root: str | None) -> str:
     """The experiment's id, creating it if needed.
 
@@ -61,9 +74,8 @@ def ensure_experiment(name: str, uri: str, artifact_root: str | None) -> str:
     (SQLite, a database URL) new experiments put artifacts under ``artifact_root/<name>``.
     """
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri)
+    client = mlflow_client(uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
@@ -155,9 +167,9 @@ def end_abandoned_runs(experiment_id: str, run_name: str) -> list[str]:
     running forever. Attempts of one training never overlap (``train_model`` runs one at a time, its task
     tries in turn), so when the next attempt starts, any earlier one still marked running is dead.
     """
-    from mlflow.tracking import MlflowClient
+    import mlflow
 
-    client = MlflowClient()
+    client = mlflow_client(mlflow.get_tracking_uri())
     key = training_key(run_name)
     running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000)
     abandoned = [run.info.run_id for run in running if training_key(run.info.run_name or "") == key]
@@ -238,12 +250,11 @@ def log_training_run(
     import mlflow
     from mlflow.entities import Metric
     from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
 
     from loopline.training.pyfunc import ARTIFACT_KEY
 
     run_id = run.info.run_id
-    client = MlflowClient()
+    client = mlflow_client(mlflow.get_tracking_uri())
     mlflow.log_params({key: str(value)[:6000] for key, value in {**params, **fingerprint_params(fingerprint)}.items()})
     mlflow.log_metrics(metrics)
     history = [

@@ -18,8 +18,9 @@ import pandas as pd
 
 from loopline.config import LooplineConfig, resolve_uri
 from loopline.thresholds import ThresholdDecision, choose_threshold
+from loopline.training import MODEL_TYPES
 from loopline.training.dataset import LABEL, TrainingSet, build_training_set, reference_sample
-from loopline.training.models import INPUT_COLUMNS, MODEL_TYPES, TrainParams, resolve_device
+from loopline.training.models import INPUT_COLUMNS, TrainParams, resolve_device
 
 log = logging.getLogger("loopline.training")
 
