@@ -1,5 +1,6 @@
-"""The three source kinds give the same raw and feature partitions, row for row, for the same generated day:
-the landing drop as generated, the same day written by the generator's PostgreSQL output into source tables
+"""The three source kinds give the same raw and feature partitions, row for row, for the same generated day
+(and the day before it, whose transactions the day's labels match): the landing drop as generated, the same
+days written by the generator's PostgreSQL output into source tables
 (real PostgreSQL) and extracted, and the same day exported under an S3 prefix (the session's S3-compatible
 server) and copied. The PostgreSQL and S3 days are brought into the drop by :func:`extract_inputs`, what the
 daily ``extract_sources`` task and each day of a range backfill run, configured only through ``sources``;
@@ -24,16 +25,17 @@ from loopline.synth import generate
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
-DS = dt.date(2026, 3, 9)  # one small day, used by no other source test
+START, DS = dt.date(2026, 3, 8), dt.date(2026, 3, 9)  # two small days, used by no other source test
+DAYS = [START, DS]
 ROWS = 300
 
 
 @pytest.fixture(scope="module")
 def day(postgres, s3, tmp_path_factory):
-    """One generated day as landing files, as PostgreSQL source tables, and as an S3 export."""
+    """Two generated days as landing files, as PostgreSQL source tables, and as S3 exports."""
     root = tmp_path_factory.mktemp("kinds")
     files = root / "files"
-    generate(DS, 1, files, transactions_per_day=ROWS, seed=23, compress=True)
+    generate(START, len(DAYS), files, transactions_per_day=ROWS, seed=23, compress=True)
 
     schema = f"src_{uuid.uuid4().hex[:6]}"
     conn = postgres.connect()
@@ -45,14 +47,15 @@ def day(postgres, s3, tmp_path_factory):
     conn.commit()
     conn.close()
     assert again == loaded
-    assert in_table == loaded["transactions"] == ROWS
+    assert in_table == loaded["transactions"] == len(DAYS) * ROWS
 
     bucket = f"kinds-{uuid.uuid4().hex[:8]}"
     client = s3.client()
     client.create_bucket(Bucket=bucket)
-    for kind in ("transactions", "labels"):
-        for path in (files / kind / f"ds={DS}").iterdir():
-            client.upload_file(str(path), bucket, f"exports/{kind}/date={DS}/{path.name}")
+    for day in DAYS:
+        for kind in ("transactions", "labels"):
+            for path in (files / kind / f"ds={day}").iterdir():
+                client.upload_file(str(path), bucket, f"exports/{kind}/date={day}/{path.name}")
     return root, files, schema, bucket
 
 
@@ -95,23 +98,25 @@ def test_landing_postgres_and_s3_give_the_same_raw_and_feature_partitions(spark,
     next_day = DS + dt.timedelta(days=1)
     for name in ("postgres", "s3"):
         cfg = configs[name]
-        # The range backfill's check: the day is closed (the loader's watermark) or exported (its marker) ...
-        assert backfill.check_range(DS, DS, cfg, connect) == [DS], name
+        # The range backfill's check: the days are closed (the loader's watermark) or exported (markers) ...
+        assert backfill.check_range(START, DS, cfg, connect) == DAYS, name
         # ... and the next day is not: refused before any work, naming why.
         refused = "has not closed 2026-03-10" if name == "postgres" else r"1 day\(s\) .* 2026-03-10\."
         with pytest.raises(backfill.RangeRefused, match=refused):
-            backfill.check_range(DS, next_day, cfg, connect)
-        extracted = extract_inputs(cfg, DS, connect)
-        assert set(extracted) == {"transactions", "labels"}, name
+            backfill.check_range(START, next_day, cfg, connect)
         landing = Landing(str(root / f"from_{'pg' if name == 'postgres' else 's3'}"))
-        for kind in ("transactions", "labels"):
-            assert landing.is_complete(kind, str(DS)), (name, kind)
+        for day in DAYS:
+            extracted = extract_inputs(cfg, day, connect)
+            assert set(extracted) == {"transactions", "labels"}, name
+            for kind in ("transactions", "labels"):
+                assert landing.is_complete(kind, str(day)), (name, kind)
     assert extracted["transactions"]["files"] == ["part-00000.csv.gz"]
 
     results = {}
     for name, cfg in configs.items():
-        ingested = ingest.run(spark, DS, cfg)
-        ingest.publish(DS, ingested["tables"], cfg=cfg)
+        for day in DAYS:
+            ingested = ingest.run(spark, day, cfg)
+            ingest.publish(day, ingested["tables"], cfg=cfg)
         results[name] = (ingested, features.run(spark, DS, cfg))
     lakes = {
         "landing": Lake(str(root / "lake_landing")),
@@ -123,12 +128,13 @@ def test_landing_postgres_and_s3_give_the_same_raw_and_feature_partitions(spark,
     assert base_built["rows"] == ROWS
     expected = {
         table: _rows(spark, lakes["landing"].version_uri(table, DS, base["version"]), ("source_file",))
-        for table in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.CUSTOMER_DAILY)
+        for table in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.CUSTOMER_DAILY, tables.LABELED_TRANSACTIONS)
     }
     expected_features = _rows(spark, base_built["uri"])
     assert len(expected[tables.RAW_TRANSACTIONS]) == ROWS
     assert len(expected_features) == ROWS
     assert expected[tables.RAW_LABELS], "the day's labels are part of the comparison"
+    assert expected[tables.LABELED_TRANSACTIONS], "and their match to the day before's transactions"
     for name in ("postgres", "s3"):
         ingested, built = results[name]
         for kind in ("transactions", "labels"):
