@@ -25,6 +25,8 @@ Tasks: `backfill_days`. Created from the CLI with `loopline backfill --start ...
 ## Inputs
 - Params: `start`, `end` (dates, inclusive), `cascade` (default on).
 - Landing: every day's drop with both `_SUCCESS` markers; a range beyond the delivered data is refused.
+  PostgreSQL and S3 inputs (`sources`) are extracted into each day's drop first (as `extract_sources`); the
+  range is refused when an S3 day has no marker or a PostgreSQL watermark has not closed its last day.
 - Lake: the earlier days' published aggregates and state (as `feature_pipeline`).
 
 ## Outputs

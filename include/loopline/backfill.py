@@ -81,25 +81,46 @@ def plan_range(start: dt.date, end: dt.date, cfg: LooplineConfig, has_drop: Call
         listed = ", ".join(str(day) for day in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise RangeRefused(
             f"{len(missing)} day(s) of {start} .. {end} have no complete landing drop (transactions and labels "
-            f"with _SUCCESS): {listed}. The range goes beyond the data: end it at the last delivered day, or "
-            "wait for the drops."
+            f"with _SUCCESS, or an S3 source's export with its marker): {listed}. The range goes beyond the data: "
+            "end it at the last delivered day, or wait for the drops."
         )
     return days
 
 
-def check_range(start: dt.date, end: dt.date, cfg: LooplineConfig) -> list[dt.date]:
-    """:func:`plan_range` against the configured landing (raises :class:`RangeRefused`)."""
+def check_range(
+    start: dt.date, end: dt.date, cfg: LooplineConfig, connect: Callable[[str], Any] | None = None
+) -> list[dt.date]:
+    """:func:`plan_range` against the configured sources (raises :class:`RangeRefused`).
+
+    A day's input is there when its landing drop is complete (landing inputs), its export holds its marker
+    (S3 inputs), or, for PostgreSQL inputs, when the watermark has closed ``end`` (checked when ``connect``,
+    ``conn_id`` -> DB-API connection, is given: the task does, a client without the connections does not).
+    Each day of a range backfill then extracts its non-landing inputs into the day's drop as the daily run's
+    ``extract_sources`` does (:func:`loopline.sources.extract_inputs`).
+    """
     from loopline.config import resolve_uri
     from loopline.landing import KINDS, Landing
+    from loopline.sources import closed_through, s3_export_complete
 
-    kinds = {kind: getattr(cfg.sources, kind).kind for kind in KINDS}
-    if set(kinds.values()) != {"landing"}:
-        raise RangeRefused(
-            f"range backfills read landing drops; sources {kinds} are extracted per day: backfill feature_pipeline "
-            "(airflow backfill create) for such sources"
-        )
     landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
-    return plan_range(start, end, cfg, lambda day: all(landing.is_complete(k, str(day)) for k in KINDS))
+    sources = {kind: getattr(cfg.sources, kind) for kind in KINDS}
+    if connect is not None and start <= end:
+        still_open = closed_through(cfg, end, connect)
+        if still_open:
+            raise RangeRefused(
+                f"the PostgreSQL source has not closed {end} yet: {'; '.join(still_open)}. End the range at the "
+                "last closed day, or wait for the source"
+            )
+
+    def has_input(day: dt.date) -> bool:
+        for kind, source in sources.items():
+            if source.kind == "landing" and not landing.is_complete(kind, str(day)):
+                return False
+            if source.kind == "s3" and not s3_export_complete(source, day, cfg.storage.aws_conn_id):
+                return False
+        return True
+
+    return plan_range(start, end, cfg, has_input)
 
 
 DAG_ID = "backfill_range"

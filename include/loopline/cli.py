@@ -157,6 +157,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         stable_nights=args.stable_nights,
         drifted_nights=args.drifted_nights,
         promotion=args.promotion,
+        source=args.source,
     )
     return demo.run(plan)
 
@@ -341,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="promotion on evidence with its shortest settings (use with --drift-kind new_pattern): the pattern's "
         "retraining at label maturity, the shadow's evidence night by night, the approval through the REST API",
+    )
+    demo.add_argument(
+        "--source",
+        choices=["landing", "postgres"],
+        default="landing",
+        help="where the inputs come from: landing drop files (default), or tables the generator writes in the "
+        "stack's PostgreSQL, read as configured PostgreSQL sources (docs/your-own-data.md)",
     )
     back = commands.add_parser(
         "backfill",

@@ -63,6 +63,9 @@ class DemoPlan:
     promotion: bool = False
     maturity_days: int = 5
     evidence_days: int = 2
+    # Where the inputs come from (``loopline demo --source``): ``landing`` (the generator's drop files) or
+    # ``postgres`` (the generator writes tables in the stack's database; see source_environment).
+    source: str = "landing"
     # The promotion path's first champion keeps the same handicap: with labels matured after 5 days instead
     # of 20, 35 days would hold 19 training days; 20 days hold 4, as 35 do with 20 days of maturity.
     promotion_first_window_days: int = 20
@@ -111,6 +114,8 @@ class DemoPlan:
             raise ValueError("the promotion path needs maturity_days and evidence_days of at least 1")
         if self.promotion and (self.end - self.first_monitored).days + 1 >= self.days:
             raise ValueError(f"{self.days} days are too few for the promotion path's monitored nights")
+        if self.source not in SOURCES:
+            raise ValueError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
 
     def environment(self) -> dict[str, str]:
         """The stack's settings for this plan (:data:`DEMO_ENVIRONMENT`, plus the promotion path's)."""
@@ -157,6 +162,47 @@ def wait_for_dags(dag_ids: list[str], env: dict[str, str], timeout: float = 180)
 # a replay of past nights, and race the demo's first champion for the alias: routine retraining is off, runs
 # are triggered (the demo's first champion, drift_monitor). A stack already running keeps its own settings.
 DEMO_ENVIRONMENT = {"LOOPLINE__TRAINING__SCHEDULE": "null"}
+
+# ``loopline demo --source``: the demo's inputs. ``postgres``: the generated days are tables of SOURCE_SCHEMA in
+# the stack's own database, read through its loader connection (postgres.conn_id).
+SOURCES = ("landing", "postgres")
+SOURCE_SCHEMA = "demo_source"
+
+
+def source_environment(plan: DemoPlan, cfg: LooplineConfig) -> dict[str, str]:
+    """The configuration of the plan's source: nothing for the landing drop; for ``postgres``, both inputs
+    as PostgreSQL sources (``sources.transactions`` / ``sources.labels`` overrides, the watermark included):
+    the DAGs, the range backfill and the sensors read them from the configuration, with no demo code path."""
+    if plan.source == "landing":
+        return {}
+    from loopline.sources_postgres import source_settings
+
+    return source_settings(SOURCE_SCHEMA, cfg.postgres.conn_id)
+
+
+def write_source_tables(cfg: LooplineConfig, files: Path, echo: Callable[[str], None]) -> None:
+    """``--source postgres``: the generated days into SOURCE_SCHEMA's tables (as the stack's superuser, read
+    access granted to the loader role the tasks log in as), then the files go: the landing drops are what
+    the runs extract from the tables."""
+    import shutil
+
+    import psycopg2
+
+    from loopline.sources_postgres import write_days
+
+    pg = stack.embedded_pg()
+    conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
+    try:
+        loaded = write_days(conn, SOURCE_SCHEMA, files, read_role=cfg.postgres.loader_role)
+    finally:
+        conn.close()
+    shutil.rmtree(files)
+    echo(
+        f"   written to PostgreSQL: {SOURCE_SCHEMA}.transactions {loaded['transactions']} rows, "
+        f"{SOURCE_SCHEMA}.labels {loaded['labels']} rows, watermark {SOURCE_SCHEMA}.load_watermark; each day's "
+        "rows are extracted into its landing drop by the run that ingests it"
+    )
+
 
 # How often the demo asks for run states: one REST call is cheap (the Benchmarks page, demo), and a phase
 # ends on average half a poll after its last run; the demo waits between phases eight times.
@@ -551,6 +597,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     plan = plan or DemoPlan()
     os.environ.update(plan.environment())
     get_config.cache_clear()
+    os.environ.update(source_environment(plan, get_config()))
+    get_config.cache_clear()
     cfg = get_config()
     started = time.monotonic()
     echo("== starting the local stack (train_model without its weekly schedule: the demo replays past nights)")
@@ -559,24 +607,32 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
             f"   promotion path: policy shadow_first, labels matured after {plan.maturity_days} days, "
             f"{plan.evidence_days} days of shadow evidence (a stack already running keeps its own settings)"
         )
+    if plan.source != "landing":
+        echo(
+            f"   source {plan.source}: transactions and labels from tables of {SOURCE_SCHEMA} in the stack's "
+            "database (a stack already running keeps its own sources: `loopline down` first)"
+        )
     stack.up(cfg, echo=echo)
     env = stack.stack_environment(cfg, stack.embedded_pg())
 
     landing = Path(resolve_uri(cfg.storage.landing_uri))
+    generated = landing if plan.source == "landing" else landing.parent / "source-export"
     echo(
-        f"== generating {plan.days} days x {plan.transactions_per_day} transactions into {landing} "
+        f"== generating {plan.days} days x {plan.transactions_per_day} transactions into {generated} "
         f"({plan.drift_kind} drift from {plan.drift_start})"
     )
     summary = synth.generate(
         plan.start,
         plan.days,
-        landing,
+        generated,
         transactions_per_day=plan.transactions_per_day,
         seed=plan.seed,
         drift_start=plan.drift_start,
         drift_kind=plan.drift_kind,
     )
     echo(f"   {summary.transactions} transactions, {summary.frauds} fraud, {summary.labels} labels")
+    if plan.source == "postgres":
+        write_source_tables(cfg, generated, echo)
 
     echo("== waiting for the dag-processor to parse the DAGs")
     wait_for_dags(["feature_pipeline", "backfill_range", "batch_score", "train_model", "drift_monitor"], env)

@@ -270,3 +270,59 @@ def day_state(conn: Any, source: PostgresSource, ds: dt.date) -> DayState:
     """The source's watermark and the value that closes ``ds``."""
     _, end = _day_bounds(ds)
     return DayState(watermark(conn, source), end + dt.timedelta(minutes=source.allowed_lateness_minutes))
+
+
+def s3_export_complete(source: S3Source, ds: dt.date, conn_id: str | None = None) -> bool:
+    """Whether the day's prefix holds its ``_SUCCESS`` marker (the producer's "complete")."""
+    from loopline import objectstore
+
+    bucket, key = objectstore.split(source.prefix.replace("{ds}", str(ds)) + f"/{MARKER}")
+    with objectstore.s3(conn_id) as s3:
+        return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0))
+
+
+def extracted_kinds(cfg: Any) -> list[str]:
+    """The inputs whose source is not the landing drop (they are brought into it day by day)."""
+    return [kind for kind in CONTRACT if getattr(cfg.sources, kind).kind != "landing"]
+
+
+def extract_inputs(cfg: Any, ds: dt.date, connect: Any, kinds: list[str] | None = None) -> dict[str, Any]:
+    """Bring ``ds`` of every non-landing input (or of ``kinds``) into the day's landing drop: :func:`extract_day`
+    for PostgreSQL sources (over ``connect(conn_id)``, a DB-API connection closed afterwards),
+    :func:`copy_s3_day` for S3 ones. What the daily run's ``extract_sources`` task and each day of a range
+    backfill do. Raises :class:`SourceError` naming the source and the day."""
+    from loopline.config import resolve_uri
+
+    landing_root = resolve_uri(cfg.storage.landing_uri)
+    out: dict[str, Any] = {}
+    for kind in extracted_kinds(cfg) if kinds is None else kinds:
+        source = getattr(cfg.sources, kind)
+        if source.kind == "s3":
+            copied = copy_s3_day(source, kind, ds, landing_root, cfg.storage.aws_conn_id)
+            out[kind] = {"files": copied.files}
+            continue
+        conn = connect(source.conn_id)
+        try:
+            extracted = extract_day(conn, source, kind, ds, landing_root)
+        finally:
+            conn.close()
+        out[kind] = {"rows": extracted.rows, "files": extracted.files}
+    return out
+
+
+def closed_through(cfg: Any, end: dt.date, connect: Any) -> list[str]:
+    """The PostgreSQL inputs whose watermark has not closed ``end`` (empty: every day up to ``end`` is
+    closed, the watermark being the latest event time or a configured query that only grows)."""
+    open_kinds = []
+    for kind in extracted_kinds(cfg):
+        source = getattr(cfg.sources, kind)
+        if source.kind != "postgres":
+            continue
+        conn = connect(source.conn_id)
+        try:
+            state = day_state(conn, source, end)
+        finally:
+            conn.close()
+        if not state.closed:
+            open_kinds.append(state.describe(f"sources.{kind} ({source.table or 'query'} on {source.conn_id})"))
+    return open_kinds

@@ -34,14 +34,24 @@ def range_params() -> dict[str, Any]:
     return backfill_params()
 
 
-def _day_step(spark: Any):
-    """One day of the daily pipeline: ingest, raw gates and commit, features, features gate and commit."""
+def _day_step(spark: Any, cfg: Any = None):
+    """One day of the daily pipeline: its PostgreSQL and S3 inputs extracted into the day's drop (as
+    ``extract_sources``), ingest, raw gates and commit, features, features gate and commit."""
     from loopline.backfill import DayFailed, fault_point
     from loopline.orchestration import feature_tasks as ft
+    from loopline.orchestration.source_tasks import _connection
+    from loopline.sources import SourceError, extract_inputs, extracted_kinds
     from spark_jobs import features, ingest
+
+    extracted = extracted_kinds(cfg) if cfg is not None else []
 
     def step(day: dt.date) -> dict:
         ds = str(day)
+        if extracted:
+            try:
+                log.info("ds=%s: extracted %s", ds, extract_inputs(cfg, day, _connection, extracted))
+            except SourceError as exc:
+                raise DayFailed(day, str(exc)) from exc
         try:
             ingested = ft._fail_on_data_errors(ingest.run, spark, day)
             fault_point(day, "after_ingest")
@@ -106,6 +116,7 @@ def backfill_days(
     from loopline import backfill
     from loopline.lake import Lake
     from loopline.orchestration.forms import param
+    from loopline.orchestration.source_tasks import _connection
 
     cfg = get_config()
     raw = {name: param(params, name, None) for name in ("start", "end")}
@@ -116,14 +127,14 @@ def backfill_days(
             f"range refused, nothing done: start and end are required dates like 2026-01-31, got {raw}"
         ) from exc
     try:
-        backfill.check_range(start, end, cfg)
+        backfill.check_range(start, end, cfg, _connection)
     except backfill.RangeRefused as exc:
         raise AirflowFailException(f"range refused, nothing done: {exc}") from exc
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
     cascade = bool(param(params, "cascade", cfg.backfill.cascade))
     published = published_after(lake, end, backfill.reach_days(cfg)) if cascade else []
     ledger = _ledger(cfg)
-    step = _day_step(spark)
+    step = _day_step(spark, cfg)
 
     def on_day(day: dt.date, done: dict) -> None:
         outlet_events[BACKFILL_ALIAS].add(

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from loopline.config import LooplineConfig, get_config, resolve_uri
+from loopline.config import LooplineConfig, get_config
 from loopline.landing import KINDS, MARKER
 from loopline.orchestration.sensors import _marker_sensor, landing_sensor
 
@@ -69,27 +69,13 @@ def _waited_seconds(context: Any) -> float:
 
 @task(task_id="extract_sources")
 def extract_sources(kinds: list[str]) -> dict[str, Any]:
-    """Extract ``ds`` of each PostgreSQL input into its landing drop (replacing the day's drop whole)."""
+    """Extract ``ds`` of each PostgreSQL or S3 input into its landing drop (replacing the day's drop whole)."""
     import datetime as dt
 
-    from loopline.sources import copy_s3_day, extract_day
+    from loopline.sources import extract_inputs
 
-    cfg = get_config()
     ds = dt.date.fromisoformat(get_current_context()["ds"])
-    out: dict[str, Any] = {}
-    for kind in kinds:
-        source = getattr(cfg.sources, kind)
-        if source.kind == "s3":
-            copied = copy_s3_day(source, kind, ds, resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
-            out[kind] = {"files": copied.files}
-            continue
-        conn = _connection(source.conn_id)
-        try:
-            extracted = extract_day(conn, source, kind, ds, resolve_uri(cfg.storage.landing_uri))
-        finally:
-            conn.close()
-        out[kind] = {"rows": extracted.rows, "files": extracted.files}
-    return out
+    return extract_inputs(get_config(), ds, _connection, kinds)
 
 
 def wait_for_inputs(cfg: LooplineConfig):
