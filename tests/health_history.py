@@ -4,7 +4,8 @@ model-health page.
 Run inside the stack's environment (``python -m tests.health_history --start ... --days ... --drift ...``):
 
 - a scored lake of ``days`` days whose features drift from ``--drift`` on, scored by a registered champion
-  (``tests.drift_data.scored_lake``), its first champion move recorded through ``registry.move_alias``;
+  (``tests.drift_data.scored_lake``), each day's scores loaded into Postgres by batch_score's loader
+  (``score_load.load_day``), the first champion move recorded through ``registry.move_alias``;
 - ``drift_monitor`` for every night from the second day on (``dag.test()`` against the stack's metadata database,
   labels maturing after ``--maturity`` days): drift tests, realized performance, the retraining decision;
 - a second version promoted to champion the day after the drift night, through ``registry.move_alias`` as the
@@ -40,6 +41,45 @@ def _move(client, conn, schema: str, move) -> None:
         conn=conn,
         schema=schema,
     )
+
+
+def _load_scores(conn, schema: str, lake_root: Path, start: dt.date, days: int, run_id: str) -> None:
+    """Each day's lake scores into ``transaction_scores`` and ``scoring_runs`` through the loader batch_score
+    uses (``score_load.load_day``), with the day's flag rate checked against the version's alert band."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loopline import lake as tables
+    from loopline.lake import Lake
+    from loopline.score_load import LOAD_COLUMNS, ScoringRun, load_day
+    from loopline.thresholds import check_alert_rate
+
+    lake = Lake(str(lake_root))
+    for offset in range(days):
+        day = start + dt.timedelta(days=offset)
+        uri = lake.partition(tables.SCORES, day)
+        table = lake.arrow_dataset(uri).to_table()
+        for column in LOAD_COLUMNS:  # what the stand-in scorer leaves out (no explanations)
+            if column not in table.column_names:
+                table = table.append_column(column, pa.nulls(table.num_rows, pa.string()))
+        first = table.slice(0, 1).to_pylist()[0]
+        flagged = int(pc.sum(pc.equal(table["decision"], "flag")).as_py() or 0)
+        check = check_alert_rate(table.num_rows, flagged, None)
+        run = ScoringRun(
+            ds=day,
+            role="champion",
+            model_name=str(first["model_name"]),
+            model_version=int(first["model_version"]),
+            model_run_id=run_id,
+            threshold=float(first["threshold"]),
+            rows_flagged=flagged,
+            rows_explained=0,
+            score_seconds=0.0,
+            lake_uri=uri,
+            airflow_run_id=f"health_history__{day}",
+            alert_note=check.message,
+        )
+        load_day(conn, schema, run, table)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     first = int(client.get_model_version_by_alias(name, "champion").version)
     conn = _conn()
     try:
+        _load_scores(conn, schema, Path(resolve_uri(cfg.storage.lake_uri)), args.start, args.days, run_id)
         _move(
             client,
             conn,
