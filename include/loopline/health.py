@@ -29,6 +29,8 @@ from typing import Any
 HEALTH_PREFIX = "/loopline/health"
 PLOTLY_JS = "plotly.min.js"
 SCORE_BUCKETS = 20
+DAY_MS = 86_400_000  # one day on a plotly date axis
+DAILY_TICKS_UP_TO = 31  # days on a chart up to which every day gets its tick
 DRIFT_TESTS_SHOWN = 12  # the drift chart's lines: the tests that drifted, then the largest statistics
 
 
@@ -203,7 +205,9 @@ def plotly_js() -> str:
 
 def _layout(fig: Any, title: str, yaxis: str, *, day_axis: bool = True) -> Any:
     if day_axis:  # one tick label per day, not hours of a single-day range
-        fig.update_xaxes(tickformat="%Y-%m-%d")
+        days = {str(x)[:10] for trace in fig.data for x in (getattr(trace, "x", None) or ())}
+        # A short span gets a tick per day (plotly would tick every 12 hours, each day labelled twice).
+        fig.update_xaxes(tickformat="%Y-%m-%d", **({"dtick": DAY_MS} if len(days) <= DAILY_TICKS_UP_TO else {}))
     fig.update_layout(
         title=title,
         yaxis_title=yaxis,

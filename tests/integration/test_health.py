@@ -189,6 +189,7 @@ def test_the_ingest_chart_plots_volumes_and_quarantine_rate_per_day(history):
     rates = list(traces["quarantine rate"].y)
     assert max(rates) == rates[DAYS.index(DRIFT_NIGHT)] == pytest.approx(40 / 1002)
     assert "amount_not_numeric: 40" in traces["quarantined"].text[DAYS.index(DRIFT_NIGHT)]
+    assert health.ingest_figure(data).layout.xaxis.dtick == health.DAY_MS  # a week: one tick per day
     page = health.render(data)
     assert 'id="chart-ingest"' in page
     assert f"{len(DAYS)} ingested day(s)" in page
