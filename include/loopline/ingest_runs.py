@@ -80,9 +80,16 @@ def record(conn: Any, schema: str, values: dict[str, Any]) -> bool:
         f"ON CONFLICT (ds) DO UPDATE SET {updates}, recorded_at = now() "
         f"WHERE {TABLE}.raw_version <= EXCLUDED.raw_version"
     )
-    with conn, conn.cursor() as cur:
-        cur.execute(sql, args)
-        return cur.rowcount == 1
+    # commit / rollback by hand: ``with conn`` would close a psycopg 3 connection (the range backfill's ledger's)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            written = cur.rowcount == 1
+        conn.commit()
+    except Exception:
+        conn.rollback()
+        raise
+    return written
 
 
 def read(conn: Any, schema: str, since: dt.date) -> list[dict[str, Any]]:
