@@ -24,8 +24,10 @@ builds per-transaction features (velocity windows, amount vs history, novelty fl
 gates them and publishes the feature partition (Asset `loopline_features`).
 
 Tasks: `wait_for_drop` (both markers) → `ingest_drop` → `publish_raw` (GX gate, then commit) →
-`build_features` → `publish_features` (GX gate, then commit and Asset event). Write-audit-publish: each
-publish task validates the uncommitted version and flips the pointer only when every suite passed.
+`build_features` → `publish_features` (GX gate, then commit and Asset event); beside the features,
+`record_ingest` writes the day's row counts and quarantine to Postgres once the raw layer is committed.
+Write-audit-publish: each publish task validates the uncommitted version and flips the pointer only when
+every suite passed.
 
 ## Inputs
 - Landing: `<landing>/transactions/ds=<ds>/*.csv[.gz]`, `<landing>/labels/ds=<ds>/*.csv[.gz]`, each with `_SUCCESS`.
@@ -45,6 +47,7 @@ publish task validates the uncommitted version and flips the pointer only when e
   `build_features`, before the gate, as
   it depends only on published aggregates; its `_CURRENT` stats record the aggregate versions it was built from).
 - Validation reports (Data Docs) under `<reports>/gx/<suite>/ds=<ds>/`; Asset event with `ds` and row count.
+- Postgres `loopline.ingest_runs`: the day's rows read, published, quarantined (per reason) and its raw version.
 
 ## Owner
 loopline-data-platform (data engineering on-call).
@@ -56,6 +59,8 @@ loopline-data-platform (data engineering on-call).
 - `publish_raw` / `publish_features` failed on a GX gate (each task gates, then commits only what passed):
   the message lists failed expectations and the task's **Validation report** link; look at
   `quarantine/*/ds=<ds>` for rejected rows and their reasons. Nothing was published for the day.
+- `record_ingest` failed (Postgres down or not migrated): the day is published in the lake regardless; only
+  its `ingest_runs` row (health page volumes) is missing. Clear the task once Postgres is back.
 - Rerunning any day is safe: every write is a new version and a pointer flip. Re-ingesting an earlier day
   makes the next feature run rebuild its state (logged and in the task's return value: `state_path`).
 - Backfill: `airflow backfill create --dag-id feature_pipeline --from-date 2026-01-01 --to-date 2026-01-31`.
@@ -80,10 +85,13 @@ with DAG(
 ) as dag:
     ingested = t.ingest_drop()
     built = t.build_features()
+    published_raw = attach(t.publish_raw(ingested), ValidationReportLink())
     chain(
         wait_for_inputs(cfg),
         ingested,
-        attach(t.publish_raw(ingested), ValidationReportLink()),
+        published_raw,
         built,
         attach(t.publish_features(built), ValidationReportLink(), HealthPageLink()),
     )
+    # After the commit, beside the features: a Postgres outage fails (and retries) only this task.
+    published_raw >> t.record_ingest(ingested)

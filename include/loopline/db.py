@@ -59,6 +59,7 @@ ANALYST_RELATIONS = (
     "promotion_requests",
     "backfill_runs",
     "stale_days",
+    "ingest_runs",
 )
 # The loader's one read-only table: it checks the schema's version there, it never records one.
 LEDGER = "schema_migrations"

@@ -8,6 +8,7 @@ so the page holds no copy of the data:
 - the same per slice of the gate (``model_performance_slices``, where slices are configured);
 - drift statistics per feature over time with the nights that triggered retraining marked (``drift_reports``,
   ``drift_runs``, ``retraining_decisions``);
+- daily ingest volumes and quarantine rates: rows read, published and quarantined per day (``ingest_runs``);
 - daily volumes and flag rates against the alert policy's band (``daily_alerts``);
 - the score distribution of recent days (``transaction_scores``);
 - the champion history, promotions and rollbacks marked (``model_alias_history``).
@@ -28,6 +29,8 @@ from typing import Any
 HEALTH_PREFIX = "/loopline/health"
 PLOTLY_JS = "plotly.min.js"
 SCORE_BUCKETS = 20
+DAY_MS = 86_400_000  # one day on a plotly date axis
+DAILY_TICKS_UP_TO = 31  # days on a chart up to which every day gets its tick
 DRIFT_TESTS_SHOWN = 12  # the drift chart's lines: the tests that drifted, then the largest statistics
 
 
@@ -41,12 +44,13 @@ class HealthData:
     drift: list[dict[str, Any]] = field(default_factory=list)
     nights: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
+    ingest: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     champions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not any((self.performance, self.drift, self.volumes, self.scores, self.champions))
+        return not any((self.performance, self.drift, self.ingest, self.volumes, self.scores, self.champions))
 
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -120,6 +124,17 @@ def volumes(conn: Any, schema: str, since: dt.date) -> list[dict[str, Any]]:
     )
 
 
+def ingest(conn: Any, schema: str, since: dt.date) -> list[dict[str, Any]]:
+    """Transactions read, published and quarantined per ingested day, and the quarantine rate."""
+    return _rows(
+        conn,
+        schema,
+        "SELECT ds, rows_read, rows_published, duplicates_dropped, rows_quarantined, quarantine_rate, "
+        "quarantined_by_reason, published_by FROM {s}.ingest_runs WHERE ds >= %s ORDER BY ds",
+        (since,),
+    )
+
+
 def score_distribution(conn: Any, schema: str, days: int = 14, buckets: int = SCORE_BUCKETS) -> list[dict[str, Any]]:
     """Share of each day's transactions per score bucket (``buckets`` equal buckets of [0, 1]), last ``days``."""
     return _rows(
@@ -153,7 +168,8 @@ def latest_day(conn: Any, schema: str) -> dt.date | None:
         conn,
         schema,
         "SELECT max(ds) AS ds FROM (SELECT max(ds) AS ds FROM {s}.scoring_runs UNION ALL "
-        "SELECT max(ds) FROM {s}.drift_runs UNION ALL SELECT max(ds) FROM {s}.model_performance) AS days",
+        "SELECT max(ds) FROM {s}.drift_runs UNION ALL SELECT max(ds) FROM {s}.model_performance UNION ALL "
+        "SELECT max(ds) FROM {s}.ingest_runs) AS days",
     )
     return rows[0]["ds"] if rows else None
 
@@ -170,6 +186,7 @@ def gather(conn: Any, schema: str, *, days: int = 90, today: dt.date | None = No
         drift=drift(conn, schema, since),
         nights=nights(conn, schema, since),
         volumes=volumes(conn, schema, since),
+        ingest=ingest(conn, schema, since),
         scores=score_distribution(conn, schema),
         champions=champions(conn, schema),
     )
@@ -188,7 +205,9 @@ def plotly_js() -> str:
 
 def _layout(fig: Any, title: str, yaxis: str, *, day_axis: bool = True) -> Any:
     if day_axis:  # one tick label per day, not hours of a single-day range
-        fig.update_xaxes(tickformat="%Y-%m-%d")
+        days = {str(x)[:10] for trace in fig.data for x in (getattr(trace, "x", None) or ())}
+        # A short span gets a tick per day (plotly would tick every 12 hours, each day labelled twice).
+        fig.update_xaxes(tickformat="%Y-%m-%d", **({"dtick": DAY_MS} if len(days) <= DAILY_TICKS_UP_TO else {}))
     fig.update_layout(
         title=title,
         yaxis_title=yaxis,
@@ -317,6 +336,32 @@ def volume_figure(data: HealthData) -> Any:
     return _layout(fig, "Daily volume and flag rate (champion)", "transactions")
 
 
+def ingest_figure(data: HealthData) -> Any:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = data.ingest
+    x = [str(r["ds"]) for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=x, y=[r["rows_published"] for r in rows], name="published"), secondary_y=False)
+    fig.add_trace(
+        go.Bar(
+            x=x,
+            y=[r["rows_quarantined"] for r in rows],
+            name="quarantined",
+            text=[", ".join(f"{k}: {v}" for k, v in sorted((r["quarantined_by_reason"] or {}).items())) for r in rows],
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(x=x, y=[r["quarantine_rate"] for r in rows], mode="lines+markers", name="quarantine rate"),
+        secondary_y=True,
+    )
+    fig.update_layout(barmode="stack")
+    fig.update_yaxes(title_text="quarantine rate", secondary_y=True)
+    return _layout(fig, "Daily ingest: transactions published and quarantined, quarantine rate", "transactions")
+
+
 def score_figure(data: HealthData) -> Any:
     import plotly.graph_objects as go
 
@@ -366,6 +411,7 @@ SECTIONS = (
     ("performance", "Realized performance", performance_figure, "performance"),
     ("slices", "Per-slice performance", slice_figure, "slices"),
     ("drift", "Drift", drift_figure, "drift"),
+    ("ingest", "Ingest volumes and quarantine", ingest_figure, "ingest"),
     ("volumes", "Volumes and flag rates", volume_figure, "volumes"),
     ("scores", "Score distribution", score_figure, "scores"),
     ("champions", "Champion history", champion_figure, "champions"),
@@ -375,6 +421,7 @@ _EMPTY = {
     "performance": "No realized performance yet: labels mature features.label_maturity_days after a scored day.",
     "slices": "No slice with enough frauds yet (gate.slices), or no slices configured.",
     "drift": "No drift_monitor night recorded yet.",
+    "ingest": "No ingested day recorded yet (feature_pipeline.record_ingest, backfill_range).",
     "volumes": "No scored day yet (batch_score).",
     "scores": "No scores yet (batch_score).",
     "champions": "No champion yet (train_model and its gate).",
@@ -395,7 +442,8 @@ def render(data: HealthData, *, plotly_src: str = f"{HEALTH_PREFIX}/{PLOTLY_JS}"
         parts.append("</section>")
     triggered = [str(n["ds"]) for n in data.nights if n["triggered"]]
     summary = (
-        f"{len(data.volumes)} scored day(s), {len(data.nights)} monitored night(s), retraining triggered on "
+        f"{len(data.ingest)} ingested day(s), {len(data.volumes)} scored day(s), "
+        f"{len(data.nights)} monitored night(s), retraining triggered on "
         f"{', '.join(triggered) or 'no night'}, {len(data.champions)} champion move(s)"
     )
     return (

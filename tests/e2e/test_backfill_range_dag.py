@@ -20,6 +20,7 @@ from loopline import lake as tables
 from loopline.config import get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.synth import generate
+from tests.lineage_support import file_transport, openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -61,10 +62,13 @@ def env(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "4",
         "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
         "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+        **file_transport(root / "lineage" / "events.jsonl"),
     }
+    (root / "lineage").mkdir()
     saved = {name: os.environ.get(name) for name in overrides}
     os.environ.update(overrides)
     get_config.cache_clear()
+    openlineage_conf_reset()
     postgres.migrate(SCHEMA)
     generate(START, DAYS, root / "landing", transactions_per_day=ROWS, seed=5)
     from airflow.dag_processing.dagbag import DagBag
@@ -78,6 +82,7 @@ def env(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         else:
             os.environ[name] = value
     get_config.cache_clear()
+    openlineage_conf_reset()
 
 
 def use_lake(root: Path, name: str) -> Lake:
@@ -143,6 +148,57 @@ def test_range_publishes_what_the_daily_runs_publish(env):
         events = session.query(AssetEvent).filter(AssetEvent.asset_id == asset_id).all()
         from_range = {e.extra["ds"] for e in events if e.source_dag_id == "backfill_range"}
     assert from_range == {str(day(i)) for i in range(4)}  # one event per published day, as the daily run
+
+    # Each published day's ingest accounting, written by the range after the day's commits (it replaced the
+    # daily runs' rows of the same days: a newer raw version of each day).
+    recorded = env["pg"].query(
+        f"SELECT ds, rows_published, raw_version, published_by FROM {SCHEMA}.ingest_runs"
+        " WHERE ds BETWEEN %s AND %s ORDER BY ds",
+        day(0),
+        day(3),
+    )
+    assert recorded == [
+        (
+            day(i),
+            ranged.stats(tables.RAW_TRANSACTIONS, day(i))["rows"],
+            ranged.current_version(tables.RAW_TRANSACTIONS, day(i)),
+            "backfill_range",
+        )
+        for i in range(4)
+    ]
+
+    # Lineage: each day of the range reports landing -> raw -> features under the daily run's dataset names,
+    # in child runs of its own (a day's features come from that day's drop only, not the range's other days).
+    from loopline import lineage
+
+    events = lineage.read_events(env["root"] / "lineage" / "events.jsonl")
+    ranged_events = [e for e in events if e["job"]["name"].startswith("backfill_range.backfill_days.")]
+    graph = lineage.LineageGraph.from_events(ranged_events)
+    ns = "loopline"
+    for offset in range(4):
+        ds = day(offset)
+        landing = lineage.landing(ns, "transactions", ds).key
+        raw = lineage.lake(ns, tables.RAW_TRANSACTIONS, ds).key
+        features = lineage.lake(ns, tables.FEATURES, ds).key
+        assert features[1] == f"loopline_features/ds={ds}"  # the Asset's day, as feature_pipeline names it
+        assert landing in graph.producers[raw]
+        assert raw in graph.producers[features]
+        assert graph.jobs[raw] == {
+            "backfill_range.backfill_days.ingest_drop",
+            "backfill_range.backfill_days.publish_raw",
+        }
+        assert graph.jobs[features] == {
+            "backfill_range.backfill_days.build_features",
+            "backfill_range.backfill_days.publish_features",
+        }
+        assert {k for k in graph.upstream(features) if k[1].startswith("loopline_landing/")} == {
+            lineage.landing(ns, kind, ds).key for kind in ("transactions", "labels")
+        }
+        assert ranged.current_version(tables.RAW_TRANSACTIONS, ds) in graph.versions[raw]
+        assert graph.versions[features] == {ranged.current_version(tables.FEATURES, ds)}
+        assert lineage.analyst(ns, "ingest_runs", ds).key in graph.producers
+    parents = {e["run"]["facets"]["parent"]["job"]["name"] for e in ranged_events}
+    assert parents == {"backfill_range.backfill_days"}
 
 
 def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):

@@ -21,7 +21,7 @@ ROWS = 800
 
 
 @pytest.fixture(scope="module")
-def pipeline(spark_connect_url, airflow_db):
+def pipeline(spark_connect_url, airflow_db, postgres):  # record_ingest writes the session schema as the loader
     os.environ["AIRFLOW_CONN_LOOPLINE_LANDING_FS"] = json.dumps({"conn_type": "fs", "extra": {"path": ""}})
     os.environ["LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS"] = "6"
     os.environ["LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS"] = "1"
@@ -56,7 +56,7 @@ def features_rows(cfg, day):
     return frame.sort_values("transaction_id").reset_index(drop=True)
 
 
-def test_days_in_order_then_reruns_are_identical(pipeline):
+def test_days_in_order_then_reruns_are_identical(pipeline, postgres):
     dag, cfg, _ = pipeline
     run_ids = set()
     for offset in range(3):
@@ -89,8 +89,23 @@ def test_days_in_order_then_reruns_are_identical(pipeline):
         ours = [event for event in events if event.source_run_id in run_ids]
         assert {event.extra["ds"] for event in ours} == {str(START + dt.timedelta(days=i)) for i in range(3)}
 
+    # Each published day's ingest accounting is in Postgres, one row per day, of the raw version published last.
+    rows = ingest_rows(postgres, cfg, [START + dt.timedelta(days=i) for i in range(3)])
+    assert [r[:3] for r in rows] == [(START + dt.timedelta(days=i), ROWS, ROWS) for i in range(3)]
+    assert all(r[3] == 0 and r[4] == 0.0 for r in rows)  # clean drops: nothing quarantined
+    assert rows[2][5] == lake.current_version(tables.RAW_TRANSACTIONS, day)  # the rerun replaced the day's row
+    assert {r[6] for r in rows} == {"feature_pipeline"}
 
-def test_failed_gate_publishes_nothing(pipeline, capfd):
+
+def ingest_rows(postgres, cfg, days):
+    return postgres.query(
+        f"SELECT ds, rows_read, rows_published, rows_quarantined, quarantine_rate, raw_version, published_by,"
+        f" quarantined_by_reason FROM {cfg.postgres.schema_}.ingest_runs WHERE ds = ANY(%s) ORDER BY ds",
+        days,
+    )
+
+
+def test_failed_gate_publishes_nothing(pipeline, postgres, capfd):
     dag, cfg, landing = pipeline
     day = START + dt.timedelta(days=3)
     part = landing / "transactions" / f"ds={day}" / "part-00000.csv"
@@ -109,6 +124,8 @@ def test_failed_gate_publishes_nothing(pipeline, capfd):
     assert lake.partition(tables.RAW_TRANSACTIONS, day) is None
     assert lake.partition(tables.FEATURES, day) is None
     assert lake.stats(tables.QUARANTINE_TRANSACTIONS, day)["rows"] == len(lines[1::10])
+    assert states["record_ingest"] == "upstream_failed"
+    assert ingest_rows(postgres, cfg, [day]) == []  # only published days are recorded
     log = capfd.readouterr().out  # dag.test() logs tasks to stdout
     assert "GX gate 'ingest_stats' failed" in log
     assert "quarantine_rate" in log

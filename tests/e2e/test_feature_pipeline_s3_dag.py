@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_feature_pipeline_ingests_a_day_from_s3_sources(
-    s3_export, spark_connect_url, airflow_db, tmp_path, monkeypatch
+    s3_export, spark_connect_url, airflow_db, postgres, tmp_path, monkeypatch
 ):
     """feature_pipeline executed by Airflow with both inputs on S3: the export marker sensor, the copy into
     the landing drop, then the same ingest, gates and features as a landing drop."""

@@ -20,6 +20,7 @@ from loopline.config import get_config
 from loopline.synth import generate
 from loopline.training.synthetic import write_synthetic_lake
 from tests.conftest import REPO, run_day
+from tests.lineage_support import openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -28,17 +29,6 @@ HISTORY = dt.date(2026, 1, 2)  # synthetic features and labels from here on: the
 CUTOFF = dt.date(2026, 2, 7)
 NAME = "loopline-lineage-e2e"
 SCHEMA = "lineage_e2e"
-
-
-def _openlineage_conf_reset() -> None:
-    """The provider caches its settings per process: read them again (this module changes the transport)."""
-    from airflow.providers.openlineage import conf
-    from airflow.providers.openlineage.plugins.listener import get_openlineage_listener
-
-    for value in vars(conf).values():
-        if callable(getattr(value, "cache_clear", None)):
-            value.cache_clear()
-    get_openlineage_listener().adapter._client = None  # built again from the transport now configured
 
 
 def _dag(file_name: str):
@@ -78,7 +68,7 @@ def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ.update(overrides)
     get_config.cache_clear()
-    _openlineage_conf_reset()
+    openlineage_conf_reset()
     postgres.migrate(SCHEMA)
     generate(DAY, 1, root / "landing", transactions_per_day=600, seed=5)
     write_synthetic_lake(root / "lake", HISTORY, 36, rows_per_day=600, seed=3)
@@ -91,7 +81,7 @@ def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     if tracking_before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     get_config.cache_clear()
-    _openlineage_conf_reset()
+    openlineage_conf_reset()
 
 
 def test_one_day_chain_from_the_landing_drop_to_the_scores(loop):
@@ -162,7 +152,7 @@ def test_a_broken_transport_never_fails_a_task(loop):
     os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
         {"type": "file", "log_file_path": str(folder), "append": True}  # a folder: every write fails
     )
-    _openlineage_conf_reset()
+    openlineage_conf_reset()
     try:
         before = loop["events"].stat().st_size
         dagrun, states = run_day(_dag("batch_score"), DAY)
@@ -173,7 +163,7 @@ def test_a_broken_transport_never_fails_a_task(loop):
         os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
             {"type": "file", "log_file_path": str(loop["events"]), "append": True}
         )
-        _openlineage_conf_reset()
+        openlineage_conf_reset()
 
 
 def test_an_error_inside_the_lineage_call_never_fails_a_task(loop):
@@ -194,3 +184,74 @@ def test_an_error_inside_the_lineage_call_never_fails_a_task(loop):
         api.emit_dataset_lineage = original
     assert dagrun.state == "success", states
     assert reporting.FAILURES["count"] >= failures + 2  # score_champion and load_scores each tried and went on
+
+
+def _compose_transport(url: str) -> str:
+    """``AIRFLOW__OPENLINEAGE__TRANSPORT`` as docker-compose.yaml sets it, with ``OPENLINEAGE_URL`` = ``url``."""
+    import re
+
+    import yaml
+
+    compose = yaml.safe_load((REPO / "docker-compose.yaml").read_text(encoding="utf-8"))
+    values = set()
+    for service in compose["services"].values():
+        environment = service.get("environment") or {}
+        if isinstance(environment, dict) and "AIRFLOW__OPENLINEAGE__TRANSPORT" in environment:
+            values.add(environment["AIRFLOW__OPENLINEAGE__TRANSPORT"])
+    (value,) = values  # one setting, shared by every Airflow service
+    return re.sub(r"\$\{OPENLINEAGE_URL(:\?[^}]*)?\}", url, value)
+
+
+def test_the_http_transport_of_production_posts_the_task_datasets(loop):
+    """The compose file's HTTP transport, pointed at a lineage server on loopback: a real task run posts its
+    events there (the provider's HTTP transport, as in production), with Loopline's dataset names."""
+    import gzip
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[tuple[str, dict]] = []
+
+    class LineageServer(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.headers.get("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            received.append((self.path, json.loads(body)))
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LineageServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = _compose_transport(url)
+    openlineage_conf_reset()
+    try:
+        assert json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["type"] == "http"
+        before = loop["events"].stat().st_size
+        dagrun, states = run_day(_dag("batch_score"), DAY)
+        assert dagrun.state == "success", states
+    finally:
+        server.shutdown()
+        server.server_close()
+        os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+            {"type": "file", "log_file_path": str(loop["events"]), "append": True}
+        )
+        openlineage_conf_reset()
+    assert loop["events"].stat().st_size == before  # the file transport was not used
+    assert {path for path, _ in received} == {"/api/v1/lineage"}
+    events = [event for _, event in received]
+    assert {e["job"]["namespace"] for e in events} == {"loopline"}
+    graph = lineage.LineageGraph.from_events(events)
+    ns = "loopline"
+    features = lineage.lake(ns, tables.FEATURES, DAY).key
+    scores = lineage.lake(ns, tables.SCORES, DAY).key
+    analyst = lineage.analyst(ns, "transaction_scores", DAY).key
+    assert scores[1] == f"loopline_scores/ds={DAY}"
+    assert features in graph.producers[scores]
+    assert scores in graph.producers[analyst]
+    assert graph.jobs[scores] == {"batch_score.score_champion"}
+    assert graph.jobs[analyst] == {"batch_score.load_scores"}

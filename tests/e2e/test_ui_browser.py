@@ -1,11 +1,13 @@
 """The Airflow UI in a real browser: headless Debian Chromium driven by Playwright against the real local stack.
 
-Brings the stack up (``loopline up``) in a throwaway home, runs one ``drift_monitor`` night in it with
-``airflow dags test`` (a real run in the stack's metadata database, on a lake scored by a registered
-champion), then logs in as a person would, checks that the six DAGs are listed without import errors,
-opens the finished ``detect_drift`` task and follows its extra links to the MLflow run and the drift report.
+Brings the stack up (``loopline up``) in a throwaway home and gives it a demo-like history (``tests.health_history``:
+a week of scored days drifting from ``NIGHT`` on, a ``drift_monitor`` run per night in the stack's metadata
+database, then a promotion), then logs in as a person would, checks that the six DAGs are listed without import
+errors, opens the drift night's ``detect_drift`` task and follows its extra links to the MLflow run and the drift
+report, and opens the model-health page: realized ROC AUC per day, the trigger night and the promotion marked.
 
-With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list is saved there (the README's picture comes from this).
+With ``LOOPLINE_SCREENSHOTS=<folder>`` the DAG list and the health page are saved there (``docs/airflow-dags.png``
+and ``docs/health-page.png`` come from this).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import subprocess
 import urllib.error
@@ -26,7 +27,8 @@ import pytest
 from loopline.stack import AirflowApi, admin_password, shell_environment
 from tests.conftest import BIN, REPO, stack_test_env
 
-pytestmark = pytest.mark.e2e
+# A stack, five drift_monitor nights and a browser: more than the default 900 s on a busy machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(2400)]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # What a root, offline machine needs: no sandbox, and no background calls to Google's hosts.
@@ -40,7 +42,9 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 DAG_IDS = ("backfill_range", "batch_score", "drift_monitor", "feature_pipeline", "promote_model", "train_model")
-NIGHT = dt.date(2026, 1, 5)
+START = dt.date(2026, 1, 1)
+DAYS = 6  # scored days; drift_monitor runs the nights from the second day on (within the cooldown of NIGHT)
+NIGHT = dt.date(2026, 1, 5)  # the features drift from here on: the night that triggers retraining
 
 
 def _run(args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -58,21 +62,29 @@ def ui(tmp_path_factory):
         up = _run([str(BIN / "loopline"), "up"], env)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         stack_env = shell_environment(home, env)
-        stack_env["PYTHONPATH"] = str(REPO)
+        stack_env["PYTHONPATH"] = os.pathsep.join((str(REPO), str(REPO / "include")))  # this checkout's code
         # `airflow dags test` of Airflow 3.3.0 breaks on a successful run of a DAG with deadline alerts
         stack_env["LOOPLINE__ALERTS__LATENESS__ENABLED"] = "false"
-        prepare = (
-            "import datetime as dt; from pathlib import Path;"
-            "from loopline.config import get_config, resolve_uri; from tests.drift_data import scored_lake;"
-            "c = get_config();"
-            "scored_lake(Path(resolve_uri(c.storage.lake_uri)), resolve_uri(c.mlflow.tracking_uri),"
-            " Path(resolve_uri(c.mlflow.artifact_uri)) / 'tests', c.mlflow.registered_model,"
-            f" start=dt.date(2026, 1, 1), days=6, drift_start=dt.date.fromisoformat({str(NIGHT)!r}), rows=1000)"
+        # A demo-like history through the loop's own code: a scored lake drifting from NIGHT on, drift_monitor
+        # for each night (drift tests, realized performance, the retraining decision), then a promotion.
+        history = _run(
+            [
+                str(BIN / "python"),
+                "-m",
+                "tests.health_history",
+                "--start",
+                str(START),
+                "--days",
+                str(DAYS),
+                "--drift",
+                str(NIGHT),
+            ],
+            stack_env,
+            timeout=1500,
         )
-        prepared = _run([str(BIN / "python"), "-c", prepare], stack_env)
-        assert prepared.returncode == 0, prepared.stderr[-3000:]
-        night = _run([str(BIN / "airflow"), "dags", "test", "drift_monitor", str(NIGHT)], stack_env)
-        assert night.returncode == 0, night.stdout[-3000:] + night.stderr[-3000:]
+        assert history.returncode == 0, history.stdout[-3000:] + history.stderr[-3000:]
+        seeded = json.loads(history.stdout.strip().splitlines()[-1])
+        assert set(seeded["nights"].values()) == {"success"}, seeded
         password = admin_password(home)
         secrets = json.loads((home / "stack" / "secrets.json").read_text())
         yield {
@@ -95,8 +107,9 @@ def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
 
     assert _api(ui, "/api/v2/importErrors")["total_entries"] == 0
     runs = _api(ui, "/api/v2/dags/drift_monitor/dagRuns")["dag_runs"]
-    assert [run["state"] for run in runs] == ["success"]
-    run_id = runs[0]["dag_run_id"]
+    assert {run["state"] for run in runs} == {"success"}
+    assert len(runs) == DAYS - 1
+    (run_id,) = [run["dag_run_id"] for run in runs if run["logical_date"].startswith(str(NIGHT))]
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -141,7 +154,7 @@ def test_the_ui_lists_the_loop_and_links_a_task_to_mlflow_and_its_report(ui):
             browser.close()
 
 
-def test_the_model_health_page_shows_the_drift_night_behind_the_login(ui):
+def test_the_model_health_page_shows_the_history_behind_the_login(ui):
     from playwright.sync_api import expect, sync_playwright
 
     from loopline import lineage
@@ -169,16 +182,28 @@ def test_the_model_health_page_shows_the_drift_night_behind_the_login(ui):
 
             page.goto(url)
             expect(page.get_by_role("heading", name="Model health")).to_be_visible(timeout=30_000)
+            for key in ("performance", "drift", "volumes", "scores", "champions"):
+                # every chart of the history drawn by plotly.js
+                expect(page.locator(f"#chart-{key} .main-svg").first).to_be_visible(timeout=30_000)
+            summary = page.locator("#summary")
+            expect(summary).to_contain_text(f"{DAYS - 1} monitored night(s)")
+            expect(summary).to_contain_text(f"{DAYS} scored day(s)")
+            expect(summary).to_contain_text(f"retraining triggered on {NIGHT}")  # the drift night, and only it
+            # The trigger night marked on the drift chart, the later drifted nights held back by the cooldown.
             drift = page.locator("#chart-drift")
-            expect(drift.locator(".main-svg").first).to_be_visible(timeout=30_000)  # drawn by plotly.js
-            assert page.locator(".js-plotly-plot").count() >= 1
-            # The drift night is on the chart: marked as a trigger night (or a drifted one the cooldown held back).
-            expect(page.locator("#summary")).to_contain_text("1 monitored night(s)")
-            night_mark = drift.locator(".legendtext").filter(has_text=re.compile("retraining triggered|drift, not"))
-            expect(night_mark).to_have_count(1)
+            expect(drift.locator(".legendtext").filter(has_text="retraining triggered")).to_have_count(1)
+            # Realized ROC AUC per day once labels matured, with the model's holdout line.
+            performance = page.locator("#chart-performance")
+            expect(performance.locator(".legendtext").filter(has_text="realized ROC AUC")).to_have_count(1)
+            expect(performance.locator(".legendtext").filter(has_text="holdout ROC AUC")).to_have_count(1)
+            assert performance.locator(".scatterlayer .trace").first.locator(".point").count() >= 3
+            # The champion history: the first champion and the promotion after the drift night.
+            champions = page.locator("#chart-champions")
+            expect(champions.locator(".legendtext").filter(has_text="promotion")).to_have_count(1)
+            expect(champions.locator(".legendtext").filter(has_text="first")).to_have_count(1)
             if os.environ.get("LOOPLINE_SCREENSHOTS"):
                 folder = Path(os.environ["LOOPLINE_SCREENSHOTS"])
                 folder.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(folder / "model-health.png"), full_page=True)
+                page.screenshot(path=str(folder / "health-page.png"), full_page=True)
         finally:
             browser.close()

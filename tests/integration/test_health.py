@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from loopline import health
+from loopline import health, ingest_runs
 from loopline.config import get_config
 from tests.conftest import REPO
 
@@ -87,7 +87,34 @@ def history(postgres):
                 (version, previous, moved, triggered_by, decision, json.dumps({})),
             )
     conn.close()
+    # The ingest accounting through its real writer, as feature_pipeline.record_ingest writes it (the loader).
+    loader = postgres.connect_loader()
+    try:
+        for i, ds in enumerate(DAYS):
+            assert ingest_runs.record(
+                loader, SCHEMA, ingest_runs.row(_ingested(ds, i), published_by="feature_pipeline")
+            )
+    finally:
+        loader.close()
     return postgres
+
+
+def _ingested(ds: dt.date, i: int, version: str | None = None) -> dict:
+    """An ingest result as ``spark_jobs.ingest.run`` returns it: counts per kind (its ``KindCounts``)."""
+    from spark_jobs.ingest import KindCounts
+
+    # The drift night's drop carries broken amounts: its quarantine rate stands out.
+    bad = 40 if ds == DRIFT_NIGHT else i
+    tx = KindCounts(files=1, rows_written=1000 - bad, duplicates_dropped=2, rows_quarantined=bad)
+    tx.rows_read = tx.rows_written + tx.duplicates_dropped + tx.rows_quarantined
+    tx.quarantined_by_reason = {"amount_not_numeric": bad} if bad else {}
+    labels = KindCounts(files=1, rows_read=30, rows_written=30)
+    return {
+        "ds": str(ds),
+        "version": version or f"{ds:%Y%m%d}T010000000000Z-0000000{i}",
+        "transactions": tx.__dict__ | {"quarantine_rate": tx.quarantine_rate},
+        "labels": labels.__dict__ | {"quarantine_rate": 0.0},
+    }
 
 
 def test_the_analyst_role_reads_every_section(history):
@@ -110,6 +137,11 @@ def test_the_analyst_role_reads_every_section(history):
     assert len(shares) == len(DAYS)
     assert all(share == pytest.approx(1.0) for share in shares.values())
     assert [c["kind"] for c in data.champions] == ["first", "promotion", "rollback"]
+    assert [r["ds"] for r in data.ingest] == DAYS
+    night = data.ingest[DAYS.index(DRIFT_NIGHT)]
+    assert (night["rows_read"], night["rows_published"], night["rows_quarantined"]) == (1002, 960, 40)
+    assert night["quarantine_rate"] == pytest.approx(40 / 1002)
+    assert night["quarantined_by_reason"] == {"amount_not_numeric": 40}
 
     # Older days than the window are left out.
     conn = history.connect(history.roles.analyst)
@@ -142,6 +174,46 @@ def test_the_page_draws_every_section_and_marks_the_trigger_night(history):
     head = page.split("<body>")[0]
     assert "https://" not in head  # plotly.js is served locally, never from a CDN
     assert f"src='{health.HEALTH_PREFIX}/{health.PLOTLY_JS}'" in head
+
+
+def test_the_ingest_chart_plots_volumes_and_quarantine_rate_per_day(history):
+    conn = history.connect(history.roles.analyst)
+    try:
+        data = health.gather(conn, SCHEMA, days=30, today=DAYS[-1])
+    finally:
+        conn.close()
+    traces = {trace.name: trace for trace in health.ingest_figure(data).data}
+    assert list(traces["published"].x) == [str(d) for d in DAYS]
+    assert list(traces["published"].y) == [1000 - (40 if d == DRIFT_NIGHT else i) for i, d in enumerate(DAYS)]
+    assert list(traces["quarantined"].y) == [40 if d == DRIFT_NIGHT else i for i, d in enumerate(DAYS)]
+    rates = list(traces["quarantine rate"].y)
+    assert max(rates) == rates[DAYS.index(DRIFT_NIGHT)] == pytest.approx(40 / 1002)
+    assert "amount_not_numeric: 40" in traces["quarantined"].text[DAYS.index(DRIFT_NIGHT)]
+    assert health.ingest_figure(data).layout.xaxis.dtick == health.DAY_MS  # a week: one tick per day
+    page = health.render(data)
+    assert 'id="chart-ingest"' in page
+    assert f"{len(DAYS)} ingested day(s)" in page
+
+
+def test_ingest_rows_are_idempotent_per_day_and_never_go_back_a_version(history):
+    day = dt.date(2026, 4, 1)
+    loader = history.connect_loader()
+    try:
+        newer = ingest_runs.row(_ingested(day, 3, "20260402T000000000000Z-bbbbbbbb"), published_by="backfill_range")
+        older = ingest_runs.row(_ingested(day, 5, "20260401T000000000000Z-aaaaaaaa"), published_by="feature_pipeline")
+        assert ingest_runs.record(loader, SCHEMA, newer)
+        assert ingest_runs.record(loader, SCHEMA, newer)  # a retry rewrites the same row
+        assert not ingest_runs.record(loader, SCHEMA, older)  # a superseded publish changes nothing
+    finally:
+        loader.close()
+    rows = history.query(
+        f"SELECT raw_version, rows_quarantined, published_by FROM {SCHEMA}.ingest_runs WHERE ds = %s", day
+    )
+    assert rows == [("20260402T000000000000Z-bbbbbbbb", 3, "backfill_range")]
+    conn = history.connect()
+    with conn, conn.cursor() as cur:  # the other tests' window stays as seeded
+        cur.execute(f"DELETE FROM {SCHEMA}.ingest_runs WHERE ds = %s", (day,))
+    conn.close()
 
 
 def test_an_empty_schema_says_why_each_chart_is_missing(postgres):

@@ -34,11 +34,14 @@ def range_params() -> dict[str, Any]:
     return backfill_params()
 
 
-def _day_step(spark: Any, cfg: Any = None):
+def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None = None):
     """One day of the daily pipeline: its PostgreSQL and S3 inputs extracted into the day's drop (as
-    ``extract_sources``), ingest, raw gates and commit, features, features gate and commit."""
+    ``extract_sources``), ingest, raw gates and commit, features, features gate and commit, then the day's
+    ``ingest_runs`` row through ``conn`` (the ledger's: once the day is published in the lake, as
+    ``feature_pipeline.record_ingest`` does; a Postgres outage fails the range, which resumes at that day)."""
     from loopline.backfill import DayFailed, fault_point
     from loopline.orchestration import feature_tasks as ft
+    from loopline.orchestration.lineage import day_scope
     from loopline.orchestration.source_tasks import _connection
     from loopline.sources import SourceError, extract_inputs, extracted_kinds
     from spark_jobs import features, ingest
@@ -52,14 +55,20 @@ def _day_step(spark: Any, cfg: Any = None):
                 log.info("ds=%s: extracted %s", ds, extract_inputs(cfg, day, _connection, extracted))
             except SourceError as exc:
                 raise DayFailed(day, str(exc)) from exc
+        # The day's lineage as its daily run reports it (same dataset names), in child runs of the task's run.
         try:
-            ingested = ft._fail_on_data_errors(ingest.run, spark, day)
-            fault_point(day, "after_ingest")
-            ft.gate_and_publish_raw(spark, ds, ingested)
-            fault_point(day, "after_raw")
-            built = ft._fail_on_data_errors(features.run, spark, day)
-            published = ft.gate_and_publish_features(spark, ds, built)
-            fault_point(day, "after_features")
+            with day_scope(ds):
+                ingested = ft._fail_on_data_errors(ingest.run, spark, day)
+                ft.report_ingest_lineage(ds, ingested)
+                fault_point(day, "after_ingest")
+                ft.gate_and_publish_raw(spark, ds, ingested)
+                fault_point(day, "after_raw")
+                built = ft._fail_on_data_errors(features.run, spark, day)
+                ft.report_build_lineage(ds, built)
+                published = ft.gate_and_publish_features(spark, ds, built)
+                fault_point(day, "after_features")
+                if conn is not None:
+                    ft.write_ingest_row(ingested, published_by="backfill_range", run_id=run_id, conn=conn)
         except AirflowFailException as exc:  # a data error: the gate's or the drop's message
             raise DayFailed(day, str(exc)) from exc
         tx = ingested["transactions"]
@@ -134,7 +143,7 @@ def backfill_days(
     cascade = bool(param(params, "cascade", cfg.backfill.cascade))
     published = published_after(lake, end, backfill.reach_days(cfg)) if cascade else []
     ledger = _ledger(cfg)
-    step = _day_step(spark, cfg)
+    step = _day_step(spark, cfg, ledger.conn, run_id)
 
     def on_day(day: dt.date, done: dict) -> None:
         outlet_events[BACKFILL_ALIAS].add(

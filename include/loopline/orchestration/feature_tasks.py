@@ -128,12 +128,30 @@ def ingest_drop(ds: str | None = None, spark: Any = None, params: dict | None = 
             counts["files_quarantined"],
             f"; extra columns ignored: {counts['extra_columns']}" if counts["extra_columns"] else "",
         )
+    report_ingest_lineage(ds, result)
+    return result
+
+
+def report_ingest_lineage(ds: str, ingested: dict) -> None:
+    """``ingest_drop``'s lineage: the day's landing drop -> the raw layer versions it wrote."""
     ns = namespace()
     report_lineage(
         [lineage.landing(ns, kind, ds) for kind in ("transactions", "labels")],
-        [lineage.lake(ns, table, ds, version) for table, version in sorted(result["tables"].items())],
+        [lineage.lake(ns, table, ds, version) for table, version in sorted(ingested["tables"].items())],
+        step="ingest_drop",
     )
-    return result
+
+
+def report_build_lineage(ds: str, built: dict) -> None:
+    """``build_features``' lineage: the day's raw layer -> the features version it wrote."""
+    from loopline import lake as tables
+
+    ns = namespace()
+    report_lineage(
+        [lineage.lake(ns, t, ds) for t in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.LABELED_TRANSACTIONS)],
+        [lineage.lake(ns, tables.FEATURES, ds, built["version"])],
+        step="build_features",
+    )
 
 
 def _published_raw(day: dt.date) -> str | None:
@@ -196,8 +214,51 @@ def gate_and_publish_raw(spark: Any, ds: str, ingested: dict) -> dict:
     ingest.publish(day, ingested["tables"], stats={"rows": tx["rows_written"]}, cfg=cfg)
     ns = namespace()
     published = [lineage.lake(ns, table, ds, v) for table, v in sorted(ingested["tables"].items())]
-    report_lineage(published, published)
+    report_lineage(published, published, step="publish_raw")
     return results
+
+
+@task
+def record_ingest(ingested: dict, ds: str | None = None, run_id: str | None = None) -> dict:
+    """Write the day's ingest accounting to Postgres (``ingest_runs``), once ``publish_raw`` committed the day.
+
+    A task of its own, after the publish: a Postgres outage fails only this task (with the DAG's retries) and
+    never the lake's publish; the features go on without it. Idempotent per ``ds``."""
+    written = write_ingest_row(ingested, published_by="feature_pipeline", run_id=run_id)
+    return {"ds": ds, "written": written}
+
+
+def write_ingest_row(ingested: dict, *, published_by: str, run_id: str | None, conn: Any = None) -> bool:
+    """Upsert the day's ``ingest_runs`` row from an ingest result (shared with the range backfill, which
+    passes its ledger's connection); reports the lineage raw layer -> ``loopline_analyst/ingest_runs``."""
+    from loopline import db, ingest_runs
+    from loopline import lake as tables
+
+    cfg = get_config()
+    schema = cfg.postgres.schema_
+    own = conn is None
+    if own:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    try:
+        db.require_current(conn, schema)
+        values = ingest_runs.row(ingested, published_by=published_by, airflow_run_id=run_id)
+        written = ingest_runs.record(conn, schema, values)
+    finally:
+        if own:
+            conn.close()
+    ds = str(ingested["ds"])
+    ns = namespace()
+    report_lineage(
+        [
+            lineage.lake(ns, t, ds, ingested["version"])
+            for t in (tables.RAW_TRANSACTIONS, tables.QUARANTINE_TRANSACTIONS)
+        ],
+        [lineage.analyst(ns, ingest_runs.TABLE, ds)],
+        step="record_ingest",
+    )
+    return written
 
 
 # none_failed: runs after a skipped ingest too (force_reingest off, the raw partition reused); a failed or
@@ -205,15 +266,10 @@ def gate_and_publish_raw(spark: Any, ds: str, ingested: dict) -> dict:
 @task.pyspark(**SPARK_TASK, depends_on_past=True, trigger_rule="none_failed")  # day after day, in order
 def build_features(ds: str | None = None, spark: Any = None) -> dict:
     """Spark feature job for the day into a new, uncommitted features version."""
-    from loopline import lake as tables
     from spark_jobs import features
 
     built = _fail_on_data_errors(features.run, spark, dt.date.fromisoformat(ds))
-    ns = namespace()
-    report_lineage(
-        [lineage.lake(ns, t, ds) for t in (tables.RAW_TRANSACTIONS, tables.RAW_LABELS, tables.LABELED_TRANSACTIONS)],
-        [lineage.lake(ns, tables.FEATURES, ds, built["version"])],
-    )
+    report_build_lineage(ds, built)
     return built
 
 
@@ -234,5 +290,5 @@ def gate_and_publish_features(spark: Any, ds: str, built: dict) -> dict:
     result = _fail_on_data_errors(_gate, frame, "features", ds=ds, params={"min_rows": 1})
     uri = features.publish(dt.date.fromisoformat(ds), built["version"], built["rows"])
     partition = [lineage.lake(namespace(), "features", ds, built["version"])]
-    report_lineage(partition, partition)
+    report_lineage(partition, partition, step="publish_features")
     return {"evaluated": result.evaluated, "report_uri": result.report_uri, "uri": uri}
