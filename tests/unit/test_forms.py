@@ -140,7 +140,7 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
             self.pushed[key] = value
 
     monkeypatch.setattr(monitoring, "_lock_model", lambda cur, name: None)
-    monkeypatch.setattr(monitoring_tasks, "_conn", _Conn)
+    monkeypatch.setattr(monitoring_tasks, "open_predictions_db", _Conn)
     dropped = {"performance_drop": True, "model_version": None}  # a realized ROC AUC drop: a real trigger
     ti = _TI()
     kwargs = {"ds": "2026-02-20", "run_id": "manual__x", "ti": ti}

@@ -17,6 +17,7 @@ from airflow.sdk import AssetAlias, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import get_config, resolve_uri
+from loopline.orchestration.database import open_predictions_db
 from loopline.orchestration.feature_tasks import FEATURES_ASSET
 from loopline.orchestration.spark_access import SPARK_TASK
 
@@ -104,14 +105,9 @@ def published_after(lake: Any, end: dt.date, reach: int) -> list[dt.date]:
 
 
 def _ledger(cfg: Any):
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import db
     from loopline.backfill import Ledger
 
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    db.require_current(conn, cfg.postgres.schema_)
-    return Ledger(conn, cfg.postgres.schema_)
+    return Ledger(open_predictions_db(cfg), cfg.postgres.schema_)
 
 
 @task.pyspark(**SPARK_TASK, outlets=[BACKFILL_ALIAS])

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from loopline import lineage
 from loopline.config import get_config, resolve_uri
 from loopline.orchestration import links, reports
+from loopline.orchestration.database import open_predictions_db
 from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
@@ -231,18 +232,15 @@ def record_ingest(ingested: dict, ds: str | None = None, run_id: str | None = No
 def write_ingest_row(ingested: dict, *, published_by: str, run_id: str | None, conn: Any = None) -> bool:
     """Upsert the day's ``ingest_runs`` row from an ingest result (shared with the range backfill, which
     passes its ledger's connection); reports the lineage raw layer -> ``loopline_analyst/ingest_runs``."""
-    from loopline import db, ingest_runs
+    from loopline import ingest_runs
     from loopline import lake as tables
 
     cfg = get_config()
     schema = cfg.postgres.schema_
     own = conn is None
     if own:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-        conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.require_current(conn, schema)
+        conn = open_predictions_db(cfg)
+    try:  # the ledger's connection was checked when the range opened it
         values = ingest_runs.row(ingested, published_by=published_by, airflow_run_id=run_id)
         written = ingest_runs.record(conn, schema, values)
     finally:

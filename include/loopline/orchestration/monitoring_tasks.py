@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
 from loopline.orchestration import links, reports
+from loopline.orchestration.database import open_predictions_db
 
 TRAIN_DAG_ID = "train_model"
 TRIGGER_TASK_ID = "trigger_training"
@@ -29,21 +30,6 @@ def _client():
     from loopline.orchestration.mlflow_access import mlflow_client
 
     return mlflow_client()
-
-
-def _conn():
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import db
-
-    cfg = get_config()
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.require_current(conn, cfg.postgres.schema_)
-    except Exception:
-        conn.close()
-        raise
-    return conn
 
 
 def train_run_id(ds: str) -> str:
@@ -82,7 +68,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
             mlflow_run_id = monitoring.log_report(client, experiment_id, day, report_dir, scored, result)
     except monitoring.MissingInput as exc:
         raise AirflowSkipException(f"drift not measured for ds={ds}: {exc}") from exc
-    conn = _conn()
+    conn = open_predictions_db()
     try:
         written = monitoring.write_drift(
             conn,
@@ -186,7 +172,7 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
     }
     # The gate's slices over time, on the same matured labels (for analysts: model_performance_slices).
     sliced = monitoring.realized_slices(resolve_uri(cfg.storage.lake_uri), scored_day, asof, cfg.gate.slices)
-    conn = _conn()
+    conn = open_predictions_db()
     try:
         monitoring.write_performance(conn, cfg.postgres.schema_, row)
         if sliced is not None:
@@ -257,7 +243,7 @@ def decide_retraining(
     target = train_run_id(ds)
     # An earlier try whose trigger worked but whose confirmation did not: confirmed now, not triggered again.
     exists = ti.get_dr_count(dag_id=TRAIN_DAG_ID, run_ids=[target]) > 0
-    conn = _conn()
+    conn = open_predictions_db()
     try:
         decision, already = monitoring.decide_and_record(  # already: confirmed earlier
             conn,
@@ -323,7 +309,7 @@ def confirm_trigger(ds: str | None = None, ti: Any = None) -> str | None:
             f"ds={ds}: no {TRAIN_DAG_ID} run {target} exists (the trigger failed); the decision stays pending in "
             f"{cfg.postgres.schema_}.retraining_decisions and a rerun of this night triggers again"
         )
-    conn = _conn()
+    conn = open_predictions_db()
     try:
         confirmed = monitoring.confirm_trigger(
             conn, cfg.postgres.schema_, ds=dt.date.fromisoformat(ds), triggered_run_id=target

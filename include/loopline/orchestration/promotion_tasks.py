@@ -15,6 +15,7 @@ from airflow.sdk import task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
+from loopline.orchestration.database import predictions_db
 
 PROMOTE_DAG_ID = "promote_model"
 COMPARE_TASK_ID = "compare_shadow"
@@ -65,7 +66,6 @@ def compare_shadow(ds: str | None = None, run_id: str | None = None, ti: Any = N
     from loopline import promotion
     from loopline.config import resolve_uri
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     with predictions_db(cfg) as conn:
@@ -139,7 +139,6 @@ def check_request(params: dict | None = None) -> dict:
     from loopline.model_card import card_url
     from loopline.orchestration import links
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     schema = cfg.postgres.schema_
@@ -172,7 +171,6 @@ def promote_shadow(approval: dict, params: dict | None = None) -> dict:
     the time and the evidence in ``model_alias_history`` and on the model card."""
     from loopline import promotion
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     schema = cfg.postgres.schema_
@@ -214,7 +212,6 @@ def settle_request(params: dict | None = None, ti: Any = None) -> str:
     """Whatever happened, the request ends settled: rejected (by whom), timed out (no answer in
     ``promotion.approval_timeout_hours``), or left as the other tasks closed it (approved, retired)."""
     from loopline import promotion
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     schema = cfg.postgres.schema_

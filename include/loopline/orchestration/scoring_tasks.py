@@ -15,6 +15,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline import lineage
 from loopline.config import get_config
+from loopline.orchestration.database import open_predictions_db, predictions_db
 from loopline.orchestration.lineage import namespace, report_lineage
 from loopline.orchestration.spark_access import SPARK_TASK
 
@@ -81,14 +82,11 @@ def verified_package(cfg: Any, model: Any, tracking: str) -> bytes:
     A tampered, never-gated or (without the opt-in) pickled version fails the task at once: retrying
     cannot fix the model store.
     """
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import artifacts, db
+    from loopline import artifacts
     from loopline.scoring import package_model
 
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    conn = open_predictions_db(cfg)
     try:
-        db.require_current(conn, cfg.postgres.schema_)
         return package_model(
             model,
             tracking,
@@ -154,9 +152,6 @@ def score_challenger(models: dict, ds: str | None = None, spark: Any = None) -> 
 def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
     import logging
 
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import db
     from loopline import lake as tables
     from loopline.config import resolve_uri
     from loopline.lake import Lake
@@ -191,12 +186,8 @@ def _load(scored: dict, role: str, ds: str, run_id: str) -> dict:
         alert_out_of_band=check.out_of_band if check.band_low is not None else None,
         alert_note=check.message,
     )
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.require_current(conn, cfg.postgres.schema_)
+    with predictions_db(cfg) as conn:
         result = load_day(conn, cfg.postgres.schema_, run, rows)
-    finally:
-        conn.close()
     logging.getLogger(__name__).info(
         "%s ds=%s: replaced %d rows with %d in %.2f s",
         result["table"],

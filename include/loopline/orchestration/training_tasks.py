@@ -9,14 +9,13 @@ trainer's JSON result. :mod:`loopline.orchestration.podcheck` checks the pod off
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from airflow.sdk import Param, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import LooplineConfig, get_config
+from loopline.orchestration.database import predictions_db
 from loopline.training import MODEL_TYPES
 
 if TYPE_CHECKING:
@@ -290,21 +290,6 @@ def gate_candidate(result: dict, params: dict | None = None, dag_run: Any = None
         "run_id": result["run_id"],
         "metrics": move.metrics,
     }
-
-
-@contextlib.contextmanager
-def predictions_db(cfg: LooplineConfig) -> Iterator[Any]:
-    """A connection to the predictions database, its schema checked current (tasks run no DDL); closed after."""
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import db
-
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.require_current(conn, cfg.postgres.schema_)
-        yield conn
-    finally:
-        conn.close()
 
 
 def _lake(cfg: LooplineConfig, root: str | None = None):
