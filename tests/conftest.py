@@ -350,6 +350,53 @@ def _mlflow_tracking_per_module() -> Iterator[None]:
     os.environ.update(before)
 
 
+@contextlib.contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    """``overrides`` set for a block (a module's fixture), then what was there before put back; the config is
+    read again both times."""
+    from loopline.config import get_config
+
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    get_config.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_config.cache_clear()
+
+
+def dag_environment(root: Path, schema: str, model: str | None = None, sensor_timeout: int = 3) -> dict[str, str]:
+    """What a DAG test module gives its tasks: a lake, reports, an MLflow store and alert file of its own under
+    ``root``, its own Postgres schema (and registered model), short sensors and the local landing connection."""
+    settings = {
+        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
+        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
+        "LOOPLINE__POSTGRES__SCHEMA": schema,
+        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": str(sensor_timeout),
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+    }
+    if model is not None:
+        settings["LOOPLINE__MLFLOW__REGISTERED_MODEL"] = model
+    return settings
+
+
+def load_dag(dag_id: str):
+    """One DAG parsed from its file in ``dags/``, as the DAG processor would."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py")).dags[dag_id]
+
+
 def finish_training_runs() -> None:
     """What the scheduler would do once triggered trainings finished (dag.test() leaves them queued in the
     session's metadata database, where drift_monitor's "training already queued" guard would see them)."""

@@ -9,7 +9,6 @@ to the values a clean run gives and flags their scores and drift reports stale.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from loopline import lake as tables
 from loopline.config import get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.synth import generate
+from tests.conftest import dag_environment, environment, load_dag
 from tests.lineage_support import file_transport, openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +28,6 @@ START = dt.date(2026, 3, 1)
 DAYS = 7
 ROWS = 300
 SCHEMA = "backfill_e2e"
-DAGS = Path(__file__).resolve().parents[2] / "dags"
 # Every table the daily run commits per day (the rolling state included).
 DAY_TABLES = (
     tables.RAW_TRANSACTIONS,
@@ -53,35 +52,19 @@ def day(offset: int) -> dt.date:
 def env(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("backfill_range")
     overrides = {
+        **dag_environment(root, SCHEMA, sensor_timeout=4),
+        **file_transport(root / "lineage" / "events.jsonl"),
         "LOOPLINE__STORAGE__LANDING_URI": str(root / "landing"),
         "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake_range"),
-        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
         "LOOPLINE__BACKFILL__CHUNK_DAYS": "2",
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "4",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
-        **file_transport(root / "lineage" / "events.jsonl"),
     }
     (root / "lineage").mkdir()
-    saved = {name: os.environ.get(name) for name in overrides}
-    os.environ.update(overrides)
-    get_config.cache_clear()
-    openlineage_conf_reset()
-    postgres.migrate(SCHEMA)
-    generate(START, DAYS, root / "landing", transactions_per_day=ROWS, seed=5)
-    from airflow.dag_processing.dagbag import DagBag
-
-    names = ("backfill_range", "feature_pipeline")
-    dags = {name: DagBag(dag_folder=str(DAGS / f"{name}.py")).get_dag(name) for name in names}
-    yield {"root": root, "range": dags["backfill_range"], "daily": dags["feature_pipeline"], "pg": postgres}
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    get_config.cache_clear()
+    with environment(overrides):
+        openlineage_conf_reset()
+        postgres.migrate(SCHEMA)
+        generate(START, DAYS, root / "landing", transactions_per_day=ROWS, seed=5)
+        dags = {name: load_dag(name) for name in ("backfill_range", "feature_pipeline")}
+        yield {"root": root, "range": dags["backfill_range"], "daily": dags["feature_pipeline"], "pg": postgres}
     openlineage_conf_reset()
 
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from loopline import lake as tables
-from loopline.config import get_config
 from loopline.lake import Lake
 from loopline.training.synthetic import write_synthetic_lake
-from tests.conftest import run_day
+from tests.conftest import dag_environment, environment, load_dag, run_day
 from tests.models import fit, record_digests, register
 
 pytestmark = pytest.mark.e2e
@@ -29,28 +26,11 @@ SCHEMA = "scores_e2e"
 @pytest.fixture(scope="module")
 def scoring(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("batch_score")
-    overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
-        "LOOPLINE__SCORING__THRESHOLD": "0.1",
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "4",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
-    }
-    os.environ.update(overrides)
-    get_config.cache_clear()
-    postgres.migrate("scores_e2e")  # deploy time, as the owner: the tasks log in as the loader and run no DDL
-    write_synthetic_lake(root / "lake", START, 2, rows_per_day=ROWS, seed=4)
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "batch_score.py")).dags["batch_score"]
-    yield dag, root, postgres
-    for name in overrides:
-        os.environ.pop(name)
-    get_config.cache_clear()
+    overrides = {**dag_environment(root, SCHEMA, NAME, sensor_timeout=4), "LOOPLINE__SCORING__THRESHOLD": "0.1"}
+    with environment(overrides):
+        postgres.migrate(SCHEMA)  # deploy time, as the owner: the tasks log in as the loader and run no DDL
+        write_synthetic_lake(root / "lake", START, 2, rows_per_day=ROWS, seed=4)
+        yield load_dag("batch_score"), root, postgres
 
 
 def tracking(root: Path) -> str:

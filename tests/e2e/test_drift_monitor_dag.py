@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +18,7 @@ import pytest
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
-from tests.conftest import finish_training_runs, run_day
+from tests.conftest import dag_environment, environment, finish_training_runs, load_dag, run_day
 from tests.drift_data import scored_lake
 
 pytestmark = pytest.mark.e2e
@@ -37,23 +36,16 @@ MATURITY = 2
 def monitor(airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("drift_monitor")
     overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
-        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
-        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        **dag_environment(root, SCHEMA, NAME),
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
         "LOOPLINE__DRIFT__BACKEND": "alibi",
         "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE": "1500",
-        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "3",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
     }
-    os.environ.update(overrides)
-    get_config.cache_clear()
+    with environment(overrides):
+        yield _prepare(root, postgres)
+
+
+def _prepare(root: Path, postgres) -> tuple:
     postgres.migrate(SCHEMA)  # deploy time, as the owner: the tasks log in as the loader and run no DDL
     run_id = scored_lake(
         root / "lake",
@@ -66,15 +58,7 @@ def monitor(airflow_db, postgres, tmp_path_factory):
         rows=ROWS,
     )
 
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "drift_monitor.py")).dags[
-        "drift_monitor"
-    ]
-    yield dag, root, postgres, run_id
-    for name in overrides:
-        os.environ.pop(name)
-    get_config.cache_clear()
+    return load_dag("drift_monitor"), root, postgres, run_id
 
 
 def training_runs() -> list:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from loopline import lake as tables
 from loopline.config import get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.synth import generate
+from tests.conftest import environment, load_dag, run_day
 
 pytestmark = pytest.mark.e2e
 
@@ -22,29 +22,18 @@ ROWS = 800
 
 @pytest.fixture(scope="module")
 def pipeline(spark_connect_url, airflow_db, postgres):  # record_ingest writes the session schema as the loader
-    os.environ["AIRFLOW_CONN_LOOPLINE_LANDING_FS"] = json.dumps({"conn_type": "fs", "extra": {"path": ""}})
-    os.environ["LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS"] = "6"
-    os.environ["LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS"] = "1"
     # dag.test() runs triggers inline without their timeout; reschedule mode exercises the same message.
-    os.environ["LOOPLINE__VALIDATION__SENSOR_MODE"] = "reschedule"
-    get_config.cache_clear()
-    cfg = get_config()
-    landing = Path(resolve_uri(cfg.storage.landing_uri))
-    generate(START, 5, landing, transactions_per_day=ROWS, seed=11)
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "feature_pipeline.py")).get_dag(
-        "feature_pipeline"
-    )
-    yield dag, cfg, landing
-    for name in [n for n in os.environ if n.startswith("LOOPLINE__VALIDATION__SENSOR")]:
-        os.environ.pop(name)
-    get_config.cache_clear()
-
-
-def run_day(dag, day: dt.date):
-    dagrun = dag.test(logical_date=dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
-    return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+    overrides = {
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
+        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
+        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "6",
+        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
+    }
+    with environment(overrides):
+        cfg = get_config()
+        landing = Path(resolve_uri(cfg.storage.landing_uri))
+        generate(START, 5, landing, transactions_per_day=ROWS, seed=11)
+        yield load_dag("feature_pipeline"), cfg, landing
 
 
 def features_rows(cfg, day):

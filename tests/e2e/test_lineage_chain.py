@@ -19,8 +19,8 @@ from loopline import lineage
 from loopline.config import get_config
 from loopline.synth import generate
 from loopline.training.synthetic import write_synthetic_lake
-from tests.conftest import REPO, run_day
-from tests.lineage_support import openlineage_conf_reset
+from tests.conftest import REPO, dag_environment, environment, load_dag, run_day
+from tests.lineage_support import file_transport, openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -31,24 +31,15 @@ NAME = "loopline-lineage-e2e"
 SCHEMA = "lineage_e2e"
 
 
-def _dag(file_name: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags" / f"{file_name}.py")).dags[file_name]
-
-
 @pytest.fixture(scope="module")
 def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("lineage")
     events = root / "lineage" / "events.jsonl"
     events.parent.mkdir()
     overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
+        **dag_environment(root, SCHEMA, NAME, sensor_timeout=6),
+        **file_transport(events),  # what `loopline up` sets (stack.lineage_environment)
         "LOOPLINE__STORAGE__LANDING_URI": str(root / "landing"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
-        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": "10",
         "LOOPLINE__TRAINING__WINDOW_DAYS": "25",
         "LOOPLINE__TRAINING__HOLDOUT_DAYS": "5",
@@ -56,45 +47,27 @@ def loop(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         "LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.6",
         "LOOPLINE__SCORING__THRESHOLD": "0.1",
         "LOOPLINE__SCORING__SHADOW": "false",
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "6",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
-        # What `loopline up` sets (stack.lineage_environment): the file transport, appended.
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
     }
-    # The tasks point MLflow's client (and MLFLOW_TRACKING_URI) at this module's store: put it back afterwards.
-    tracking_before = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ.update(overrides)
-    get_config.cache_clear()
-    openlineage_conf_reset()
-    postgres.migrate(SCHEMA)
-    generate(DAY, 1, root / "landing", transactions_per_day=600, seed=5)
-    write_synthetic_lake(root / "lake", HISTORY, 36, rows_per_day=600, seed=3)
-    yield {"root": root, "events": events, "postgres": postgres}
-    for name in overrides:
-        os.environ.pop(name)
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_before)  # None: back to "not set"
-    if tracking_before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    get_config.cache_clear()
+    with environment(overrides):  # MLflow's tracking URI the tasks set goes back with the module (conftest)
+        openlineage_conf_reset()
+        postgres.migrate(SCHEMA)
+        generate(DAY, 1, root / "landing", transactions_per_day=600, seed=5)
+        write_synthetic_lake(root / "lake", HISTORY, 36, rows_per_day=600, seed=3)
+        yield {"root": root, "events": events, "postgres": postgres}
     openlineage_conf_reset()
 
 
 def test_one_day_chain_from_the_landing_drop_to_the_scores(loop):
     from mlflow import MlflowClient
 
-    dagrun, states = run_day(_dag("feature_pipeline"), DAY)
+    dagrun, states = run_day(load_dag("feature_pipeline"), DAY)
     assert dagrun.state == "success", states
-    trained = _dag("train_model").test(
+    trained = load_dag("train_model").test(
         logical_date=dt.datetime.combine(CUTOFF, dt.time(), tzinfo=dt.UTC),
         run_conf={"reason": "lineage", "max_rounds": 40, "cutoff": str(CUTOFF)},
     )
     assert trained.state == "success", {ti.task_id: ti.state for ti in trained.get_task_instances()}
-    dagrun, states = run_day(_dag("batch_score"), DAY)
+    dagrun, states = run_day(load_dag("batch_score"), DAY)
     assert dagrun.state == "success", states
 
     graph = lineage.LineageGraph.from_events(lineage.read_events(loop["events"]))
@@ -155,7 +128,7 @@ def test_a_broken_transport_never_fails_a_task(loop):
     openlineage_conf_reset()
     try:
         before = loop["events"].stat().st_size
-        dagrun, states = run_day(_dag("batch_score"), DAY)
+        dagrun, states = run_day(load_dag("batch_score"), DAY)
         assert dagrun.state == "success", states
         assert loop["events"].stat().st_size == before  # nothing went to the working file: the transport was used
         assert get_openlineage_listener().adapter._client is not None
@@ -179,7 +152,7 @@ def test_an_error_inside_the_lineage_call_never_fails_a_task(loop):
     api.emit_dataset_lineage = broken
     failures = reporting.FAILURES["count"]
     try:
-        dagrun, states = run_day(_dag("batch_score"), DAY)
+        dagrun, states = run_day(load_dag("batch_score"), DAY)
     finally:
         api.emit_dataset_lineage = original
     assert dagrun.state == "success", states
@@ -232,7 +205,7 @@ def test_the_http_transport_of_production_posts_the_task_datasets(loop):
     try:
         assert json.loads(os.environ["AIRFLOW__OPENLINEAGE__TRANSPORT"])["type"] == "http"
         before = loop["events"].stat().st_size
-        dagrun, states = run_day(_dag("batch_score"), DAY)
+        dagrun, states = run_day(load_dag("batch_score"), DAY)
         assert dagrun.state == "success", states
     finally:
         server.shutdown()

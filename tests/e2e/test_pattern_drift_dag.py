@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from loopline.config import get_config
-from tests.conftest import finish_training_runs, run_day
+from tests.conftest import dag_environment, environment, finish_training_runs, load_dag, run_day
 from tests.drift_data import card_testing, scored_lake
 
 pytestmark = pytest.mark.e2e
@@ -31,23 +29,16 @@ MATURITY = 2
 def monitor(airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("pattern_drift")
     overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
-        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
-        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        **dag_environment(root, SCHEMA, NAME),
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
         "LOOPLINE__DRIFT__BACKEND": "scipy",
         "LOOPLINE__DRIFT__REFERENCE_SAMPLE_SIZE": "1500",
-        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "3",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
     }
-    os.environ.update(overrides)
-    get_config.cache_clear()
+    with environment(overrides):
+        yield _prepare(root, postgres)
+
+
+def _prepare(root: Path, postgres) -> tuple:
     postgres.migrate(SCHEMA)
     scored_lake(
         root / "lake",
@@ -60,17 +51,8 @@ def monitor(airflow_db, postgres, tmp_path_factory):
         rows=ROWS,
         drift=card_testing,
     )
-
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "drift_monitor.py")).dags[
-        "drift_monitor"
-    ]
     finish_training_runs()  # trainings other modules triggered would hold the "already queued" guard
-    yield dag, root, postgres
-    for name in overrides:
-        os.environ.pop(name)
-    get_config.cache_clear()
+    return load_dag("drift_monitor"), root, postgres
 
 
 def training_runs() -> list:

@@ -23,8 +23,18 @@ import pytest
 from loopline import lake as tables
 from loopline.config import get_config
 from loopline.lake import Lake
-from tests.conftest import REPO, SESSION_HOME, free_port, run_day, stop, wait_for_port
-from tests.e2e.test_lineage_chain import _openlineage_conf_reset
+from tests.conftest import (
+    REPO,
+    SESSION_HOME,
+    dag_environment,
+    environment,
+    free_port,
+    load_dag,
+    run_day,
+    stop,
+    wait_for_port,
+)
+from tests.lineage_support import file_transport, openlineage_conf_reset
 
 pytestmark = pytest.mark.e2e
 
@@ -36,12 +46,6 @@ SCHEMA = "shadow_e2e"
 NIGHTS = [START + dt.timedelta(days=MATURITY + i) for i in range(2)]  # the scored days START, START+1 mature
 APPROVER = "approver"
 APPROVER_KEY = secrets.token_urlsafe(16)  # a throwaway user of the test api-server, its password
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py")).dags[dag_id]
 
 
 def _models():
@@ -116,47 +120,29 @@ def _lake(root: Path, name: str, champion, shadow, postgres) -> tuple[int, int]:
 def loop(airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("promotion")
     overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
-        "LOOPLINE__STORAGE__REPORTS_URI": str(root / "reports"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
-        "LOOPLINE__MLFLOW__REGISTERED_MODEL": NAME,
-        "LOOPLINE__POSTGRES__SCHEMA": SCHEMA,
+        **dag_environment(root, SCHEMA, NAME, sensor_timeout=2),
+        **file_transport(root / "events.jsonl"),  # what `loopline up` sets: OpenLineage's file transport
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": str(MATURITY),
         "LOOPLINE__PROMOTION__POLICY": "shadow_first",
         "LOOPLINE__PROMOTION__MIN_DAYS": "2",
         "LOOPLINE__PROMOTION__MIN_POSITIVES": "20",
         "LOOPLINE__PROMOTION__BOOTSTRAP_SAMPLES": "300",
-        "LOOPLINE__ALERTS__CHANNELS": json.dumps([{"type": "file", "path": str(root / "notifications.jsonl")}]),
-        "LOOPLINE__VALIDATION__SENSOR_MODE": "reschedule",
-        "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
-        "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
-        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
-        # What `loopline up` sets: OpenLineage's file transport, appended.
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(root / "events.jsonl"), "append": True}
-        ),
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "loopline",
     }
-    os.environ.update(overrides)
-    get_config.cache_clear()
-    _openlineage_conf_reset()
-    postgres.migrate(SCHEMA)
-    weak, strong = _models()
-    champion, shadow = _lake(root, NAME, weak, strong, postgres)
-    yield {
-        "root": root,
-        "postgres": postgres,
-        "drift": _dag("drift_monitor"),
-        "promote": _dag("promote_model"),
-        "champion": champion,
-        "shadow": shadow,
-        "models": (weak, strong),
-    }
-    for name in overrides:
-        os.environ.pop(name)
-    get_config.cache_clear()
-    _openlineage_conf_reset()
+    with environment(overrides):
+        openlineage_conf_reset()
+        postgres.migrate(SCHEMA)
+        weak, strong = _models()
+        champion, shadow = _lake(root, NAME, weak, strong, postgres)
+        yield {
+            "root": root,
+            "postgres": postgres,
+            "drift": load_dag("drift_monitor"),
+            "promote": load_dag("promote_model"),
+            "champion": champion,
+            "shadow": shadow,
+            "models": (weak, strong),
+        }
+    openlineage_conf_reset()
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +388,7 @@ def test_an_unanswered_request_times_out_and_promotes_nothing(loop, monkeypatch)
     monkeypatch.setenv("LOOPLINE__PROMOTION__APPROVAL_TIMEOUT_HOURS", str(3 / 3600))  # three seconds
     get_config.cache_clear()
     try:
-        dag = _dag("promote_model")  # the DAG takes its response timeout from the configuration
+        dag = load_dag("promote_model")  # the DAG takes its response timeout from the configuration
         assert dag.get_task("approve_promotion").response_timeout == dt.timedelta(seconds=3)
         done = threading.Event()
         sweep = _scheduler_timeout_sweep("promote_model", done)

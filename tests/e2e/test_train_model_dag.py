@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from loopline.config import get_config
 from loopline.training.synthetic import write_synthetic_lake
+from tests.conftest import dag_environment, environment, load_dag
 
 pytestmark = pytest.mark.e2e
 
@@ -22,25 +22,16 @@ CUTOFF = dt.date(2026, 2, 5)
 def train_dag(airflow_db, postgres, tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     overrides = {
-        "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake"),
-        "LOOPLINE__MLFLOW__TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "LOOPLINE__MLFLOW__ARTIFACT_URI": str(root / "artifacts"),
+        **dag_environment(root, schema="loopline"),
         "LOOPLINE__FEATURES__LABEL_MATURITY_DAYS": "10",
         "LOOPLINE__TRAINING__WINDOW_DAYS": "30",
         "LOOPLINE__TRAINING__HOLDOUT_DAYS": "5",
         "LOOPLINE__TRAINING__VALIDATION_DAYS": "4",
         "LOOPLINE__GATE__ABSOLUTE_FLOOR": "0.6",
     }
-    os.environ.update(overrides)
-    get_config.cache_clear()
-    write_synthetic_lake(root / "lake", START, 36, rows_per_day=600, seed=3)
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags" / "train_model.py")).dags["train_model"]
-    yield dag, postgres
-    for name in overrides:
-        os.environ.pop(name)
-    get_config.cache_clear()
+    with environment(overrides):
+        write_synthetic_lake(root / "lake", START, 36, rows_per_day=600, seed=3)
+        yield load_dag("train_model"), postgres
 
 
 def run(dag, reason: str, cutoff: dt.date | None = CUTOFF):
