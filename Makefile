@@ -12,11 +12,11 @@ STAMP := $(VENV)/.installed-stamp
 TORCH_SOURCE := $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
 UV_INSTALL := $(UV) pip install --compile-bytecode --python $(PY) $(TORCH_SOURCE)
 
-.PHONY: help install browser lint docs test test-fast demo up down status generate benchmarks clean
+.PHONY: help install browser lint docs test demo up down status benchmarks clean
 
 help:
 	@echo "make demo    set up, start the local stack and run the whole loop on embedded defaults"
-	@echo "make test    set up, then ruff and the whole pytest suite"
+	@echo "make test    set up, then ruff, the documentation site (strict) and the whole pytest suite"
 	@echo "make up | down | status    the local stack (Airflow, Spark Connect, PostgreSQL, MLflow)"
 	@echo "make benchmarks            reproducible measurements (see benchmarks/)"
 	@echo "make docs                  build the documentation site into build/site (strict)"

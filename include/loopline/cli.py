@@ -47,9 +47,9 @@ PASSWORD_VARS = {
 
 
 def _hook_conn(conn_id: str):
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from loopline.orchestration.database import connect
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    return connect(conn_id)
 
 
 def _configured_elsewhere(stack) -> bool:
@@ -167,8 +167,8 @@ def _cmd_model_rollback(args: argparse.Namespace) -> int:
     import getpass
 
     from loopline import registry
+    from loopline.orchestration.database import predictions_db
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     client = mlflow_client(cfg)  # the loopline_mlflow connection when set (the cluster profile's login)
@@ -190,8 +190,8 @@ def _cmd_model_retire_shadow(args: argparse.Namespace) -> int:
     import getpass
 
     from loopline import promotion, registry
+    from loopline.orchestration.database import predictions_db
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     client = mlflow_client(cfg)
@@ -226,8 +226,8 @@ def _cmd_model_record_digests(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from loopline import artifacts
+    from loopline.orchestration.database import predictions_db
     from loopline.orchestration.mlflow_access import mlflow_client
-    from loopline.orchestration.training_tasks import predictions_db
 
     cfg = get_config()
     name, schema = cfg.mlflow.registered_model, cfg.postgres.schema_
@@ -268,17 +268,12 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_rescore_stale(args: argparse.Namespace) -> int:
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    from loopline import backfill, db
+    from loopline import backfill
+    from loopline.orchestration.database import predictions_db
 
     cfg = get_config()
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
-    try:
-        db.require_current(conn, cfg.postgres.schema_)
+    with predictions_db(cfg) as conn:
         days = backfill.Ledger(conn, cfg.postgres.schema_).stale_days()
-    finally:
-        conn.close()
     if not days:
         print("no stale scores: nothing to re-score")
         return 0

@@ -90,17 +90,3 @@ def record(conn: Any, schema: str, values: dict[str, Any]) -> bool:
         conn.rollback()
         raise
     return written
-
-
-def read(conn: Any, schema: str, since: dt.date) -> list[dict[str, Any]]:
-    """The days from ``since`` on, oldest first (what the health page charts)."""
-    if not _IDENTIFIER.match(schema):
-        raise ValueError(f"{schema!r} is not a plain lower-case SQL identifier")
-    with conn.cursor() as cur:
-        cur.execute(
-            "SELECT ds, rows_read, rows_published, duplicates_dropped, rows_quarantined, quarantine_rate, "  # noqa: S608
-            f"quarantined_by_reason, raw_version, published_by FROM {schema}.{TABLE} WHERE ds >= %s ORDER BY ds",
-            (since,),
-        )
-        names = [getattr(column, "name", None) or column[0] for column in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

@@ -30,3 +30,13 @@ COMMENT ON COLUMN ${schema}.ingest_runs.rows_quarantined IS 'Transaction rows wr
 COMMENT ON COLUMN ${schema}.ingest_runs.quarantine_rate IS 'rows_quarantined / rows_read (what the ingest_stats gate checks).';
 COMMENT ON COLUMN ${schema}.ingest_runs.quarantined_by_reason IS 'Quarantined transaction rows per reason, e.g. {"amount_not_numeric": 3}.';
 COMMENT ON COLUMN ${schema}.ingest_runs.published_by IS 'What published the day: feature_pipeline or backfill_range.';
+COMMENT ON COLUMN ${schema}.ingest_runs.ds IS 'The day ingested (the landing drop''s ds).';
+COMMENT ON COLUMN ${schema}.ingest_runs.duplicates_dropped IS 'Transaction rows dropped as repeats of a transaction_id already seen that day (not quarantined).';
+COMMENT ON COLUMN ${schema}.ingest_runs.files IS 'Transaction files in the day''s landing drop.';
+COMMENT ON COLUMN ${schema}.ingest_runs.files_quarantined IS 'Of those, files quarantined whole (unreadable, wrong header).';
+COMMENT ON COLUMN ${schema}.ingest_runs.label_rows_read IS 'Label rows in the day''s landing files.';
+COMMENT ON COLUMN ${schema}.ingest_runs.label_rows_published IS 'Label rows committed to raw/labels.';
+COMMENT ON COLUMN ${schema}.ingest_runs.label_rows_quarantined IS 'Label rows written to quarantine/labels instead.';
+COMMENT ON COLUMN ${schema}.ingest_runs.label_quarantined_by_reason IS 'Quarantined label rows per reason.';
+COMMENT ON COLUMN ${schema}.ingest_runs.airflow_run_id IS 'The Airflow run that published the day.';
+COMMENT ON COLUMN ${schema}.ingest_runs.recorded_at IS 'When this row was written.';

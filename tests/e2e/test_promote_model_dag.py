@@ -291,7 +291,11 @@ def test_a_winning_shadow_is_promoted_only_once_a_person_approves(loop, api_serv
     ns = "loopline"
     evaluation = lineage.analyst(ns, "shadow_evaluations", START).key
     request = lineage.analyst(ns, "promotion_requests", NIGHTS[1]).key
-    moved = lineage.analyst(ns, "model_alias_history", dt.datetime.now(dt.UTC).date()).key
+    (moved_on,) = pg.query(
+        f"SELECT (moved_at AT TIME ZONE 'UTC')::date FROM {SCHEMA}.model_alias_history "
+        "WHERE alias = 'champion' AND action = 'move' AND approved_by IS NOT NULL"
+    )[0]
+    moved = lineage.analyst(ns, "model_alias_history", moved_on).key  # the day the move was recorded
     shadow_scores = lineage.lake(ns, tables.SCORES_SHADOW, START).key
     assert {
         lineage.lake(ns, tables.SCORES, START).key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import pytest
@@ -140,7 +141,7 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
             self.pushed[key] = value
 
     monkeypatch.setattr(monitoring, "_lock_model", lambda cur, name: None)
-    monkeypatch.setattr(monitoring_tasks, "open_predictions_db", _Conn)
+    monkeypatch.setattr(monitoring_tasks, "predictions_db", lambda *args: contextlib.nullcontext(_Conn()))
     dropped = {"performance_drop": True, "model_version": None}  # a realized ROC AUC drop: a real trigger
     ti = _TI()
     kwargs = {"ds": "2026-02-20", "run_id": "manual__x", "ti": ti}

@@ -17,7 +17,7 @@ from airflow.sdk import AssetAlias, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import get_config, resolve_uri
-from loopline.orchestration.database import open_predictions_db
+from loopline.orchestration.database import connect, open_predictions_db
 from loopline.orchestration.feature_tasks import FEATURES_ASSET
 from loopline.orchestration.spark_access import SPARK_TASK
 
@@ -37,13 +37,12 @@ def range_params() -> dict[str, Any]:
 
 def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None = None):
     """One day of the daily pipeline: its PostgreSQL and S3 inputs extracted into the day's drop (as
-    ``extract_sources``), ingest, raw gates and commit, features, features gate and commit, then the day's
-    ``ingest_runs`` row through ``conn`` (the ledger's: once the day is published in the lake, as
-    ``feature_pipeline.record_ingest`` does; a Postgres outage fails the range, which resumes at that day)."""
+    ``extract_sources``), ingest, raw gates and commit, the day's ``ingest_runs`` row through ``conn`` (the
+    ledger's, once the raw day is committed, as ``feature_pipeline.record_ingest``; a Postgres outage fails the
+    range, which resumes at that day), then features, features gate and commit."""
     from loopline.backfill import DayFailed, fault_point
     from loopline.orchestration import feature_tasks as ft
     from loopline.orchestration.lineage import day_scope
-    from loopline.orchestration.source_tasks import _connection
     from loopline.sources import SourceError, extract_inputs, extracted_kinds
     from spark_jobs import features, ingest
 
@@ -53,7 +52,7 @@ def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None 
         ds = str(day)
         if extracted:
             try:
-                log.info("ds=%s: extracted %s", ds, extract_inputs(cfg, day, _connection, extracted))
+                log.info("ds=%s: extracted %s", ds, extract_inputs(cfg, day, connect, extracted))
             except SourceError as exc:
                 raise DayFailed(day, str(exc)) from exc
         # The day's lineage as its daily run reports it (same dataset names), in child runs of the task's run.
@@ -63,13 +62,13 @@ def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None 
                 ft.report_ingest_lineage(ds, ingested)
                 fault_point(day, "after_ingest")
                 ft.gate_and_publish_raw(spark, ds, ingested)
+                if conn is not None:  # as feature_pipeline.record_ingest: right after the raw commit
+                    ft.write_ingest_row(ingested, published_by="backfill_range", run_id=run_id, conn=conn)
                 fault_point(day, "after_raw")
                 built = ft._fail_on_data_errors(features.run, spark, day)
                 ft.report_build_lineage(ds, built)
                 published = ft.gate_and_publish_features(spark, ds, built)
                 fault_point(day, "after_features")
-                if conn is not None:
-                    ft.write_ingest_row(ingested, published_by="backfill_range", run_id=run_id, conn=conn)
         except AirflowFailException as exc:  # a data error: the gate's or the drop's message
             raise DayFailed(day, str(exc)) from exc
         tx = ingested["transactions"]
@@ -121,7 +120,6 @@ def backfill_days(
     from loopline import backfill
     from loopline.lake import Lake
     from loopline.orchestration.forms import param
-    from loopline.orchestration.source_tasks import _connection
 
     cfg = get_config()
     raw = {name: param(params, name, None) for name in ("start", "end")}
@@ -132,7 +130,7 @@ def backfill_days(
             f"range refused, nothing done: start and end are required dates like 2026-01-31, got {raw}"
         ) from exc
     try:
-        backfill.check_range(start, end, cfg, _connection)
+        backfill.check_range(start, end, cfg, connect)
     except backfill.RangeRefused as exc:
         raise AirflowFailException(f"range refused, nothing done: {exc}") from exc
     lake = Lake(resolve_uri(cfg.storage.lake_uri))

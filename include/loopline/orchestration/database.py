@@ -14,14 +14,20 @@ from typing import Any
 from loopline.config import LooplineConfig, get_config
 
 
-def open_predictions_db(cfg: LooplineConfig | None = None) -> Any:
-    """A connection to the predictions database, its schema checked current; the caller closes it."""
+def connect(conn_id: str) -> Any:
+    """A DB-API connection through the Airflow connection ``conn_id`` (the SQL provider's hook); the caller closes
+    it. The predictions database, a PostgreSQL source and the owner's migrations all open theirs here."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
+def open_predictions_db(cfg: LooplineConfig | None = None) -> Any:
+    """A connection to the predictions database, its schema checked current; the caller closes it."""
     from loopline import db
 
     cfg = cfg or get_config()
-    conn = PostgresHook(postgres_conn_id=cfg.postgres.conn_id).get_conn()
+    conn = connect(cfg.postgres.conn_id)
     try:
         db.require_current(conn, cfg.postgres.schema_)
     except Exception:

@@ -16,7 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config
 from loopline.orchestration import links, reports
-from loopline.orchestration.database import open_predictions_db
+from loopline.orchestration.database import predictions_db
 
 TRAIN_DAG_ID = "train_model"
 TRIGGER_TASK_ID = "trigger_training"
@@ -68,8 +68,7 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
             mlflow_run_id = monitoring.log_report(client, experiment_id, day, report_dir, scored, result)
     except monitoring.MissingInput as exc:
         raise AirflowSkipException(f"drift not measured for ds={ds}: {exc}") from exc
-    conn = open_predictions_db()
-    try:
+    with predictions_db() as conn:
         written = monitoring.write_drift(
             conn,
             cfg.postgres.schema_,
@@ -79,8 +78,6 @@ def detect_drift(ds: str | None = None, run_id: str | None = None) -> dict:
             mlflow_run_id=mlflow_run_id,
             airflow_run_id=run_id,
         )
-    finally:
-        conn.close()
     run_url = f"{cfg.mlflow.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
     links.record(links.MLFLOW_KEY, run_url)
     links.record(links.REPORT_KEY, links.report_url(report))
@@ -172,13 +169,10 @@ def measure_performance(ds: str | None = None, run_id: str | None = None) -> dic
     }
     # The gate's slices over time, on the same matured labels (for analysts: model_performance_slices).
     sliced = monitoring.realized_slices(resolve_uri(cfg.storage.lake_uri), scored_day, asof, cfg.gate.slices)
-    conn = open_predictions_db()
-    try:
+    with predictions_db() as conn:
         monitoring.write_performance(conn, cfg.postgres.schema_, row)
         if sliced is not None:
             monitoring.write_performance_slices(conn, cfg.postgres.schema_, facts, sliced)
-    finally:
-        conn.close()
     log.info(
         "ds=%s (labels up to %s): v%s ROC AUC %s vs holdout %s, %d labelled rows (%d unlabelled), drop: %s",
         scored_day,
@@ -243,8 +237,7 @@ def decide_retraining(
     target = train_run_id(ds)
     # An earlier try whose trigger worked but whose confirmation did not: confirmed now, not triggered again.
     exists = ti.get_dr_count(dag_id=TRAIN_DAG_ID, run_ids=[target]) > 0
-    conn = open_predictions_db()
-    try:
+    with predictions_db() as conn:
         decision, already = monitoring.decide_and_record(  # already: confirmed earlier
             conn,
             cfg.postgres.schema_,
@@ -261,8 +254,6 @@ def decide_retraining(
             dry_run=bool(param(params, "dry_run", False)),
             label_maturity_days=(cfg.features.label_maturity_days if cfg.promotion.retrain_at_label_maturity else None),
         )
-    finally:
-        conn.close()
     target = target if decision.trigger else None
     scheduled_for = None
     if decision.schedule:
@@ -309,13 +300,10 @@ def confirm_trigger(ds: str | None = None, ti: Any = None) -> str | None:
             f"ds={ds}: no {TRAIN_DAG_ID} run {target} exists (the trigger failed); the decision stays pending in "
             f"{cfg.postgres.schema_}.retraining_decisions and a rerun of this night triggers again"
         )
-    conn = open_predictions_db()
-    try:
+    with predictions_db() as conn:
         confirmed = monitoring.confirm_trigger(
             conn, cfg.postgres.schema_, ds=dt.date.fromisoformat(ds), triggered_run_id=target
         )
-    finally:
-        conn.close()
     if not confirmed:
         raise AirflowFailException(f"ds={ds}: {target} exists but the night has no pending trigger to confirm")
     log.info("ds=%s: %s run %s exists; trigger confirmed", ds, TRAIN_DAG_ID, target)

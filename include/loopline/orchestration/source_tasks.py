@@ -16,13 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from loopline.config import LooplineConfig, get_config
 from loopline.landing import KINDS, MARKER
+from loopline.orchestration.database import connect
 from loopline.orchestration.sensors import _marker_sensor, landing_sensor
-
-
-def _connection(conn_id: str):
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
 
 
 @task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
@@ -40,7 +35,7 @@ def wait_for_source_day(kinds: list[str]) -> bool:
     ds = dt.date.fromisoformat(context["ds"])
     for kind in kinds:
         source = getattr(cfg.sources, kind)
-        conn = _connection(source.conn_id)
+        conn = connect(source.conn_id)
         try:
             state = day_state(conn, source, ds)
         finally:
@@ -75,7 +70,7 @@ def extract_sources(kinds: list[str]) -> dict[str, Any]:
     from loopline.sources import extract_inputs
 
     ds = dt.date.fromisoformat(get_current_context()["ds"])
-    return extract_inputs(get_config(), ds, _connection, kinds)
+    return extract_inputs(get_config(), ds, connect, kinds)
 
 
 def wait_for_inputs(cfg: LooplineConfig):

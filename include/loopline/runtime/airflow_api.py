@@ -15,7 +15,7 @@ class AirflowApi:
     """The local Airflow's REST API (``/api/v2``) as the ``admin`` user.
 
     What the demo asks many times (the state of runs) goes here, not to the CLI: each ``airflow`` CLI
-    process costs about 3 CPU seconds, which a 2-core machine otherwise spends on the backfill it watches.
+    process costs CPU seconds of imports, which a 2-core machine otherwise spends on the backfill it watches.
     """
 
     def __init__(

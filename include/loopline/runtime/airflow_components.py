@@ -38,7 +38,7 @@ def parallelism() -> int:
 
 
 # The heavy libraries the tasks import, loaded once into the LocalExecutor's forkserver: every worker and
-# every task process forked from it inherits them instead of importing them again (GX alone takes ~6 s
+# every task process forked from it inherits them instead of importing them again (GX alone takes seconds
 # per task on two cores). A module that fails to import here is skipped; the task then imports it itself.
 TASK_PRELOAD_MODULES = (
     "airflow.sdk.execution_time.task_runner",
@@ -51,7 +51,7 @@ TASK_PRELOAD_MODULES = (
     "xgboost",
     "loopline.validation",
     "loopline.lake",
-    # drift_monitor's detector: torch, transformers and scikit-learn behind it (17-27 s per night otherwise)
+    # drift_monitor's detector: torch, transformers and scikit-learn behind it (tens of seconds a night otherwise)
     "alibi_detect.cd",
 )
 
