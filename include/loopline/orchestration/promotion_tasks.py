@@ -114,10 +114,13 @@ def _judgement_lineage(cfg: Any, ds: str, result: dict) -> None:
         outputs.append(lineage.analyst(ns, "model_alias_history", ds))
     days = sorted({scored_day, *(result.get("pooled_days") or [])})
     scores = [lineage.lake(ns, table, day) for day in days for table in (tables.SCORES, tables.SCORES_SHADOW)]
+    # A compared day's labels are those reported from that day to tonight (monitoring.matured_labels).
+    reported = tables.day_range(dt.date.fromisoformat(str(days[0])), dt.date.fromisoformat(str(ds)))
+    labels = [lineage.lake(ns, tables.LABELED_TRANSACTIONS, day) for day in reported]
     report_lineage(
         [
             *scores,
-            lineage.lake(ns, tables.LABELED_TRANSACTIONS, ds),
+            *labels,
             lineage.model_version(ns, name, result["version"]),
             lineage.model_version(ns, name, result["champion_version"]),
         ],
