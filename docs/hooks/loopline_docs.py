@@ -346,16 +346,33 @@ def held_numbers() -> set[float]:
     return held
 
 
+# The conversions a cited unit may have been recorded in: seconds as minutes or milliseconds, sizes in binary or
+# decimal steps; rates and ratios as they are.
+_SCALES = {
+    "time": (1, 60, 1 / 60, 1000, 1 / 1000),
+    "size": (1, 1000, 1 / 1000, 1024, 1 / 1024),
+    "other": (1,),
+}
+
+
+def _kind(unit: str) -> str:
+    unit = unit.strip()
+    if unit in ("ms", "s", "min", "minutes", "seconds", "CPU s", "cpu-s"):
+        return "time"
+    if unit in ("KB", "MB", "GB", "KiB", "MiB", "GiB"):
+        return "size"
+    return "other"
+
+
 def is_held(figure: str, held: set[float]) -> bool:
-    """Whether a results file holds ``figure`` at the precision it is cited with (seconds and minutes, or a share
-    and a per cent, count as the same figure)."""
-    match = re.match(_NUMBER, figure)
+    """Whether a results file holds ``figure`` at the precision it is cited with, in its unit or one it converts
+    to (seconds and minutes, MB and MiB); rates and ratios only as they are."""
+    match = FIGURE.match(figure)
     assert match
-    whole, frac = match.groups()
+    whole, frac, unit = match.groups()
     value = float(whole.replace(",", "") + (frac or ""))
     decimals = len(frac) - 1 if frac else 0
-    scales = (1, 60, 1 / 60, 1000, 1 / 1000, 100, 1024, 1 / 1024)
-    return any(round(number * scale, decimals) == value for number in held for scale in scales)
+    return any(round(number * scale, decimals) == value for number in held for scale in _SCALES[_kind(unit)])
 
 
 def unheld_figures(markdown: str, held: set[float] | None = None) -> list[str]:
