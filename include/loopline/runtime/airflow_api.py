@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +18,8 @@ class AirflowApi:
     What the demo asks many times (the state of runs) goes here, not to the CLI: each ``airflow`` CLI
     process costs CPU seconds of imports, which a 2-core machine otherwise spends on the backfill it watches.
     """
+
+    READ_ATTEMPTS = 3  # a GET that times out is asked this many times in all
 
     def __init__(
         self,
@@ -54,6 +57,19 @@ class AirflowApi:
             return json.loads(response.read())["access_token"]
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict:
+        """One call; a read that times out (an API server busy on a loaded machine) is asked again, up to
+        ``READ_ATTEMPTS`` times; a write never is, since it may have been applied."""
+        for attempt in range(1, self.READ_ATTEMPTS + 1):
+            try:
+                return self._request(method, path, body)
+            except TimeoutError:
+                if method != "GET" or attempt == self.READ_ATTEMPTS:
+                    raise
+                time.sleep(attempt)
+        raise AssertionError("unreachable")
+
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         """One call; logs in first, and again once if the token has expired."""
         for attempt in (1, 2):
             self._token = self._token or self._login()
