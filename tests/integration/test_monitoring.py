@@ -116,7 +116,7 @@ def test_a_test_that_could_not_be_computed_is_stored_as_null(postgres):
         conn.commit()
     finally:
         conn.close()
-    assert monitoring._finite(np.float32(0.25)) == 0.25
+    assert monitoring.reports._finite(np.float32(0.25)) == 0.25
 
 
 def test_a_grown_segment_is_stored_with_its_excess_share(postgres):

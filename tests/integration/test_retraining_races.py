@@ -190,7 +190,7 @@ def test_two_concurrent_decides_for_one_model_trigger_exactly_once(postgres, sch
     own connection, both with drift and no cooldown in the way of either. Both reach the decision at the same
     time unless the lock serializes them (a barrier waits for the other for up to 2 s)."""
     barrier = threading.Barrier(2)
-    real = monitoring.retrain_decision
+    real = monitoring.decision.retrain_decision
 
     def rendezvous(*args, **kwargs):
         # Without the lock, both check before either records; with it, the other waits on the lock: go on alone.
@@ -198,7 +198,7 @@ def test_two_concurrent_decides_for_one_model_trigger_exactly_once(postgres, sch
             barrier.wait(timeout=2)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(monitoring, "retrain_decision", rendezvous)
+    monkeypatch.setattr(monitoring.decision, "retrain_decision", rendezvous)
     nights = [NIGHT, NIGHT + dt.timedelta(days=7)]  # 7 nights apart: outside each other's 72 h cooldown
     results: dict[dt.date, object] = {}
     errors: list[BaseException] = []
@@ -231,7 +231,7 @@ def test_the_lock_is_per_model(postgres, schema, monkeypatch):
     conn = postgres.connect()
     try:
         with conn.cursor() as cur:
-            monitoring._lock_model(cur, MODEL)  # held until this transaction ends
+            monitoring.decision._lock_model(cur, MODEL)  # held until this transaction ends
             decision, _ = _decide(postgres, schema, NIGHT, model_name="another-model")
             assert decision.trigger
     finally:

@@ -140,7 +140,7 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
         def xcom_push(self, key, value):
             self.pushed[key] = value
 
-    monkeypatch.setattr(monitoring, "_lock_model", lambda cur, name: None)
+    monkeypatch.setattr(monitoring.decision, "_lock_model", lambda cur, name: None)
     monkeypatch.setattr(monitoring_tasks, "predictions_db", lambda *args: contextlib.nullcontext(_Conn()))
     dropped = {"performance_drop": True, "model_version": None}  # a realized ROC AUC drop: a real trigger
     ti = _TI()
