@@ -47,7 +47,7 @@ def paired_day(
     """
     from loopline import lake as tables
     from loopline.lake import Lake
-    from loopline.monitoring import matured_labels
+    from loopline.monitoring.performance import matured_labels
 
     lake = Lake(lake_root)
     wanted = ["transaction_id", "score", "model_version"]
