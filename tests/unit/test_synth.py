@@ -340,7 +340,7 @@ def test_a_200k_row_day_fits_in_bounded_memory(tmp_path: Path) -> None:
         "print(json.dumps([s.transactions, hwm]))"
     )
     # The child must import the same loopline as this process, installed or not.
-    package_root = str(Path(synth.__file__).resolve().parents[1])
+    package_root = str(Path(synth.__file__).resolve().parents[2])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
