@@ -9,11 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from loopline.drift import (
-    Decision,
-    DriftResult,
-    retrain_decision,
-)
+from loopline.drift import Decision, DriftResult, retrain_decision
 from loopline.monitoring.inputs import _check_schema
 
 

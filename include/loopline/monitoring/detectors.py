@@ -12,11 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from loopline import lake as tables
-from loopline.drift import (
-    DetectorSettings,
-    feature_horizons,
-    warming_features,
-)
+from loopline.drift import DetectorSettings, feature_horizons, warming_features
 from loopline.lake import Lake
 from loopline.monitoring.inputs import DETECTOR_ARTIFACT, REFERENCE_ARTIFACT, MissingInput
 

@@ -13,16 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loopline import registry
-from loopline.promotion.states import (
-    APPROVED,
-    OPEN,
-    REJECTED,
-    RETIRED,
-    SHADOW,
-    TIMED_OUT,
-    PromotionError,
-    _table,
-)
+from loopline.promotion.states import APPROVED, OPEN, REJECTED, RETIRED, SHADOW, TIMED_OUT, PromotionError, _table
 
 log = logging.getLogger(__name__)
 

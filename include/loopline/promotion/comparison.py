@@ -16,14 +16,7 @@ import numpy as np
 import pandas as pd
 
 from loopline.evidence import paired_interval, roc_auc
-from loopline.promotion.states import (
-    INCONCLUSIVE,
-    LOSE,
-    OVERALL,
-    WAIT,
-    WIN,
-    _table,
-)
+from loopline.promotion.states import INCONCLUSIVE, LOSE, OVERALL, WAIT, WIN, _table
 
 
 @dataclass(frozen=True)

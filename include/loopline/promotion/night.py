@@ -21,14 +21,7 @@ from loopline.promotion.comparison import (
     slice_differences,
     write_evaluation,
 )
-from loopline.promotion.states import (
-    INCONCLUSIVE,
-    LOSE,
-    SHADOW,
-    WAIT,
-    WIN,
-    PromotionError,
-)
+from loopline.promotion.states import INCONCLUSIVE, LOSE, SHADOW, WAIT, WIN, PromotionError
 
 
 def paired_day(

@@ -9,9 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from loopline.promotion.states import (
-    _table,
-)
+from loopline.promotion.states import _table
 
 
 def schedule_retraining(

@@ -19,11 +19,7 @@ from loopline.synth.output import (
     _truth_csv,
     _write_partition,
 )
-from loopline.synth.params import (
-    _DAY,
-    DRIFT_KINDS,
-    MAX_LABEL_DELAY_DAYS,
-)
+from loopline.synth.params import _DAY, DRIFT_KINDS, MAX_LABEL_DELAY_DAYS
 from loopline.synth.simulate import _simulate_day
 from loopline.synth.world import _build_world
 
