@@ -156,11 +156,12 @@ def config_reference_markdown() -> str:
     out = [
         "# Configuration reference",
         "",
-        "Generated at build time from the typed model in `include/loopline/config/__init__.py` "
-        "(`loopline.config.LooplineConfig`); the descriptions are the model's own. The configuration is one "
-        "file, `include/loopline/config/loopline.yaml` (or the file named by `LOOPLINE_CONFIG`); any key can be "
-        "overridden with `LOOPLINE__<SECTION>__<KEY>` (values parsed as YAML). Unknown keys and wrong types fail "
-        "at load, naming the key. *Default* is the model's default (*required*: the file must set it); "
+        "Generated at build time from the typed model in `include/loopline/config/` "
+        "(`loopline.config.LooplineConfig` and its section modules); the descriptions are the model's own. "
+        "The configuration is one file, `include/loopline/config/loopline.yaml` (or the file named by "
+        "`LOOPLINE_CONFIG`); any key can be overridden with `LOOPLINE__<SECTION>__<KEY>` (values parsed as "
+        "YAML). Unknown keys and wrong types fail at load, naming the key. *Default* is the model's default "
+        "(*required*: the file must set it); "
         "*shipped* is the value in the `loopline.yaml` of this repository.",
         "",
     ]
