@@ -68,7 +68,6 @@ class AirflowApi:
                 time.sleep(attempt)
         raise AssertionError("unreachable")
 
-
     def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         """One call; logs in first, and again once if the token has expired."""
         for attempt in (1, 2):
