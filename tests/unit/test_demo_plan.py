@@ -103,3 +103,16 @@ def test_promotion_path_first_champion_keeps_its_short_history():
     assert len(retrained.train.days) == 34
     assert first.train.start >= plan.start
     assert DemoPlan(start=dt.date(2026, 1, 1)).first_window_days == 35  # the default path is unchanged
+
+
+def test_postgres_source_needs_the_stacks_own_database(monkeypatch, tmp_path):
+    """With the predictions database outside the stack, --source postgres stops before writing anything."""
+    from loopline.config import get_config
+    from loopline.demo import plan
+
+    monkeypatch.setattr(plan.stack, "embedded_pg", lambda: None)
+    files = tmp_path / "source-export"
+    files.mkdir()
+    with pytest.raises(RuntimeError, match="embedded PostgreSQL"):
+        plan.write_source_tables(get_config(), files, print)
+    assert files.exists()  # the generated days are kept

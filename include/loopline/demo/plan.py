@@ -153,6 +153,13 @@ def write_source_tables(cfg: LooplineConfig, files: Path, echo: Callable[[str], 
     from loopline.sources_postgres import write_days
 
     pg = stack.embedded_pg()
+    if pg is None:  # a predictions database outside the stack: the demo cannot create tables in it for you
+        raise RuntimeError(
+            "loopline demo --source postgres writes its source tables into the stack's embedded PostgreSQL, and "
+            "this stack has none (its database is configured elsewhere). Run it on a stack of its own "
+            "(`loopline down`, then `loopline demo --source postgres`), or load your tables as docs/your-own-data.md "
+            "shows and run `loopline demo`."
+        )
     conn = psycopg2.connect(host=pg.host, port=pg.port, user="postgres", dbname="loopline")
     try:
         loaded = write_days(conn, SOURCE_SCHEMA, files, read_role=cfg.postgres.loader_role)
