@@ -172,7 +172,15 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     elif first:
         echo("champion after the drift: unchanged (the retrained challenger did not beat it: see train_model's gate)")
     echo(_auc_line(f"drifted days {plan.drift_start} .. {plan.end}, before re-scoring", auc_before))
-    if second and second != first:
+    if second and second != first and plan.promotion:
+        # The promoted shadow scored the days after its retraining beside the champion: compare on those days.
+        shadow = scored_auc(cfg, summary.truth, drifted, table=tables.SCORES_SHADOW)
+        shadow_days = shadow.get("days") or []
+        if shadow_days:
+            span = f"{shadow_days[0]} .. {shadow_days[-1]}"
+            echo(_auc_line(f"days {span}, champion's scores", scored_auc(cfg, summary.truth, shadow_days)))
+            echo(_auc_line(f"days {span}, the promoted shadow's scores", shadow))
+    elif second and second != first:
         echo(_auc_line("drifted days, re-scored", scored_auc(cfg, summary.truth, drifted)))
     echo(champion_summary(cfg))
     echo("alert rate and precision of the scored days (loopline.daily_alerts):")

@@ -41,18 +41,20 @@ def champion(cfg: LooplineConfig) -> tuple[str, int] | None:
     return version.run_id, int(version.version)
 
 
-def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date]) -> dict:
-    """ROC AUC of the published scores of ``days`` and of the generator's true probabilities, same rows."""
+def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date], table: str = tables.SCORES) -> dict:
+    """ROC AUC of the published scores of ``days`` (``table``: the champion's, or the shadow's) and of the
+    generator's true probabilities, same rows; ``days`` in the result are those that had scores."""
     import pandas as pd
     from sklearn.metrics import roc_auc_score
 
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
-    frames = []
+    frames, scored = [], []
     for day in days:
-        uri = lake.partition(tables.SCORES, day)
+        uri = lake.partition(table, day)
         files = sorted((truth / f"ds={day}").glob("part-*.csv*"))
         if uri is None or not files:
             continue
+        scored.append(day)
         scores = pd.read_parquet(uri, columns=["transaction_id", "score", "model_version"])
         frames.append(scores.merge(pd.concat(pd.read_csv(f) for f in files), on="transaction_id"))
     if not frames:
@@ -63,6 +65,7 @@ def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date]) -> dict:
         "true_auc": float(roc_auc_score(rows["is_fraud"], rows["fraud_probability"])),
         "rows": len(rows),
         "versions": sorted(int(v) for v in rows["model_version"].unique()),
+        "days": scored,
     }
 
 
