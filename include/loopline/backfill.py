@@ -37,7 +37,6 @@ LOCK_CLASS = 0x0B_F111
 # Fault injection for tests and drills: "<ds>:<point>" raises BackfillFault at that point of that day
 # (points: after_ingest, after_raw, after_features).
 FAULT_ENV = "LOOPLINE_BACKFILL_FAULT"
-FAULT_POINTS = ("after_ingest", "after_raw", "after_features")
 
 
 class RangeRefused(ValueError):

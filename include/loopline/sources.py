@@ -37,7 +37,6 @@ from loopline.schemas import LABEL_COLUMNS, TRANSACTION_COLUMNS
 log = logging.getLogger(__name__)
 
 CONTRACT: dict[str, tuple[str, ...]] = {"transactions": TRANSACTION_COLUMNS, "labels": LABEL_COLUMNS}
-TIMESTAMP_COLUMNS = {"event_time", "reported_at"}
 ROWS_PER_FILE = 1_000_000
 
 

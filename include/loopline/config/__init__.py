@@ -58,7 +58,6 @@ from loopline.config.sections_services import LineageConfig, MlflowConfig, Postg
 from loopline.config.sections_training import (
     SCHEDULE_PRESETS,
     SEARCHABLE,
-    SLICE_METRICS,
     GateConfig,
     GateSlicesConfig,
     KubernetesConfig,
@@ -233,7 +232,6 @@ __all__ = [
     "MAX_HOUR_WINDOW",
     "SCHEDULE_PRESETS",
     "SEARCHABLE",
-    "SLICE_METRICS",
     "SUPPORTED_VERSION",
     "AlertChannel",
     "AlertsConfig",

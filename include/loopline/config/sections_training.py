@@ -155,9 +155,6 @@ class TrainingConfig(_Section):
         raise ValueError(f"a cron expression of 5 fields, one of {', '.join(SCHEDULE_PRESETS)}, or null")
 
 
-SLICE_METRICS = ("roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold")
-
-
 class SliceConfig(_Section):
     """A slicing of the holdout by one feature column: its values, or bands of a numeric column."""
 

@@ -50,7 +50,7 @@ from loopline.promotion.comparison import (
     write_evaluation,
 )
 from loopline.promotion.night import judge_night, paired_day
-from loopline.promotion.schedule import due_retrainings, pending_retrainings, schedule_retraining, settle_covered
+from loopline.promotion.schedule import due_retrainings, schedule_retraining, settle_covered
 from loopline.promotion.states import (
     APPROVED,
     INCONCLUSIVE,
@@ -92,7 +92,6 @@ __all__ = [
     "paired_auc_difference",
     "paired_day",
     "paired_rows",
-    "pending_retrainings",
     "promote_shadow",
     "raise_request",
     "request_body",

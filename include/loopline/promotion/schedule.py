@@ -50,16 +50,3 @@ def settle_covered(cur: Any, schema: str, *, model_name: str, ds: dt.date, train
         (train_run_id, ds, model_name, ds),
     )
     return cur.rowcount
-
-
-def pending_retrainings(conn: Any, schema: str, model_name: str) -> list[dict[str, Any]]:
-    """The model's pending scheduled retrainings (for logs, the demo and operators)."""
-    with conn.cursor() as cur:
-        cur.execute(
-            f"""SELECT drift_ds, due_on, reason FROM {_table(schema, "scheduled_retrainings")}
-            WHERE model_name = %s AND state = 'pending' ORDER BY due_on""",  # noqa: S608
-            (model_name,),
-        )
-        rows = cur.fetchall()
-    conn.commit()
-    return [{"drift_ds": d.isoformat(), "due_on": due.isoformat(), "reason": reason} for d, due, reason in rows]
