@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from loopline import lake as tables
+from loopline import sources_postgres
 from loopline.config import PostgresSource, load_config
 from loopline.lake import Lake
 from loopline.landing import Landing
@@ -27,20 +28,7 @@ pytestmark = pytest.mark.spark
 
 START = dt.date(2026, 1, 1)
 DS = dt.date(2026, 1, 3)
-TYPES = {
-    "transaction_id": "text",
-    "event_time": "timestamptz",
-    "customer_id": "text",
-    "merchant_id": "text",
-    "merchant_category": "text",
-    "amount": "numeric(14, 2)",
-    "currency": "text",
-    "channel": "text",
-    "country": "text",
-    "card_present": "boolean",
-    "is_fraud": "smallint",
-    "reported_at": "timestamptz",
-}
+TYPES = sources_postgres.TYPES  # the landing contract's columns as source column types
 
 
 def _rows(landing: Path, kind: str) -> list[list[str]]:
