@@ -322,7 +322,8 @@ def test_a_winning_shadow_is_promoted_only_once_a_person_approves(loop, api_serv
     assert _alias(NAME, "champion") == loop["champion"]
 
 
-def test_a_rejected_request_promotes_nothing(loop, api_server):
+def _open_request(loop) -> tuple[int, int, list[tuple]]:
+    """A new shadow with an open promotion request: its version, the request and the champion's history count."""
     from loopline import promotion
 
     pg = loop["postgres"]
@@ -337,6 +338,12 @@ def test_a_rejected_request_promotes_nothing(loop, api_server):
     finally:
         conn.close()
     champion_rows = pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'")
+    return version, request_id, champion_rows
+
+
+def test_a_rejected_request_promotes_nothing(loop, api_server):
+    pg = loop["postgres"]
+    version, request_id, champion_rows = _open_request(loop)
     answered: dict = {}
     person = _answer_when_asked(api_server, "Reject", answered)
     _, states = _test_run(loop["promote"], {"request_id": request_id, "version": version})
@@ -375,20 +382,8 @@ def _scheduler_timeout_sweep(dag_id: str, done: threading.Event) -> threading.Th
 def test_an_unanswered_request_times_out_and_promotes_nothing(loop, monkeypatch):
     """Nobody answers within ``promotion.approval_timeout_hours`` (seconds here): the approval fails, nothing is
     promoted, the request ends ``timed_out`` and the shadow keeps its alias (it keeps being judged)."""
-    from loopline import promotion
-
     pg = loop["postgres"]
-    _, strong = loop["models"]
-    version = _register(strong, loop["root"], NAME, "shadow", pg)
-    conn = pg.connect_loader()
-    try:
-        request_id = promotion.raise_request(
-            conn, SCHEMA, model_name=NAME, version=version, champion_version=loop["champion"],
-            requested_on=NIGHTS[1], evidence={"days": 2, "rows": 100, "positives": 30, "difference": 0.01},
-        )  # fmt: skip
-    finally:
-        conn.close()
-    champion_rows = pg.query(f"SELECT count(*) FROM {SCHEMA}.model_alias_history WHERE alias = 'champion'")
+    version, request_id, champion_rows = _open_request(loop)
     monkeypatch.setenv("LOOPLINE__PROMOTION__APPROVAL_TIMEOUT_HOURS", str(3 / 3600))  # three seconds
     get_config.cache_clear()
     try:
