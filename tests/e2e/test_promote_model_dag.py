@@ -482,6 +482,37 @@ def test_a_losing_shadow_is_retired(loop, postgres, tmp_path, monkeypatch):
         get_config.cache_clear()
 
 
+def test_a_shadow_is_judged_only_on_days_after_its_training_data(loop, postgres, tmp_path, monkeypatch):
+    """The shadow's training run says its data ends on START: that day is in sample and never evidence,
+    however well the shadow scores it; START + 1 is the first day compared."""
+    from mlflow import MlflowClient
+
+    root = tmp_path
+    name = "loopline-shadow-in-sample"
+    monkeypatch.setenv("LOOPLINE__STORAGE__LAKE_URI", str(root / "lake"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("LOOPLINE__MLFLOW__ARTIFACT_URI", str(root / "artifacts"))
+    monkeypatch.setenv("LOOPLINE__MLFLOW__REGISTERED_MODEL", name)
+    get_config.cache_clear()
+    weak, strong = loop["models"]
+    _champion, shadow = _lake(root, name, weak, strong, postgres)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client.log_param(client.get_model_version(name, str(shadow)).run_id, "fingerprint.mature_end", str(START))
+    evaluated = f"SELECT ds FROM {SCHEMA}.shadow_evaluations WHERE model_name = %s AND slice = 'all' ORDER BY ds"
+    try:
+        _, states = run_day(loop["drift"], NIGHTS[0])
+        assert states["compare_shadow"] == "success", states
+        assert postgres.query(evaluated, name) == []
+        _, states = run_day(loop["drift"], NIGHTS[1])
+        assert states["skip_promotion_request"] == "success", states
+        assert postgres.query(evaluated, name) == [(START + dt.timedelta(days=1),)]
+        # One out-of-sample day is fewer than promotion.min_days: still building, nothing requested.
+        assert _alias(name, "shadow") == shadow
+        assert postgres.query(f"SELECT count(*) FROM {SCHEMA}.promotion_requests WHERE model_name = %s", name) == [(0,)]
+    finally:
+        get_config.cache_clear()
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "include"), str(REPO)])}
     return subprocess.run(

@@ -139,6 +139,40 @@ def test_the_cooldown_counts_only_confirmed_triggers(postgres, schema):
     assert _row(postgres, schema, NIGHT + dt.timedelta(days=1))[:3] == (False, None, None)
 
 
+def test_a_night_of_both_kinds_retrains_now_and_again_when_its_labels_matured(postgres, schema):
+    """The immediate (covariate) retraining's cooldown does not hold the one at label maturity: it ran before
+    the pattern's labels existed. The retraining that fired the scheduled one does start a cooldown for them."""
+    from dataclasses import replace
+
+    both = replace(_drifted(), drifted_segments=("card_testing",))
+    decision, _ = _decide(postgres, schema, NIGHT, result=both, label_maturity_days=5)
+    assert decision.trigger, decision.reason
+    assert (decision.kind, decision.schedule) == ("both", True)
+    _confirm(postgres, schema, NIGHT)
+    later = NIGHT + dt.timedelta(days=1)  # the pattern again: scheduled, held by nothing yet
+    _decide(postgres, schema, later, result=replace(both, drifted_features=()), label_maturity_days=5)
+
+    due_night = NIGHT + dt.timedelta(days=5)  # inside the 10-day cooldown of NIGHT's trigger
+    quiet = replace(_drifted(), drifted_features=(), drift=False, signals=0)
+    decision, _ = _decide(postgres, schema, due_night, result=quiet, cooldown_hours=240, label_maturity_days=5)
+    assert decision.trigger, decision.reason
+    assert decision.due == [NIGHT.isoformat()]
+    assert "does not hold it" in decision.reason
+    _confirm(postgres, schema, due_night)
+    states = postgres.query(f"SELECT drift_ds, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds")
+    assert states == [
+        (NIGHT, "fired", f"drift_monitor__{due_night}"),
+        (later, "pending", None),
+    ]
+    # The next night's due retraining waits for the cooldown of the one that just fired.
+    decision, _ = _decide(
+        postgres, schema, due_night + dt.timedelta(days=1), result=quiet, cooldown_hours=240, label_maturity_days=5
+    )
+    assert not decision.trigger
+    assert "cooldown" in decision.reason
+    assert "scheduled retraining due" in decision.reason
+
+
 def test_a_fresh_pending_trigger_of_another_night_suppresses_a_second_one(postgres, schema):
     _decide(postgres, schema, NIGHT)  # pending, the trigger in flight
     other = NIGHT + dt.timedelta(days=5)  # outside the cooldown even if NIGHT were confirmed

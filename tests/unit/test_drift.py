@@ -655,6 +655,33 @@ def test_retrain_decision_honours_the_cooldown():
         retrain_decision(drift, False, recent.replace(tzinfo=None), NOW, 72, training_active=False)
 
 
+def test_a_due_retraining_is_held_only_by_the_cooldown_of_the_last_due_one():
+    quiet = _result(())
+    immediate = NOW - dt.timedelta(hours=48)  # a covariate retraining, before the pattern's labels matured
+    due = ["2026-03-04"]
+    fired = retrain_decision(quiet, False, immediate, NOW, 72, training_active=False, due=due)
+    assert fired.trigger
+    assert fired.due == due
+    assert "does not hold it" in fired.reason
+    # A covariate drift tonight waits out the cooldown: the trigger is the due retraining's.
+    drift = _result(("amount_eur", "log_amount"))
+    both = retrain_decision(drift, False, immediate, NOW, 72, training_active=False, due=due)
+    assert both.trigger
+    assert both.reason.startswith("scheduled retraining due")
+    # A retraining that already fired scheduled ones starts a cooldown that holds the next due ones.
+    held = retrain_decision(
+        quiet, False, immediate, NOW, 72, training_active=False, due=due, last_due_trigger_at=immediate
+    )
+    assert not held.trigger
+    assert "cooldown" in held.reason
+    expired = NOW - dt.timedelta(hours=80)
+    assert retrain_decision(
+        quiet, False, immediate, NOW, 72, training_active=False, due=due, last_due_trigger_at=expired
+    ).trigger
+    # A running training still holds it.
+    assert not retrain_decision(quiet, False, immediate, NOW, 72, training_active=True, due=due).trigger
+
+
 def test_retrain_decision_waits_for_active_training():
     drift = _result(("amount_eur", "log_amount"))
     decision = retrain_decision(drift, False, None, NOW, 72, training_active=True)

@@ -8,11 +8,13 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
+from loopline import lake as tables
 from loopline import stack
 from loopline.config import LooplineConfig
 from loopline.demo.plan import DemoPlan
 from loopline.demo.runs import POLL_SECONDS, _api, backfill, dag_runs, wait_for_runs
-from loopline.demo.summary import _alias, _query
+from loopline.demo.summary import _alias_model, _client, _query
+from loopline.promotion import training_data_end
 
 
 def wait_for_approval(env: dict[str, str], timeout: float = 600) -> dict | None:
@@ -49,15 +51,24 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
         f"SELECT drift_ds, due_on, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds",  # noqa: S608
     ):
         echo(f"   scheduled retraining of {drift_ds}: due {due_on}, {state}{f' by {settled_by}' if settled_by else ''}")
-    shadow = _alias(cfg, "shadow")
-    if shadow is None:
+    model = _alias_model(cfg, "shadow")
+    if model is None:
         echo("== no shadow after the retraining (the gate kept it as challenger, or nothing was retrained): done")
         return
-    after = plan.retrain_night + dt.timedelta(days=1)
-    echo(f"== shadow v{shadow}: re-scoring {after} .. {plan.end} next to the champion")
+    shadow = int(model.version)
+    # Deployed on its cut-off (the morning after its retraining night): the shadow scores the days from then
+    # on, none of which it was trained on, and compare_shadow judges those whose labels matured by yesterday.
+    client = _client(cfg)
+    data_end = training_data_end(client, model)
+    cutoff = client.get_run(model.run_id).data.tags.get("loopline.cutoff")
+    after = dt.date.fromisoformat(cutoff) if cutoff else plan.retrain_night + dt.timedelta(days=1)
+    nights = tables.day_range(after + dt.timedelta(days=plan.maturity_days), plan.end)
+    if not nights:
+        echo(f"== shadow v{shadow} was trained on data through {data_end}: no day after it has matured labels yet")
+        return
+    echo(f"== shadow v{shadow} (trained on data through {data_end}): scoring {after} .. {plan.end} beside the champion")
     _api(env).unpause("promote_model")
     backfill("batch_score", after, plan.end, env, echo)
-    nights = plan.evidence_nights
     echo(f"== the shadow's evidence on matured labels, nights {nights[0]} .. {nights[-1]} (drift_monitor backfill)")
     backfill("drift_monitor", nights[0], nights[-1], env, echo)
     for ds, rows, positives, shadow_auc, champion_auc, diff, low, high in _query(

@@ -136,14 +136,24 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
 
 
 def _alias(cfg: LooplineConfig, alias: str) -> int | None:
-    from mlflow import MlflowClient
+    version = _alias_model(cfg, alias)
+    return int(version.version) if version is not None else None
+
+
+def _alias_model(cfg: LooplineConfig, alias: str):
+    """The registered model version ``alias`` points at (an MLflow ``ModelVersion``), or None."""
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(resolve_uri(cfg.mlflow.tracking_uri))
     try:
-        return int(client.get_model_version_by_alias(cfg.mlflow.registered_model, alias).version)
+        return _client(cfg).get_model_version_by_alias(cfg.mlflow.registered_model, alias)
     except MlflowException:
         return None
+
+
+def _client(cfg: LooplineConfig):
+    from loopline.training.tracking import mlflow_client
+
+    return mlflow_client(resolve_uri(cfg.mlflow.tracking_uri))
 
 
 EXAMPLE_SQL = """  -- the day's flagged transactions, riskiest first

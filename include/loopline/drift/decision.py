@@ -65,6 +65,7 @@ def retrain_decision(
     defer_pattern: bool = False,
     due: Sequence[str] = (),
     maturity_note: str = "",
+    last_due_trigger_at: dt.datetime | None = None,
 ) -> Decision:
     """Pure decision: trigger on data drift (``result.drift``) or a realized performance drop, unless a training
     run is already running or queued, or the last trigger is less than ``cooldown_hours`` before ``now``.
@@ -72,6 +73,9 @@ def retrain_decision(
     With ``defer_pattern`` a pattern drift (:func:`drift_kind`) does not trigger now: the decision asks for a
     retraining once the labels matured (``schedule``; ``maturity_note`` says when), and a covariate shift of the
     same night still triggers now. ``due`` lists scheduled retrainings whose time has come: they trigger too.
+    A due retraining is held by the cooldown of ``last_due_trigger_at`` (the last trigger that fired scheduled
+    retrainings) only: an immediate retraining since then trained before these labels existed, so it cannot
+    stand in for the one at label maturity (when a night is both kinds, both retrainings happen).
 
     Datetimes must both be timezone-aware (or both naive). A trigger time in the future counts as inside the
     cooldown.
@@ -104,16 +108,30 @@ def retrain_decision(
     suppressed = []
     if training_active:
         suppressed.append("a training run is already running or queued")
-    if last_trigger_at is not None and cooldown_hours > 0:
-        if (last_trigger_at.tzinfo is None) != (now.tzinfo is None):
-            raise ValueError("last_trigger_at and now must both be timezone-aware or both naive")
-        until = last_trigger_at + dt.timedelta(hours=cooldown_hours)
-        if now < until:
-            suppressed.append(
-                f"cooldown: last trigger at {last_trigger_at.isoformat()}, "
-                f"no new trigger before {until.isoformat()} ({cooldown_hours:g} h)"
-            )
+    cooling = _cooldown(last_trigger_at, now, cooldown_hours)
+    if cooling and due and not _cooldown(last_due_trigger_at, now, cooldown_hours):
+        # Only the due retrainings may fire through this cooldown: tonight's other reasons wait for it.
+        wanted = (
+            f"scheduled retraining due (pattern drift of {', '.join(due)}: its labels have matured; the cooldown "
+            f"of the last trigger does not hold it: that retraining ran before these labels matured)"
+            + (f"; {later}" if later else "")
+        )
+        cooling = ""
+    if cooling:
+        suppressed.append(cooling)
     if suppressed:
         reason = f"suppressed ({'; '.join(suppressed)}); would trigger for {wanted}"
         return Decision(False, reason, drifted, kind, schedule)
     return Decision(True, wanted, drifted, kind, schedule, list(due))
+
+
+def _cooldown(last: dt.datetime | None, now: dt.datetime, hours: float) -> str:
+    """Why the cooldown of a trigger at ``last`` holds at ``now`` (empty when it does not)."""
+    if last is None or hours <= 0:
+        return ""
+    if (last.tzinfo is None) != (now.tzinfo is None):
+        raise ValueError("last_trigger_at and now must both be timezone-aware or both naive")
+    until = last + dt.timedelta(hours=hours)
+    if now >= until:
+        return ""
+    return f"cooldown: last trigger at {last.isoformat()}, no new trigger before {until.isoformat()} ({hours:g} h)"

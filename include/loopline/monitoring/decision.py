@@ -69,8 +69,9 @@ def decide_and_record(
       and never as a trigger, so it neither triggers nor starts a cooldown.
     - ``label_maturity_days`` (``promotion.retrain_at_label_maturity``): a grown segment (a pattern) does not
       trigger now; a retraining is scheduled in ``scheduled_retrainings`` for ``ds + label_maturity_days``, and
-      scheduled retrainings due by ``ds`` trigger tonight (cooldown and running trainings permitting; until
-      then they stay pending). None: every drift triggers now, as before.
+      scheduled retrainings due by ``ds`` trigger tonight (running trainings permitting, and the cooldown of the
+      last trigger that fired scheduled ones: an immediate retraining's cooldown does not hold them; until then
+      they stay pending). None: every drift triggers now, as before.
     """
     from loopline import promotion
 
@@ -98,6 +99,15 @@ def decide_and_record(
                 (TRIGGER_CONFIRMED, model_name, ds),
             )
             last = cur.fetchone()[0]
+            # The last trigger that fired scheduled retrainings: only its cooldown holds the due ones.
+            cur.execute(
+                f"""SELECT max(d.ds) FROM {schema}.retraining_decisions d
+                WHERE d.trigger_state = %s AND d.model_name = %s AND d.ds <> %s AND EXISTS (
+                  SELECT 1 FROM {schema}.scheduled_retrainings s
+                  WHERE s.model_name = d.model_name AND s.settled_by = d.triggered_run_id)""",  # noqa: S608
+                (TRIGGER_CONFIRMED, model_name, ds),
+            )
+            last_due = cur.fetchone()[0]
             cur.execute(
                 f"""SELECT ds, decided_at FROM {schema}.retraining_decisions
                 WHERE trigger_state = %s AND model_name = %s AND ds <> %s AND decided_at > now() - %s
@@ -128,6 +138,7 @@ def decide_and_record(
                 defer_pattern=defer,
                 due=due,
                 maturity_note=note,
+                last_due_trigger_at=_night(last_due) if last_due is not None else None,
             )
             if decision.trigger and in_flight is not None:
                 decision = Decision(

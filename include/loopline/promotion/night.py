@@ -68,6 +68,20 @@ def paired_day(
     return rows, ""
 
 
+def training_data_end(client: Any, version: Any) -> dt.date | None:
+    """The last day whose rows the model version was trained on (validation and holdout included): its
+    training run's ``fingerprint.mature_end``, else the day before its ``loopline.cutoff``; None when the run
+    records neither (a model registered by hand)."""
+    run = client.get_run(version.run_id) if getattr(version, "run_id", None) else None
+    if run is None:
+        return None
+    mature_end = run.data.params.get("fingerprint.mature_end")
+    if mature_end:
+        return dt.date.fromisoformat(mature_end)
+    cutoff = run.data.tags.get("loopline.cutoff")
+    return dt.date.fromisoformat(cutoff) - dt.timedelta(days=1) if cutoff else None
+
+
 def judge_night(
     client: Any,
     conn: Any,
@@ -80,7 +94,8 @@ def judge_night(
 ) -> dict[str, Any]:
     """Compare the shadow with the champion on the day whose labels matured tonight, then judge the pooled
     evidence and act: a win raises the version's promotion request, a loss (or no verdict after
-    ``promotion.max_shadow_days`` compared days) retires the shadow.
+    ``promotion.max_shadow_days`` compared days) retires the shadow. Only days after the shadow's training data
+    (:func:`training_data_end`) are evidence: a day it was trained on is skipped and never pooled.
 
     Returns a JSON-safe dict: ``outcome`` (``win``, ``lose``, ``wait``, ``inconclusive`` or ``none``),
     ``reason``, and for a win the ``request_id`` and ``version`` (None when a request already existed); with a
@@ -102,7 +117,13 @@ def judge_night(
             lake_root, day, ds, shadow_version=shadow_version, champion_version=champion_version, columns=columns
         )
 
-    tonight, why = day_rows(scored_day)
+    # Evidence is out of sample: a day the shadow was trained on (its rows and labels) would flatter it.
+    data_end = training_data_end(client, shadow)
+    in_sample = data_end is not None and scored_day <= data_end
+    if in_sample:
+        tonight, why = None, f"ds={scored_day} is inside v{shadow_version}'s training data (through {data_end})"
+    else:
+        tonight, why = day_rows(scored_day)
     evaluated = tonight is not None
     if tonight is not None:
         overall = paired_auc_difference(
@@ -114,7 +135,11 @@ def judge_night(
             conn, schema, ds=scored_day, evaluated_on=ds, model_name=name, shadow_version=shadow_version,
             champion_version=champion_version, overall=overall, slices=sliced,
         )  # fmt: skip
-    days = evaluated_days(conn, schema, name, shadow_version, champion_version)
+    days = [
+        day
+        for day in evaluated_days(conn, schema, name, shadow_version, champion_version)
+        if data_end is None or day > data_end
+    ]
     if not days:
         return {
             "outcome": WAIT,
@@ -123,6 +148,7 @@ def judge_night(
             "champion_version": champion_version,
             "scored_day": scored_day.isoformat(),
             "evaluated": False,
+            "training_data_end": data_end.isoformat() if data_end else None,
         }
     pooled = pd.concat([frame for frame, _ in map(day_rows, days) if frame is not None], ignore_index=True)
     overall = paired_auc_difference(
@@ -134,7 +160,13 @@ def judge_night(
         overall, len(days), sliced, min_days=policy.min_days, min_positives=policy.min_positives,
         min_improvement=policy.min_improvement, slice_tolerance=slicing.tolerance, max_days=policy.max_shadow_days,
     )  # fmt: skip
-    evidence = {**verdict.evidence, "first_day": days[0].isoformat(), "last_day": days[-1].isoformat()}
+    evidence = {
+        **verdict.evidence,
+        "first_day": days[0].isoformat(),
+        "last_day": days[-1].isoformat(),
+        # None: the version records no training window, so no day could be checked to be out of sample
+        "training_data_end": data_end.isoformat() if data_end else None,
+    }
     out: dict[str, Any] = {
         "outcome": verdict.outcome,
         "reason": f"v{shadow_version} vs champion v{champion_version}: {verdict.reason}",
@@ -146,6 +178,7 @@ def judge_night(
         "evaluated": evaluated,
         "pooled_days": [day.isoformat() for day in days],
         "retired": False,
+        "training_data_end": evidence["training_data_end"],
     }
     if verdict.outcome == WIN:
         try:
