@@ -22,6 +22,8 @@ reports are flagged stale (`loopline.stale_days`; re-score with `loopline rescor
 
 Tasks: `backfill_days`. Created from the CLI with `loopline backfill --start ... --end ...`, or from this form.
 
+While a range runs, `feature_pipeline`'s run for a day it holds waits (`wait_for_range_backfill`).
+
 ## Inputs
 - Params: `start`, `end` (dates, inclusive), `cascade` (default on).
 - Landing: every day's drop with both `_SUCCESS` markers; a range beyond the delivered data is refused.

@@ -23,7 +23,8 @@ per-row quarantine with reasons), gates the raw data with Great Expectations, pu
 builds per-transaction features (velocity windows, amount vs history, novelty flags, label-based risk),
 gates them and publishes the feature partition (Asset `loopline_features`).
 
-Tasks: `wait_for_drop` (both markers) → `ingest_drop` → `publish_raw` (GX gate, then commit) →
+Tasks: `wait_for_drop` (both markers) → `wait_for_range_backfill` (while a running `backfill_range` holds
+the day) → `ingest_drop` → `publish_raw` (GX gate, then commit) →
 `build_features` → `publish_features` (GX gate, then commit and Asset event); beside the features,
 `record_ingest` writes the day's row counts and quarantine to Postgres once the raw layer is committed.
 Write-audit-publish: each publish task validates the uncommitted version and flips the pointer only when
@@ -54,6 +55,8 @@ loopline-data-platform (data engineering on-call).
 
 ## Triage
 - `wait_for_drop` timed out: the upstream drop never completed; the message names the missing marker.
+- `wait_for_range_backfill` failed: a running `backfill_range` held the day longer than
+  `backfill.daily_wait_seconds`; the message names it. Once it has finished, clear this task with downstream.
 - `ingest_drop` failed on "history": run earlier days first (in a backfill each day waits for the previous
   one: `wait_for_downstream` on the ingest, `depends_on_past` on the features).
 - `publish_raw` / `publish_features` failed on a GX gate (each task gates, then commits only what passed):
@@ -87,7 +90,8 @@ with DAG(
     built = t.build_features()
     published_raw = attach(t.publish_raw(ingested), ValidationReportLink())
     chain(
-        wait_for_inputs(cfg),
+        # The day is written by a running backfill_range or by this run, never by both at once.
+        wait_for_inputs(cfg, lockout=t.range_lockout(cfg)),
         ingested,
         published_raw,
         built,

@@ -15,6 +15,8 @@ This module knows nothing of Airflow: the Airflow task hands :func:`run_range` t
 - :class:`Ledger` records progress in ``backfill_runs`` (days done/total, rows/s, current chunk, ETA), holds
   one advisory lock per day (an overlapping backfill that is still alive is refused; a killed one holds
   nothing) and tells a rerun of the same range where to resume.
+- :func:`day_held` tells the daily run of a day whether a live range backfill holds it (``feature_pipeline``
+  waits while it does).
 """
 
 from __future__ import annotations
@@ -241,6 +243,52 @@ class Progress:
         )
 
 
+def _running_backfill(conn: Any, schema: str, day: dt.date) -> tuple | None:
+    """The newest ``running`` row of ``backfill_runs`` that covers ``day``: its range, or the ``cascade_days``
+    after it (the later days a correction recomputes; their dates are not recorded, and published days follow
+    each other). Returns ``(run_id, start_ds, end_ds, days_done, days_total, next_ds)`` or None."""
+    with conn.cursor() as cur:
+        cur.execute(
+            f"SELECT run_id, start_ds, end_ds, days_done, days_total, next_ds FROM {schema}.backfill_runs "  # noqa: S608
+            "WHERE status = 'running' AND start_ds <= %s AND %s <= end_ds + cascade_days "
+            "ORDER BY started_at DESC LIMIT 1",
+            (day, day),
+        )
+        return cur.fetchone()
+
+
+def day_held(conn: Any, schema: str, day: dt.date) -> str | None:
+    """Why the daily run of ``day`` must wait: another session of this database holds the day's range-backfill
+    lock (:data:`LOCK_CLASS`, the day's ordinal), named with the running ``backfill_runs`` row that covers the
+    day. None when the day is free.
+
+    Reads ``pg_locks`` rather than trying the lock: a try-lock, however briefly held, could make a range that
+    starts at that moment refuse the day.
+    """
+    with conn.cursor() as cur:
+        # Advisory keys are per database: a range of another database on the same server holds nothing here.
+        cur.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+            "AND classid = %s::oid AND objid = %s::oid AND pid <> pg_backend_pid() "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+            (LOCK_CLASS, day.toordinal()),
+        )
+        holder = cur.fetchone()
+    if holder is None:
+        return None
+    run = _running_backfill(conn, schema, day)
+    if run is None:
+        return (
+            f"ds={day} is locked by another session (pid {holder[0]}) as a range backfill's day, with no running "
+            f"row in {schema}.backfill_runs covering it (a range starting, or a lock taken by hand)"
+        )
+    run_id, start, end, done, total, next_ds = run
+    return (
+        f"ds={day} is being written by range backfill {run_id} ({start} .. {end}, {done}/{total} days done, "
+        f"next ds={next_ds or '-'})"
+    )
+
+
 class Ledger:
     """``backfill_runs`` and the per-day advisory locks, over one psycopg2 connection (kept open for the run:
     the locks live as long as its session, so a killed run releases them)."""
@@ -264,12 +312,8 @@ class Ledger:
                 continue
             for held in taken:
                 self._execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_CLASS, held.toordinal()))
-            running = self._execute(
-                "SELECT run_id, start_ds, end_ds FROM {schema}.backfill_runs WHERE status = 'running' "
-                "AND start_ds <= %s AND %s <= end_ds ORDER BY started_at DESC LIMIT 1",
-                (day, day),
-            )
-            other = f" ({running[0][0]}: {running[0][1]} .. {running[0][2]})" if running else ""
+            running = _running_backfill(self.conn, self.schema, day)
+            other = f" ({running[0]}: {running[1]} .. {running[2]})" if running else ""
             raise RangeRefused(
                 f"ds={day} is being processed by another running backfill{other}: wait for it to finish or "
                 "choose a range that does not overlap it"

@@ -1,5 +1,6 @@
 """feature_pipeline's first tasks follow ``sources``: the landing sensor by default; with a PostgreSQL input, a
-watermark sensor and the extraction before the ingest (the landing sensor kept for the landing inputs)."""
+watermark sensor and the extraction before the ingest (the landing sensor kept for the landing inputs). Whatever
+the sources, the wait for a range backfill holding the day comes after the waits, before the day's first write."""
 
 from __future__ import annotations
 
@@ -27,21 +28,24 @@ def _edges(env: dict[str, str]) -> dict[str, list[str]]:
 
 def test_landing_sources_keep_the_marker_sensor():
     edges = _edges({})
-    assert edges["wait_for_drop"] == ["ingest_drop"]
+    assert edges["wait_for_drop"] == ["wait_for_range_backfill"]
+    assert edges["wait_for_range_backfill"] == ["ingest_drop"]
     assert "extract_sources" not in edges
 
 
 def test_a_postgres_source_waits_for_its_day_then_extracts():
     source = "{kind: postgres, conn_id: bank_db, table: core.payments, event_time_column: event_time}"
     edges = _edges({"LOOPLINE__SOURCES__TRANSACTIONS": source})
-    assert edges["wait_for_source_day"] == ["extract_sources"]
-    assert edges["wait_for_drop"] == ["extract_sources"]  # labels still arrive as a landing drop
+    assert edges["wait_for_source_day"] == ["wait_for_range_backfill"]
+    assert edges["wait_for_drop"] == ["wait_for_range_backfill"]  # labels still arrive as a landing drop
+    assert edges["wait_for_range_backfill"] == ["extract_sources"]  # the extraction writes the day's drop
     assert edges["extract_sources"] == ["ingest_drop"]
 
 
 def test_an_s3_source_waits_for_its_export_marker_then_copies():
     source = "{kind: s3, prefix: 's3://exports/labels/date={ds}'}"
     edges = _edges({"LOOPLINE__SOURCES__LABELS": source})
-    assert edges["wait_for_s3_export"] == ["extract_sources"]
-    assert edges["wait_for_drop"] == ["extract_sources"]
+    assert edges["wait_for_s3_export"] == ["wait_for_range_backfill"]
+    assert edges["wait_for_drop"] == ["wait_for_range_backfill"]
+    assert edges["wait_for_range_backfill"] == ["extract_sources"]
     assert edges["extract_sources"] == ["ingest_drop"]

@@ -291,3 +291,7 @@ class BackfillConfig(_Section):
     """Longest range accepted at once; a longer one is refused (split it)."""
     cascade: bool = True
     """A range that re-ingests days that later published days depend on recomputes those days too (corrections)."""
+    daily_wait_seconds: int = Field(default=21600, ge=1)
+    """How long ``feature_pipeline``'s run for a day waits (``wait_for_range_backfill``, checked every
+    ``validation.sensor_poke_seconds``) while a running range backfill holds that day, before it fails naming the
+    range; the day is written by one of them at a time."""

@@ -15,11 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Asset, task
+from airflow.sdk import Asset, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from loopline import lineage
-from loopline.config import get_config, resolve_uri
+from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.orchestration import links, reports
 from loopline.orchestration.database import open_predictions_db
 from loopline.orchestration.lineage import namespace, report_lineage
@@ -86,6 +86,61 @@ def _fail_on_data_errors(call, *args, **kwargs):
     if hasattr(result, "report_uri"):
         links.record(links.REPORT_KEY, links.report_url(result.report_uri))
     return result
+
+
+def check_day_free(day: dt.date, waited: float, cfg: LooplineConfig | None = None) -> bool:
+    """One check of ``wait_for_range_backfill``: True when no live range backfill holds ``day``
+    (:func:`loopline.backfill.day_held`); else logs which range does and returns False, or fails naming it once
+    ``waited`` (seconds since the first check) reached ``backfill.daily_wait_seconds``."""
+    import logging
+
+    import psycopg2
+
+    from loopline.backfill import day_held
+
+    log = logging.getLogger(__name__)
+    cfg = cfg or get_config()
+    limit = cfg.backfill.daily_wait_seconds
+    try:
+        conn = open_predictions_db(cfg)
+    except psycopg2.OperationalError as exc:
+        # A range holds its days through its own session of this database: the lake's daily publish does not
+        # hang on a database outage (as record_ingest, which reports it), only on a range that is alive.
+        log.warning("ds=%s: cannot check for a range backfill holding the day (%s); going on", day, exc)
+        return True
+    try:
+        reason = day_held(conn, cfg.postgres.schema_, day)
+    finally:
+        conn.close()
+    if reason is None:
+        return True
+    log.info("waiting (%.0f of backfill.daily_wait_seconds=%d s): %s", waited, limit, reason)
+    if waited >= limit:
+        raise AirflowFailException(
+            f"{reason}; still held after backfill.daily_wait_seconds ({limit}s). The range writes this day itself: "
+            f"follow it in {cfg.postgres.schema_}.backfill_runs or its task log. Once it has finished (or failed), "
+            "clear this task with its downstream tasks to run the day; if ranges routinely outlast the wait, raise "
+            "backfill.daily_wait_seconds."
+        )
+    return False
+
+
+# retries=0: a timed-out wait is the answer (as the other sensors). Reschedule: no slot held while a range runs.
+@task.sensor(task_id="wait_for_range_backfill", mode="reschedule", retries=0)
+def wait_for_range_backfill() -> bool:
+    """Wait while a running ``backfill_range`` holds ``ds`` (its advisory lock of the day), so the day is never
+    written by both at once; without a range on the day the first check passes."""
+    from loopline.orchestration.sensors import waited_seconds
+
+    context = get_current_context()
+    return check_day_free(dt.date.fromisoformat(context["ds"]), waited_seconds(context))
+
+
+def range_lockout(cfg: LooplineConfig):
+    """``wait_for_range_backfill`` with its timeout (``backfill.daily_wait_seconds``) and poke interval."""
+    return wait_for_range_backfill.override(
+        poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.backfill.daily_wait_seconds
+    )()
 
 
 # wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published

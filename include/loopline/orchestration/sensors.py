@@ -131,6 +131,15 @@ class PublishedFileSensor(_NamesMissingPartition, FileSensor):
         return self.filepath
 
 
+def waited_seconds(context: Any) -> float:
+    """Seconds since a rescheduling sensor's first poke (rescheduled pokes keep the first one's date): a
+    ``@task.sensor`` compares it with its timeout to fail with its own message rather than Airflow's."""
+    from airflow.sdk import timezone
+
+    first = context["ti"].get_first_reschedule_date(context)
+    return 0.0 if first is None else (timezone.utcnow() - first).total_seconds()
+
+
 def landing_sensor(cfg: LooplineConfig, kinds: Sequence[str] = KINDS, **kwargs: Any):
     """One sensor for every ``<landing>/<kind>/ds={{ ds }}/_SUCCESS`` of a drop, fitting the landing URI."""
     root = resolve_uri(cfg.storage.landing_uri).rstrip("/")

@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from loopline.config import LooplineConfig, get_config
 from loopline.landing import KINDS, MARKER
 from loopline.orchestration.database import connect
-from loopline.orchestration.sensors import _marker_sensor, landing_sensor
+from loopline.orchestration.sensors import _marker_sensor, landing_sensor, waited_seconds
 
 
 @task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
@@ -44,7 +44,7 @@ def wait_for_source_day(kinds: list[str]) -> bool:
             continue
         name = f"sources.{kind} ({source.table or 'query'} on connection {source.conn_id})"
         print(f"ds={ds} not closed yet: {state.describe(name)}")
-        if _waited_seconds(context) >= cfg.validation.sensor_timeout_seconds:
+        if waited_seconds(context) >= cfg.validation.sensor_timeout_seconds:
             raise AirflowFailException(
                 f"ds={ds} never closed within validation.sensor_timeout_seconds "
                 f"({cfg.validation.sensor_timeout_seconds}s): {state.describe(name)}. Check that the source "
@@ -52,14 +52,6 @@ def wait_for_source_day(kinds: list[str]) -> bool:
             )
         return False
     return True
-
-
-def _waited_seconds(context: Any) -> float:
-    """Seconds since this sensor's first poke (rescheduled pokes keep the first one's date)."""
-    from airflow.sdk import timezone
-
-    first = context["ti"].get_first_reschedule_date(context)
-    return 0.0 if first is None else (timezone.utcnow() - first).total_seconds()
 
 
 @task(task_id="extract_sources")
@@ -73,24 +65,35 @@ def extract_sources(kinds: list[str]) -> dict[str, Any]:
     return extract_inputs(get_config(), ds, connect, kinds)
 
 
-def wait_for_inputs(cfg: LooplineConfig):
+def wait_for_inputs(cfg: LooplineConfig, lockout: Any = None):
     """The task that ``ingest_drop`` follows: the landing sensor alone, or the sensors that fit each source
-    and the extraction that brings PostgreSQL and S3 inputs into the day's landing drop."""
+    and the extraction that brings PostgreSQL and S3 inputs into the day's landing drop.
+
+    ``lockout``: a task that goes between the waits and the day's first write (the extraction, else the
+    ingest), so it checks as late as it can (``feature_pipeline``'s wait for a range backfill holding the day).
+    """
     kinds = {kind: getattr(cfg.sources, kind).kind for kind in KINDS}
     if set(kinds.values()) == {"landing"}:
-        return landing_sensor(cfg)
+        sensor = landing_sensor(cfg)
+        return sensor if lockout is None else sensor >> lockout
     extracted = extract_sources([kind for kind, source in kinds.items() if source != "landing"])
+    waits = []
     landing = [kind for kind, source in kinds.items() if source == "landing"]
     if landing:
-        landing_sensor(cfg, landing) >> extracted
+        waits.append(landing_sensor(cfg, landing))
     postgres = [kind for kind, source in kinds.items() if source == "postgres"]
     if postgres:
-        closed = wait_for_source_day.override(
-            poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.validation.sensor_timeout_seconds
-        )(postgres)
-        closed >> extracted
+        waits.append(
+            wait_for_source_day.override(
+                poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.validation.sensor_timeout_seconds
+            )(postgres)
+        )
     s3 = [kind for kind, source in kinds.items() if source == "s3"]
     if s3:
         markers = [getattr(cfg.sources, kind).prefix.replace("{ds}", "{{ ds }}") + f"/{MARKER}" for kind in s3]
-        _marker_sensor(cfg, markers, "wait_for_s3_export", published=False) >> extracted
+        waits.append(_marker_sensor(cfg, markers, "wait_for_s3_export", published=False))
+    if lockout is not None:
+        waits >> lockout
+        waits = [lockout]
+    waits >> extracted
     return extracted
