@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
 from loopline.orchestration import backfill_tasks as t
@@ -18,14 +19,17 @@ through the same functions, so every day is published exactly as its daily run w
 committed atomically on its own. Days are processed in chunks of `backfill.chunk_days` (the Spark session's
 cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
 features read a day of the range are recomputed in order (a corrected drop), and their scores and drift
-reports are flagged stale (`loopline.stale_days`; re-score with `loopline rescore-stale`).
+reports are flagged stale (`loopline.stale_days`). With `rescore` on, once the range succeeded, the
+`batch_score` run of every day with stale scores is cleared, so it scores the day again; off, re-score later
+with `loopline rescore-stale`.
 
-Tasks: `backfill_days`. Created from the CLI with `loopline backfill --start ... --end ...`, or from this form.
+Tasks: `backfill_days` → `plan_rescore` (skipped when `rescore` is off) → `trigger_rescore` (one per stale
+day). Created from the CLI with `loopline backfill --start ... --end ...`, or from this form.
 
 While a range runs, `feature_pipeline`'s run for a day it holds waits (`wait_for_range_backfill`).
 
 ## Inputs
-- Params: `start`, `end` (dates, inclusive), `cascade` (default on).
+- Params: `start`, `end` (dates, inclusive), `cascade` (default on), `rescore` (default off).
 - Landing: every day's drop with both `_SUCCESS` markers; a range beyond the delivered data is refused.
   PostgreSQL and S3 inputs (`sources`) are extracted into each day's drop first (as `extract_sources`); the
   range is refused when an S3 day has no marker or a PostgreSQL watermark has not closed its last day.
@@ -48,6 +52,8 @@ loopline-data-platform (data engineering on-call).
   are under `quarantine/*/ds=D`). Days before D are published, later days were not started. Fix the drop,
   then trigger the same range again (or clear the task): it resumes at D (`backfill_runs.next_ds`).
 - A killed worker leaves every day published completely or not at all; the rerun resumes the same way.
+- `trigger_rescore` failed: the day's `batch_score` run could not be cleared (see its log); `loopline
+  rescore-stale` re-scores every stale day in one backfill.
 - Progress: the task log prints a line per day; `SELECT * FROM loopline.backfill_runs ORDER BY started_at DESC`.
 """
 
@@ -63,4 +69,11 @@ with DAG(
     tags=tags("features", "ingestion", "validation", "spark"),
     doc_md=DOC,
 ) as dag:
-    t.backfill_days()
+    rescore = t.plan_rescore()
+    t.backfill_days() >> rescore  # all_success: only a range that succeeded re-scores
+    # Through the Task SDK, not the CLI's request_rescore: that REST client logs in with the local stack's admin
+    # password, which a worker does not have. Clearing each stale day's own run (reset_dag_run) re-runs it as
+    # the CLI's backfill re-runs completed days, and only the stale days.
+    TriggerDagRunOperator.partial(
+        task_id="trigger_rescore", trigger_dag_id=t.SCORE_DAG_ID, reset_dag_run=True
+    ).expand_kwargs(rescore)

@@ -389,6 +389,15 @@ class Ledger:
         """Days whose scores are stale (any role), oldest first."""
         return [row[0] for row in self._execute("SELECT DISTINCT ds FROM {schema}.scoring_runs WHERE stale ORDER BY 1")]
 
+    def stale_score_runs(self) -> dict[dt.date, str | None]:
+        """:meth:`stale_days` with the ``batch_score`` run that loaded each (the champion's row first; None when
+        the day was loaded by hand), oldest first."""
+        rows = self._execute(
+            "SELECT DISTINCT ON (ds) ds, airflow_run_id FROM {schema}.scoring_runs WHERE stale "
+            "ORDER BY ds, role = 'champion' DESC, loaded_at DESC"
+        )
+        return {ds: run_id for ds, run_id in rows}
+
 
 @dataclass
 class RangeResult:

@@ -1,5 +1,6 @@
 """A range backfill and the daily runs against real Postgres: the daily run of a day a live range holds waits,
-naming the range, and goes once the range let go."""
+naming the range, and goes once the range let go; a range run with ``rescore`` on plans the clear of each stale
+day's own ``batch_score`` run."""
 
 from __future__ import annotations
 
@@ -171,3 +172,31 @@ def test_the_same_key_in_another_database_holds_nothing_here(pg):
         assert held(pg, day(0)) is None
     finally:
         other.close()
+
+
+def test_rescore_plans_the_clear_of_each_stale_days_own_run(pg):
+    from loopline.orchestration import backfill_tasks
+
+    conn = pg.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            for offset, role, run_id, stale in (
+                (3, "champion", "scheduled__2026-04-13T00:00:00+00:00", True),
+                (3, "challenger", "manual__shadow", True),  # the champion's run is the day's run
+                (4, "champion", None, True),  # loaded by hand: no run to clear
+                (5, "champion", "scheduled__2026-04-15T00:00:00+00:00", False),  # fresh: not re-scored
+                (6, "champion", "backfill__2026-04-16T00:00:00+00:00", True),
+            ):
+                cur.execute(
+                    f"INSERT INTO {SCHEMA}.scoring_runs (ds, role, model_name, model_version, model_run_id, "
+                    "threshold, rows_scored, rows_flagged, rows_explained, score_seconds, load_seconds, lake_uri, "
+                    "airflow_run_id, stale) VALUES (%s, %s, 'm', 1, 'r', 0.5, 1, 0, 0, 0, 0, 'x', %s, %s)",
+                    (day(offset), role, run_id, stale),
+                )
+        planned = backfill_tasks.plan_rescore.function(params={"rescore": True})
+    finally:
+        conn.close()
+    assert planned == [
+        {"trigger_run_id": "scheduled__2026-04-13T00:00:00+00:00", "logical_date": "2026-04-13T00:00:00+00:00"},
+        {"trigger_run_id": "backfill__2026-04-16T00:00:00+00:00", "logical_date": "2026-04-16T00:00:00+00:00"},
+    ]

@@ -30,6 +30,7 @@ def _validated(params, conf):
         (lambda cfg: forms.backfill_params(), {"start": "2026-13-01", "end": "2026-01-31"}),
         (lambda cfg: forms.backfill_params(), {"start": "2026-01-01", "end": "last week"}),
         (lambda cfg: forms.backfill_params(), {"cascade": "yes"}),
+        (lambda cfg: forms.backfill_params(), {"rescore": "yes"}),
     ],
 )
 def test_a_bad_conf_is_rejected_before_anything_runs(build, bad):
@@ -49,6 +50,7 @@ def test_good_confs_validate():
     assert _validated(ParamsDict(forms.feature_params()), {})["force_reingest"] is True
     chosen = _validated(ParamsDict(forms.backfill_params()), {"start": "2026-01-01", "end": "2026-01-31"})
     assert (chosen["start"], chosen["end"], chosen["cascade"]) == ("2026-01-01", "2026-01-31", True)
+    assert chosen["rescore"] is False  # re-scoring stays an explicit choice
 
 
 class _Client:
@@ -181,3 +183,15 @@ def test_feature_pipeline_reuses_published_raw_when_not_forced(monkeypatch):
     with pytest.raises(RuntimeError, match="stop here"):  # forced: ingested although published
         feature_tasks.ingest_drop.function(ds="2026-02-20", spark=None, params={"force_reingest": True})
     assert seen == [dt.date(2026, 2, 20)] * 2
+
+
+def test_a_range_without_rescore_skips_saying_how_to_rescore_later(monkeypatch):
+    from loopline.orchestration import backfill_tasks
+
+    def no_database(cfg):
+        raise AssertionError("rescore off must not read the stale days")
+
+    monkeypatch.setattr(backfill_tasks, "_ledger", no_database)
+    for params in ({"rescore": False}, {}, None):
+        with pytest.raises(AirflowSkipException, match=r"rescore is off: nothing re-scored.*loopline rescore-stale"):
+            backfill_tasks.plan_rescore.function(params=params)

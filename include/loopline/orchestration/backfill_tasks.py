@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from airflow.sdk import AssetAlias, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from loopline.config import get_config, resolve_uri
 from loopline.orchestration.database import connect, open_predictions_db
@@ -24,6 +24,8 @@ from loopline.orchestration.spark_access import SPARK_TASK
 # The range emits one event on loopline_features per published day (extra: ds, rows, uri, as the daily run),
 # through an alias: a task's own outlet carries one event, an alias one per distinct extra.
 BACKFILL_ALIAS = AssetAlias(name="loopline_features_backfill", group="loopline")
+# What a range re-scores with its trigger form's ``rescore`` on.
+SCORE_DAG_ID = "batch_score"
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +187,40 @@ def backfill_days(
         result.stale_flagged or "none",
     )
     return asdict(result)
+
+
+@task
+def plan_rescore(params: dict | None = None) -> list[dict[str, str]]:
+    """With the trigger form's ``rescore`` on (and the range succeeded): the ``batch_score`` runs to clear and run
+    again, one per day whose scores are stale (:meth:`loopline.backfill.Ledger.stale_score_runs`, the days
+    ``loopline rescore-stale`` re-scores), as ``trigger_rescore``'s arguments. Off: skipped, saying how to
+    re-score later."""
+    from loopline.orchestration.forms import param
+
+    if not param(params, "rescore", False):
+        raise AirflowSkipException(
+            "rescore is off: nothing re-scored. The days whose scores this range made stale are listed in "
+            f"{get_config().postgres.schema_}.stale_days; re-score them with `loopline rescore-stale` (one "
+            f"{SCORE_DAG_ID} backfill), or clear their {SCORE_DAG_ID} runs"
+        )
+    cfg = get_config()
+    ledger = _ledger(cfg)
+    try:
+        runs = ledger.stale_score_runs()
+    finally:
+        ledger.conn.close()
+    by_hand = [str(day) for day, run_id in runs.items() if run_id is None]
+    if by_hand:
+        log.warning(
+            "stale day(s) loaded without a %s run to clear, left to `loopline rescore-stale`: %s",
+            SCORE_DAG_ID,
+            ", ".join(by_hand),
+        )
+    planned = [
+        {"trigger_run_id": run_id, "logical_date": f"{day}T00:00:00+00:00"} for day, run_id in runs.items() if run_id
+    ]
+    if planned:
+        log.info("re-scoring %d stale day(s): %s", len(planned), ", ".join(str(day) for day in runs if runs[day]))
+    else:
+        log.info("no stale scores: nothing to re-score")
+    return planned

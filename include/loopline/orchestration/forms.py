@@ -33,7 +33,8 @@ def feature_params() -> dict[str, Param]:
 
 
 def backfill_params() -> dict[str, Param]:
-    """``backfill_range``: the days to backfill, and whether later published days that read them follow."""
+    """``backfill_range``: the days to backfill, whether later published days that read them follow, and whether
+    the stale scores a correction leaves are re-scored at the end."""
     return {
         "start": Param(
             None,
@@ -57,6 +58,16 @@ def backfill_params() -> dict[str, Param]:
             description=(
                 "Also recompute, after the range, the already-published later days whose features read it (a "
                 "corrected drop changes their windows); their scores and drift reports are flagged stale."
+            ),
+        ),
+        "rescore": Param(
+            False,
+            type="boolean",
+            title="Re-score stale days",
+            description=(
+                "Once the range succeeded, re-run batch_score for every day whose scores are stale (the days a "
+                "correction recomputed): each day's own batch_score run is cleared and scores the day again. Off: "
+                "re-score later with `loopline rescore-stale`."
             ),
         ),
     }
