@@ -75,5 +75,5 @@ with DAG(
     # password, which a worker does not have. Clearing each stale day's own run (reset_dag_run) re-runs it as
     # the CLI's backfill re-runs completed days, and only the stale days.
     TriggerDagRunOperator.partial(
-        task_id="trigger_rescore", trigger_dag_id=t.SCORE_DAG_ID, reset_dag_run=True
+        task_id="trigger_rescore", trigger_dag_id=t.SCORE_DAG_ID, reset_dag_run=True, fail_when_dag_is_paused=True
     ).expand_kwargs(rescore)

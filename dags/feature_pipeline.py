@@ -90,7 +90,7 @@ with DAG(
     built = t.build_features()
     published_raw = attach(t.publish_raw(ingested), ValidationReportLink())
     chain(
-        # The day is written by a running backfill_range or by this run, never by both at once.
+        # A day a running backfill_range holds waits for it (a range started after the check is not seen).
         wait_for_inputs(cfg, lockout=t.range_lockout(cfg)),
         ingested,
         published_raw,

@@ -164,6 +164,9 @@ def test_a_night_of_both_kinds_retrains_now_and_again_when_its_labels_matured(po
         (NIGHT, "fired", f"drift_monitor__{due_night}"),
         (later, "pending", None),
     ]
+    # A rerun of an old night schedules a row due before the last retraining: that retraining covered it.
+    old = NIGHT - dt.timedelta(days=3)
+    _decide(postgres, schema, old, result=replace(both, drifted_features=()), label_maturity_days=5)
     # The next night's due retraining waits for the cooldown of the one that just fired.
     decision, _ = _decide(
         postgres, schema, due_night + dt.timedelta(days=1), result=quiet, cooldown_hours=240, label_maturity_days=5
@@ -171,6 +174,13 @@ def test_a_night_of_both_kinds_retrains_now_and_again_when_its_labels_matured(po
     assert not decision.trigger
     assert "cooldown" in decision.reason
     assert "scheduled retraining due" in decision.reason
+    assert decision.reason.count("last trigger at") == 1  # one trigger: both cooldowns are the same
+    states = postgres.query(f"SELECT drift_ds, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds")
+    assert states == [
+        (old, "fired", f"drift_monitor__{due_night}"),
+        (NIGHT, "fired", f"drift_monitor__{due_night}"),
+        (later, "pending", None),
+    ]
 
 
 def test_a_fresh_pending_trigger_of_another_night_suppresses_a_second_one(postgres, schema):

@@ -70,8 +70,11 @@ def test_promotion_path_leaves_room_for_maturity_retraining_and_evidence():
     assert plan.drift_start == plan.end - dt.timedelta(days=12)
     assert plan.retrain_night == plan.drift_start + dt.timedelta(days=5)  # the drift night's labels matured
     # the shadow scores the days after its retraining; their labels mature 5 days later, the last night yesterday
-    assert plan.evidence_nights == [plan.end - dt.timedelta(days=1), plan.end]
-    assert plan.evidence_nights[0] - dt.timedelta(days=5) == plan.retrain_night + dt.timedelta(days=1)
+    assert plan.evidence_nights() == [plan.end - dt.timedelta(days=1), plan.end]
+    assert plan.evidence_nights()[0] - dt.timedelta(days=5) == plan.retrain_night + dt.timedelta(days=1)
+    # a shadow deployed later has fewer nights of evidence, one deployed too late none
+    assert plan.evidence_nights(plan.retrain_night + dt.timedelta(days=2)) == [plan.end]
+    assert plan.evidence_nights(plan.end) == []
     env = plan.environment()
     assert env["LOOPLINE__PROMOTION__POLICY"] == "shadow_first"
     assert env["LOOPLINE__FEATURES__LABEL_MATURITY_DAYS"] == "5"

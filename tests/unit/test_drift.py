@@ -674,6 +674,20 @@ def test_a_due_retraining_is_held_only_by_the_cooldown_of_the_last_due_one():
     )
     assert not held.trigger
     assert "cooldown" in held.reason
+    # Held by the due one's cooldown (later than the immediate one's): the reason says until when.
+    held = retrain_decision(
+        quiet,
+        False,
+        immediate,
+        NOW,
+        72,
+        training_active=False,
+        due=due,
+        last_due_trigger_at=NOW - dt.timedelta(hours=60),
+    )
+    assert not held.trigger
+    assert "wait for the last one that fired such" in held.reason
+    assert "no new trigger before 2026-03-10T18:00:00+00:00" in held.reason
     expired = NOW - dt.timedelta(hours=80)
     assert retrain_decision(
         quiet, False, immediate, NOW, 72, training_active=False, due=due, last_due_trigger_at=expired

@@ -294,4 +294,4 @@ class BackfillConfig(_Section):
     daily_wait_seconds: int = Field(default=21600, ge=1)
     """How long ``feature_pipeline``'s run for a day waits (``wait_for_range_backfill``, checked every
     ``validation.sensor_poke_seconds``) while a running range backfill holds that day, before it fails naming the
-    range; the day is written by one of them at a time."""
+    range."""

@@ -123,7 +123,8 @@ class DriftConfig(_Section):
     performance_min_positives: int = Field(ge=1)
     """Fewer labelled frauds on the matured day: its AUC is too noisy to call a drop."""
     cooldown_hours: int = Field(ge=0)
-    """In data time: hours of logical dates between two triggers, so backfills behave as nights would."""
+    """In data time: hours of logical dates between two triggers, so backfills behave as nights would. A
+    retraining scheduled at label maturity counts it from the last such retraining only."""
     report_features: int = Field(ge=1)
     """Most drifted features plotted in the HTML report."""
     experiment: str

@@ -8,13 +8,12 @@ import datetime as dt
 import time
 from collections.abc import Callable
 
-from loopline import lake as tables
 from loopline import stack
 from loopline.config import LooplineConfig
 from loopline.demo.plan import DemoPlan
 from loopline.demo.runs import POLL_SECONDS, _api, backfill, dag_runs, wait_for_runs
 from loopline.demo.summary import _alias_model, _client, _query
-from loopline.promotion import training_data_end
+from loopline.promotion import training_window
 
 
 def wait_for_approval(env: dict[str, str], timeout: float = 600) -> dict | None:
@@ -58,15 +57,14 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
     shadow = int(model.version)
     # Deployed on its cut-off (the morning after its retraining night): the shadow scores the days from then
     # on, none of which it was trained on, and compare_shadow judges those whose labels matured by yesterday.
-    client = _client(cfg)
-    data_end = training_data_end(client, model)
-    cutoff = client.get_run(model.run_id).data.tags.get("loopline.cutoff")
-    after = dt.date.fromisoformat(cutoff) if cutoff else plan.retrain_night + dt.timedelta(days=1)
-    nights = tables.day_range(after + dt.timedelta(days=plan.maturity_days), plan.end)
+    data_end, cutoff = training_window(_client(cfg), model)
+    after = cutoff or plan.retrain_night + dt.timedelta(days=1)
+    nights = plan.evidence_nights(after)
+    trained = f"trained on data through {data_end}" if data_end else "its training run records no data window"
     if not nights:
-        echo(f"== shadow v{shadow} was trained on data through {data_end}: no day after it has matured labels yet")
+        echo(f"== shadow v{shadow} ({trained}): none of the days from {after} has matured labels yet")
         return
-    echo(f"== shadow v{shadow} (trained on data through {data_end}): scoring {after} .. {plan.end} beside the champion")
+    echo(f"== shadow v{shadow} ({trained}): scoring {after} .. {plan.end} beside the champion")
     _api(env).unpause("promote_model")
     backfill("batch_score", after, plan.end, env, echo)
     echo(f"== the shadow's evidence on matured labels, nights {nights[0]} .. {nights[-1]} (drift_monitor backfill)")

@@ -80,11 +80,11 @@ class DemoPlan:
         """Promotion path: the night the drift night's labels have matured and its retraining fires."""
         return self.drift_start + dt.timedelta(days=self.maturity_days)
 
-    @property
-    def evidence_nights(self) -> list[dt.date]:
-        """Promotion path: the nights whose matured day the shadow scored (compare_shadow has evidence)."""
-        first = self.retrain_night + dt.timedelta(days=self.maturity_days + 1)
-        return tables.day_range(first, self.end)
+    def evidence_nights(self, deployed: dt.date | None = None) -> list[dt.date]:
+        """Promotion path: the nights whose matured day a shadow deployed on ``deployed`` (its cut-off, by default
+        the morning after ``retrain_night``) scored: compare_shadow has evidence on them. Empty when none."""
+        deployed = deployed or self.retrain_night + dt.timedelta(days=1)
+        return tables.day_range(deployed + dt.timedelta(days=self.maturity_days), self.end)
 
     @property
     def first_monitored(self) -> dt.date:

@@ -30,15 +30,8 @@ def _query(sql: str, args: tuple = ()) -> list[tuple]:
 
 def champion(cfg: LooplineConfig) -> tuple[str, int] | None:
     """The champion's (run id, version), or None before the first promotion."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(resolve_uri(cfg.mlflow.tracking_uri))
-    try:
-        version = client.get_model_version_by_alias(cfg.mlflow.registered_model, "champion")
-    except MlflowException:
-        return None
-    return version.run_id, int(version.version)
+    version = _alias_model(cfg, "champion")
+    return (version.run_id, int(version.version)) if version is not None else None
 
 
 def scored_auc(cfg: LooplineConfig, truth: Path, days: list[dt.date], table: str = tables.SCORES) -> dict:
@@ -103,15 +96,11 @@ def alert_summary(cfg: LooplineConfig) -> list[str]:
 
 
 def champion_summary(cfg: LooplineConfig) -> str:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    client = MlflowClient(resolve_uri(cfg.mlflow.tracking_uri))
+    client = _client(cfg)
     lines = []
     for alias in ("champion", "challenger"):
-        try:
-            version = client.get_model_version_by_alias(cfg.mlflow.registered_model, alias)
-        except MlflowException:
+        version = _alias_model(cfg, alias)
+        if version is None:
             continue
         metrics = client.get_run(version.run_id).data.metrics
         roc, pr = (metrics.get(f"holdout_{name}", float("nan")) for name in ("roc_auc", "pr_auc"))
@@ -133,11 +122,6 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
         totals["scored transactions"] += scored.get("rows", 0)
         totals["flagged transactions"] += scored.get("flagged", 0)
     return dict(totals)
-
-
-def _alias(cfg: LooplineConfig, alias: str) -> int | None:
-    version = _alias_model(cfg, alias)
-    return int(version.version) if version is not None else None
 
 
 def _alias_model(cfg: LooplineConfig, alias: str):

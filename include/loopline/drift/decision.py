@@ -108,15 +108,19 @@ def retrain_decision(
     suppressed = []
     if training_active:
         suppressed.append("a training run is already running or queued")
-    cooling = _cooldown(last_trigger_at, now, cooldown_hours)
-    if cooling and due and not _cooldown(last_due_trigger_at, now, cooldown_hours):
-        # Only the due retrainings may fire through this cooldown: tonight's other reasons wait for it.
-        wanted = (
-            f"scheduled retraining due (pattern drift of {', '.join(due)}: its labels have matured; the cooldown "
-            f"of the last trigger does not hold it: that retraining ran before these labels matured)"
-            + (f"; {later}" if later else "")
-        )
-        cooling = ""
+    cooling = _cooldown(last_trigger_at, now, cooldown_hours, "last_trigger_at")
+    if cooling and due:
+        due_cooling = _cooldown(last_due_trigger_at, now, cooldown_hours, "last_due_trigger_at")
+        if not due_cooling:
+            # Only the due retrainings may fire through this cooldown: tonight's other reasons wait for it.
+            wanted = (
+                f"scheduled retraining due (pattern drift of {', '.join(due)}: its labels have matured; the "
+                "cooldown of the last trigger does not hold it: that retraining ran before these labels matured)"
+                + (f"; {later}" if later else "")
+            )
+            cooling = ""
+        elif due_cooling != cooling:
+            cooling += f"; the scheduled retraining(s) due wait for the last one that fired such: {due_cooling}"
     if cooling:
         suppressed.append(cooling)
     if suppressed:
@@ -125,12 +129,13 @@ def retrain_decision(
     return Decision(True, wanted, drifted, kind, schedule, list(due))
 
 
-def _cooldown(last: dt.datetime | None, now: dt.datetime, hours: float) -> str:
-    """Why the cooldown of a trigger at ``last`` holds at ``now`` (empty when it does not)."""
+def _cooldown(last: dt.datetime | None, now: dt.datetime, hours: float, name: str) -> str:
+    """Why the cooldown of a trigger at ``last`` (the argument ``name``) holds at ``now`` (empty when it does
+    not)."""
     if last is None or hours <= 0:
         return ""
     if (last.tzinfo is None) != (now.tzinfo is None):
-        raise ValueError("last_trigger_at and now must both be timezone-aware or both naive")
+        raise ValueError(f"{name} and now must both be timezone-aware or both naive")
     until = last + dt.timedelta(hours=hours)
     if now >= until:
         return ""

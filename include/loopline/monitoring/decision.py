@@ -94,11 +94,15 @@ def decide_and_record(
                 reason = f"already triggered for this night: {existing[1]}"
                 return Decision(False, reason, list(existing[2] or [])), True
             cur.execute(
-                f"""SELECT max(ds) FROM {schema}.retraining_decisions
-                WHERE trigger_state = %s AND model_name = %s AND ds <> %s""",  # noqa: S608
+                f"""SELECT ds, triggered_run_id FROM {schema}.retraining_decisions
+                WHERE trigger_state = %s AND model_name = %s AND ds <> %s ORDER BY ds DESC LIMIT 1""",  # noqa: S608
                 (TRIGGER_CONFIRMED, model_name, ds),
             )
-            last = cur.fetchone()[0]
+            latest = cur.fetchone()
+            last = latest[0] if latest is not None else None
+            if latest is not None and label_maturity_days is not None:
+                # A rerun of an old night can schedule a row due before the last retraining: that one covered it.
+                promotion.settle_covered(cur, schema, model_name=model_name, ds=latest[0], train_run_id=latest[1])
             # The last trigger that fired scheduled retrainings: only its cooldown holds the due ones.
             cur.execute(
                 f"""SELECT max(d.ds) FROM {schema}.retraining_decisions d

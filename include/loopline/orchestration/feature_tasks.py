@@ -103,15 +103,15 @@ def check_day_free(day: dt.date, waited: float, cfg: LooplineConfig | None = Non
     limit = cfg.backfill.daily_wait_seconds
     try:
         conn = open_predictions_db(cfg)
-    except psycopg2.OperationalError as exc:
+        try:
+            reason = day_held(conn, cfg.postgres.schema_, day)
+        finally:
+            conn.close()
+    except psycopg2.Error as exc:
         # A range holds its days through its own session of this database: the lake's daily publish does not
         # hang on a database outage (as record_ingest, which reports it), only on a range that is alive.
         log.warning("ds=%s: cannot check for a range backfill holding the day (%s); going on", day, exc)
         return True
-    try:
-        reason = day_held(conn, cfg.postgres.schema_, day)
-    finally:
-        conn.close()
     if reason is None:
         return True
     log.info("waiting (%.0f of backfill.daily_wait_seconds=%d s): %s", waited, limit, reason)
@@ -128,8 +128,9 @@ def check_day_free(day: dt.date, waited: float, cfg: LooplineConfig | None = Non
 # retries=0: a timed-out wait is the answer (as the other sensors). Reschedule: no slot held while a range runs.
 @task.sensor(task_id="wait_for_range_backfill", mode="reschedule", retries=0)
 def wait_for_range_backfill() -> bool:
-    """Wait while a running ``backfill_range`` holds ``ds`` (its advisory lock of the day), so the day is never
-    written by both at once; without a range on the day the first check passes."""
+    """Wait while a running ``backfill_range`` holds ``ds`` (its advisory lock of the day), so a daily run does not
+    write a day a live range is writing; without a range on the day the first check passes. (A range that
+    starts after this check is not seen: the check and the ingest are two steps.)"""
     from loopline.orchestration.sensors import waited_seconds
 
     context = get_current_context()
@@ -138,9 +139,9 @@ def wait_for_range_backfill() -> bool:
 
 def range_lockout(cfg: LooplineConfig):
     """``wait_for_range_backfill`` with its timeout (``backfill.daily_wait_seconds``) and poke interval."""
-    return wait_for_range_backfill.override(
-        poke_interval=cfg.validation.sensor_poke_seconds, timeout=cfg.backfill.daily_wait_seconds
-    )()
+    # Airflow's own timeout is a poke later than ours: the failure is ours, naming the range.
+    poke = cfg.validation.sensor_poke_seconds
+    return wait_for_range_backfill.override(poke_interval=poke, timeout=cfg.backfill.daily_wait_seconds + poke)()
 
 
 # wait_for_downstream (implies depends_on_past): day D's ingest matches labels to earlier days' published

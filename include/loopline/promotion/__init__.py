@@ -49,7 +49,7 @@ from loopline.promotion.comparison import (
     slice_differences,
     write_evaluation,
 )
-from loopline.promotion.night import judge_night, paired_day, training_data_end
+from loopline.promotion.night import judge_night, paired_day, training_data_end, training_window
 from loopline.promotion.schedule import due_retrainings, schedule_retraining, settle_covered
 from loopline.promotion.states import (
     APPROVED,
@@ -101,5 +101,6 @@ __all__ = [
     "settle_covered",
     "slice_differences",
     "training_data_end",
+    "training_window",
     "write_evaluation",
 ]

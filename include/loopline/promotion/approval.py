@@ -287,14 +287,17 @@ def request_body(request: Mapping[str, Any], card_url: str) -> str:
         f"| champion v{request['champion_version']} | {_fmt(ev.get('champion_auc'))} |",
         f"| difference | {_fmt(ev.get('difference'), '+')} ({_fmt(ev.get('confidence'), '%')} paired bootstrap "
         f"interval [{_fmt(ev.get('ci_low'), '+')}, {_fmt(ev.get('ci_high'), '+')}]) |",
-        "",
-        f"Scored days {ev.get('first_day')} .. {ev.get('last_day')}, "
-        + (
-            f"all after the shadow's training data (through {ev['training_data_end']})."
-            if ev.get("training_data_end")
-            else "**not checked to be out of sample**: the shadow's training run records no data window."
-        ),
     ]
+    if "training_data_end" in ev:  # requests raised before the check was made do not say
+        lines += [
+            "",
+            f"Scored days {ev.get('first_day')} .. {ev.get('last_day')}, "
+            + (
+                f"all after the shadow's training data (through {ev['training_data_end']})."
+                if ev["training_data_end"]
+                else "**not checked to be out of sample**: the shadow's training run records no data window."
+            ),
+        ]
     supported = [
         (name, group, m)
         for name, groups in (ev.get("slices") or {}).items()

@@ -68,18 +68,25 @@ def paired_day(
     return rows, ""
 
 
-def training_data_end(client: Any, version: Any) -> dt.date | None:
-    """The last day whose rows the model version was trained on (validation and holdout included): its
-    training run's ``fingerprint.mature_end``, else the day before its ``loopline.cutoff``; None when the run
-    records neither (a model registered by hand)."""
+def training_window(client: Any, version: Any) -> tuple[dt.date | None, dt.date | None]:
+    """``(data_end, cutoff)`` of a model version's training run: the last day whose rows it was trained on
+    (validation and holdout included: ``fingerprint.mature_end``, else the day before the cut-off) and its
+    ``loopline.cutoff`` (the morning after its training night: the first day it can be deployed on). None for
+    what the run does not record (a model registered outside the trainer)."""
     run = client.get_run(version.run_id) if getattr(version, "run_id", None) else None
     if run is None:
-        return None
+        return None, None
+    cutoff_tag = run.data.tags.get("loopline.cutoff")
+    cutoff = dt.date.fromisoformat(cutoff_tag) if cutoff_tag else None
     mature_end = run.data.params.get("fingerprint.mature_end")
     if mature_end:
-        return dt.date.fromisoformat(mature_end)
-    cutoff = run.data.tags.get("loopline.cutoff")
-    return dt.date.fromisoformat(cutoff) - dt.timedelta(days=1) if cutoff else None
+        return dt.date.fromisoformat(mature_end), cutoff
+    return (cutoff - dt.timedelta(days=1) if cutoff else None), cutoff
+
+
+def training_data_end(client: Any, version: Any) -> dt.date | None:
+    """The last day whose rows the model version was trained on (:func:`training_window`), or None."""
+    return training_window(client, version)[0]
 
 
 def judge_night(
