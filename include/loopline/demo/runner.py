@@ -20,6 +20,7 @@ from loopline.demo.runs import (
     dag_runs,
     follow_backfill,
     range_backfill,
+    replay_nights,
     run_states,
     trigger_and_wait,
     wait_for_dags,
@@ -130,9 +131,21 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         # Backfilled before unpausing, yesterday included: the scheduler then finds yesterday's night taken
         # and replays the nights in order, as they happened (the cooldown counts nights).
         echo(f"== drift_monitor nightly {plan.first_monitored} .. {plan.end} (drift from {plan.drift_start})")
-        create_backfill("drift_monitor", plan.first_monitored, plan.end, env)
-        _api(env).unpause("drift_monitor")
-        follow_backfill("drift_monitor", plan.first_monitored, plan.end, env, echo)
+        if plan.promotion:
+            # Night by night, each night's retraining finished before the next night decides, as a day apart:
+            # the retraining at label maturity must not find the immediate one still running.
+            replay_nights(
+                "drift_monitor",
+                plan.first_monitored,
+                plan.end,
+                env,
+                echo,
+                lambda night: wait_for_runs("train_model", _triggered_by(night), env, echo),
+            )
+        else:
+            create_backfill("drift_monitor", plan.first_monitored, plan.end, env)
+            _api(env).unpause("drift_monitor")
+            follow_backfill("drift_monitor", plan.first_monitored, plan.end, env, echo)
         echo("== waiting for the retraining drift_monitor triggered (train_model)")
         wait_for_runs("train_model", lambda r: str(r.get("run_id", "")).startswith("drift_monitor__"), env, echo)
         decisions = retraining_decisions(cfg, monitored)
@@ -199,3 +212,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
         echo(f"Required actions (approvals): http://127.0.0.1:{stack.AIRFLOW_PORT}/required_actions")
     final = run_states(["backfill_range", "feature_pipeline", "batch_score", "drift_monitor"], env)
     return 0 if first is not None and not any(states.get("failed", 0) for states in final.values()) else 1
+
+
+def _triggered_by(night: dt.date) -> Callable[[dict], bool]:
+    """Selects the train_model run drift_monitor's night ``night`` triggered (its fixed run id)."""
+    return lambda run: run.get("run_id") == f"drift_monitor__{night}"

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from loopline import lake as tables
 from loopline import stack
 from loopline.config import LooplineConfig
 from loopline.demo.summary import _query
@@ -97,6 +98,52 @@ def backfill(dag_id: str, start: dt.date, end: dt.date, env: dict[str, str], ech
     """Create a backfill and follow it until every run has finished; returns the final state counts."""
     create_backfill(dag_id, start, end, env)
     return follow_backfill(dag_id, start, end, env, echo)
+
+
+def replay_nights(
+    dag_id: str,
+    start: dt.date,
+    end: dt.date,
+    env: dict[str, str],
+    echo: Callable[[str], None],
+    between: Callable[[dt.date], None],
+) -> dict:
+    """Replay ``dag_id``'s nights ``start`` .. ``end`` in order, one at a time, with ``between(night)`` run after
+    each night and before the next one starts; returns the final state counts.
+
+    Nights are a day apart and a replay takes minutes: replayed back to back, a night's retraining would still
+    be running when the next nights decide (and be suppressed by it). One backfill takes every night before
+    the DAG is unpaused (as :func:`backfill`: the scheduler then finds yesterday taken), and is paused between
+    nights.
+    """
+    api = _api(env)
+    create_backfill(dag_id, start, end, env, max_active_runs=1)
+    backfill_id = api.open_backfill(dag_id)
+    if backfill_id is None:
+        raise RuntimeError(f"airflow backfill create made no open backfill of {dag_id}")
+    api.pause_backfill(backfill_id)
+    api.unpause(dag_id)
+    states: Counter = Counter()
+    for night in tables.day_range(start, end):
+        api.pause_backfill(backfill_id, paused=False)
+        state = _night_state(dag_id, night, env, {"queued"})
+        api.pause_backfill(backfill_id)  # this night started (max one active run): the next waits
+        if state not in ("success", "failed"):
+            state = _night_state(dag_id, night, env, {"queued", "running"})
+        echo(f"{dag_id} {night}: {state}")
+        states[state] += 1
+        between(night)
+    api.pause_backfill(backfill_id, paused=False)  # let the backfill complete (no run left to start)
+    return dict(states)
+
+
+def _night_state(dag_id: str, night: dt.date, env: dict[str, str], waiting: set[str]) -> str:
+    """The state of ``dag_id``'s run of ``night`` once it is no longer in one of ``waiting``."""
+    while True:
+        states = [r.get("state") for r in dag_runs(dag_id, env) if _run_day(r) == night]
+        if states and states[0] not in waiting:
+            return states[0]
+        time.sleep(POLL_SECONDS)
 
 
 def range_backfill(

@@ -130,6 +130,16 @@ class AirflowApi:
         )
         return self.request("PATCH", path, {"chosen_options": [option]})
 
+    def open_backfill(self, dag_id: str) -> int | None:
+        """The id of ``dag_id``'s newest backfill that has not completed, or None."""
+        page = self.request("GET", f"/api/v2/backfills?dag_id={dag_id}&limit=100")
+        open_ = [b["id"] for b in page["backfills"] if not b.get("completed_at")]
+        return max(open_) if open_ else None
+
+    def pause_backfill(self, backfill_id: int, paused: bool = True) -> None:
+        """Pause (no queued run of it starts) or resume a backfill; its running runs go on."""
+        self.request("PUT", f"/api/v2/backfills/{backfill_id}/{'pause' if paused else 'unpause'}")
+
     def trigger(self, dag_id: str, run_id: str, conf: dict) -> None:
         """A manual run now (no logical date, as ``airflow dags trigger`` makes in Airflow 3)."""
         self.request(
