@@ -29,6 +29,7 @@ from loopline.demo.runs import (
 )
 from loopline.demo.summary import (
     EXAMPLE_SQL,
+    _alias_model,
     _auc_line,
     alert_summary,
     champion,
@@ -182,6 +183,8 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     if second and second != first:
         how = "approved in promote_model" if plan.promotion else "promoted by the champion/challenger gate"
         echo(f"champion after the drift: v{second[1]} ({how})")
+    elif first and plan.promotion and (shadow := _alias_model(cfg, "shadow")) is not None:
+        echo(f"champion after the drift: unchanged; v{shadow.version} is the shadow, not promoted (see above)")
     elif first:
         echo("champion after the drift: unchanged (the retrained challenger did not beat it: see train_model's gate)")
     echo(_auc_line(f"drifted days {plan.drift_start} .. {plan.end}, before re-scoring", auc_before))
