@@ -47,6 +47,9 @@ class HealthData:
     ingest: list[dict[str, Any]] = field(default_factory=list)
     scores: list[dict[str, Any]] = field(default_factory=list)
     champions: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -162,6 +165,37 @@ def champions(conn: Any, schema: str) -> list[dict[str, Any]]:
     return rows
 
 
+def evidence(conn: Any, schema: str, since: dt.date) -> list[dict[str, Any]]:
+    """The shadow's paired evidence per compared day (all rows, ``shadow_evaluations`` slice ``all``)."""
+    return _rows(
+        conn,
+        schema,
+        "SELECT ds, shadow_version, champion_version, rows, positives, difference, ci_low, ci_high "
+        "FROM {s}.shadow_evaluations WHERE slice = 'all' AND ds >= %s ORDER BY shadow_version, ds",
+        (since,),
+    )
+
+
+def pending(conn: Any, schema: str) -> list[dict[str, Any]]:
+    """Retrainings a pattern drift scheduled that have not fired yet (``scheduled_retrainings``)."""
+    return _rows(
+        conn,
+        schema,
+        "SELECT model_name, drift_ds, due_on, reason FROM {s}.scheduled_retrainings WHERE state = 'pending' "
+        "ORDER BY due_on, drift_ds",
+    )
+
+
+def requests(conn: Any, schema: str) -> list[dict[str, Any]]:
+    """Promotion requests waiting for a person's answer (``promotion_requests`` still open)."""
+    return _rows(
+        conn,
+        schema,
+        "SELECT id, model_name, version, champion_version, requested_on FROM {s}.promotion_requests "
+        "WHERE state = 'open' ORDER BY id",
+    )
+
+
 def latest_day(conn: Any, schema: str) -> dt.date | None:
     """The newest ``ds`` scored, monitored or measured (None when nothing is recorded yet)."""
     rows = _rows(
@@ -189,6 +223,9 @@ def gather(conn: Any, schema: str, *, days: int = 90, today: dt.date | None = No
         ingest=ingest(conn, schema, since),
         scores=score_distribution(conn, schema),
         champions=champions(conn, schema),
+        evidence=evidence(conn, schema, since),
+        pending=pending(conn, schema),
+        requests=requests(conn, schema),
     )
 
 
@@ -407,6 +444,57 @@ def champion_figure(data: HealthData) -> Any:
     return _layout(fig, "Champion history (promotions and rollbacks)", "model version", day_axis=False)
 
 
+def evidence_figure(data: HealthData) -> Any:
+    """Per shadow version: its ROC AUC minus the champion's on each compared day, with the paired interval."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for version in sorted({r["shadow_version"] for r in data.evidence}):
+        rows = [r for r in data.evidence if r["shadow_version"] == version]
+        diff = [_float(r["difference"]) for r in rows]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["ds"].isoformat() for r in rows],
+                y=diff,
+                mode="markers",
+                name=f"shadow v{version} - champion",
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [_float(r["ci_high"]) - d for r, d in zip(rows, diff, strict=True)],
+                    "arrayminus": [d - _float(r["ci_low"]) for r, d in zip(rows, diff, strict=True)],
+                },
+                text=[
+                    f"vs champion v{r['champion_version']}: {r['rows']} paired rows, {r['positives']} frauds"
+                    for r in rows
+                ],
+            )
+        )
+    fig.add_hline(y=0, line_dash="dot", line_color="grey")
+    return _layout(fig, "Shadow vs champion on matured labels (ROC AUC difference, interval)", "difference")
+
+
+def _float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _waiting(data: HealthData) -> str:
+    """The pending retrainings and open promotion requests, as short lists under the evidence chart."""
+    items = [
+        f"<li>retraining of {html.escape(r['model_name'])} scheduled for {r['due_on']} (pattern drift of "
+        f"{r['drift_ds']}: its labels mature then)</li>"
+        for r in data.pending
+    ]
+    items += [
+        f"<li>promotion request #{r['id']}: {html.escape(r['model_name'])} v{r['version']} over champion "
+        f"v{r['champion_version']}, raised {r['requested_on']}, waiting for approval (promote_model)</li>"
+        for r in data.requests
+    ]
+    if not items:
+        return '<p class="empty" id="waiting">No scheduled retraining or promotion request is waiting.</p>'
+    return f'<ul id="waiting">{"".join(items)}</ul>'
+
+
 SECTIONS = (
     ("performance", "Realized performance", performance_figure, "performance"),
     ("slices", "Per-slice performance", slice_figure, "slices"),
@@ -415,6 +503,7 @@ SECTIONS = (
     ("volumes", "Volumes and flag rates", volume_figure, "volumes"),
     ("scores", "Score distribution", score_figure, "scores"),
     ("champions", "Champion history", champion_figure, "champions"),
+    ("promotion", "Promotion on evidence", evidence_figure, "evidence"),
 )
 
 _EMPTY = {
@@ -425,6 +514,7 @@ _EMPTY = {
     "volumes": "No scored day yet (batch_score).",
     "scores": "No scores yet (batch_score).",
     "champions": "No champion yet (train_model and its gate).",
+    "promotion": "No shadow compared yet (promotion.policy shadow_first, drift_monitor's compare_shadow).",
 }
 
 
@@ -439,12 +529,15 @@ def render(data: HealthData, *, plotly_src: str = f"{HEALTH_PREFIX}/{PLOTLY_JS}"
             parts.append(f'<div class="chart">{chart}</div>')
         else:
             parts.append(f'<p class="empty">{html.escape(_EMPTY[key])}</p>')
+        if key == "promotion":
+            parts.append(_waiting(data))
         parts.append("</section>")
     triggered = [str(n["ds"]) for n in data.nights if n["triggered"]]
     summary = (
         f"{len(data.ingest)} ingested day(s), {len(data.volumes)} scored day(s), "
         f"{len(data.nights)} monitored night(s), retraining triggered on "
-        f"{', '.join(triggered) or 'no night'}, {len(data.champions)} champion move(s)"
+        f"{', '.join(triggered) or 'no night'}, {len(data.champions)} champion move(s), "
+        f"{len(data.pending)} retraining(s) scheduled, {len(data.requests)} promotion request(s) open"
     )
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"

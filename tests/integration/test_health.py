@@ -86,6 +86,24 @@ def history(postgres):
                 " 'r', %s, %s)",
                 (version, previous, moved, triggered_by, decision, json.dumps({})),
             )
+        # A shadow v3 compared on the last two days, a retraining scheduled at label maturity, an open request.
+        for ds, diff in ((DAYS[-2], 0.03), (DAYS[-1], 0.05)):
+            cur.execute(
+                f"INSERT INTO {SCHEMA}.shadow_evaluations (ds, model_name, shadow_version, champion_version,"
+                " evaluated_on, slice, grp, rows, positives, shadow_roc_auc, champion_roc_auc, difference, ci_low,"
+                " ci_high, supported) VALUES (%s, 'm', 3, 1, %s, 'all', 'all', 800, 30, %s, 0.85, %s, %s, %s, true)",
+                (ds, ds + dt.timedelta(days=5), 0.85 + diff, diff, diff - 0.02, diff + 0.02),
+            )
+        cur.execute(
+            f"INSERT INTO {SCHEMA}.scheduled_retrainings (model_name, drift_ds, due_on, reason)"
+            " VALUES ('m', %s, %s, 'pattern drift')",
+            (DRIFT_NIGHT, DRIFT_NIGHT + dt.timedelta(days=5)),
+        )
+        cur.execute(
+            f"INSERT INTO {SCHEMA}.promotion_requests (model_name, version, champion_version, requested_on,"
+            " evidence) VALUES ('m', 3, 1, %s, '{}')",
+            (DAYS[-1],),
+        )
     conn.close()
     # The ingest accounting through its real writer, as feature_pipeline.record_ingest writes it (the loader).
     loader = postgres.connect_loader()
@@ -142,6 +160,9 @@ def test_the_analyst_role_reads_every_section(history):
     assert (night["rows_read"], night["rows_published"], night["rows_quarantined"]) == (1002, 960, 40)
     assert night["quarantine_rate"] == pytest.approx(40 / 1002)
     assert night["quarantined_by_reason"] == {"amount_not_numeric": 40}
+    assert [(r["ds"], r["shadow_version"]) for r in data.evidence] == [(DAYS[-2], 3), (DAYS[-1], 3)]
+    assert [r["due_on"] for r in data.pending] == [DRIFT_NIGHT + dt.timedelta(days=5)]
+    assert [(r["version"], r["champion_version"]) for r in data.requests] == [(3, 1)]
 
     # Older days than the window are left out.
     conn = history.connect(history.roles.analyst)
@@ -171,6 +192,10 @@ def test_the_page_draws_every_section_and_marks_the_trigger_night(history):
     assert f"retraining triggered on {DRIFT_NIGHT}" in page
     assert "rollback" in page
     assert "promotion" in page
+    assert "1 retraining(s) scheduled, 1 promotion request(s) open" in page
+    assert f"scheduled for {DRIFT_NIGHT + dt.timedelta(days=5)}" in page
+    assert "promotion request #" in page
+    assert "shadow v3 - champion" in page
     head = page.split("<body>")[0]
     assert "https://" not in head  # plotly.js is served locally, never from a CDN
     assert f"src='{health.HEALTH_PREFIX}/{health.PLOTLY_JS}'" in head
@@ -227,6 +252,7 @@ def test_an_empty_schema_says_why_each_chart_is_missing(postgres):
     page = health.render(data)
     assert "chart-" not in page
     assert "No drift_monitor night recorded yet" in page
+    assert "No scheduled retraining or promotion request is waiting" in page
 
 
 def test_a_schema_that_is_not_an_identifier_is_refused(postgres):
