@@ -224,7 +224,9 @@ def results_files() -> list[Path]:
 
 def _machine(value: Any) -> str:
     if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+        return ", ".join(
+            f"{k.replace('_', ' ')} {' / '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items()
+        )
     return str(value)
 
 
