@@ -27,7 +27,7 @@ def test_feature_pipeline_waits_for_a_range_holding_the_day_before_ingesting():
     wait = json.loads(result.stdout.strip().splitlines()[-1])
     assert wait == {
         "mode": "reschedule",  # no worker slot held while a range runs
-        "timeout": 1234,  # backfill.daily_wait_seconds
+        "timeout": 1234 + 7,  # backfill.daily_wait_seconds, plus a poke: the sensor's own message fails first
         "poke": 7,
         "upstream": ["wait_for_drop"],
         "downstream": ["ingest_drop"],
@@ -47,6 +47,7 @@ def test_backfill_range_rescores_only_when_asked_after_a_range_that_succeeded(da
     assert trigger.downstream_task_ids == set()
     assert trigger.partial_kwargs["trigger_dag_id"] == "batch_score"
     assert trigger.partial_kwargs["reset_dag_run"] is True  # the day's run exists: it is cleared, not duplicated
+    assert trigger.partial_kwargs["fail_when_dag_is_paused"] is True  # never a silent queue behind a pause
 
 
 def test_rescore_off_skips_the_rescore(dagbag):
