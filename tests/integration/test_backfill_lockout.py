@@ -200,3 +200,55 @@ def test_rescore_plans_the_clear_of_each_stale_days_own_run(pg):
         {"trigger_run_id": "scheduled__2026-04-13T00:00:00+00:00", "logical_date": "2026-04-13T00:00:00+00:00"},
         {"trigger_run_id": "backfill__2026-04-16T00:00:00+00:00", "logical_date": "2026-04-16T00:00:00+00:00"},
     ]
+
+
+def test_rescore_clears_each_stale_days_batch_score_run(pg, airflow_db):
+    """``rescore`` on, through Airflow: ``trigger_rescore`` runs the day's ``batch_score`` run again (a finished
+    run is cleared back to queued, the scheduler then scores the day); a paused ``batch_score`` fails it."""
+    from airflow.models import DagModel, DagRun
+    from airflow.utils.session import create_session
+
+    from tests.conftest import load_dag
+
+    schema, ds = "lockout_rescore", dt.date(2026, 12, 20)  # a day no other module scores (one run per date)
+    run_id = f"scheduled__{ds}T00:00:00+00:00"
+    pg.migrate(schema)
+    conn = pg.connect()
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                f"INSERT INTO {schema}.scoring_runs (ds, role, model_name, model_version, model_run_id, threshold, "
+                "rows_scored, rows_flagged, rows_explained, score_seconds, load_seconds, lake_uri, airflow_run_id, "
+                "stale) VALUES (%s, 'champion', 'm', 1, 'r', 0.5, 1, 0, 0, 0, 0, 'x', %s, true)",
+                (ds, run_id),
+            )
+    finally:
+        conn.close()
+    dag = load_dag("backfill_range").partial_subset(["plan_rescore", "trigger_rescore"], include_upstream=False)
+    conf = {"start": "2026-01-01", "end": "2026-01-02"}
+
+    def rescore() -> dict[str, str]:
+        dagrun = dag.test(run_conf={**conf, "rescore": True})
+        return {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
+
+    def batch_score_run() -> tuple[str, str] | None:
+        with create_session() as session:
+            run = session.query(DagRun).filter_by(dag_id="batch_score", run_id=run_id).one_or_none()
+            return (str(run.state), str(run.logical_date.date())) if run else None
+
+    def set_paused(paused: bool) -> None:
+        with create_session() as session:
+            session.query(DagModel).filter_by(dag_id="batch_score").update({"is_paused": paused})
+
+    with environment({"LOOPLINE__POSTGRES__SCHEMA": schema}):
+        dag.test(run_conf=conf)  # rescore off: skipped; the bundle's DAGs (batch_score too) are now in the database
+        set_paused(True)
+        assert rescore()["trigger_rescore"] == "failed"  # paused: nothing queued behind it
+        assert batch_score_run() is None
+        set_paused(False)
+        assert rescore()["trigger_rescore"] == "success"
+        assert batch_score_run() == ("queued", str(ds))  # the day's run (gone from the metadata database) again
+        with create_session() as session:  # the scheduler ran it
+            session.query(DagRun).filter_by(dag_id="batch_score", run_id=run_id).update({"state": "success"})
+        assert rescore()["trigger_rescore"] == "success"
+        assert batch_score_run() == ("queued", str(ds))  # cleared: the same run scores the day again

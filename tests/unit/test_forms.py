@@ -114,7 +114,8 @@ def test_drift_dry_run_records_the_decision_but_triggers_nothing(monkeypatch):
                 recorded["args"] = args
 
         def fetchone(self):
-            return None if "trigger_state, reason" in self.sql or "decided_at >" in self.sql else (None,)
+            # No rows: a LIMIT 1 query finds none, an aggregate (max) gives one NULL.
+            return None if "LIMIT 1" in self.sql or "trigger_state, reason" in self.sql else (None,)
 
         def fetchall(self):
             return []  # no scheduled retraining due
