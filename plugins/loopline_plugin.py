@@ -10,10 +10,10 @@
   session cookie or a bearer token); an anonymous one gets 401, an invalid token 403.
 
 - ``/loopline/health/``: the model-health page (``loopline.health``): realized performance, slices, drift,
-  volumes, score distribution and champion history over time, read per request from the analyst tables with
-  the analyst role (connection ``postgres.analyst_conn_id``), charts drawn with the plotly.js of the ``plotly``
-  package served at ``/loopline/health/plotly.min.js`` (no CDN). Same login as the reports; the "Model health"
-  extra link of each DAG opens it.
+  ingest, volumes, score distribution, champion history and the shadow's promotion evidence over time, read
+  per request from the analyst tables with the analyst role (connection ``postgres.analyst_conn_id``), charts
+  drawn with the plotly.js of the ``plotly`` package served at ``/loopline/health/plotly.min.js`` (no CDN).
+  Same login as the reports; the "Model health" extra link of each DAG opens it.
 
 Importing the plugin reads the config and nothing else: the object store and Postgres are reached only per request.
 """

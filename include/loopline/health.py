@@ -11,7 +11,10 @@ so the page holds no copy of the data:
 - daily ingest volumes and quarantine rates: rows read, published and quarantined per day (``ingest_runs``);
 - daily volumes and flag rates against the alert policy's band (``daily_alerts``);
 - the score distribution of recent days (``transaction_scores``);
-- the champion history, promotions and rollbacks marked (``model_alias_history``).
+- the champion history, promotions and rollbacks marked (``model_alias_history``);
+- the shadow's evidence: its ROC AUC difference from the champion with the paired interval per compared day
+  (``shadow_evaluations``), the retrainings scheduled at label maturity (``scheduled_retrainings``) and the
+  promotion requests waiting for approval (``promotion_requests``).
 
 :func:`gather` reads it all (one connection, read-only queries), :func:`render` turns it into one HTML page
 whose charts use the plotly.js bundled with the ``plotly`` package (:func:`plotly_js`), served next to the
@@ -53,7 +56,8 @@ class HealthData:
 
     @property
     def empty(self) -> bool:
-        return not any((self.performance, self.drift, self.ingest, self.volumes, self.scores, self.champions))
+        sections = (self.performance, self.drift, self.ingest, self.volumes, self.scores, self.champions)
+        return not any((*sections, self.evidence, self.pending, self.requests))
 
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -478,6 +482,10 @@ def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _champion(version: Any) -> str:
+    return "no champion" if version is None else f"champion v{version}"
+
+
 def _waiting(data: HealthData) -> str:
     """The pending retrainings and open promotion requests, as short lists under the evidence chart."""
     items = [
@@ -486,8 +494,8 @@ def _waiting(data: HealthData) -> str:
         for r in data.pending
     ]
     items += [
-        f"<li>promotion request #{r['id']}: {html.escape(r['model_name'])} v{r['version']} over champion "
-        f"v{r['champion_version']}, raised {r['requested_on']}, waiting for approval (promote_model)</li>"
+        f"<li>promotion request #{r['id']}: {html.escape(r['model_name'])} v{r['version']} over "
+        f"{_champion(r['champion_version'])}, raised {r['requested_on']}, waiting for approval (promote_model)</li>"
         for r in data.requests
     ]
     if not items:

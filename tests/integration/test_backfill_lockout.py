@@ -238,17 +238,25 @@ def test_rescore_clears_each_stale_days_batch_score_run(pg, airflow_db):
 
     def set_paused(paused: bool) -> None:
         with create_session() as session:
-            session.query(DagModel).filter_by(dag_id="batch_score").update({"is_paused": paused})
+            updated = session.query(DagModel).filter_by(dag_id="batch_score").update({"is_paused": paused})
+        assert updated == 1  # batch_score is known: a failure below is the pause, not a missing DAG
 
     with environment({"LOOPLINE__POSTGRES__SCHEMA": schema}):
         dag.test(run_conf=conf)  # rescore off: skipped; the bundle's DAGs (batch_score too) are now in the database
-        set_paused(True)
-        assert rescore()["trigger_rescore"] == "failed"  # paused: nothing queued behind it
-        assert batch_score_run() is None
-        set_paused(False)
-        assert rescore()["trigger_rescore"] == "success"
-        assert batch_score_run() == ("queued", str(ds))  # the day's run (gone from the metadata database) again
-        with create_session() as session:  # the scheduler ran it
-            session.query(DagRun).filter_by(dag_id="batch_score", run_id=run_id).update({"state": "success"})
-        assert rescore()["trigger_rescore"] == "success"
-        assert batch_score_run() == ("queued", str(ds))  # cleared: the same run scores the day again
+        with create_session() as session:
+            was_paused = session.query(DagModel.is_paused).filter_by(dag_id="batch_score").scalar()
+        try:
+            set_paused(True)
+            assert rescore()["trigger_rescore"] == "failed"  # paused: nothing queued behind it
+            assert batch_score_run() is None
+            set_paused(False)
+            assert rescore()["trigger_rescore"] == "success"
+            assert batch_score_run() == ("queued", str(ds))  # the day's run (not in the metadata database) again
+            with create_session() as session:  # the scheduler ran it
+                session.query(DagRun).filter_by(dag_id="batch_score", run_id=run_id).update({"state": "success"})
+            assert rescore()["trigger_rescore"] == "success"
+            assert batch_score_run() == ("queued", str(ds))  # cleared: the same run scores the day again
+        finally:  # the session's metadata database is shared: leave batch_score as it was, without this run
+            set_paused(bool(was_paused))
+            with create_session() as session:
+                session.query(DagRun).filter_by(dag_id="batch_score", run_id=run_id).delete()

@@ -183,15 +183,21 @@ def test_the_analyst_role_reads_every_section(history):
 def test_the_page_draws_every_section_and_marks_the_trigger_night(history):
     conn = history.connect(history.roles.analyst)
     try:
-        page = health.render(health.gather(conn, SCHEMA, days=30, today=DAYS[-1]))
+        data = health.gather(conn, SCHEMA, days=30, today=DAYS[-1])
     finally:
         conn.close()
+    page = health.render(data)
     for key, *_ in health.SECTIONS:
         assert f'id="chart-{key}"' in page, key
     assert "retraining triggered" in page
     assert f"retraining triggered on {DRIFT_NIGHT}" in page
-    assert "rollback" in page
-    assert "promotion" in page
+    # the champion chart marks the first champion, the promotion and the rollback, each its own trace
+    assert [trace.name for trace in health.champion_figure(data).data] == [
+        "champion version",
+        "first",
+        "promotion",
+        "rollback",
+    ]
     assert "1 retraining(s) scheduled, 1 promotion request(s) open" in page
     assert f"scheduled for {DRIFT_NIGHT + dt.timedelta(days=5)}" in page
     assert "promotion request #" in page

@@ -12,7 +12,7 @@ from loopline import stack
 from loopline.config import LooplineConfig
 from loopline.demo.plan import DemoPlan
 from loopline.demo.runs import POLL_SECONDS, _api, backfill, dag_runs, wait_for_runs
-from loopline.demo.summary import _alias_model, _client, _query
+from loopline.demo.summary import _client, _query, alias_model
 from loopline.promotion import training_window
 
 
@@ -50,7 +50,7 @@ def promotion_path(plan: DemoPlan, cfg: LooplineConfig, env: dict[str, str], ech
         f"SELECT drift_ds, due_on, state, settled_by FROM {schema}.scheduled_retrainings ORDER BY drift_ds",  # noqa: S608
     ):
         echo(f"   scheduled retraining of {drift_ds}: due {due_on}, {state}{f' by {settled_by}' if settled_by else ''}")
-    model = _alias_model(cfg, "shadow")
+    model = alias_model(cfg, "shadow")
     if model is None:
         echo("== no shadow after the retraining (the gate kept it as challenger, or nothing was retrained): done")
         return

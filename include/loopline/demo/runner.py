@@ -29,9 +29,9 @@ from loopline.demo.runs import (
 )
 from loopline.demo.summary import (
     EXAMPLE_SQL,
-    _alias_model,
     _auc_line,
     alert_summary,
+    alias_model,
     champion,
     champion_summary,
     lake_summary,
@@ -183,8 +183,13 @@ def run(plan: DemoPlan | None = None, echo: Callable[[str], None] = print) -> in
     if second and second != first:
         how = "approved in promote_model" if plan.promotion else "promoted by the champion/challenger gate"
         echo(f"champion after the drift: v{second[1]} ({how})")
-    elif first and plan.promotion and (shadow := _alias_model(cfg, "shadow")) is not None:
+    elif first and plan.promotion and (shadow := alias_model(cfg, "shadow")) is not None:
         echo(f"champion after the drift: unchanged; v{shadow.version} is the shadow, not promoted (see above)")
+    elif first and plan.promotion:
+        echo(
+            "champion after the drift: unchanged (no shadow waiting: the retrained challenger failed train_model's "
+            "gate, or compare_shadow retired its shadow on the evidence: see loopline.shadow_evaluations)"
+        )
     elif first:
         echo("champion after the drift: unchanged (the retrained challenger did not beat it: see train_model's gate)")
     echo(_auc_line(f"drifted days {plan.drift_start} .. {plan.end}, before re-scoring", auc_before))

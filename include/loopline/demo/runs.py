@@ -114,7 +114,11 @@ def replay_nights(
     Nights are a day apart and a replay takes minutes: replayed back to back, a night's retraining would still
     be running when the next nights decide (and be suppressed by it). One backfill takes every night before
     the DAG is unpaused (as :func:`backfill`: the scheduler then finds yesterday taken), and is paused between
-    nights.
+    nights. The last night is not paused after: no run is left to hold, and the scheduler marks the backfill
+    complete once that night ends (a completed backfill refuses pause and unpause).
+
+    The pause follows the night's start within one poll; the next night can only start after this one ends
+    (one active run), which takes far longer than a poll.
     """
     api = _api(env)
     create_backfill(dag_id, start, end, env, max_active_runs=1)
@@ -124,25 +128,40 @@ def replay_nights(
     api.pause_backfill(backfill_id)
     api.unpause(dag_id)
     states: Counter = Counter()
-    for night in tables.day_range(start, end):
+    nights = tables.day_range(start, end)
+    for night in nights:
         api.pause_backfill(backfill_id, paused=False)
         state = _night_state(dag_id, night, env, {"queued"})
-        api.pause_backfill(backfill_id)  # this night started (max one active run): the next waits
+        if night != nights[-1]:
+            api.pause_backfill(backfill_id)  # this night started (max one active run): the next waits
         if state not in ("success", "failed"):
             state = _night_state(dag_id, night, env, {"queued", "running"})
         echo(f"{dag_id} {night}: {state}")
         states[state] += 1
         between(night)
-    api.pause_backfill(backfill_id, paused=False)  # let the backfill complete (no run left to start)
     return dict(states)
 
 
-def _night_state(dag_id: str, night: dt.date, env: dict[str, str], waiting: set[str]) -> str:
-    """The state of ``dag_id``'s run of ``night`` once it is no longer in one of ``waiting``."""
+# How long one replayed night may stay queued or running before the demo gives up on it.
+NIGHT_TIMEOUT_SECONDS = 3600
+
+
+def _night_state(
+    dag_id: str, night: dt.date, env: dict[str, str], waiting: set[str], timeout: float = NIGHT_TIMEOUT_SECONDS
+) -> str:
+    """The state of ``dag_id``'s run of ``night`` once it is no longer in one of ``waiting``; raises
+    TimeoutError naming the run when that takes longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
     while True:
         states = [r.get("state") for r in dag_runs(dag_id, env) if _run_day(r) == night]
         if states and states[0] not in waiting:
             return states[0]
+        if time.monotonic() > deadline:
+            seen = states[0] if states else "not created"
+            raise TimeoutError(
+                f"{dag_id}'s run of {night} is still {seen} after {timeout:.0f} s: see the scheduler's log "
+                f"(`loopline status`) and the run in the UI"
+            )
         time.sleep(POLL_SECONDS)
 
 

@@ -30,7 +30,7 @@ def _query(sql: str, args: tuple = ()) -> list[tuple]:
 
 def champion(cfg: LooplineConfig) -> tuple[str, int] | None:
     """The champion's (run id, version), or None before the first promotion."""
-    version = _alias_model(cfg, "champion")
+    version = alias_model(cfg, "champion")
     return (version.run_id, int(version.version)) if version is not None else None
 
 
@@ -99,7 +99,7 @@ def champion_summary(cfg: LooplineConfig) -> str:
     client = _client(cfg)
     lines = []
     for alias in ("champion", "challenger"):
-        version = _alias_model(cfg, alias)
+        version = alias_model(cfg, alias)
         if version is None:
             continue
         metrics = client.get_run(version.run_id).data.metrics
@@ -124,7 +124,7 @@ def lake_summary(cfg: LooplineConfig, days: list[dt.date]) -> dict[str, int]:
     return dict(totals)
 
 
-def _alias_model(cfg: LooplineConfig, alias: str):
+def alias_model(cfg: LooplineConfig, alias: str):
     """The registered model version ``alias`` points at (an MLflow ``ModelVersion``), or None."""
     from mlflow.exceptions import MlflowException
 

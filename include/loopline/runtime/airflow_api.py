@@ -132,7 +132,8 @@ class AirflowApi:
 
     def open_backfill(self, dag_id: str) -> int | None:
         """The id of ``dag_id``'s newest backfill that has not completed, or None."""
-        page = self.request("GET", f"/api/v2/backfills?dag_id={dag_id}&limit=100")
+        # newest first: a stack that has run many demos keeps every completed backfill
+        page = self.request("GET", f"/api/v2/backfills?dag_id={dag_id}&order_by=-id&limit=100")
         open_ = [b["id"] for b in page["backfills"] if not b.get("completed_at")]
         return max(open_) if open_ else None
 
