@@ -329,7 +329,6 @@ def test_s3_sensor_shape():
     assert sensor.bucket_key == _markers("s3://bucket/landing")  # S3KeySensor waits for every key of a list
     assert sensor.timeout == cfg.validation.sensor_timeout_seconds
     assert sensor.poke_interval == cfg.validation.sensor_poke_seconds
-    assert sensor.retries == 0
 
 
 def test_s3_sensor_pokes_every_marker_through_the_connection(s3, bucket, monkeypatch):

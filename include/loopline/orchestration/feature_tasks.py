@@ -125,8 +125,9 @@ def check_day_free(day: dt.date, waited: float, cfg: LooplineConfig | None = Non
     return False
 
 
-# retries=0: a timed-out wait is the answer (as the other sensors). Reschedule: no slot held while a range runs.
-@task.sensor(task_id="wait_for_range_backfill", mode="reschedule", retries=0)
+# Reschedule: no slot held while a range runs. The DAG's retries cover a lost worker; a timed-out wait never retries
+# (ours fails with AirflowFailException, Airflow's with AirflowSensorTimeout).
+@task.sensor(task_id="wait_for_range_backfill", mode="reschedule")
 def wait_for_range_backfill() -> bool:
     """Wait while a running ``backfill_range`` holds ``ds`` (its advisory lock of the day), so a daily run does not
     write a day a live range is writing; without a range on the day the first check passes. (A range that

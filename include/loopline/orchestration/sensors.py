@@ -166,7 +166,8 @@ def _marker_sensor(cfg: LooplineConfig, markers: list[str], task_id: str, *, pub
         "mode": "reschedule",  # used when not deferrable: no worker slot is held between pokes
         "poke_interval": cfg.validation.sensor_poke_seconds,
         "timeout": cfg.validation.sensor_timeout_seconds,
-        "retries": 0,  # a timeout is the answer; retrying would only double the wait
+        # No retries=0: Airflow never retries a sensor's timeout (AirflowSensorTimeout, a deferral's timeout
+        # included), and the DAG's retries are what brings a sensor back after a lost worker or triggerer.
         **kwargs,
     }
     if markers[0].startswith(S3_SCHEMES):

@@ -20,7 +20,8 @@ from loopline.orchestration.database import connect
 from loopline.orchestration.sensors import _marker_sensor, landing_sensor, waited_seconds
 
 
-@task.sensor(task_id="wait_for_source_day", mode="reschedule", retries=0)
+# The DAG's retries cover a lost worker; the timeout fails without retries (AirflowFailException).
+@task.sensor(task_id="wait_for_source_day", mode="reschedule")
 def wait_for_source_day(kinds: list[str]) -> bool:
     """True once every PostgreSQL source's watermark has passed the end of ``ds`` plus its lateness.
 
