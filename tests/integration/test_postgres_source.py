@@ -265,6 +265,8 @@ def test_a_day_that_never_closes_fails_the_sensor_naming_the_source(source_db, a
         "LOOPLINE__VALIDATION__SENSOR_TIMEOUT_SECONDS": "2",
         "LOOPLINE__VALIDATION__SENSOR_POKE_SECONDS": "1",
         "AIRFLOW_CONN_SRC": json.dumps(admin),
+        # The labels still come from the landing drop: its sensor needs its connection, or it fails and retries.
+        "AIRFLOW_CONN_LOOPLINE_LANDING_FS": json.dumps({"conn_type": "fs", "extra": {"path": ""}}),
     }.items():
         monkeypatch.setenv(name, value)
     get_config.cache_clear()
@@ -275,6 +277,7 @@ def test_a_day_that_never_closes_fails_the_sensor_naming_the_source(source_db, a
         get_config.cache_clear()
     assert dagrun.state == "failed"
     assert states["wait_for_source_day"] == "failed"
+    assert states["wait_for_drop"] == "failed"  # the labels' drop timed out too (a timeout is never retried)
     assert states["ingest_drop"] == "upstream_failed"
     out = capfd.readouterr().out
     assert "ds=2026-02-01 never closed within validation.sensor_timeout_seconds (2s)" in out
