@@ -52,8 +52,9 @@ loopline-data-platform (data engineering on-call).
   are under `quarantine/*/ds=D`). Days before D are published, later days were not started. Fix the drop,
   then trigger the same range again (or clear the task): it resumes at D (`backfill_runs.next_ds`).
 - A killed worker leaves every day published completely or not at all; the rerun resumes the same way.
-- `trigger_rescore` failed: the day's `batch_score` run could not be cleared (see its log); `loopline
-  rescore-stale` re-scores every stale day in one backfill.
+- `trigger_rescore` failed: `batch_score` is paused (a cleared run would wait; unpause it, then clear the task),
+  or the day's run could not be cleared (see its log); `loopline rescore-stale` re-scores every stale day in
+  one backfill.
 - Progress: the task log prints a line per day; `SELECT * FROM loopline.backfill_runs ORDER BY started_at DESC`.
 """
 
