@@ -225,6 +225,8 @@ def test_rescore_clears_each_stale_days_batch_score_run(pg, airflow_db):
     finally:
         conn.close()
     dag = load_dag("backfill_range").partial_subset(["plan_rescore", "trigger_rescore"], include_upstream=False)
+    # The paused case fails at once here: the DAG's retries (minutes apart) are for someone unpausing batch_score.
+    dag.get_task("trigger_rescore").retries = 0
     conf = {"start": "2026-01-01", "end": "2026-01-02"}
 
     def rescore() -> dict[str, str]:
