@@ -70,6 +70,8 @@ HISTORY_SCHEMA = (
 LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
 MERCHANTS_STATE_SCHEMA = "customer_id string, merchant_id string, days_mask long"
 RISK_STATE_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long"
+# In a build for several days at once (a range backfill's chunk), the day a state or feature row serves.
+FOR_DS = "for_ds"
 
 
 class HistoryIncomplete(RuntimeError):
@@ -185,13 +187,26 @@ def _sums(window_days: tuple[int, ...]) -> list[Column]:
     return [F.sum(name).alias(name) for n in window_days for name in (f"cnt_{n}d", f"cents_{n}d")]
 
 
-def state_from_aggregates(history: DataFrame, ds: dt.date, *, window_days: tuple[int, ...] | list[int]) -> DataFrame:
+Served = dt.date | DataFrame  # one day, or a frame of days (a ``for_ds`` date column) built in one pass
+
+
+def _served(history: DataFrame, ds: Served) -> tuple[DataFrame, Column, list[str]]:
+    """Daily rows (a ``ds`` date column) against the day(s) they serve: the rows, each row's offset (days from
+    its day to the served day) and the extra grouping key. For a frame of days every row meets every served
+    day (the window filter keeps the pairs that count), and the results are grouped per ``for_ds``."""
+    if isinstance(ds, dt.date):
+        return history, F.datediff(F.lit(ds), F.col("ds")), []
+    return history.crossJoin(F.broadcast(ds.select(FOR_DS))), F.datediff(F.col(FOR_DS), F.col("ds")), [FOR_DS]
+
+
+def state_from_aggregates(history: DataFrame, ds: Served, *, window_days: tuple[int, ...] | list[int]) -> DataFrame:
     """The customer state of ``ds`` rebuilt from daily ``customer_daily`` rows (with a ``ds`` date column):
     per customer and country, counts and cent sums of days ``ds - n .. ds - 1`` for each ``n`` of
-    ``window_days``, the long window's sum of squares, the last transaction time and the days bitmap."""
+    ``window_days``, the long window's sum of squares, the last transaction time and the days bitmap.
+    ``ds`` a frame of days: the state of each, with its ``for_ds``."""
     days = _check_windows(window_days)
-    offset = F.datediff(F.lit(ds), F.col("ds"))
-    window = history.where((offset >= 1) & (offset <= days[-1]))
+    rows, offset, by = _served(history, ds)
+    window = rows.where((offset >= 1) & (offset <= days[-1]))
     values = []
     for n in days:
         inside = offset <= n
@@ -199,7 +214,7 @@ def state_from_aggregates(history: DataFrame, ds: dt.date, *, window_days: tuple
             F.sum(F.when(inside, F.col("cnt")).otherwise(_long())).alias(f"cnt_{n}d"),
             F.sum(F.when(inside, F.col("amount_cents")).otherwise(_long())).alias(f"cents_{n}d"),
         ]
-    return window.groupBy(*CUSTOMER_KEY).agg(
+    return window.groupBy(*by, *CUSTOMER_KEY).agg(
         *values,
         F.sum("amount_cents_sq").alias("cents_sq_long"),
         F.max("last_event_time").alias("last_event_time"),
@@ -244,12 +259,13 @@ def advance_state(
     return grouped.where(F.col("days_mask") != 0)
 
 
-def merchants_from_aggregates(history: DataFrame, ds: dt.date, *, long_days: int) -> DataFrame:
-    """The merchants each customer bought from in days ``ds - long_days .. ds - 1``, with the days bitmap."""
+def merchants_from_aggregates(history: DataFrame, ds: Served, *, long_days: int) -> DataFrame:
+    """The merchants each customer bought from in days ``ds - long_days .. ds - 1``, with the days bitmap
+    (``ds`` a frame of days: per ``for_ds``)."""
     _check_windows([long_days])
-    offset = F.datediff(F.lit(ds), F.col("ds"))
-    window = history.where((offset >= 1) & (offset <= long_days))
-    return window.groupBy(*MERCHANTS_KEY).agg(F.bit_or(_day_bit(offset)).alias("days_mask"))
+    rows, offset, by = _served(history, ds)
+    window = rows.where((offset >= 1) & (offset <= long_days))
+    return window.groupBy(*by, *MERCHANTS_KEY).agg(F.bit_or(_day_bit(offset)).alias("days_mask"))
 
 
 def advance_merchants(previous: DataFrame, added: DataFrame | None, *, long_days: int) -> DataFrame:
@@ -263,11 +279,12 @@ def advance_merchants(previous: DataFrame, added: DataFrame | None, *, long_days
     return grouped.where(F.col("days_mask") != 0)
 
 
-def risk_state_from_aggregates(merchant_labels: DataFrame, ds: dt.date, *, risk_days: int) -> DataFrame:
-    """The merchant risk state of ``ds``: labels per merchant reported in days ``ds - risk_days .. ds - 1``."""
-    offset = F.datediff(F.lit(ds), F.col("ds"))
-    window = merchant_labels.where((offset >= 1) & (offset <= risk_days))
-    return _finish_risk_state(window.select(*RISK_KEY, "n_labels", "n_fraud"))
+def risk_state_from_aggregates(merchant_labels: DataFrame, ds: Served, *, risk_days: int) -> DataFrame:
+    """The merchant risk state of ``ds``: labels per merchant reported in days ``ds - risk_days .. ds - 1``
+    (``ds`` a frame of days: per ``for_ds``)."""
+    rows, offset, by = _served(merchant_labels, ds)
+    window = rows.where((offset >= 1) & (offset <= risk_days))
+    return _finish_risk_state(window.select(*by, *RISK_KEY, "n_labels", "n_fraud"), by)
 
 
 def advance_risk_state(previous: DataFrame, added: DataFrame | None, left: DataFrame | None) -> DataFrame:
@@ -282,8 +299,8 @@ def advance_risk_state(previous: DataFrame, added: DataFrame | None, left: DataF
     return _finish_risk_state(union)
 
 
-def _finish_risk_state(rows: DataFrame) -> DataFrame:
-    grouped = rows.groupBy(*RISK_KEY).agg(
+def _finish_risk_state(rows: DataFrame, by: list[str] | None = None) -> DataFrame:
+    grouped = rows.groupBy(*(by or []), *RISK_KEY).agg(
         F.sum(F.col("n_labels").cast("long")).alias("n_labels"), F.sum(F.col("n_fraud").cast("long")).alias("n_fraud")
     )
     # A merchant without labels in the window gets the global rate, present or not: drop it.
@@ -294,15 +311,15 @@ def _finish_risk_state(rows: DataFrame) -> DataFrame:
 # Features: pure DataFrame functions.
 
 
-def customer_windows(state: DataFrame, window_days: tuple[int, ...] | list[int]) -> DataFrame:
+def customer_windows(state: DataFrame, window_days: tuple[int, ...] | list[int], by: tuple[str, ...] = ()) -> DataFrame:
     """Per customer, from the customer state: count and sum of each day window (``h_cnt_<n>d``,
     ``h_sum_<n>d``), the long window's sum of squares for a z-score, the last transaction time, days since
-    first seen in the window, home country."""
+    first seen in the window, home country. ``by``: keys the state is also split by (``for_ds``)."""
     days = _check_windows(window_days)
     values = []
     for n in days:
         values += [F.sum(f"cnt_{n}d").alias(f"h_cnt_{n}d"), (F.sum(f"cents_{n}d") / 100.0).alias(f"h_sum_{n}d")]
-    per_customer = state.groupBy("customer_id").agg(
+    per_customer = state.groupBy(*by, "customer_id").agg(
         *values,
         (F.sum("cents_sq_long") / 10_000.0).alias("h_sumsq_long"),
         F.max("last_event_time").alias("h_last_event_time"),
@@ -311,30 +328,35 @@ def customer_windows(state: DataFrame, window_days: tuple[int, ...] | list[int])
     )
     ranked = state.withColumn(
         "rank",
-        F.row_number().over(Window.partitionBy("customer_id").orderBy(F.desc(f"cnt_{days[-1]}d"), "country")),
+        F.row_number().over(Window.partitionBy(*by, "customer_id").orderBy(F.desc(f"cnt_{days[-1]}d"), "country")),
     )
-    home = ranked.where("rank = 1").select("customer_id", F.col("country").alias("home_country"))
-    return per_customer.join(home, "customer_id", "left")
+    home = ranked.where("rank = 1").select(*by, "customer_id", F.col("country").alias("home_country"))
+    return per_customer.join(home, [*by, "customer_id"], "left")
 
 
-def risk_rates(merchant_labels: DataFrame, prior_strength: float) -> tuple[DataFrame, DataFrame, float]:
-    """Smoothed fraud rates per merchant and per category from labels already reported.
+def risk_rates(
+    merchant_labels: DataFrame, prior_strength: float, by: tuple[str, ...] = ()
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """Smoothed fraud rates per merchant and per category from labels already reported, and the global rate
+    (``global_rate``), each per ``by`` (``for_ds``: one set per served day).
 
     rate = (frauds + k * global_rate) / (labels + k): few labels pull a merchant towards the global rate.
     """
-    totals = merchant_labels.agg(F.sum("n_labels").alias("n"), F.sum("n_fraud").alias("f")).collect()[0]
-    global_rate = float(totals["f"] or 0) / float(totals["n"]) if totals["n"] else 0.0
+    totals = merchant_labels.groupBy(*by).agg(F.sum("n_labels").alias("n"), F.sum("n_fraud").alias("f"))
+    rate = F.coalesce(F.col("f"), _long()).cast("double") / F.col("n").cast("double")
+    global_rates = totals.select(*by, F.when(F.col("n") != 0, rate).otherwise(F.lit(0.0)).alias("global_rate"))
     k = F.lit(prior_strength)
 
     def smoothed(keys: list[str], name: str) -> DataFrame:
-        grouped = merchant_labels.groupBy(*keys).agg(F.sum("n_labels").alias("n"), F.sum("n_fraud").alias("f"))
-        return grouped.select(
+        grouped = merchant_labels.groupBy(*by, *keys).agg(F.sum("n_labels").alias("n"), F.sum("n_fraud").alias("f"))
+        return grouped.join(F.broadcast(global_rates), list(by)).select(
+            *by,
             *keys,
-            ((F.col("f") + k * F.lit(global_rate)) / (F.col("n") + k)).alias(name),
+            ((F.col("f") + k * F.col("global_rate")) / (F.col("n") + k)).alias(name),
             F.col("n").alias(f"{name}_labels"),
         )
 
-    return smoothed(["merchant_id"], "merchant_risk"), smoothed(["merchant_category"], "category_risk"), global_rate
+    return smoothed(["merchant_id"], "merchant_risk"), smoothed(["merchant_category"], "category_risk"), global_rates
 
 
 def build_features(
@@ -356,7 +378,40 @@ def build_features(
     bought from in the long window (:func:`merchants_from_aggregates` / :func:`advance_merchants`),
     ``risk_state`` the label counts per merchant
     reported in the risk window before ``ds``, ``previous_day`` the raw transactions of ``ds - 1`` (for
-    windows that cross midnight).
+    windows that cross midnight). One day of :func:`build_features_days`.
+    """
+    transactions = today.withColumn("ds", F.lit(ds))
+    if previous_day is not None:
+        transactions = transactions.unionByName(previous_day.withColumn("ds", F.lit(ds - dt.timedelta(days=1))))
+    served = F.lit(ds).alias(FOR_DS)
+    built = build_features_days(
+        transactions,
+        customer_state.select(served, "*"),
+        merchants_state.select(served, "*"),
+        risk_state.select(served, "*"),
+        [ds],
+        windows=windows,
+        prior_strength=prior_strength,
+    )
+    return built.drop(FOR_DS)
+
+
+def build_features_days(
+    transactions: DataFrame,
+    customer_state: DataFrame,
+    merchants_state: DataFrame,
+    risk_state: DataFrame,
+    days: list[dt.date],
+    *,
+    windows: FeatureWindows | None = None,
+    prior_strength: float = 50.0,
+) -> DataFrame:
+    """Features for every transaction of ``days`` in one pass, each row with the day it belongs to
+    (``for_ds``): per day exactly what that day alone gives (the hour windows see the day and the previous
+    day's tail, the day-aligned windows and flags the day's own earlier transactions and its state).
+
+    ``transactions``: raw transactions (a ``ds`` date column) of ``days`` and of the day before the first;
+    the states: each day's (:func:`state_from_aggregates` with a frame of days), with its ``for_ds``.
     """
     txn_cols = [
         "transaction_id",
@@ -371,18 +426,21 @@ def build_features(
     ]
     windows = windows or FeatureWindows.from_config(get_config())
     hours, day_windows, schema = windows.hours, windows.days, windows.schema
-    current = today.select(*txn_cols).withColumn("is_today", F.lit(True))
-    recent = current
-    if previous_day is not None:
-        reach = max(hours.values(), default=0)  # a sliding window reaches this far into yesterday
-        tail = previous_day.where(
-            F.col("event_time") >= F.lit(f"{ds}T00:00:00Z").cast("timestamp") - F.expr(f"INTERVAL {reach} HOURS")
-        )
-        recent = current.unionByName(tail.select(*txn_cols).withColumn("is_today", F.lit(False)))
+    served = F.col(FOR_DS).isin(*days)
+    current = transactions.select(F.col("ds").alias(FOR_DS), *txn_cols).where(served)
+    # A day's sliding windows reach this far into the previous day: those rows serve the next day too.
+    reach = max(hours.values(), default=0)
+    midnight = F.concat(F.col(FOR_DS).cast("string"), F.lit("T00:00:00Z")).cast("timestamp")
+    tail = (
+        transactions.select(F.date_add(F.col("ds"), 1).alias(FOR_DS), *txn_cols)
+        .where(served)
+        .where(F.col("event_time") >= midnight - F.expr(f"INTERVAL {reach} HOURS"))
+    )
+    recent = current.withColumn("is_today", F.lit(True)).unionByName(tail.withColumn("is_today", F.lit(False)))
 
     ts = _seconds("event_time")
     recent = recent.withColumn("ts", ts)
-    by_time = Window.partitionBy("customer_id").orderBy("ts")
+    by_time = Window.partitionBy(FOR_DS, "customer_id").orderBy("ts")
     before = by_time.rangeBetween(Window.unboundedPreceding, -1)
     today_only = F.when(F.col("is_today"), F.col("amount_eur"))
     for label, n in hours.items():  # exact sliding windows ending one second before the transaction
@@ -399,7 +457,7 @@ def build_features(
         .withColumn(
             "seen_merchant_today",
             F.count(F.when(F.col("is_today"), 1)).over(
-                Window.partitionBy("customer_id", "merchant_id")
+                Window.partitionBy(FOR_DS, "customer_id", "merchant_id")
                 .orderBy("ts")
                 .rangeBetween(Window.unboundedPreceding, -1)
             )
@@ -408,25 +466,30 @@ def build_features(
         .withColumn(
             "seen_country_today",
             F.count(F.when(F.col("is_today"), 1)).over(
-                Window.partitionBy("customer_id", "country").orderBy("ts").rangeBetween(Window.unboundedPreceding, -1)
+                Window.partitionBy(FOR_DS, "customer_id", "country")
+                .orderBy("ts")
+                .rangeBetween(Window.unboundedPreceding, -1)
             )
             > 0,
         )
         .where("is_today")
     )
 
-    per_customer = customer_windows(customer_state, windows.day_counts)
-    seen_merchants = merchants_state.select(*MERCHANTS_KEY, F.lit(True).alias("h_merchant"))
-    seen_countries = customer_state.select(*CUSTOMER_KEY, F.lit(True).alias("h_country"))
-    merchant_risk, category_risk, global_rate = risk_rates(risk_state, prior_strength)
+    by = (FOR_DS,)
+    per_customer = customer_windows(customer_state, windows.day_counts, by)
+    seen_merchants = merchants_state.select(FOR_DS, *MERCHANTS_KEY, F.lit(True).alias("h_merchant"))
+    seen_countries = customer_state.select(FOR_DS, *CUSTOMER_KEY, F.lit(True).alias("h_country"))
+    merchant_risk, category_risk, global_rates = risk_rates(risk_state, prior_strength, by)
 
     joined = (
-        sliding.join(per_customer, "customer_id", "left")
-        .join(seen_merchants, ["customer_id", "merchant_id"], "left")
-        .join(seen_countries, ["customer_id", "country"], "left")
-        .join(F.broadcast(merchant_risk), "merchant_id", "left")
-        .join(F.broadcast(category_risk), "merchant_category", "left")
+        sliding.join(per_customer, [FOR_DS, "customer_id"], "left")
+        .join(seen_merchants, [FOR_DS, "customer_id", "merchant_id"], "left")
+        .join(seen_countries, [FOR_DS, "customer_id", "country"], "left")
+        .join(F.broadcast(merchant_risk), [FOR_DS, "merchant_id"], "left")
+        .join(F.broadcast(category_risk), [FOR_DS, "merchant_category"], "left")
+        .join(F.broadcast(global_rates), [FOR_DS], "left")
     )
+    global_rate = F.coalesce(F.col("global_rate"), F.lit(0.0))  # a day without labels in the risk window
     long_days = windows.long_days
     cnt_long = F.coalesce(F.col(f"h_cnt_{long_days}d"), F.lit(0)) + F.col("t_cnt")
     sum_long = F.coalesce(F.col(f"h_sum_{long_days}d"), F.lit(0.0)) + F.col("t_sum")
@@ -447,6 +510,7 @@ def build_features(
                 (F.coalesce(F.col(f"h_sum_{n}d"), F.lit(0.0)) + F.col("t_sum")).alias(f"sum_{label}"),
             ]
     features = joined.select(
+        FOR_DS,
         "transaction_id",
         "customer_id",
         "merchant_id",
@@ -488,11 +552,11 @@ def build_features(
         .cast("int")
         .alias("is_new_country"),
         F.coalesce(F.col("h_history_days"), F.lit(0)).alias("customer_history_days"),
-        F.coalesce(F.col("merchant_risk"), F.lit(global_rate)).alias("merchant_risk"),
-        F.coalesce(F.col("category_risk"), F.lit(global_rate)).alias("category_risk"),
+        F.coalesce(F.col("merchant_risk"), global_rate).alias("merchant_risk"),
+        F.coalesce(F.col("category_risk"), global_rate).alias("category_risk"),
         F.coalesce(F.col("merchant_risk_labels"), F.lit(0)).cast("long").alias("merchant_label_count"),
     )
-    return features.select(*schema.columns)
+    return features.select(FOR_DS, *schema.columns)
 
 
 def _read_days(spark: SparkSession, lake: Lake, table: str, versions: dict[dt.date, str | None]) -> DataFrame | None:
@@ -610,6 +674,16 @@ def _update_state(
     return {"path": path, "version": version, "uri": uri, "reason": reason}
 
 
+def _state_specs(windows: FeatureWindows) -> tuple[_StateSpec, _StateSpec, _StateSpec]:
+    """The customer, customer-merchant and merchant risk state tables."""
+    days, long, risk = windows.day_counts, windows.long_days, windows.risk_days
+    return (
+        _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"window_days": list(days)}),
+        _StateSpec(tables.STATE_CUSTOMER_MERCHANTS, tables.CUSTOMER_DAILY, long, {"long_days": long}),
+        _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk}),
+    )
+
+
 def update_states(
     spark: SparkSession, lake: Lake, ds: dt.date, windows: FeatureWindows, *, force_rebuild: bool = False
 ) -> dict[str, dict]:
@@ -620,9 +694,7 @@ def update_states(
     features gate; a rerun of ``ds`` commits a new version with the same content.
     """
     days, long, risk = windows.day_counts, windows.long_days, windows.risk_days
-    customer = _StateSpec(tables.STATE_CUSTOMER, tables.CUSTOMER_DAILY, long, {"window_days": list(days)})
-    merchants = _StateSpec(tables.STATE_CUSTOMER_MERCHANTS, tables.CUSTOMER_DAILY, long, {"long_days": long})
-    risk_spec = _StateSpec(tables.STATE_MERCHANT_RISK, tables.MERCHANT_LABEL_DAILY, risk, {"risk_days": risk})
+    customer, merchants, risk_spec = _state_specs(windows)
 
     def history(frame: DataFrame | None) -> DataFrame:
         return frame if frame is not None else spark.createDataFrame([], HISTORY_SCHEMA)
@@ -705,6 +777,115 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, 
         "state_path": "incremental" if set(paths.values()) == {"incremental"} else "rebuilt",
         "state": paths,
     }
+
+
+def write_days(frame: DataFrame, lake: Lake, table: str, days: list[dt.date]) -> dict[dt.date, str]:
+    """Write a frame of several days (its ``for_ds`` column) as a new, uncommitted version of each day's
+    partition, in one Spark job; returns the version per day.
+
+    The rows go straight into the lake's layout (``ds=<day>/run=<version>/``, partition columns out of the
+    files, as a one-day write). Each version gets its ``_SUCCESS`` once the whole job succeeded: a job that
+    dies leaves folders :meth:`Lake.commit` refuses. A day without rows gets an empty version of its own.
+    """
+    versions = {day: tables.new_version() for day in days}
+    spark = frame.sparkSession
+    mapping = spark.createDataFrame(list(versions.items()), f"{FOR_DS} date, run string")
+    (
+        frame.join(F.broadcast(mapping), FOR_DS)
+        .withColumnRenamed(FOR_DS, "ds")
+        .write.mode("append")
+        .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")  # the versions get theirs
+        .partitionBy("ds", "run")
+        .parquet(lake.table_uri(table))
+    )
+    for day, version in versions.items():
+        if not lake.version_written(table, day, version):
+            frame.where(F.col(FOR_DS) == F.lit(day)).drop(FOR_DS).write.mode("overwrite").parquet(
+                lake.version_uri(table, day, version)
+            )
+        else:
+            lake.mark_written(table, day, version)
+    return versions
+
+
+def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | None = None) -> dict[dt.date, dict]:
+    """:func:`run` for consecutive ``days`` in one pass (a range backfill's chunk): commit each day's states
+    and write an uncommitted features version per day; returns :func:`run`'s result per day.
+
+    Every day's raw layer must be committed. The states are rebuilt from the committed daily aggregates (the
+    same content the daily run's advanced states hold, as integers), all days in one Spark job per state
+    table, then the features of all days in one job: each day gets exactly the rows its own run gives.
+    """
+    cfg = cfg or get_config()
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    landing = Landing(resolve_uri(cfg.storage.landing_uri))
+    windows = FeatureWindows.from_config(cfg)
+    first, last = days[0], days[-1]
+    if days != tables.day_range(first, last):
+        raise ValueError(f"run_days needs consecutive days, got {[str(d) for d in days]}")
+    missing = [str(day) for day in days if lake.current_version(tables.RAW_TRANSACTIONS, day) is None]
+    if missing:
+        raise RuntimeError(f"no committed raw transactions for ds={', '.join(missing)}: ingest those days first")
+    check_history(lake, landing, tables.day_range(first - dt.timedelta(days=windows.long_days), first))
+    served = spark.createDataFrame([(day,) for day in days], f"{FOR_DS} date")
+    empty = {tables.CUSTOMER_DAILY: HISTORY_SCHEMA, tables.MERCHANT_LABEL_DAILY: LABEL_SCHEMA}
+    states: dict[str, dict[dt.date, str]] = {}
+    for spec, build in zip(
+        _state_specs(windows),
+        (
+            lambda rows: state_from_aggregates(rows, served, window_days=windows.day_counts),
+            lambda rows: merchants_from_aggregates(rows, served, long_days=windows.long_days),
+            lambda rows: risk_state_from_aggregates(rows, served, risk_days=windows.risk_days),
+        ),
+        strict=True,
+    ):
+        window = tables.day_range(first - dt.timedelta(days=spec.window_days), last - dt.timedelta(days=1))
+        versions = {day: lake.current_version(spec.source, day) for day in window}
+        history = _read_days(spark, lake, spec.source, versions)
+        rows = (
+            _current(history, spec.source, first)
+            if history is not None
+            else spark.createDataFrame([], empty[spec.source])
+        )
+        states[spec.table] = write_days(build(rows), lake, spec.table, days)
+        for day, version in states[spec.table].items():
+            sources = {
+                str(d): versions[d]
+                for d in tables.day_range(day - dt.timedelta(days=spec.window_days), day - dt.timedelta(days=1))
+            }
+            stats = {"format": STATE_FORMAT, "params": spec.params, "sources": sources, "path": "rebuilt"}
+            lake.commit(spec.table, day, version, stats=stats | {"rebuilt_because": "range backfill chunk"})
+
+    def state(table: str) -> DataFrame:
+        frame = _read_days(spark, lake, table, states[table])
+        return frame.withColumnRenamed("ds", FOR_DS)  # type: ignore[union-attr]
+
+    raw = {
+        d: lake.current_version(tables.RAW_TRANSACTIONS, d)
+        for d in tables.day_range(first - dt.timedelta(days=1), last)
+    }
+    built = build_features_days(
+        _read_days(spark, lake, tables.RAW_TRANSACTIONS, raw),  # type: ignore[arg-type]
+        state(tables.STATE_CUSTOMER),
+        state(tables.STATE_CUSTOMER_MERCHANTS),
+        state(tables.STATE_MERCHANT_RISK),
+        days,
+        windows=windows,
+        prior_strength=cfg.features.risk_prior_strength,
+    )
+    results = {}
+    for day, version in write_days(built, lake, tables.FEATURES, days).items():
+        uri = lake.version_uri(tables.FEATURES, day, version)
+        paths = {table: "rebuilt" for table in states}
+        results[day] = {
+            "ds": str(day),
+            "version": version,
+            "uri": uri,
+            "rows": lake.arrow_dataset(uri).count_rows(),
+            "state_path": "rebuilt",
+            "state": paths,
+        }
+    return results
 
 
 def publish(ds: dt.date, version: str, rows: int, cfg: LooplineConfig | None = None) -> str:

@@ -1,10 +1,11 @@
 """Range backfills: many days through the daily pipeline's steps in one run, each day published on its own.
 
 A range backfill ingests, gates and featurises days ``start .. end`` in day order, in chunks of
-``backfill.chunk_days``, and publishes each day's raw and feature partitions with the daily run's own functions
-(same rows, same gates, same quarantine, one atomic commit per table and day). What it adds over a backfill of
-``feature_pipeline`` runs is the absence of per-day orchestration: one task, one Spark session, no scheduler
-round trips between days.
+``backfill.chunk_days``, and publishes each day's raw and feature partitions with the daily run's own gates
+and commits (same rows, same gates, same quarantine, one atomic commit per table and day). What it adds over a
+backfill of ``feature_pipeline`` runs: no per-day orchestration (one task, one Spark session, no scheduler
+round trips between days), and the features of a whole chunk built in one pass (one Spark job per state table
+and one for the features, :func:`spark_jobs.features.run_days`) once the chunk's raw days are published.
 
 This module knows nothing of Airflow: the Airflow task hands :func:`run_range` the step that processes one day.
 
@@ -25,7 +26,7 @@ import datetime as dt
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -422,16 +423,17 @@ def run_range(
     *,
     published_features: list[dt.date],
     ledger: Ledger,
-    step: Callable[[dt.date], dict],
+    step: Callable[[list[dt.date]], Iterable[tuple[dt.date, dict]]],
     end_chunk: Callable[[], None] = lambda: None,
     on_day: Callable[[dt.date, dict], None] = lambda day, result: None,
     cascade: bool | None = None,
 ) -> RangeResult:
-    """Process ``start .. end`` (then its dependents) day by day with ``step``; returns what was published.
+    """Process ``start .. end`` (then its dependents) chunk by chunk with ``step``; returns what was published.
 
-    The caller has validated the range (:func:`plan_range`). ``step(day)`` publishes one day and returns at
-    least ``rows``; a :class:`DayFailed` from it stops the run there (recorded, then re-raised). Each day's
-    scores and drift report are flagged stale when it was recomputed. ``end_chunk`` runs between chunks.
+    The caller has validated the range (:func:`plan_range`). ``step(days)`` publishes a chunk's days in order,
+    yielding each published day with at least its ``rows``; a :class:`DayFailed` from it (after the days
+    before the failed one) stops the run there (recorded, then re-raised). Each day's scores and drift report
+    are flagged stale when it was recomputed. ``end_chunk`` runs between chunks.
     """
     range_days = tables.day_range(start, end)
     cascade = cfg.backfill.cascade if cascade is None else cascade
@@ -465,14 +467,21 @@ def run_range(
         chunk = f"{group[0]}..{group[-1]} ({number}/{len(groups)})"
         log.info("chunk %s: %d day(s)", chunk, len(group))
         ledger.progress(run_id, progress, group[0], chunk)
-        for i, day in enumerate(group):
+        published = iter(step(group))
+        for i, expected in enumerate(group):
             try:
-                done = step(day)
+                day, done = next(published)
             except DayFailed as failed:
                 ledger.finish(run_id, failed=failed)
                 result.failed = {"ds": str(failed.day), "reason": failed.reason}
-                log.error("range stopped at ds=%s: %s (earlier days stay published; rerun resumes)", day, failed.reason)
+                log.error(
+                    "range stopped at ds=%s: %s (earlier days stay published; rerun resumes)", failed.day, failed.reason
+                )
                 raise
+            except StopIteration:
+                raise RuntimeError(f"the chunk {chunk} ended before ds={expected} was published") from None
+            if day != expected:
+                raise RuntimeError(f"the chunk {chunk} published ds={day} where ds={expected} was next")
             progress.day_done(int(done.get("rows", 0)))
             flagged = ledger.mark_stale(day, reason)
             if flagged:

@@ -211,6 +211,21 @@ class Lake:
                 return day
         return None
 
+    def version_written(self, table: str, ds: str | dt.date, version: str) -> bool:
+        """Whether a version folder holds any file (a multi-day write makes no folder for a day without rows)."""
+        return version in self._versions(table, ds)
+
+    def mark_written(self, table: str, ds: str | dt.date, version: str) -> None:
+        """Write a version's ``_SUCCESS`` marker: for versions written by a multi-day Spark job (one job, many
+        partition folders, none with a marker of its own), once the whole job has succeeded."""
+        uri = self._join(table, f"ds={ds}", f"run={version}", "_SUCCESS")
+        if self.is_s3:
+            bucket, key = _split_s3(uri)
+            with objectstore.s3(self.aws_conn_id) as s3:
+                s3.put_object(Bucket=bucket, Key=key, Body=b"")
+            return
+        Path(uri).touch()
+
     def commit(self, table: str, ds: str | dt.date, version: str, stats: dict | None = None) -> SweepReport:
         """Point the partition at ``version`` (which must be fully written), then sweep stale, unpinned versions."""
         if not self.is_s3 and not (Path(self.version_uri(table, ds, version)) / "_SUCCESS").exists():

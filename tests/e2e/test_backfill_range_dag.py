@@ -209,7 +209,8 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     kept = lake.current_version(tables.FEATURES, day(4))
     part.write_text(original)  # the corrected drop, marked again after its files
     (part.parent / "_SUCCESS").touch()
-    # A fault after day 6's raw commit (before its features): whole days either way.
+    # A fault after day 6's raw commit: the chunk (days 5 and 6) has its raw days published and no features
+    # yet, which are built for the chunk at once after its raw days. Whole days either way.
     os.environ["LOOPLINE_BACKFILL_FAULT"] = f"{day(6)}:after_raw"
     try:
         dagrun, _ = run_range(env["range"], day(4), day(6))
@@ -217,9 +218,20 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
         os.environ.pop("LOOPLINE_BACKFILL_FAULT")
     assert dagrun.state == "failed"
     assert lake.current_version(tables.FEATURES, day(4)) == kept  # resumed at day 5: day 4 untouched
+    assert lake.partition(tables.RAW_TRANSACTIONS, day(6)) is not None
+    assert lake.partition(tables.FEATURES, day(5)) is None
+    assert lake.partition(tables.FEATURES, day(6)) is None
+    assert ledger(env["pg"], "status", "next_ds")[-1] == ("running", day(5))  # what a killed run leaves
+
+    # A fault after day 5's features commit: day 5 is published, day 6 is not.
+    os.environ["LOOPLINE_BACKFILL_FAULT"] = f"{day(5)}:after_features"
+    try:
+        dagrun, _ = run_range(env["range"], day(4), day(6))
+    finally:
+        os.environ.pop("LOOPLINE_BACKFILL_FAULT")
+    assert dagrun.state == "failed"
     assert lake.partition(tables.FEATURES, day(5)) is not None
     assert lake.partition(tables.FEATURES, day(6)) is None
-    assert ledger(env["pg"], "status", "next_ds")[-1] == ("running", day(6))  # what a killed run leaves
 
     dagrun, _ = run_range(env["range"], day(4), day(6))
     assert dagrun.state == "success"
@@ -228,7 +240,7 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     rows = ledger(env["pg"], "status", "days_done", "days_total", "resumed_from")
     assert rows[-1][:3] == ("succeeded", 3, 3)
     assert rows[-1][3] is not None
-    assert [r[0] for r in rows[-3:-1]] == ["superseded", "superseded"]
+    assert [r[0] for r in rows[-4:-1]] == ["superseded"] * 3
 
 
 def test_bad_ranges_are_refused_before_any_work(env, capfd):

@@ -398,6 +398,40 @@ def test_every_configured_window_is_computed_and_named_from_the_config(spark, ch
         _Reader(lake).read(lake.partition(tables.FEATURES, day), feature_schema(["7d"]).columns, tables.FEATURES, day)
 
 
+def test_a_chunk_of_days_builds_exactly_what_each_day_builds(spark, chain):
+    """run_days (a range backfill's chunk: one job per state table, one for the features) against the daily
+    runs: bit-for-bit the same features and states per day, and states that record the same sources, so the
+    next daily run advances them."""
+    cfg, lake, days, built = chain
+    chunk = days[1:6]  # from day 5 on, days leave every window
+    state_tables = (tables.STATE_CUSTOMER, tables.STATE_CUSTOMER_MERCHANTS, tables.STATE_MERCHANT_RISK)
+    before = {(table, day): _state(spark, lake, table, day) for table in state_tables for day in chunk}
+    sources = {(table, day): lake.stats(table, day)["sources"] for table in state_tables for day in chunk}
+
+    result = features.run_days(spark, chunk, cfg)
+
+    assert list(result) == chunk
+    for day in chunk:
+        ours = pd.read_parquet(result[day]["uri"]).sort_values("transaction_id").reset_index(drop=True)
+        theirs = pd.read_parquet(built[day]["uri"]).sort_values("transaction_id").reset_index(drop=True)
+        assert list(ours.columns) == list(theirs.columns)
+        assert ours.equals(theirs), f"features ds={day} differ from the day's own run"
+        assert result[day]["rows"] == len(theirs)
+        for table in state_tables:
+            assert _state(spark, lake, table, day) == before[table, day], f"{table} ds={day}"
+            assert lake.stats(table, day)["sources"] == sources[table, day]
+    assert features.run(spark, days[6], cfg)["state_path"] == "incremental"
+
+
+def test_a_chunk_refuses_days_without_raw_data(spark, chain):
+    cfg, _, days, _ = chain
+    later = [days[-1] + dt.timedelta(days=i) for i in (5, 6)]
+    with pytest.raises(RuntimeError, match="no committed raw transactions for ds="):
+        features.run_days(spark, later, cfg)
+    with pytest.raises(ValueError, match="consecutive days"):
+        features.run_days(spark, [days[1], days[3]], cfg)
+
+
 def test_reingested_day_makes_the_next_day_rebuild(spark, chain):
     cfg, lake, days, built = chain
     last = days[-1]

@@ -1,9 +1,10 @@
 """Tasks of the ``backfill_range`` DAG: :mod:`loopline.backfill` with the daily pipeline's own steps.
 
-Each day goes through what ``feature_pipeline`` runs for it, in the same order and through the same functions
-(:func:`spark_jobs.ingest.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_raw`,
-:func:`spark_jobs.features.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_features`), so a
-day published by a range is the day the daily run publishes. Progress goes to the task log and to
+Each day goes through what ``feature_pipeline`` runs for it, in the same order and through the same gates and
+commits (:func:`spark_jobs.ingest.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_raw`, then
+for the chunk's days at once :func:`spark_jobs.features.run_days`, and per day
+:func:`~loopline.orchestration.feature_tasks.gate_and_publish_features`), so a day published by a range is the
+day the daily run publishes. Progress goes to the task log and to
 ``backfill_runs`` after every day.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from airflow.sdk import AssetAlias, task
@@ -37,11 +39,16 @@ def range_params() -> dict[str, Any]:
     return backfill_params()
 
 
-def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None = None):
-    """One day of the daily pipeline: its PostgreSQL and S3 inputs extracted into the day's drop (as
-    ``extract_sources``), ingest, raw gates and commit, the day's ``ingest_runs`` row through ``conn`` (the
-    ledger's, once the raw day is committed, as ``feature_pipeline.record_ingest``; a Postgres outage fails the
-    range, which resumes at that day), then features, features gate and commit."""
+def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None = None):
+    """A chunk of days through the daily pipeline's steps, yielding each day once it is published.
+
+    First each day in order, as ``feature_pipeline`` runs it: its PostgreSQL and S3 inputs extracted into the
+    day's drop (as ``extract_sources``), ingest, raw gates and commit, the day's ``ingest_runs`` row through
+    ``conn`` (the ledger's, once the raw day is committed, as ``feature_pipeline.record_ingest``; a Postgres
+    outage fails the range, which resumes at that day). Then the features of the days whose raw layer was
+    published, in one pass (:func:`spark_jobs.features.run_days`), and each day's features gate and commit.
+    A day that fails stops the chunk there: the days before it are published first, then :class:`DayFailed`.
+    """
     from loopline.backfill import DayFailed, fault_point
     from loopline.orchestration import feature_tasks as ft
     from loopline.orchestration.lineage import day_scope
@@ -50,7 +57,7 @@ def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None 
 
     extracted = extracted_kinds(cfg) if cfg is not None else []
 
-    def step(day: dt.date) -> dict:
+    def publish_raw(day: dt.date) -> dict:
         ds = str(day)
         if extracted:
             try:
@@ -67,25 +74,48 @@ def _day_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None 
                 if conn is not None:  # as feature_pipeline.record_ingest: right after the raw commit
                     ft.write_ingest_row(ingested, published_by="backfill_range", run_id=run_id, conn=conn)
                 fault_point(day, "after_raw")
-                built = ft._fail_on_data_errors(features.run, spark, day)
-                ft.report_build_lineage(ds, built)
-                published = ft.gate_and_publish_features(spark, ds, built)
-                fault_point(day, "after_features")
         except AirflowFailException as exc:  # a data error: the gate's or the drop's message
             raise DayFailed(day, str(exc)) from exc
         tx = ingested["transactions"]
         log.info(
-            "ds=%s: transactions read %d, written %d, duplicates %d, quarantined %d %s; features %d (%s state)",
+            "ds=%s: raw published: transactions read %d, written %d, duplicates %d, quarantined %d %s",
             ds,
             tx["rows_read"],
             tx["rows_written"],
             tx["duplicates_dropped"],
             tx["rows_quarantined"],
             tx["quarantined_by_reason"] or "",
-            built["rows"],
-            built["state_path"],
         )
-        return {"rows": tx["rows_written"], "feature_rows": built["rows"], "uri": published["uri"]}
+        return ingested
+
+    def step(days: list[dt.date]) -> Iterator[tuple[dt.date, dict]]:
+        ingested: dict[dt.date, dict] = {}
+        failed: DayFailed | None = None
+        for day in days:
+            try:
+                ingested[day] = publish_raw(day)
+            except DayFailed as exc:
+                failed = exc
+                break
+        if ingested:
+            try:
+                built = ft._fail_on_data_errors(features.run_days, spark, list(ingested))
+            except AirflowFailException as exc:
+                raise DayFailed(next(iter(ingested)), str(exc)) from exc
+            for day, raw in ingested.items():
+                ds = str(day)
+                try:
+                    with day_scope(ds):
+                        ft.report_build_lineage(ds, built[day])
+                        published = ft.gate_and_publish_features(spark, ds, built[day])
+                        fault_point(day, "after_features")
+                except AirflowFailException as exc:
+                    raise DayFailed(day, str(exc)) from exc
+                log.info("ds=%s: features %d published (%s)", ds, built[day]["rows"], published["uri"])
+                rows = raw["transactions"]["rows_written"]
+                yield day, {"rows": rows, "feature_rows": built[day]["rows"], "uri": published["uri"]}
+        if failed is not None:
+            raise failed
 
     return step
 
@@ -139,7 +169,7 @@ def backfill_days(
     cascade = bool(param(params, "cascade", cfg.backfill.cascade))
     published = published_after(lake, end, backfill.reach_days(cfg)) if cascade else []
     ledger = _ledger(cfg)
-    step = _day_step(spark, cfg, ledger.conn, run_id)
+    step = _chunk_step(spark, cfg, ledger.conn, run_id)
 
     def on_day(day: dt.date, done: dict) -> None:
         outlet_events[BACKFILL_ALIAS].add(
