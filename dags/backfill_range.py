@@ -13,11 +13,11 @@ DOC = """
 # backfill_range
 
 ## What it does
-Backfills the days `start` .. `end` (trigger form) in one task: for each day in order, the same steps as
-`feature_pipeline` (Spark ingest with quarantine, GX gates on raw, commit, Spark features, GX gate, commit),
-through the same functions, so every day is published exactly as its daily run would publish it, each day
-committed atomically on its own. Days are processed in chunks of `backfill.chunk_days` (the Spark session's
-cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
+Backfills the days `start` .. `end` (trigger form) in one task, in chunks of `backfill.chunk_days`: each day
+of a chunk in order through `feature_pipeline`'s raw steps (Spark ingest with quarantine, GX gates on raw,
+commit), then the chunk's features in one Spark pass, then per day the features GX gate and commit. Every day
+is published exactly as its daily run would publish it, each day committed atomically on its own (the Spark
+session's cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
 features read a day of the range are recomputed in order (a corrected drop), and their scores and drift
 reports are flagged stale (`loopline.stale_days`). With `rescore` on, once the range succeeded, the
 `batch_score` run of every day with stale scores is cleared, so it scores the day again; off, re-score later
@@ -51,7 +51,8 @@ loopline-data-platform (data engineering on-call).
 - "stopped at ds=D": D failed its gate (the message lists the failed expectations and the report; rejected rows
   are under `quarantine/*/ds=D`). Days before D are published, later days were not started. Fix the drop,
   then trigger the same range again (or clear the task): it resumes at D (`backfill_runs.next_ds`).
-- A killed worker leaves every day published completely or not at all; the rerun resumes the same way.
+- A killed worker leaves every day published completely or not at all; the rerun resumes at the first day
+  without published features (the start of the chunk it was in when it died after the chunk's raw commits).
 - `trigger_rescore` failed: `batch_score` is paused (a cleared run would wait; unpause it, then clear the task),
   or the day's run could not be cleared (see its log); `loopline rescore-stale` re-scores every stale day in
   one backfill.

@@ -45,7 +45,7 @@ from loopline.config import LooplineConfig, get_config, resolve_uri
 from loopline.lake import Lake
 from loopline.landing import Landing
 from loopline.schemas import FeatureSchema, feature_schema
-from spark_jobs.common import parse_args, print_result, session
+from spark_jobs.common import FOR_DS, parse_args, print_result, read_days, session, write_days
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ HISTORY_SCHEMA = (
 LABEL_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long, ds date"
 MERCHANTS_STATE_SCHEMA = "customer_id string, merchant_id string, days_mask long"
 RISK_STATE_SCHEMA = "merchant_id string, merchant_category string, n_labels long, n_fraud long"
-# In a build for several days at once (a range backfill's chunk), the day a state or feature row serves.
-FOR_DS = "for_ds"
 
 
 class HistoryIncomplete(RuntimeError):
@@ -559,19 +557,6 @@ def build_features_days(
     return features.select(FOR_DS, *schema.columns)
 
 
-def _read_days(spark: SparkSession, lake: Lake, table: str, versions: dict[dt.date, str | None]) -> DataFrame | None:
-    """The given versions of a table's daily partitions as one relation with a ``ds`` date column (None when
-    no day has one).
-
-    One read over many paths with ``basePath``: Spark plans it once and takes ``ds`` from the path.
-    """
-    uris = [lake.version_uri(table, day, version) for day, version in sorted(versions.items()) if version]
-    if not uris:
-        return None
-    frame = spark.read.option("basePath", lake.table_uri(table)).parquet(*uris)
-    return frame.drop("run").withColumn("ds", F.col("ds").cast("date"))
-
-
 def check_history(lake: Lake, landing: Landing, days: list[dt.date]) -> None:
     """Fail when an earlier day has a complete landing drop but no committed aggregates in the lake.
 
@@ -660,7 +645,7 @@ def _update_state(
         state = advance(previous, read(previous_day), lambda back: read(previous_day - dt.timedelta(days=back)))
     else:
         path = "rebuilt"
-        history = _read_days(spark, lake, spec.source, {day: versions[day] for day in window[1:]})
+        history = read_days(spark, lake, spec.source, {day: versions[day] for day in window[1:]})
         state = rebuild(_current(history, spec.source, previous_day) if history is not None else None)
     version = tables.new_version()
     uri = lake.version_uri(spec.table, ds, version)
@@ -779,35 +764,6 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None, *, 
     }
 
 
-def write_days(frame: DataFrame, lake: Lake, table: str, days: list[dt.date]) -> dict[dt.date, str]:
-    """Write a frame of several days (its ``for_ds`` column) as a new, uncommitted version of each day's
-    partition, in one Spark job; returns the version per day.
-
-    The rows go straight into the lake's layout (``ds=<day>/run=<version>/``, partition columns out of the
-    files, as a one-day write). Each version gets its ``_SUCCESS`` once the whole job succeeded: a job that
-    dies leaves folders :meth:`Lake.commit` refuses. A day without rows gets an empty version of its own.
-    """
-    versions = {day: tables.new_version() for day in days}
-    spark = frame.sparkSession
-    mapping = spark.createDataFrame(list(versions.items()), f"{FOR_DS} date, run string")
-    (
-        frame.join(F.broadcast(mapping), FOR_DS)
-        .withColumnRenamed(FOR_DS, "ds")
-        .write.mode("append")
-        .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")  # the versions get theirs
-        .partitionBy("ds", "run")
-        .parquet(lake.table_uri(table))
-    )
-    for day, version in versions.items():
-        if not lake.version_written(table, day, version):
-            frame.where(F.col(FOR_DS) == F.lit(day)).drop(FOR_DS).write.mode("overwrite").parquet(
-                lake.version_uri(table, day, version)
-            )
-        else:
-            lake.mark_written(table, day, version)
-    return versions
-
-
 def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | None = None) -> dict[dt.date, dict]:
     """:func:`run` for consecutive ``days`` in one pass (a range backfill's chunk): commit each day's states
     and write an uncommitted features version per day; returns :func:`run`'s result per day.
@@ -841,7 +797,7 @@ def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | Non
     ):
         window = tables.day_range(first - dt.timedelta(days=spec.window_days), last - dt.timedelta(days=1))
         versions = {day: lake.current_version(spec.source, day) for day in window}
-        history = _read_days(spark, lake, spec.source, versions)
+        history = read_days(spark, lake, spec.source, versions)
         rows = (
             _current(history, spec.source, first)
             if history is not None
@@ -857,7 +813,7 @@ def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | Non
             lake.commit(spec.table, day, version, stats=stats | {"rebuilt_because": "range backfill chunk"})
 
     def state(table: str) -> DataFrame:
-        frame = _read_days(spark, lake, table, states[table])
+        frame = read_days(spark, lake, table, states[table])
         return frame.withColumnRenamed("ds", FOR_DS)  # type: ignore[union-attr]
 
     raw = {
@@ -865,7 +821,7 @@ def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | Non
         for d in tables.day_range(first - dt.timedelta(days=1), last)
     }
     built = build_features_days(
-        _read_days(spark, lake, tables.RAW_TRANSACTIONS, raw),  # type: ignore[arg-type]
+        read_days(spark, lake, tables.RAW_TRANSACTIONS, raw),  # type: ignore[arg-type]
         state(tables.STATE_CUSTOMER),
         state(tables.STATE_CUSTOMER_MERCHANTS),
         state(tables.STATE_MERCHANT_RISK),

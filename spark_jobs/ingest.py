@@ -22,9 +22,10 @@ import logging
 import re
 import shutil
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -34,7 +35,7 @@ from loopline.lake import Lake
 from loopline.landing import DropChanged, FileCheck, Landing, ScanLimits, check_file
 from loopline.reference import DayRates, rates_for_day, static_rates
 from loopline.schemas import CARD_PRESENT_VALUES, LABEL_COLUMNS, MAX_FIELD_CHARS, TRANSACTION_COLUMNS
-from spark_jobs.common import parse_args, print_result, session
+from spark_jobs.common import FOR_DS, parse_args, print_result, read_days, session, write_days
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +146,20 @@ def _first_reason(rules: list[tuple[Column, str]]) -> Column:
     return expr
 
 
-def _timestamp_rules(column: str, ds: dt.date, what: str) -> tuple[list[tuple[Column, str]], Column]:
+Day = dt.date | Column  # the drop's day, or (a multi-day job) each row's ``for_ds``
+
+
+def _midnight(ds: Day, days: int = 0) -> Column:
+    """Midnight UTC starting ``ds + days``."""
+    if isinstance(ds, dt.date):
+        return F.lit(dt.datetime.combine(ds + dt.timedelta(days=days), dt.time()).isoformat() + "Z").cast("timestamp")
+    return F.concat(F.date_add(ds, days).cast("string"), F.lit("T00:00:00Z")).cast("timestamp")
+
+
+def _timestamp_rules(column: str, ds: Day, what: str) -> tuple[list[tuple[Column, str]], Column]:
     raw = F.trim(F.col(column))
     parsed = F.try_to_timestamp(F.regexp_replace(raw, " ", "T"))
-    start = F.lit(dt.datetime.combine(ds, dt.time()).isoformat() + "Z").cast("timestamp")
-    end = F.lit(dt.datetime.combine(ds + dt.timedelta(days=1), dt.time()).isoformat() + "Z").cast("timestamp")
+    start, end = _midnight(ds), _midnight(ds, 1)
     rules = [
         (_blank(F.col(column)), f"missing_{column}"),
         (raw.rlike(ISO_WITHOUT_ZONE), f"{column}_without_timezone"),
@@ -160,14 +170,35 @@ def _timestamp_rules(column: str, ds: dt.date, what: str) -> tuple[list[tuple[Co
     return rules, parsed
 
 
+def _rate_map(rates: Mapping[str, float]) -> Column | None:
+    rated = sorted(rates.items())
+    return F.create_map(*[x for code, rate in rated for x in (F.lit(code), F.lit(rate))]) if rated else None
+
+
+def _eur_rate(ds: Day, currency: Column, rates: Mapping[str, float] | Mapping[dt.date, Mapping[str, float]]) -> Column:
+    """The EUR rate of ``currency``: from one day's rates, or (``ds`` a column) from each row's day's."""
+    if isinstance(ds, dt.date):
+        fx = _rate_map(rates)  # type: ignore[arg-type]
+        return fx[currency] if fx is not None else F.lit(None).cast("double")
+    per_day = [(str(day), _rate_map(day_rates)) for day, day_rates in sorted(rates.items())]  # type: ignore[union-attr]
+    per_day = [(day, fx) for day, fx in per_day if fx is not None]
+    if not per_day:
+        return F.lit(None).cast("double")
+    fx = F.create_map(*[x for day, day_fx in per_day for x in (F.lit(day), day_fx)])
+    return fx[ds.cast("string")][currency]
+
+
 def _transaction_checks(
-    ds: dt.date, reference: ReferenceConfig | None = None, rates: dict[str, float] | None = None
+    ds: Day,
+    reference: ReferenceConfig | None = None,
+    rates: Mapping[str, float] | Mapping[dt.date, Mapping[str, float]] | None = None,
 ) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
     """The typed columns of a transaction row and the contract's rules, in the order they are checked.
 
     ``reference`` (default: the configuration's) gives the accepted currencies, channels, countries and the
     amount limit; ``rates`` the day's EUR rates (:func:`loopline.reference.rates_for_day`; default: the
-    static ones). An accepted currency without a rate is ``no_fx_rate``, an unknown one ``unknown_currency``.
+    static ones), or with ``ds`` a column the rates of each day. An accepted currency without a rate is
+    ``no_fx_rate``, an unknown one ``unknown_currency``.
     """
     reference = reference or get_config().reference
     if rates is None:
@@ -176,9 +207,7 @@ def _transaction_checks(
     amount_text = F.trim(F.col("amount"))
     amount = F.when(amount_text.rlike(DECIMAL), amount_text.try_cast("double"))
     currency = F.upper(F.trim(F.col("currency")))
-    rated = sorted(rates.items())
-    fx = F.create_map(*[x for code, rate in rated for x in (F.lit(code), F.lit(rate))]) if rated else None
-    amount_eur = F.round(amount * fx[currency], 2) if fx is not None else F.lit(None).cast("double")
+    amount_eur = F.round(amount * _eur_rate(ds, currency, rates), 2)
     country = F.trim(F.col("country"))
     country_rules = (
         [(~country.isin(*reference.countries), "unknown_country")] if reference.countries is not None else []
@@ -212,16 +241,24 @@ def _transaction_checks(
     return typed, rules
 
 
+def _day_column(ds: Day) -> list[Column]:
+    return [] if isinstance(ds, dt.date) else [ds.alias(FOR_DS)]
+
+
 def validate_transactions(
-    df: DataFrame, ds: dt.date, reference: ReferenceConfig | None = None, rates: dict[str, float] | None = None
+    df: DataFrame,
+    ds: Day,
+    reference: ReferenceConfig | None = None,
+    rates: Mapping[str, float] | Mapping[dt.date, Mapping[str, float]] | None = None,
 ) -> DataFrame:
     """Type and check every row; ``reason`` is null for valid rows, else the first broken rule.
 
-    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file``. ``reference`` and
-    ``rates``: as in :func:`_transaction_checks`.
+    Input: the contract's columns as strings plus ``_corrupt_record`` and ``source_file`` (and, ``ds`` a
+    column, the row's day, kept as ``for_ds``). ``reference`` and ``rates``: as in :func:`_transaction_checks`.
     """
     typed, rules = _transaction_checks(ds, reference, rates)
     return df.select(
+        *_day_column(ds),
         F.trim("transaction_id").alias("transaction_id"),
         typed["event_time"].alias("event_time"),
         F.trim("customer_id").alias("customer_id"),
@@ -239,7 +276,7 @@ def validate_transactions(
     )
 
 
-def _label_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
+def _label_checks(ds: Day) -> tuple[dict[str, Column], list[tuple[Column, str]]]:
     """The typed columns of a label row and the contract's rules (``reported_at`` on the drop's day)."""
     time_rules, reported_at = _timestamp_rules("reported_at", ds, "drop_day")
     is_fraud = F.trim(F.col("is_fraud"))
@@ -253,10 +290,12 @@ def _label_checks(ds: dt.date) -> tuple[dict[str, Column], list[tuple[Column, st
     return {"is_fraud": is_fraud.try_cast("int"), "reported_at": reported_at}, rules
 
 
-def validate_labels(df: DataFrame, ds: dt.date) -> DataFrame:
-    """Type and check label rows (``reported_at`` must fall on the drop's day)."""
+def validate_labels(df: DataFrame, ds: Day) -> DataFrame:
+    """Type and check label rows (``reported_at`` must fall on the drop's day; ``ds`` a column: as in
+    :func:`validate_transactions`)."""
     typed, rules = _label_checks(ds)
     return df.select(
+        *_day_column(ds),
         F.trim("transaction_id").alias("transaction_id"),
         typed["is_fraud"].alias("is_fraud"),
         typed["reported_at"].alias("reported_at"),
@@ -278,14 +317,15 @@ def _raw_record(df: DataFrame, columns: tuple[str, ...]) -> Column:
     return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(c) for c in columns])))
 
 
-def resolve_duplicates(checked: DataFrame, key: str, content: list[str]) -> DataFrame:
+def resolve_duplicates(checked: DataFrame, key: str, content: list[str], by: tuple[str, ...] = ()) -> DataFrame:
     """Drop exact duplicates (same content, any file); quarantine ids that arrive with conflicting content.
 
-    Adds ``is_duplicate`` (an exact copy that is dropped, not lost: its twin is kept).
+    Adds ``is_duplicate`` (an exact copy that is dropped, not lost: its twin is kept). ``by``: keys the rows are
+    also split by (``for_ds``: each day's drop on its own).
     """
     valid = F.col("reason").isNull()
-    by_content = Window.partitionBy(*content).orderBy("source_file", "raw_record")
-    by_key = Window.partitionBy(key)
+    by_content = Window.partitionBy(*by, *content).orderBy("source_file", "raw_record")
+    by_key = Window.partitionBy(*by, key)
     marked = checked.withColumn("is_duplicate", valid & (F.row_number().over(by_content) > 1)).withColumn(
         # distinct contents among the valid rows of this id: more than one means the id conflicts
         "_variants",
@@ -297,11 +337,12 @@ def resolve_duplicates(checked: DataFrame, key: str, content: list[str]) -> Data
     ).drop("_variants")
 
 
-def customer_daily(transactions: DataFrame) -> DataFrame:
+def customer_daily(transactions: DataFrame, by: tuple[str, ...] = ()) -> DataFrame:
     """Per customer, merchant and country: the day's count, amount sum and sum of squares in whole cents
-    (exact integers, so the feature job's rolling windows add and subtract them without drift), last time."""
+    (exact integers, so the feature job's rolling windows add and subtract them without drift), last time.
+    ``by``: keys the rows are also split by (``for_ds``)."""
     cents = F.round(F.col("amount_eur") * 100).cast("long")
-    return transactions.groupBy("customer_id", "merchant_id", "country").agg(
+    return transactions.groupBy(*by, "customer_id", "merchant_id", "country").agg(
         F.count("*").alias("cnt"),
         F.sum(cents).alias("amount_cents"),
         F.sum(cents * cents).alias("amount_cents_sq"),
@@ -309,13 +350,24 @@ def customer_daily(transactions: DataFrame) -> DataFrame:
     )
 
 
-def label_transactions(labels: DataFrame, transactions: DataFrame) -> DataFrame:
-    """Attach each label to its transaction (customer, merchant, category, event time)."""
-    return labels.join(
-        transactions.select("transaction_id", "customer_id", "merchant_id", "merchant_category", "event_time"),
-        "transaction_id",
-        "inner",
-    ).select(
+def label_transactions(labels: DataFrame, transactions: DataFrame, lookback_days: int | None = None) -> DataFrame:
+    """Attach each label to its transaction (customer, merchant, category, event time).
+
+    With ``lookback_days`` (several days at once): labels and transactions carry their day (``for_ds``), and a
+    label matches the transactions of its own day and of the ``lookback_days`` days before it.
+    """
+    columns = ["transaction_id", "customer_id", "merchant_id", "merchant_category", "event_time"]
+    if lookback_days is None:
+        joined = labels.join(transactions.select(*columns), "transaction_id", "inner")
+        day = []
+    else:
+        candidates = transactions.select(*columns, F.col(FOR_DS).alias("_tx_ds"))
+        joined = labels.join(candidates, "transaction_id", "inner").where(
+            F.datediff(F.col(FOR_DS), F.col("_tx_ds")).between(0, lookback_days)
+        )
+        day = [FOR_DS]
+    return joined.select(
+        *day,
         "transaction_id",
         "customer_id",
         "merchant_id",
@@ -326,9 +378,9 @@ def label_transactions(labels: DataFrame, transactions: DataFrame) -> DataFrame:
     )
 
 
-def merchant_label_daily(labeled: DataFrame) -> DataFrame:
+def merchant_label_daily(labeled: DataFrame, by: tuple[str, ...] = ()) -> DataFrame:
     """Per merchant: labels reported that day and how many were fraud (the input of risk features)."""
-    return labeled.groupBy("merchant_id", "merchant_category").agg(
+    return labeled.groupBy(*by, "merchant_id", "merchant_category").agg(
         F.count("*").alias("n_labels"), F.sum("is_fraud").alias("n_fraud")
     )
 
@@ -387,11 +439,16 @@ def _read_files(
     return result
 
 
-def _file_quarantine(spark: SparkSession, checks: list[FileCheck]) -> DataFrame | None:
-    rows = [(c.uri, c.reason, json.dumps({"lines": c.lines, "bytes": c.size})) for c in checks if not c.ok]
+def _file_quarantine(spark: SparkSession, checks: dict[dt.date, list[FileCheck]]) -> DataFrame | None:
+    rows = [
+        (day, c.uri, c.reason, json.dumps({"lines": c.lines, "bytes": c.size}))
+        for day, day_checks in checks.items()
+        for c in day_checks
+        if not c.ok
+    ]
     if not rows:
         return None
-    return spark.createDataFrame(rows, "source_file string, reason string, raw_record string")
+    return spark.createDataFrame(rows, f"{FOR_DS} date, source_file string, reason string, raw_record string")
 
 
 def _check_kind(
@@ -421,36 +478,8 @@ def _check_kind(
     return checks, staged
 
 
-def _ingest_kind(
-    spark: SparkSession,
-    landing: Landing,
-    kind: str,
-    ds: dt.date,
-    columns: tuple[str, ...],
-    checked_files: tuple[list[FileCheck], dict[str, str]],
-    reference: ReferenceConfig,
-    rates: DayRates,
-) -> tuple[DataFrame, DataFrame | None, list[FileCheck]]:
-    checks, staged = checked_files
-    raw = _read_files(spark, landing, [c for c in checks if c.ok], columns, staged)
-    if kind == "transactions":
-        checked = validate_transactions(raw, ds, reference, rates.rates)
-    else:
-        checked = validate_labels(raw, ds)
-    return checked, _file_quarantine(spark, checks), checks
-
-
-def _write(df: DataFrame, lake: Lake, table: str, ds: dt.date, version: str) -> str:
-    uri = lake.version_uri(table, ds, version)
-    df.write.mode("overwrite").parquet(uri)
-    return uri
-
-
-def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
-    """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer."""
-    cfg = cfg or get_config()
-    landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
-    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+def check_drop(landing: Landing, ds: dt.date) -> None:
+    """Raise :class:`DropIncomplete` when the day's drop lacks a ``_SUCCESS`` marker or changed after it."""
     missing = [k for k in ("transactions", "labels") if not landing.is_complete(k, str(ds))]
     if missing:
         paths = ", ".join(landing.marker_uri(k, str(ds)) for k in missing)
@@ -463,101 +492,165 @@ def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> 
             "_SUCCESS last; the files may still be arriving. Once they are complete, write the marker again "
             "and rerun the day."
         )
-    version = tables.new_version()
+
+
+def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
+    """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer."""
+    return run_days(spark, [ds], cfg)[ds]
+
+
+def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | None = None) -> dict[dt.date, dict]:
+    """Ingest consecutive ``days`` in one Spark pass (one day: the daily run; several: a range backfill's
+    chunk); returns :func:`run`'s result per day. Each day's drop is checked on its own and its rows are
+    validated, de-duplicated, quarantined and aggregated against its own day only, so a day ingested with
+    others is the day ingested alone. A day's raw labels match the transactions of its day and the
+    ``LABEL_LOOKBACK_DAYS`` before it: the committed ones before the first day, this pass's after it."""
+    cfg = cfg or get_config()
+    landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    if days != tables.day_range(days[0], days[-1]):
+        raise ValueError(f"run_days needs consecutive days, got {[str(d) for d in days]}")
+    for day in days:
+        check_drop(landing, day)
+    versions = {day: tables.new_version() for day in days}
     # An object-store drop is copied to a shared folder first when Spark cannot read the object store: a folder
-    # of this run's own (a retry never shares it with a try still running), removed once the day is written.
-    stage_root = None
-    if landing.is_s3 and cfg.storage.stage_uri:
-        stage_root = f"{resolve_uri(cfg.storage.stage_uri).rstrip('/')}/run={version}"
+    # of this run's own (a retry never shares it with a try still running), removed once the days are written.
+    stage_roots: list[str] = []
     try:
-        checked_files = {
-            kind: _check_kind(landing, kind, ds, columns, stage_root, ScanLimits.from_config(cfg.validation))
-            for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
-        }
-        rates = rates_for_day(cfg.reference, ds, landing)
-        log.info("fx rates: %s", rates.describe())
-        return _ingest_day(spark, ds, lake, landing, checked_files, version, cfg.reference, rates)
+        checked: dict[dt.date, dict[str, tuple[list[FileCheck], dict[str, str]]]] = {}
+        rates: dict[dt.date, DayRates] = {}
+        for day in days:
+            stage_root = None
+            if landing.is_s3 and cfg.storage.stage_uri:
+                stage_root = f"{resolve_uri(cfg.storage.stage_uri).rstrip('/')}/run={versions[day]}"
+                stage_roots.append(stage_root)
+            limits = ScanLimits.from_config(cfg.validation)
+            checked[day] = {
+                kind: _check_kind(landing, kind, day, columns, stage_root, limits)
+                for kind, columns in (("transactions", TRANSACTION_COLUMNS), ("labels", LABEL_COLUMNS))
+            }
+            rates[day] = rates_for_day(cfg.reference, day, landing)
+            log.info("ds=%s fx rates: %s", day, rates[day].describe())
+        return _ingest_days(spark, days, lake, landing, checked, versions, cfg.reference, rates)
     finally:
-        if stage_root:
+        for stage_root in stage_roots:
             shutil.rmtree(stage_root, ignore_errors=True)
 
 
-def _ingest_day(
+def _read_kind(
     spark: SparkSession,
-    ds: dt.date,
+    landing: Landing,
+    kind: str,
+    columns: tuple[str, ...],
+    checked: dict[dt.date, dict[str, tuple[list[FileCheck], dict[str, str]]]],
+) -> DataFrame:
+    """Every readable file of a kind over the days, each row with its day (``for_ds``)."""
+    frames = []
+    for day, kinds in checked.items():
+        checks, staged = kinds[kind]
+        raw = _read_files(spark, landing, [c for c in checks if c.ok], columns, staged)
+        frames.append(raw.withColumn(FOR_DS, F.lit(day)))
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def _ingest_days(
+    spark: SparkSession,
+    days: list[dt.date],
     lake: Lake,
     landing: Landing,
-    checked_files: dict[str, tuple[list[FileCheck], dict[str, str]]],
-    version: str,
+    checked: dict[dt.date, dict[str, tuple[list[FileCheck], dict[str, str]]]],
+    versions: dict[dt.date, str],
     reference: ReferenceConfig,
-    rates: DayRates,
-) -> dict:
-    """Write the checked files of both kinds and the derived daily tables as the uncommitted ``version``."""
-    result: dict = {"ds": str(ds), "version": version, "tables": {}}
-    result["fx"] = {"rate_days": rates.rate_days, "missing": list(rates.missing), "summary": rates.describe()}
-
+    rates: dict[dt.date, DayRates],
+) -> dict[dt.date, dict]:
+    """Write the checked files of both kinds and the derived daily tables as each day's uncommitted version."""
+    results: dict[dt.date, dict] = {}
+    for day in days:
+        results[day] = {"ds": str(day), "version": versions[day], "tables": {}}
+        results[day]["fx"] = {
+            "rate_days": rates[day].rate_days,
+            "missing": list(rates[day].missing),
+            "summary": rates[day].describe(),
+        }
+    by = (FOR_DS,)
     for kind, columns, table, quarantine_table in (
         ("transactions", TRANSACTION_COLUMNS, tables.RAW_TRANSACTIONS, tables.QUARANTINE_TRANSACTIONS),
         ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
     ):
-        checked, file_quarantine, checks = _ingest_kind(
-            spark, landing, kind, ds, columns, checked_files[kind], reference, rates
-        )
-        resolved = resolve_duplicates(checked, "transaction_id", list(CONTENT_COLUMNS[kind])).cache()
-        # The tally rides along with the first write (an observation, not a query of its own).
+        raw = _read_kind(spark, landing, kind, columns, checked)
+        day = F.col(FOR_DS)
+        if kind == "transactions":
+            validated = validate_transactions(raw, day, reference, {d: r.rates for d, r in rates.items()})
+        else:
+            validated = validate_labels(raw, day)
+        resolved = resolve_duplicates(validated, "transaction_id", list(CONTENT_COLUMNS[kind]), by).cache()
         reasons = row_reasons(kind)
-        tally = Observation(f"ingest_{kind}_{version}")
         kept, duplicate = F.col("reason").isNull(), F.col("is_duplicate")
-        tally_columns = [
-            F.count_if(kept & ~duplicate).alias("written"),
-            F.count_if(kept & duplicate).alias("duplicates"),
-            F.count_if(~kept).alias("quarantined"),
-            *[F.count_if(F.col("reason") == reason).alias(f"reason_{i}") for i, reason in enumerate(reasons)],
-        ]
-        observed = resolved.observe(tally, *tally_columns)
-        output = observed.where(kept & ~duplicate).drop("reason", "raw_record", "is_duplicate")
+        output = resolved.where(kept & ~duplicate).drop("reason", "raw_record", "is_duplicate")
         if kind == "labels":
-            output = output.select("transaction_id", "is_fraud", "reported_at", "source_file")
-        bad = resolved.where(~kept).select("source_file", "reason", "raw_record")
+            output = output.select(FOR_DS, "transaction_id", "is_fraud", "reported_at", "source_file")
+        bad = resolved.where(~kept).select(FOR_DS, "source_file", "reason", "raw_record")
+        file_quarantine = _file_quarantine(spark, {d: checked[d][kind][0] for d in days})
         if file_quarantine is not None:
             bad = bad.unionByName(file_quarantine)
 
-        _write(output, lake, table, ds, version)  # computes the day, fills the cache and the tally
-        _write(bad, lake, quarantine_table, ds, version)
-        observed_tally = tally.get
-        if "written" not in observed_tally:
-            # A Spark Connect server without SPARK-54279 waits only 100 ms for a write's observed metrics and
-            # sends an empty row when they come later (a loaded machine): count from the cached rows instead.
-            log.warning("ds=%s %s: the write's row tally came back empty; counting the cached rows", ds, kind)
-            observed_tally = resolved.agg(*tally_columns).first().asDict()
-        counts = kind_counts(observed_tally, reasons, checks)
-        lake.commit(quarantine_table, ds, version, stats={"rows": counts.rows_quarantined})
-        result[kind] = counts.__dict__ | {"quarantine_rate": round(counts.quarantine_rate, 6)}
-        result["tables"][table] = version
+        write_days(output, lake, table, days, versions)  # computes the days and fills the cache
+        write_days(bad, lake, quarantine_table, days, versions)
+        tallies = {
+            row[FOR_DS]: row.asDict()
+            for row in resolved.groupBy(FOR_DS)
+            .agg(
+                F.count_if(kept & ~duplicate).alias("written"),
+                F.count_if(kept & duplicate).alias("duplicates"),
+                F.count_if(~kept).alias("quarantined"),
+                *[F.count_if(F.col("reason") == reason).alias(f"reason_{i}") for i, reason in enumerate(reasons)],
+            )
+            .collect()
+        }
         resolved.unpersist()
+        none = {"written": 0, "duplicates": 0, "quarantined": 0} | {f"reason_{i}": 0 for i in range(len(reasons))}
+        for day in days:
+            counts = kind_counts(tallies.get(day, none), reasons, checked[day][kind][0])
+            lake.commit(quarantine_table, day, versions[day], stats={"rows": counts.rows_quarantined})
+            results[day][kind] = counts.__dict__ | {"quarantine_rate": round(counts.quarantine_rate, 6)}
+            results[day]["tables"][table] = versions[day]
 
     # Derived daily tables, from the versions just written (not yet committed).
-    transactions = spark.read.parquet(lake.version_uri(tables.RAW_TRANSACTIONS, ds, version))
-    _write(customer_daily(transactions), lake, tables.CUSTOMER_DAILY, ds, version)
+    def written(table: str) -> DataFrame:
+        return read_days(spark, lake, table, versions).withColumnRenamed("ds", FOR_DS)  # type: ignore[union-attr]
 
-    labels = spark.read.parquet(lake.version_uri(tables.RAW_LABELS, ds, version))
-    lookback = tables.day_range(ds - dt.timedelta(days=LABEL_LOOKBACK_DAYS), ds - dt.timedelta(days=1))
+    transactions = written(tables.RAW_TRANSACTIONS)
+    write_days(customer_daily(transactions, by), lake, tables.CUSTOMER_DAILY, days, versions)
+
+    # Labels match the transactions of the lookback days: the committed ones before this pass, then its own.
+    lookback = tables.day_range(days[0] - dt.timedelta(days=LABEL_LOOKBACK_DAYS), days[0] - dt.timedelta(days=1))
     candidates = transactions
-    earlier = sorted(lake.partitions(tables.RAW_TRANSACTIONS, lookback).values())
-    if earlier:
-        history = spark.read.option("basePath", lake.table_uri(tables.RAW_TRANSACTIONS)).parquet(*earlier)
-        candidates = candidates.unionByName(history.drop("ds", "run"))
-    labeled = label_transactions(labels, candidates)
-    _write(labeled, lake, tables.LABELED_TRANSACTIONS, ds, version)
-    labeled = spark.read.parquet(lake.version_uri(tables.LABELED_TRANSACTIONS, ds, version))
-    _write(merchant_label_daily(labeled), lake, tables.MERCHANT_LABEL_DAILY, ds, version)
-    labels_matched = lake.arrow_dataset(lake.version_uri(tables.LABELED_TRANSACTIONS, ds, version)).count_rows()
-    result["labels"]["labels_matched"] = labels_matched
-    # Labels whose transaction is not in the lake (older than the lake, or unknown) stay in raw labels.
-    result["labels"]["labels_unmatched"] = result["labels"]["rows_written"] - labels_matched
-    for table in (tables.CUSTOMER_DAILY, tables.LABELED_TRANSACTIONS, tables.MERCHANT_LABEL_DAILY):
-        result["tables"][table] = version
-    return result
+    earlier = {day: lake.current_version(tables.RAW_TRANSACTIONS, day) for day in lookback}
+    history = read_days(spark, lake, tables.RAW_TRANSACTIONS, earlier)
+    if history is not None:
+        candidates = candidates.unionByName(history.withColumnRenamed("ds", FOR_DS))
+    labeled = label_transactions(written(tables.RAW_LABELS), candidates, LABEL_LOOKBACK_DAYS)
+    write_days(labeled, lake, tables.LABELED_TRANSACTIONS, days, versions)
+    write_days(
+        merchant_label_daily(written(tables.LABELED_TRANSACTIONS), by),
+        lake,
+        tables.MERCHANT_LABEL_DAILY,
+        days,
+        versions,
+    )
+    for day in days:
+        uri = lake.version_uri(tables.LABELED_TRANSACTIONS, day, versions[day])
+        labels_matched = lake.arrow_dataset(uri).count_rows()
+        result = results[day]
+        result["labels"]["labels_matched"] = labels_matched
+        # Labels whose transaction is not in the lake (older than the lake, or unknown) stay in raw labels.
+        result["labels"]["labels_unmatched"] = result["labels"]["rows_written"] - labels_matched
+        for table in (tables.CUSTOMER_DAILY, tables.LABELED_TRANSACTIONS, tables.MERCHANT_LABEL_DAILY):
+            result["tables"][table] = versions[day]
+    return results
 
 
 def publish(ds: dt.date, versions: dict[str, str], stats: dict | None = None, cfg: LooplineConfig | None = None):

@@ -226,6 +226,21 @@ class Lake:
             return
         Path(uri).touch()
 
+    def copy_version(self, table: str, source: tuple[dt.date, str], target: tuple[dt.date, str]) -> None:
+        """Copy a written version (``(ds, version)``) to another day's new version, ``_SUCCESS`` included."""
+        src = self._join(table, f"ds={source[0]}", f"run={source[1]}")
+        dst = self._join(table, f"ds={target[0]}", f"run={target[1]}")
+        if self.is_s3:
+            bucket, key = _split_s3(src + "/")
+            _, target_key = _split_s3(dst + "/")
+            with objectstore.s3(self.aws_conn_id) as s3:
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                    for item in page.get("Contents", []):
+                        name = target_key + item["Key"][len(key) :]
+                        s3.copy_object(Bucket=bucket, Key=name, CopySource={"Bucket": bucket, "Key": item["Key"]})
+            return
+        shutil.copytree(src, dst)
+
     def commit(self, table: str, ds: str | dt.date, version: str, stats: dict | None = None) -> SweepReport:
         """Point the partition at ``version`` (which must be fully written), then sweep stale, unpinned versions."""
         if not self.is_s3 and not (Path(self.version_uri(table, ds, version)) / "_SUCCESS").exists():

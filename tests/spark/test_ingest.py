@@ -308,19 +308,50 @@ def test_hostile_files_are_quarantined_whole_and_the_rest_is_kept(spark, tmp_pat
     assert tx["duplicates_dropped"] == 0
 
 
-def test_a_lost_row_tally_is_counted_again_from_the_cached_rows(spark, drop, monkeypatch, caplog):
-    """Spark Connect may send a write's observed metrics back empty (a loaded server): the counts come from the
-    cached rows instead, equal to the observed ones, and the day still balances."""
-    observed = ingest.run(spark, DS, drop)
+def test_days_ingested_together_equal_each_day_alone(spark, tmp_path: Path):
+    """run_days (a range backfill's chunk) against one run per day committed in order: every raw, quarantine
+    and derived table row for row, and the same counts, on drops with duplicates, conflicting ids, a row of
+    another day and labels that match the transactions of earlier days."""
+    import pandas as pd
 
-    from pyspark.sql.connect.observation import Observation  # what pyspark.sql.Observation is on Spark Connect
+    from loopline.synth import generate
 
-    monkeypatch.setattr(Observation, "get", property(lambda self: {}))
-    caplog.clear()
-    recounted = ingest.run(spark, DS, drop)
-    assert "transactions: the write's row tally came back empty" in caplog.text
-    assert "labels: the write's row tally came back empty" in caplog.text
-    for kind in ("transactions", "labels"):
-        assert recounted[kind] == observed[kind], kind
-    tx = recounted["transactions"]
-    assert tx["rows_read"] == tx["rows_written"] + tx["duplicates_dropped"] + tx["rows_quarantined"]
+    start = dt.date(2026, 3, 1)
+    days = [start + dt.timedelta(days=i) for i in range(3)]
+    landing = tmp_path / "landing"
+    generate(start, 3, landing, transactions_per_day=200, seed=11)
+    part = next((landing / "transactions" / f"ds={days[1]}").glob("*.csv"))
+    lines = part.read_text().splitlines()
+    other_day = next((landing / "transactions" / f"ds={days[0]}").glob("*.csv")).read_text().splitlines()[1]
+    header = lines[0].split(",")
+    conflicting = lines[2].split(",")
+    conflicting[header.index("amount")] = "999.99"
+    # an exact duplicate (dropped), the same id with other content (quarantined), a row of the previous day
+    part.write_text("\n".join([*lines, lines[1], ",".join(conflicting), other_day]) + "\n")
+    (part.parent / "_SUCCESS").touch()
+    raw_tables = (*ingest.RAW_LAYER, tables.QUARANTINE_TRANSACTIONS, tables.QUARANTINE_LABELS)
+
+    def config(lake: str):
+        environ = {"LOOPLINE__STORAGE__LANDING_URI": str(landing), "LOOPLINE__STORAGE__LAKE_URI": str(tmp_path / lake)}
+        return load_config(environ=environ)
+
+    alone, together = config("alone"), config("together")
+    counts = {}
+    for day in days:
+        counts[day] = ingest.run(spark, day, alone)
+        ingest.publish(day, counts[day]["tables"], cfg=alone)
+    chunk = ingest.run_days(spark, days, together)
+    for day in days:
+        ingest.publish(day, chunk[day]["tables"], cfg=together)
+        for kind in ("transactions", "labels"):
+            assert chunk[day][kind] == counts[day][kind], (day, kind)
+        for table in raw_tables:
+            frames = [
+                pd.read_parquet(Lake(str(tmp_path / name)).partition(table, day)) for name in ("alone", "together")
+            ]
+            ours, theirs = (f.sort_values(list(f.columns)).reset_index(drop=True) for f in frames)
+            assert ours.equals(theirs), f"{table} ds={day}"
+    assert counts[days[1]]["transactions"]["duplicates_dropped"] == 1
+    reasons = counts[days[1]]["transactions"]["quarantined_by_reason"]
+    assert reasons.keys() >= {"conflicting_duplicate_id", "event_time_before_drop_day"}
+    assert counts[days[2]]["labels"]["labels_matched"] > 0

@@ -1,8 +1,9 @@
 """Tasks of the ``backfill_range`` DAG: :mod:`loopline.backfill` with the daily pipeline's own steps.
 
-Each day goes through what ``feature_pipeline`` runs for it, in the same order and through the same gates and
-commits (:func:`spark_jobs.ingest.run`, :func:`~loopline.orchestration.feature_tasks.gate_and_publish_raw`, then
-for the chunk's days at once :func:`spark_jobs.features.run_days`, and per day
+Each day goes through what ``feature_pipeline`` runs for it, in the same order and through the same jobs,
+gates and commits: the Spark jobs over a chunk's days at once (:func:`spark_jobs.ingest.run_days`,
+:func:`spark_jobs.features.run_days`, each day's rows on their own, as a daily run computes them), the gates and
+commits per day (:func:`~loopline.orchestration.feature_tasks.gate_and_publish_raw`,
 :func:`~loopline.orchestration.feature_tasks.gate_and_publish_features`), so a day published by a range is the
 day the daily run publishes. Progress goes to the task log and to
 ``backfill_runs`` after every day.
@@ -42,39 +43,50 @@ def range_params() -> dict[str, Any]:
 def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | None = None):
     """A chunk of days through the daily pipeline's steps, yielding each day once it is published.
 
-    First each day in order, as ``feature_pipeline`` runs it: its PostgreSQL and S3 inputs extracted into the
-    day's drop (as ``extract_sources``), ingest, raw gates and commit, the day's ``ingest_runs`` row through
-    ``conn`` (the ledger's, once the raw day is committed, as ``feature_pipeline.record_ingest``; a Postgres
-    outage fails the range, which resumes at that day). Then the features of the days whose raw layer was
-    published, in one pass (:func:`spark_jobs.features.run_days`), and each day's features gate and commit.
-    A day that fails stops the chunk there: the days before it are published first, then :class:`DayFailed`.
+    First each day's PostgreSQL and S3 inputs are extracted into its drop (as ``extract_sources``) and the drop
+    is checked; the days up to the first one that fails are ingested in one Spark pass
+    (:func:`spark_jobs.ingest.run_days`). Then each day in order, as ``feature_pipeline`` runs it: raw gates
+    and commit, the day's ``ingest_runs`` row through ``conn`` (the ledger's, as ``feature_pipeline.record_ingest``;
+    a Postgres outage fails the range, which resumes at that day). Then the features of the days whose raw
+    layer was published, in one pass (:func:`spark_jobs.features.run_days`), and each day's features gate
+    and commit. A day that fails stops the chunk there: the days before it are published first, then
+    :class:`DayFailed`.
     """
     from loopline.backfill import DayFailed, fault_point
+    from loopline.config import resolve_uri
+    from loopline.landing import Landing
     from loopline.orchestration import feature_tasks as ft
     from loopline.orchestration.lineage import day_scope
     from loopline.sources import SourceError, extract_inputs, extracted_kinds
     from spark_jobs import features, ingest
 
-    extracted = extracted_kinds(cfg) if cfg is not None else []
+    cfg = cfg or get_config()
+    extracted = extracted_kinds(cfg)
+    landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
 
-    def publish_raw(day: dt.date) -> dict:
-        ds = str(day)
-        if extracted:
+    def ready(days: list[dt.date]) -> tuple[list[dt.date], DayFailed | None]:
+        """The days up to the first whose inputs cannot be extracted or whose drop is incomplete."""
+        for i, day in enumerate(days):
             try:
-                log.info("ds=%s: extracted %s", ds, extract_inputs(cfg, day, connect, extracted))
-            except SourceError as exc:
-                raise DayFailed(day, str(exc)) from exc
+                if extracted:
+                    log.info("ds=%s: extracted %s", day, extract_inputs(cfg, day, connect, extracted))
+                ingest.check_drop(landing, day)
+            except (SourceError, ingest.DropIncomplete) as exc:
+                return days[:i], DayFailed(day, str(exc))
+        return days, None
+
+    def publish_raw(day: dt.date, ingested: dict) -> None:
+        ds = str(day)
         # The day's lineage as its daily run reports it (same dataset names), in child runs of the task's run.
         try:
             with day_scope(ds):
-                ingested = ft._fail_on_data_errors(ingest.run, spark, day)
                 ft.report_ingest_lineage(ds, ingested)
                 fault_point(day, "after_ingest")
                 ft.gate_and_publish_raw(spark, ds, ingested)
                 if conn is not None:  # as feature_pipeline.record_ingest: right after the raw commit
                     ft.write_ingest_row(ingested, published_by="backfill_range", run_id=run_id, conn=conn)
                 fault_point(day, "after_raw")
-        except AirflowFailException as exc:  # a data error: the gate's or the drop's message
+        except AirflowFailException as exc:  # a data error: the gate's message
             raise DayFailed(day, str(exc)) from exc
         tx = ingested["transactions"]
         log.info(
@@ -86,34 +98,39 @@ def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | Non
             tx["rows_quarantined"],
             tx["quarantined_by_reason"] or "",
         )
-        return ingested
 
     def step(days: list[dt.date]) -> Iterator[tuple[dt.date, dict]]:
-        ingested: dict[dt.date, dict] = {}
-        failed: DayFailed | None = None
-        for day in days:
+        todo, failed = ready(days)
+        published: dict[dt.date, dict] = {}
+        if todo:
             try:
-                ingested[day] = publish_raw(day)
-            except DayFailed as exc:
-                failed = exc
-                break
-        if ingested:
-            try:
-                built = ft._fail_on_data_errors(features.run_days, spark, list(ingested))
+                ingested = ft._fail_on_data_errors(ingest.run_days, spark, todo)
             except AirflowFailException as exc:
-                raise DayFailed(next(iter(ingested)), str(exc)) from exc
-            for day, raw in ingested.items():
+                raise DayFailed(todo[0], str(exc)) from exc
+            for day in todo:
+                try:
+                    publish_raw(day, ingested[day])
+                except DayFailed as exc:
+                    failed = exc
+                    break
+                published[day] = ingested[day]
+        if published:
+            try:
+                built = ft._fail_on_data_errors(features.run_days, spark, list(published))
+            except AirflowFailException as exc:
+                raise DayFailed(next(iter(published)), str(exc)) from exc
+            for day, raw in published.items():
                 ds = str(day)
                 try:
                     with day_scope(ds):
                         ft.report_build_lineage(ds, built[day])
-                        published = ft.gate_and_publish_features(spark, ds, built[day])
+                        done = ft.gate_and_publish_features(spark, ds, built[day])
                         fault_point(day, "after_features")
                 except AirflowFailException as exc:
                     raise DayFailed(day, str(exc)) from exc
-                log.info("ds=%s: features %d published (%s)", ds, built[day]["rows"], published["uri"])
+                log.info("ds=%s: features %d published (%s)", ds, built[day]["rows"], done["uri"])
                 rows = raw["transactions"]["rows_written"]
-                yield day, {"rows": rows, "feature_rows": built[day]["rows"], "uri": published["uri"]}
+                yield day, {"rows": rows, "feature_rows": built[day]["rows"], "uri": done["uri"]}
         if failed is not None:
             raise failed
 
