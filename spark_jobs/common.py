@@ -81,6 +81,12 @@ def write_days(frame, lake, table: str, days: list[dt.date], versions: dict[dt.d
     from loopline import lake as tables
 
     versions = versions or {day: tables.new_version() for day in days}
+    if len(days) == 1:  # one day (a daily run): a plain write into its version, Spark's own _SUCCESS included
+        day = days[0]
+        frame.where(F.col(FOR_DS) == F.lit(day)).drop(FOR_DS).write.mode("overwrite").parquet(
+            lake.version_uri(table, day, versions[day])
+        )
+        return versions
     mapping = frame.sparkSession.createDataFrame([(day, versions[day]) for day in days], f"{FOR_DS} date, run string")
     (
         frame.join(F.broadcast(mapping), FOR_DS)

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -556,6 +556,16 @@ def _read_kind(
     return result
 
 
+def _tally_conditions(kept: Column, duplicate: Column, reasons: tuple[str, ...]) -> list[tuple[Column, str]]:
+    """What the ingest counts per day: rows written, duplicates dropped, rows quarantined, and per reason."""
+    return [
+        (kept & ~duplicate, "written"),
+        (kept & duplicate, "duplicates"),
+        (~kept, "quarantined"),
+        *[(F.col("reason") == reason, f"reason_{i}") for i, reason in enumerate(reasons)],
+    ]
+
+
 def _ingest_days(
     spark: SparkSession,
     days: list[dt.date],
@@ -589,7 +599,18 @@ def _ingest_days(
         resolved = resolve_duplicates(validated, "transaction_id", list(CONTENT_COLUMNS[kind]), by).cache()
         reasons = row_reasons(kind)
         kept, duplicate = F.col("reason").isNull(), F.col("is_duplicate")
-        output = resolved.where(kept & ~duplicate).drop("reason", "raw_record", "is_duplicate")
+        conditions = _tally_conditions(kept, duplicate, reasons)
+        # The tally rides along with the first write (an observation, not a query of its own), per day.
+        tally = Observation(f"ingest_{kind}_{versions[days[0]]}")
+        observed = resolved.observe(
+            tally,
+            *[
+                F.count_if((F.col(FOR_DS) == F.lit(day)) & condition).alias(f"d{i}_{name}")
+                for i, day in enumerate(days)
+                for condition, name in conditions
+            ],
+        )
+        output = observed.where(kept & ~duplicate).drop("reason", "raw_record", "is_duplicate")
         if kind == "labels":
             output = output.select(FOR_DS, "transaction_id", "is_fraud", "reported_at", "source_file")
         bad = resolved.where(~kept).select(FOR_DS, "source_file", "reason", "raw_record")
@@ -597,19 +618,19 @@ def _ingest_days(
         if file_quarantine is not None:
             bad = bad.unionByName(file_quarantine)
 
-        write_days(output, lake, table, days, versions)  # computes the days and fills the cache
+        write_days(output, lake, table, days, versions)  # computes the days, fills the cache and the tally
         write_days(bad, lake, quarantine_table, days, versions)
-        tallies = {
-            row[FOR_DS]: row.asDict()
-            for row in resolved.groupBy(FOR_DS)
-            .agg(
-                F.count_if(kept & ~duplicate).alias("written"),
-                F.count_if(kept & duplicate).alias("duplicates"),
-                F.count_if(~kept).alias("quarantined"),
-                *[F.count_if(F.col("reason") == reason).alias(f"reason_{i}") for i, reason in enumerate(reasons)],
-            )
-            .collect()
-        }
+        observed_tally = tally.get
+        if "d0_written" in observed_tally:
+            tallies = {
+                day: {name: observed_tally[f"d{i}_{name}"] for _, name in conditions} for i, day in enumerate(days)
+            }
+        else:
+            # A Spark Connect server without SPARK-54279 waits only 100 ms for a write's observed metrics and
+            # sends an empty row when they come later (a loaded machine): count from the cached rows instead.
+            log.warning("%s: the write's row tally came back empty; counting the cached rows", kind)
+            rows = resolved.groupBy(FOR_DS).agg(*[F.count_if(c).alias(name) for c, name in conditions]).collect()
+            tallies = {row[FOR_DS]: row.asDict() for row in rows}
         resolved.unpersist()
         none = {"written": 0, "duplicates": 0, "quarantined": 0} | {f"reason_{i}": 0 for i in range(len(reasons))}
         for day in days:

@@ -308,6 +308,24 @@ def test_hostile_files_are_quarantined_whole_and_the_rest_is_kept(spark, tmp_pat
     assert tx["duplicates_dropped"] == 0
 
 
+def test_a_lost_row_tally_is_counted_again_from_the_cached_rows(spark, drop, monkeypatch, caplog):
+    """Spark Connect may send a write's observed metrics back empty (a loaded server): the counts come from the
+    cached rows instead, equal to the observed ones, and the day still balances."""
+    observed = ingest.run(spark, DS, drop)
+
+    from pyspark.sql.connect.observation import Observation  # what pyspark.sql.Observation is on Spark Connect
+
+    monkeypatch.setattr(Observation, "get", property(lambda self: {}))
+    caplog.clear()
+    recounted = ingest.run(spark, DS, drop)
+    assert "transactions: the write's row tally came back empty" in caplog.text
+    assert "labels: the write's row tally came back empty" in caplog.text
+    for kind in ("transactions", "labels"):
+        assert recounted[kind] == observed[kind], kind
+    tx = recounted["transactions"]
+    assert tx["rows_read"] == tx["rows_written"] + tx["duplicates_dropped"] + tx["rows_quarantined"]
+
+
 def test_days_ingested_together_equal_each_day_alone(spark, tmp_path: Path):
     """run_days (a range backfill's chunk) against one run per day committed in order: every raw, quarantine
     and derived table row for row, and the same counts, on drops with duplicates, conflicting ids, a row of
