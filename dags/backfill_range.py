@@ -13,10 +13,10 @@ DOC = """
 # backfill_range
 
 ## What it does
-Backfills the days `start` .. `end` (trigger form) in one task, in chunks of `backfill.chunk_days`: each day
-of a chunk in order through `feature_pipeline`'s raw steps (Spark ingest with quarantine, GX gates on raw,
-commit), then the chunk's features in one Spark pass, then per day the features GX gate and commit. Every day
-is published exactly as its daily run would publish it, each day committed atomically on its own (the Spark
+Backfills the days `start` .. `end` (trigger form) in one task, in chunks of `backfill.chunk_days`: the
+chunk's drops in one Spark ingest pass (quarantine per day), then per day in order the GX gates on raw and the
+commit, then the chunk's features in one Spark pass, then per day the features GX gate and commit. Every day is
+published exactly as its daily run would publish it, each day committed atomically on its own (the Spark
 session's cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
 features read a day of the range are recomputed in order (a corrected drop), and their scores and drift
 reports are flagged stale (`loopline.stale_days`). With `rescore` on, once the range succeeded, the
@@ -49,7 +49,7 @@ loopline-data-platform (data engineering on-call).
 - "range refused, nothing done": start after end, days without a complete drop, longer than
   `backfill.max_days`, or days held by another running backfill. Fix the range and trigger again.
 - "stopped at ds=D": D failed its gate (the message lists the failed expectations and the report; rejected rows
-  are under `quarantine/*/ds=D`). Days before D are published, later days were not started. Fix the drop,
+  are under `quarantine/*/ds=D`). Days before D are published, later days are not. Fix the drop,
   then trigger the same range again (or clear the task): it resumes at D (`backfill_runs.next_ds`).
 - A killed worker leaves every day published completely or not at all; the rerun resumes at the first day
   without published features (the start of the chunk it was in when it died after the chunk's raw commits).

@@ -437,21 +437,23 @@ def build_features_days(
     recent = current.withColumn("is_today", F.lit(True)).unionByName(tail.withColumn("is_today", F.lit(False)))
 
     ts = _seconds("event_time")
-    recent = recent.withColumn("ts", ts)
+    # Sums run over whole cents (as the daily aggregates): a long sum is exact in any order, where a double sum
+    # depends on the order of transactions that share a second, which Spark does not fix.
+    recent = recent.withColumn("ts", ts).withColumn("cents", F.round(F.col("amount_eur") * 100).cast("long"))
     by_time = Window.partitionBy(FOR_DS, "customer_id").orderBy("ts")
     before = by_time.rangeBetween(Window.unboundedPreceding, -1)
-    today_only = F.when(F.col("is_today"), F.col("amount_eur"))
+    today_only = F.when(F.col("is_today"), F.col("cents"))
     for label, n in hours.items():  # exact sliding windows ending one second before the transaction
         frame = by_time.rangeBetween(-3600 * n, -1)
         recent = recent.withColumn(f"cnt_{label}", F.count("ts").over(frame)).withColumn(
-            f"sum_{label}", F.coalesce(F.sum("amount_eur").over(frame), F.lit(0.0))
+            f"sum_{label}", F.coalesce(F.sum("cents").over(frame), _long()) / 100.0
         )
     sliding = (
         recent.withColumn("prev_ts", F.max("ts").over(before))
         # today before this transaction: feeds the day-aligned windows and the novelty flags
         .withColumn("t_cnt", F.count(today_only).over(before))
-        .withColumn("t_sum", F.coalesce(F.sum(today_only).over(before), F.lit(0.0)))
-        .withColumn("t_sumsq", F.coalesce(F.sum(today_only * today_only).over(before), F.lit(0.0)))
+        .withColumn("t_sum", F.coalesce(F.sum(today_only).over(before), _long()) / 100.0)
+        .withColumn("t_sumsq", F.coalesce(F.sum(today_only * today_only).over(before), _long()) / 10_000.0)
         .withColumn(
             "seen_merchant_today",
             F.count(F.when(F.col("is_today"), 1)).over(
@@ -782,7 +784,9 @@ def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | Non
     missing = [str(day) for day in days if lake.current_version(tables.RAW_TRANSACTIONS, day) is None]
     if missing:
         raise RuntimeError(f"no committed raw transactions for ds={', '.join(missing)}: ingest those days first")
-    check_history(lake, landing, tables.day_range(first - dt.timedelta(days=windows.long_days), first))
+    check_history(
+        lake, landing, tables.day_range(first - dt.timedelta(days=windows.long_days), first - dt.timedelta(days=1))
+    )
     served = spark.createDataFrame([(day,) for day in days], f"{FOR_DS} date")
     empty = {tables.CUSTOMER_DAILY: HISTORY_SCHEMA, tables.MERCHANT_LABEL_DAILY: LABEL_SCHEMA}
     states: dict[str, dict[dt.date, str]] = {}

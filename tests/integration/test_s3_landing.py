@@ -308,6 +308,22 @@ def test_lake_first_day_over_s3(s3, bucket, aws_env):
     assert lake.first_day(RAW_TRANSACTIONS) == dt.date(2024, 3, 2)  # 02-28 was never committed
 
 
+def test_lake_marks_and_copies_versions_of_a_multi_day_write_over_s3(s3, bucket, aws_env):
+    """What a range backfill's partitioned write needs: which day folders it wrote, their markers, and an empty
+    version copied to the days without rows."""
+    lake, client = Lake(f"s3://{bucket}/lake"), s3.client()
+    days = [dt.date(2024, 4, 1), dt.date(2024, 4, 2)]
+    client.put_object(Bucket=bucket, Key="lake/features/ds=2024-04-01/run=v1/part-0.parquet", Body=b"rows")
+    assert lake.version_written("features", days[0], "v1")
+    assert not lake.version_written("features", days[1], "v2")
+    lake.mark_written("features", days[0], "v1")
+    lake.copy_version("features", (days[0], "v1"), (days[1], "v2"))
+    listed = client.list_objects_v2(Bucket=bucket, Prefix="lake/features/ds=2024-04-02/run=v2/")
+    assert sorted(item["Key"].rsplit("/", 1)[-1] for item in listed["Contents"]) == ["_SUCCESS", "part-0.parquet"]
+    lake.commit("features", days[1], "v2")
+    assert lake.partition("features", days[1]) == f"s3a://{bucket}/lake/features/ds=2024-04-02/run=v2"
+
+
 # -- the Airflow landing sensor ------------------------------------------------------------------------------
 
 

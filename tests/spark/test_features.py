@@ -121,6 +121,23 @@ def test_same_day_future_rows_change_nothing(spark, inputs):
         assert after[tid] == row, f"features of {tid} changed when later transactions were added"
 
 
+def test_transactions_sharing_a_second_give_the_same_bits_in_any_order(spark, inputs):
+    """Window sums run over whole cents: in doubles, (0.10 + 0.20) + 0.30 and (0.10 + 0.30) + 0.20 differ in
+    the last bit, and Spark leaves the order of transactions that share a second to the input."""
+    _, _, *states = inputs
+    rows = [
+        txn("t1", "c9", "m1", "2026-03-10 10:00:00", 0.10),
+        txn("t2", "c9", "m1", "2026-03-10 10:05:00", 0.20),
+        txn("t3", "c9", "m1", "2026-03-10 10:05:00", 0.30),
+        txn("t4", "c9", "m1", "2026-03-10 10:10:00", 1.00),
+    ]
+    orders = [rows, [rows[0], rows[2], rows[1], rows[3]]]
+    built = [_by_id(features.build_features(spark.createDataFrame(o, TXN_SCHEMA), None, *states, DS)) for o in orders]
+    assert built[0] == built[1]
+    assert built[0]["t4"]["sum_1h"] == 0.6  # exactly: 60 cents
+    assert built[0]["t4"]["sum_7d"] == 0.6
+
+
 def test_history_and_labels_after_ds_change_nothing(spark, tmp_path: Path):
     """Whole job on generated days: ingesting later days (new labels, aggregates) leaves day D's features alone."""
     landing, lake_root = tmp_path / "landing", tmp_path / "lake"

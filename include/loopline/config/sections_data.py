@@ -284,8 +284,9 @@ class BackfillConfig(_Section):
     """Range backfills (``backfill_range``): how many days one chunk processes and the largest range accepted."""
 
     chunk_days: int = Field(default=7, ge=1, le=366)
-    """Days processed between two checkpoints of a range backfill (the Spark session's cache is cleared and the progress
-    row written per chunk): size it so a chunk's days fit the Spark server's memory.
+    """Days a range backfill ingests in one Spark pass and featurises in another (the Spark session's cache is
+    cleared between chunks): more days save more per-job overhead and hold more rows in one job, so size it so a
+    chunk's days, with the feature windows' history, fit the Spark server's memory.
     """
     max_days: int = Field(default=731, ge=1)
     """Longest range accepted at once; a longer one is refused (split it)."""
