@@ -91,7 +91,10 @@ def write_days(frame, lake, table: str, days: list[dt.date], versions: dict[dt.d
     (
         frame.join(F.broadcast(mapping), FOR_DS)
         .withColumnRenamed(FOR_DS, "ds")
-        .write.mode("append")
+        # Dynamic overwrite touches only the (new) version folders written, and stages them in a folder of
+        # this job's own: an append's staging folder at the table root is shared with every other job.
+        .write.mode("overwrite")
+        .option("partitionOverwriteMode", "dynamic")
         .option("mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")  # the versions get theirs below
         .partitionBy("ds", "run")
         .parquet(lake.table_uri(table))

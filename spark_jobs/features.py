@@ -15,7 +15,9 @@ The rolling state partition ``ds=D`` holds the history available to day D, in th
 - ``state/merchant_risk_window``: per merchant, the labels reported in days D-risk..D-1.
 
 Each is advanced from its ``D-1`` partition: ``state(D) = state(D-1) + agg(D-1) - agg(D-1-n)`` (out of the
-``nd`` sums, for each day window); the bitmaps shift by a day, which is all the merchants table needs.
+``nd`` sums, for each day window); the bitmaps shift by a day, which is all the merchants table needs. A range
+backfill's chunk (:func:`run_days`) instead rebuilds the states of all its days at once from the daily
+aggregates of their windows, then builds their features in one pass.
 Sums are integers (cents), so an advanced state equals one rebuilt from the daily aggregates exactly, and
 the tables stay small: the customer totals stop growing once every active customer is in them, only the
 bitmap-only merchants table grows with the window. Each partition records the aggregate versions of its
@@ -347,7 +349,8 @@ def risk_rates(
 
     def smoothed(keys: list[str], name: str) -> DataFrame:
         grouped = merchant_labels.groupBy(*by, *keys).agg(F.sum("n_labels").alias("n"), F.sum("n_fraud").alias("f"))
-        return grouped.join(F.broadcast(global_rates), list(by)).select(
+        with_global = grouped.join(F.broadcast(global_rates), list(by)) if by else grouped.crossJoin(global_rates)
+        return with_global.select(
             *by,
             *keys,
             ((F.col("f") + k * F.col("global_rate")) / (F.col("n") + k)).alias(name),

@@ -7,7 +7,8 @@ backfill of ``feature_pipeline`` runs: no per-day orchestration (one task, one S
 round trips between days), and the features of a whole chunk built in one pass (one Spark job per state table
 and one for the features, :func:`spark_jobs.features.run_days`) once the chunk's raw days are published.
 
-This module knows nothing of Airflow: the Airflow task hands :func:`run_range` the step that processes one day.
+This module knows nothing of Airflow: the Airflow task hands :func:`run_range` the step that processes a
+chunk of days.
 
 - :func:`plan_range` refuses a bad range before any work (start after end, days without a complete landing
   drop, a range longer than ``backfill.max_days``).
@@ -202,9 +203,16 @@ def dependents(published: list[dt.date], range_days: list[dt.date], reach: int) 
 
 
 def chunks(days: list[dt.date], size: int) -> Iterator[list[dt.date]]:
-    """``days`` in consecutive chunks of at most ``size``."""
-    for i in range(0, len(days), size):
-        yield days[i : i + size]
+    """``days`` (ascending) in chunks of at most ``size`` consecutive days: a gap (a correction's later days
+    skip the days without published features) starts a new chunk, as one Spark pass covers a run of days."""
+    chunk: list[dt.date] = []
+    for day in days:
+        if chunk and (len(chunk) == size or day != chunk[-1] + dt.timedelta(days=1)):
+            yield chunk
+            chunk = []
+        chunk.append(day)
+    if chunk:
+        yield chunk
 
 
 @dataclass

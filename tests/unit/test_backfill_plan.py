@@ -44,6 +44,9 @@ def test_dependents_follow_the_chain_of_readers():
 
 def test_chunks_and_progress():
     assert [len(c) for c in backfill.chunks([day(i) for i in range(7)], 3)] == [3, 3, 1]
+    # a correction's later days can skip a day without features: one Spark pass covers consecutive days only
+    gapped = [day(1), day(2), day(4), day(5), day(6), day(9)]
+    assert list(backfill.chunks(gapped, 2)) == [[day(1), day(2)], [day(4), day(5)], [day(6)], [day(9)]]
     progress = backfill.Progress(days_total=10, days_done=4)  # resumed: 4 done before
     assert progress.eta_seconds is None
     progress.day_done(1000)

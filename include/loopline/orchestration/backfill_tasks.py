@@ -46,11 +46,11 @@ def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | Non
     First each day's PostgreSQL and S3 inputs are extracted into its drop (as ``extract_sources``) and the drop
     is checked; the days up to the first one that fails are ingested in one Spark pass
     (:func:`spark_jobs.ingest.run_days`). Then each day in order, as ``feature_pipeline`` runs it: raw gates
-    and commit, the day's ``ingest_runs`` row through ``conn`` (the ledger's, as ``feature_pipeline.record_ingest``;
-    a Postgres outage fails the range, which resumes at that day). Then the features of the days whose raw
-    layer was published, in one pass (:func:`spark_jobs.features.run_days`), and each day's features gate
-    and commit. A day that fails stops the chunk there: the days before it are published first, then
-    :class:`DayFailed`.
+    and commit, the day's ``ingest_runs`` row through ``conn`` (the ledger's, as
+    ``feature_pipeline.record_ingest``; a Postgres outage fails the range, which resumes at the chunk's first
+    unpublished day). Then the features of the days whose raw layer was published, in one pass
+    (:func:`spark_jobs.features.run_days`), and each day's features gate and commit. A day that fails stops the
+    chunk there: the days before it are published first, then :class:`DayFailed`.
     """
     from loopline.backfill import DayFailed, fault_point
     from loopline.config import resolve_uri
