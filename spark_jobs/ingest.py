@@ -591,11 +591,11 @@ def _ingest_days(
         ("labels", LABEL_COLUMNS, tables.RAW_LABELS, tables.QUARANTINE_LABELS),
     ):
         raw = _read_kind(spark, landing, kind, columns, checked)
-        day = F.col(FOR_DS)
+        row_day = F.col(FOR_DS)
         if kind == "transactions":
-            validated = validate_transactions(raw, day, reference, {d: r.rates for d, r in rates.items()})
+            validated = validate_transactions(raw, row_day, reference, {d: r.rates for d, r in rates.items()})
         else:
-            validated = validate_labels(raw, day)
+            validated = validate_labels(raw, row_day)
         resolved = resolve_duplicates(validated, "transaction_id", list(CONTENT_COLUMNS[kind]), by).cache()
         reasons = row_reasons(kind)
         kept, duplicate = F.col("reason").isNull(), F.col("is_duplicate")

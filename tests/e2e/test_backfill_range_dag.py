@@ -79,6 +79,17 @@ def run_range(dag, start: dt.date, end: dt.date, **conf):
     return dagrun, {ti.task_id: ti.state for ti in dagrun.get_task_instances()}
 
 
+def run_range_with_fault(dag, start: dt.date, end: dt.date, at: dt.date, point: str):
+    """:func:`run_range` with a fault injected at ``point`` of day ``at`` (loopline.backfill.FAULT_ENV)."""
+    from loopline.backfill import FAULT_ENV
+
+    os.environ[FAULT_ENV] = f"{at}:{point}"
+    try:
+        return run_range(dag, start, end)[0]
+    finally:
+        os.environ.pop(FAULT_ENV)
+
+
 def table_rows(lake: Lake, table: str, ds: dt.date):
     import pandas as pd
 
@@ -211,11 +222,7 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     (part.parent / "_SUCCESS").touch()
     # A fault after day 6's raw commit: the chunk (days 5 and 6) has its raw days published and no features
     # yet, which are built for the chunk at once after its raw days. Whole days either way.
-    os.environ["LOOPLINE_BACKFILL_FAULT"] = f"{day(6)}:after_raw"
-    try:
-        dagrun, _ = run_range(env["range"], day(4), day(6))
-    finally:
-        os.environ.pop("LOOPLINE_BACKFILL_FAULT")
+    dagrun = run_range_with_fault(env["range"], day(4), day(6), day(6), "after_raw")
     assert dagrun.state == "failed"
     assert lake.current_version(tables.FEATURES, day(4)) == kept  # resumed at day 5: day 4 untouched
     assert lake.partition(tables.RAW_TRANSACTIONS, day(6)) is not None
@@ -224,11 +231,7 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     assert ledger(env["pg"], "status", "next_ds")[-1] == ("running", day(5))  # what a killed run leaves
 
     # A fault after day 5's features commit: day 5 is published, day 6 is not.
-    os.environ["LOOPLINE_BACKFILL_FAULT"] = f"{day(5)}:after_features"
-    try:
-        dagrun, _ = run_range(env["range"], day(4), day(6))
-    finally:
-        os.environ.pop("LOOPLINE_BACKFILL_FAULT")
+    dagrun = run_range_with_fault(env["range"], day(4), day(6), day(5), "after_features")
     assert dagrun.state == "failed"
     assert lake.partition(tables.FEATURES, day(5)) is not None
     assert lake.partition(tables.FEATURES, day(6)) is None
