@@ -212,6 +212,7 @@ def main() -> None:
 
         demo.wait_for_dags(["feature_pipeline", "backfill_range"], env)
         cfg = get_config()
+        results["chunking"] = cfg.backfill.model_dump(include={"chunk_days", "chunk_rows", "max_chunk_days"})
         landing, lake = Path(resolve_uri(cfg.storage.landing_uri)), Path(resolve_uri(cfg.storage.lake_uri))
         first = dt.date(2026, 1, 1)
         if args.warmup:  # both paths once on days of their own: a fresh stack's first runs pay its warm-up

@@ -13,15 +13,15 @@ DOC = """
 # backfill_range
 
 ## What it does
-Backfills the days `start` .. `end` (trigger form) in one task, in chunks of `backfill.chunk_days`: the
-chunk's drops in one Spark ingest pass (quarantine per day), then per day in order the GX gates on raw and the
-commit, then the chunk's features in one Spark pass, then per day the features GX gate and commit. Every day is
-published exactly as its daily run would publish it, each day committed atomically on its own (the Spark
-session's cache is cleared between chunks). Then, unless `cascade` is off, the already-published later days whose
-features read a day of the range are recomputed in order (a corrected drop), and their scores and drift
-reports are flagged stale (`loopline.stale_days`). With `rescore` on, once the range succeeded, the
-`batch_score` run of every day with stale scores is cleared, so it scores the day again; off, re-score later
-with `loopline rescore-stale`.
+Backfills the days `start` .. `end` (trigger form) in one task, in chunks (the first of `backfill.chunk_days`, the
+next of about `backfill.chunk_rows` transactions): the chunk's drops in one Spark ingest pass, then per day in
+order the quarantine commit, the GX gates on raw and the commit, then the chunk's features in one Spark pass, then
+per day the features GX gate and commit. Every day is published exactly as its daily run would publish it, each day
+committed atomically on its own (the Spark session's cache is cleared between chunks). Then, unless `cascade` is
+off, the already-published later days whose features read a day of the range are recomputed in order (a corrected
+drop), and their scores and drift reports are flagged stale (`loopline.stale_days`). With `rescore` on, once the
+range succeeded, the `batch_score` run of every day with stale scores is cleared, so it scores the day again; off,
+re-score later with `loopline rescore-stale`.
 
 Tasks: `backfill_days` → `plan_rescore` (skipped when `rescore` is off) → `trigger_rescore` (one per stale
 day). Created from the CLI with `loopline backfill --start ... --end ...`, or from this form.

@@ -5,7 +5,8 @@ timestamps, amounts in EUR), drops exact duplicates, and routes every row that b
 quarantine partition with its reason. Whole files that cannot be read row by row (empty, truncated gzip,
 missing columns) are quarantined as files and counted. Writes new, uncommitted versions of the raw tables
 and the daily aggregates derived from them; ``publish`` commits them once the GX gate has passed.
-Quarantine partitions are committed at once: they are the evidence an operator triages with.
+Quarantine partitions are committed before the gates (``run`` commits them at once; a range backfill each
+day just before its gates): they are the evidence an operator triages with.
 
 With an object-store landing and ``storage.stage_uri`` set, the day's data files are first copied to that
 shared folder and Spark reads the copies (a Spark without hadoop-aws cannot read ``s3a://``); records and
@@ -495,16 +496,31 @@ def check_drop(landing: Landing, ds: dt.date) -> None:
 
 
 def run(spark: SparkSession, ds: dt.date, cfg: LooplineConfig | None = None) -> dict:
-    """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer."""
-    return run_days(spark, [ds], cfg)[ds]
+    """Ingest ``ds``; returns counts per kind and the uncommitted versions of the raw layer. The day's
+    quarantine is committed (:func:`commit_quarantine`)."""
+    cfg = cfg or get_config()
+    result = run_days(spark, [ds], cfg)[ds]
+    commit_quarantine(ds, result, cfg)
+    return result
+
+
+def commit_quarantine(ds: dt.date, result: dict, cfg: LooplineConfig | None = None) -> None:
+    """Commit the quarantine partitions an ingest wrote for ``ds`` (``result``: its result for the day, whose
+    ``version`` every table of the day shares), before the day's gates: they are the evidence an operator
+    triages a failed gate with."""
+    cfg = cfg or get_config()
+    lake = Lake(resolve_uri(cfg.storage.lake_uri))
+    for kind, table in (("transactions", tables.QUARANTINE_TRANSACTIONS), ("labels", tables.QUARANTINE_LABELS)):
+        lake.commit(table, ds, result["version"], stats={"rows": result[kind]["rows_quarantined"]})
 
 
 def run_days(spark: SparkSession, days: list[dt.date], cfg: LooplineConfig | None = None) -> dict[dt.date, dict]:
     """Ingest consecutive ``days`` in one Spark pass (one day: the daily run; several: a range backfill's
-    chunk); returns :func:`run`'s result per day. Each day's drop is checked on its own and its rows are
-    validated, de-duplicated, quarantined and aggregated against its own day only, so a day ingested with
-    others is the day ingested alone. A day's raw labels match the transactions of its day and the
-    ``LABEL_LOOKBACK_DAYS`` before it: the committed ones before the first day, this pass's after it."""
+    chunk); returns :func:`run`'s result per day, nothing committed (quarantine included). Each day's drop is
+    checked on its own and its rows are validated, de-duplicated, quarantined and aggregated against its own
+    day only, so a day ingested with others is the day ingested alone. A day's raw labels match the
+    transactions of its day and the ``LABEL_LOOKBACK_DAYS`` before it: the committed ones before the first
+    day, this pass's after it."""
     cfg = cfg or get_config()
     landing = Landing(resolve_uri(cfg.storage.landing_uri), cfg.storage.aws_conn_id)
     lake = Lake(resolve_uri(cfg.storage.lake_uri))
@@ -635,7 +651,6 @@ def _ingest_days(
         none = {"written": 0, "duplicates": 0, "quarantined": 0} | {f"reason_{i}": 0 for i in range(len(reasons))}
         for day in days:
             counts = kind_counts(tallies.get(day, none), reasons, checked[day][kind][0])
-            lake.commit(quarantine_table, day, versions[day], stats={"rows": counts.rows_quarantined})
             results[day][kind] = counts.__dict__ | {"quarantine_rate": round(counts.quarantine_rate, 6)}
             results[day]["tables"][table] = versions[day]
 

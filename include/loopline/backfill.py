@@ -1,7 +1,8 @@
 """Range backfills: many days through the daily pipeline's steps in one run, each day published on its own.
 
-A range backfill ingests, gates and featurises days ``start .. end`` in day order, in chunks of
-``backfill.chunk_days``, and publishes each day's raw and feature partitions with the daily run's own gates
+A range backfill ingests, gates and featurises days ``start .. end`` in day order, in chunks (the first of
+``backfill.chunk_days``, the next of about ``backfill.chunk_rows`` transactions each, :func:`chunk_size`), and
+publishes each day's raw and feature partitions with the daily run's own gates
 and commits (same rows, same gates, same quarantine, one atomic commit per table and day). What it adds over a
 backfill of ``feature_pipeline`` runs: no per-day orchestration (one task, one Spark session, no scheduler
 round trips between days), and the features of a whole chunk built in one pass (one Spark job per state table
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loopline import lake as tables
-from loopline.config import LooplineConfig
+from loopline.config import BackfillConfig, LooplineConfig
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +214,16 @@ def chunks(days: list[dt.date], size: int) -> Iterator[list[dt.date]]:
         chunk.append(day)
     if chunk:
         yield chunk
+
+
+def chunk_size(cfg: BackfillConfig, days_done: int, rows_done: int) -> int:
+    """Days of the next chunk: ``chunk_days`` until the range has published a day (or with ``chunk_rows`` 0),
+    then as many days as ``chunk_rows`` transactions make at the rows per day published so far, from 1 to
+    ``max_chunk_days``."""
+    if not cfg.chunk_rows or not days_done:
+        return cfg.chunk_days
+    per_day = max(rows_done / days_done, 1.0)
+    return max(1, min(cfg.max_chunk_days, int(cfg.chunk_rows // per_day)))
 
 
 @dataclass
@@ -470,9 +481,13 @@ def run_range(
         )
     progress = Progress(days_total=len(days), days_done=len(result.skipped))
     reason = f"features recomputed by backfill {run_id} ({start} .. {end})"
-    groups = list(chunks(todo, cfg.backfill.chunk_days))
-    for number, group in enumerate(groups, 1):
-        chunk = f"{group[0]}..{group[-1]} ({number}/{len(groups)})"
+    remaining, number = todo, 0
+    while remaining:
+        size = chunk_size(cfg.backfill, progress.run_days, progress.rows_done)
+        group = next(chunks(remaining, size))
+        remaining = remaining[len(group) :]
+        number += 1
+        chunk = f"{group[0]}..{group[-1]} ({number}/{number + sum(1 for _ in chunks(remaining, size))})"
         log.info("chunk %s: %d day(s)", chunk, len(group))
         ledger.progress(run_id, progress, group[0], chunk)
         published = iter(step(group))
@@ -494,7 +509,7 @@ def run_range(
             flagged = ledger.mark_stale(day, reason)
             if flagged:
                 result.stale_flagged[str(day)] = flagged
-            nxt = group[i + 1] if i + 1 < len(group) else (groups[number][0] if number < len(groups) else None)
+            nxt = group[i + 1] if i + 1 < len(group) else (remaining[0] if remaining else None)
             ledger.progress(run_id, progress, nxt, chunk)
             result.published.append(str(day))
             on_day(day, done)

@@ -56,7 +56,8 @@ def env(spark_connect_url, airflow_db, postgres, tmp_path_factory):
         **file_transport(root / "lineage" / "events.jsonl"),
         "LOOPLINE__STORAGE__LANDING_URI": str(root / "landing"),
         "LOOPLINE__STORAGE__LAKE_URI": str(root / "lake_range"),
-        "LOOPLINE__BACKFILL__CHUNK_DAYS": "2",
+        "LOOPLINE__BACKFILL__CHUNK_DAYS": "3",
+        "LOOPLINE__BACKFILL__CHUNK_ROWS": "700",  # later chunks: 2 days of about 300 rows
     }
     (root / "lineage").mkdir()
     with environment(overrides):
@@ -131,7 +132,7 @@ def test_range_publishes_what_the_daily_runs_publish(env):
     columns = ("status", "days_done", "days_total", "current_chunk", "rows_done")
     status, done, total, chunk, rows = ledger(env["pg"], *columns)[-1]
     assert (status, done, total) == ("succeeded", 4, 4)
-    assert chunk.endswith("(2/2)")  # chunk_days = 2
+    assert chunk == f"{day(3)}..{day(3)} (2/2)"  # chunk_days = 3, then what chunk_rows makes (the rest)
     assert rows == sum(ranged.stats(tables.RAW_TRANSACTIONS, day(i))["rows"] for i in range(4))
 
     from airflow.models.asset import AssetEvent, AssetModel
@@ -212,6 +213,7 @@ def test_failed_gate_stops_the_range_and_the_rerun_resumes(env, capfd):
     assert lake.partition(tables.FEATURES, day(6)) is None  # after it: not started
     assert lake.partition(tables.RAW_TRANSACTIONS, day(6)) is None
     assert lake.stats(tables.QUARANTINE_TRANSACTIONS, day(5))["rows"] == len(lines[1::10])
+    assert lake.partition(tables.QUARANTINE_TRANSACTIONS, day(6)) is None  # ingested with day 5, never gated
     status, failed_ds, reason, next_ds = ledger(env["pg"], "status", "failed_ds", "reason", "next_ds")[-1]
     assert (status, failed_ds, next_ds) == ("failed", day(5), day(5))
     assert "ingest_stats" in reason

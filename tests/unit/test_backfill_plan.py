@@ -56,6 +56,17 @@ def test_chunks_and_progress():
     assert "5/10 days" in progress.line(day(4), "x (1/2)")
 
 
+def test_chunks_after_the_first_hold_about_chunk_rows():
+    sized = get_config().backfill.model_copy(update={"chunk_days": 7, "chunk_rows": 100_000, "max_chunk_days": 31})
+    assert backfill.chunk_size(sized, 0, 0) == 7  # nothing published yet: chunk_days
+    assert backfill.chunk_size(sized, 7, 7 * 20_000) == 5  # 20,000 rows a day
+    assert backfill.chunk_size(sized, 7, 7 * 1_000) == 31  # small days: capped
+    assert backfill.chunk_size(sized, 7, 7 * 500_000) == 1  # days above the budget: one at a time
+    assert backfill.chunk_size(sized, 3, 0) == 31  # empty days
+    fixed = sized.model_copy(update={"chunk_rows": 0})
+    assert backfill.chunk_size(fixed, 7, 7 * 1_000) == 7
+
+
 def test_fault_point_fires_only_where_asked(monkeypatch):
     monkeypatch.setenv(backfill.FAULT_ENV, f"{day(1)}:after_raw")
     backfill.fault_point(day(0), "after_raw")

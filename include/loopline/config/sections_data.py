@@ -284,10 +284,17 @@ class BackfillConfig(_Section):
     """Range backfills (``backfill_range``): how many days one chunk processes and the largest range accepted."""
 
     chunk_days: int = Field(default=7, ge=1, le=366)
-    """Days a range backfill ingests in one Spark pass and featurises in another (the Spark session's cache is
-    cleared between chunks): more days save more per-job overhead and hold more rows in one job, so size it so a
-    chunk's days, with the feature windows' history, fit the Spark server's memory.
+    """Days of a range backfill's first chunk: the days it ingests in one Spark pass and featurises in another
+    (the Spark session's cache is cleared between chunks). Later chunks are sized by ``chunk_rows``. More days
+    save more per-job overhead and hold more rows in one job: size it so a chunk's days, with the feature
+    windows' history, fit the Spark server's memory.
     """
+    chunk_rows: int = Field(default=1_500_000, ge=0)
+    """Transactions a later chunk holds: as many days as this many rows make at the rows per day the range has
+    published so far, from 1 to ``max_chunk_days`` (small days share fewer, larger passes; large days are
+    split). 0: every chunk has ``chunk_days``."""
+    max_chunk_days: int = Field(default=31, ge=1, le=366)
+    """Most days in one chunk, however small the days."""
     max_days: int = Field(default=731, ge=1)
     """Longest range accepted at once; a longer one is refused (split it)."""
     cascade: bool = True

@@ -45,8 +45,8 @@ def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | Non
 
     First each day's PostgreSQL and S3 inputs are extracted into its drop (as ``extract_sources``) and the drop
     is checked; the days up to the first one that fails are ingested in one Spark pass
-    (:func:`spark_jobs.ingest.run_days`). Then each day in order, as ``feature_pipeline`` runs it: raw gates
-    and commit, the day's ``ingest_runs`` row through ``conn`` (the ledger's, as
+    (:func:`spark_jobs.ingest.run_days`). Then each day in order, as ``feature_pipeline`` runs it: quarantine
+    commit, raw gates and commit, the day's ``ingest_runs`` row through ``conn`` (the ledger's, as
     ``feature_pipeline.record_ingest``; a Postgres outage fails the range, which resumes at the chunk's first
     unpublished day). Then the features of the days whose raw layer was published, in one pass
     (:func:`spark_jobs.features.run_days`), and each day's features gate and commit. A day that fails stops the
@@ -80,6 +80,7 @@ def _chunk_step(spark: Any, cfg: Any = None, conn: Any = None, run_id: str | Non
         # The day's lineage as its daily run reports it (same dataset names), in child runs of the task's run.
         try:
             with day_scope(ds):
+                ingest.commit_quarantine(day, ingested, cfg)  # as the daily ingest: before the gates
                 ft.report_ingest_lineage(ds, ingested)
                 fault_point(day, "after_ingest")
                 ft.gate_and_publish_raw(spark, ds, ingested)
