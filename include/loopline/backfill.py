@@ -2,11 +2,11 @@
 
 A range backfill ingests, gates and featurises days ``start .. end`` in day order, in chunks (the first of
 ``backfill.chunk_days``, the next of about ``backfill.chunk_rows`` transactions each, :func:`chunk_size`), and
-publishes each day's raw and feature partitions with the daily run's own gates
-and commits (same rows, same gates, same quarantine, one atomic commit per table and day). What it adds over a
-backfill of ``feature_pipeline`` runs: no per-day orchestration (one task, one Spark session, no scheduler
-round trips between days), and the features of a whole chunk built in one pass (one Spark job per state table
-and one for the features, :func:`spark_jobs.features.run_days`) once the chunk's raw days are published.
+publishes each day's raw and feature partitions with the daily run's own gates and commits (same rows, same gates,
+same quarantine, one atomic commit per table and day). What it adds over a backfill of ``feature_pipeline`` runs:
+no per-day orchestration (one task, one Spark session, no scheduler round trips between days), and the features of
+a whole chunk built in one pass (one Spark job per state table and one for the features,
+:func:`spark_jobs.features.run_days`) once the chunk's raw days are published.
 
 This module knows nothing of Airflow: the Airflow task hands :func:`run_range` the step that processes a
 chunk of days.
@@ -219,9 +219,9 @@ def chunks(days: list[dt.date], size: int) -> Iterator[list[dt.date]]:
 def chunk_size(cfg: BackfillConfig, days_done: int, rows_done: int) -> int:
     """Days of the next chunk: ``chunk_days`` until the range has published a day (or with ``chunk_rows`` 0),
     then as many days as ``chunk_rows`` transactions make at the rows per day published so far, from 1 to
-    ``max_chunk_days``."""
+    ``max_chunk_days`` (which caps ``chunk_days`` too)."""
     if not cfg.chunk_rows or not days_done:
-        return cfg.chunk_days
+        return min(cfg.chunk_days, cfg.max_chunk_days)
     per_day = max(rows_done / days_done, 1.0)
     return max(1, min(cfg.max_chunk_days, int(cfg.chunk_rows // per_day)))
 

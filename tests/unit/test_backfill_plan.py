@@ -65,6 +65,7 @@ def test_chunks_after_the_first_hold_about_chunk_rows():
     assert backfill.chunk_size(sized, 3, 0) == 31  # empty days
     fixed = sized.model_copy(update={"chunk_rows": 0})
     assert backfill.chunk_size(fixed, 7, 7 * 1_000) == 7
+    assert backfill.chunk_size(fixed.model_copy(update={"max_chunk_days": 5}), 0, 0) == 5  # the cap holds for all
 
 
 def test_fault_point_fires_only_where_asked(monkeypatch):

@@ -294,7 +294,7 @@ class BackfillConfig(_Section):
     published so far, from 1 to ``max_chunk_days`` (small days share fewer, larger passes; large days are
     split). 0: every chunk has ``chunk_days``."""
     max_chunk_days: int = Field(default=31, ge=1, le=366)
-    """Most days in one chunk, however small the days."""
+    """Most days in one chunk, however small the days (the first chunk's ``chunk_days`` included)."""
     max_days: int = Field(default=731, ge=1)
     """Longest range accepted at once; a longer one is refused (split it)."""
     cascade: bool = True
